@@ -1,0 +1,83 @@
+"""Line framing for protocol v1: bytes in, lines out; lines in, bytes out.
+
+No I/O here, no clocks. One decoder per connection, fed whatever the socket
+gave; it must stay O(bytes read) however the bytes are split (a line sent one
+byte per read must not cost quadratic time, cf. h11's ``_receivebuffer``), and
+it must hold at most ``max_line`` bytes of an unfinished line, so a client can
+never make the server buffer more than that.
+"""
+
+from __future__ import annotations
+
+from ipc.errors import ErrorCode
+
+#: Default inbound line limit in bytes, terminator excluded. Long enough for any
+#: chat line a person types, short enough that 10,000 clients each holding a
+#: full partial line stay under 40 MiB. IRC allows 512 bytes (ergo 4 KiB with
+#: its ``maxline`` extension); aiosmtpd's line limit is 1001; we take 4 KiB.
+DEFAULT_MAX_LINE = 4096
+
+_CR = 13
+
+#: What ``LineDecoder.feed`` yields: a decoded line, or the error its bytes earned.
+Event = str | ErrorCode
+
+
+class LineDecoder:
+    """Splits a byte stream into UTF-8 lines ending in ``\\n`` (a ``\\r`` before it is dropped).
+
+    A line longer than ``max_line`` yields ``ErrorCode.TOO_LONG`` once and its
+    bytes are discarded up to the next ``\\n``; a line that is not UTF-8 yields
+    ``ErrorCode.ENCODING``. Either way decoding resumes with the next line.
+    """
+
+    __slots__ = ("max_line", "_buf", "_scanned", "_discarding")
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        if max_line < 1:
+            raise ValueError("max_line must be positive")
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf already searched for b"\n"
+        self._discarding = False  # inside a line already reported TOO_LONG
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a line not yet ended."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Add bytes from the peer; return the lines (or errors) they completed."""
+        buf = self._buf
+        buf += data
+        events: list[Event] = []
+        start = 0
+        search = self._scanned
+        while (nl := buf.find(b"\n", search)) >= 0:
+            if self._discarding:
+                self._discarding = False
+            else:
+                end = nl - 1 if nl > start and buf[nl - 1] == _CR else nl
+                if end - start > self.max_line:
+                    events.append(ErrorCode.TOO_LONG)
+                else:
+                    try:
+                        events.append(buf[start:end].decode("utf-8"))
+                    except UnicodeDecodeError:
+                        events.append(ErrorCode.ENCODING)
+            start = search = nl + 1
+        if start:
+            del buf[:start]
+        if self._discarding:
+            buf.clear()
+        elif len(buf) > self.max_line + 1:  # +1: a '\r' may still precede the '\n'
+            events.append(ErrorCode.TOO_LONG)
+            self._discarding = True
+            buf.clear()
+        self._scanned = len(buf)
+        return events
+
+
+def encode(line: str) -> bytes:
+    """One protocol line, terminated, as bytes for the wire."""
+    return (line + "\n").encode("utf-8")

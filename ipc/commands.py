@@ -1,0 +1,147 @@
+"""What a client may send, parsed from one decoded line.
+
+No I/O here. The ``VERBS`` table is the single source for parsing, for the
+``HELP`` reply and for the usage hints in ``ERROR USAGE``; docs/PROTOCOL.md is
+checked against it by a test.
+
+While FREE a line is a command: the first word, case-insensitive, picks the
+verb, and blanks around words are ignored. While BUSY every line is a message
+for the partner except the two exact control lines ``#GOODBYE#`` and
+``#CLOSE#``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ipc.errors import ErrorCode, ProtocolError
+
+GOODBYE = "#GOODBYE#"
+CLOSE = "#CLOSE#"
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """List connected clients; ``free_only`` keeps just the FREE ones."""
+
+    free_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Ask for a session with ``target``."""
+
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Ask the server to answer ``PONG``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    """Ask for the ``HELP`` lines."""
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Leave the server: ``BYE``, then the socket closes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """End the current session; both ends stay connected and FREE."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A line for the session partner, relayed as ``MSG <text>``."""
+
+    text: str
+
+
+Command = Get | Connect | Ping | Help | Close | Goodbye | Message
+
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    """One command word: how it is written and what it does."""
+
+    syntax: str
+    summary: str
+
+
+#: Every command a FREE client may send, in the order ``HELP`` lists them.
+VERBS: dict[str, Verb] = {
+    "GET": Verb("GET [FREE]", "list connected clients (FREE: only those free to chat)"),
+    "CONNECT": Verb("CONNECT <id>", "start a one-to-one session with a FREE client"),
+    "PING": Verb("PING", "check that the server answers (PONG)"),
+    "HELP": Verb("HELP", "show this list"),
+    CLOSE: Verb(CLOSE, "disconnect (BYE)"),
+    GOODBYE: Verb(GOODBYE, "in a session: end it; both of you stay connected and FREE"),
+}
+
+#: Shown after the verbs by ``HELP``: how a session behaves.
+SESSION_HELP = "in a session every other line goes to your partner as MSG <line>"
+
+
+def _usage(verb: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.USAGE, VERBS[verb].syntax)
+
+
+def _parse_id(word: str) -> int:
+    # ids are positive decimal integers; "+5", "5.0", "0x5" and "0" are not ids
+    if not word.isascii() or not word.isdigit() or len(word) > 18:
+        raise _usage("CONNECT")
+    value = int(word)
+    if value < 1:
+        raise _usage("CONNECT")
+    return value
+
+
+def parse_free(line: str) -> Command | None:
+    """Parse a line from a FREE client; ``None`` for a blank line (ignored).
+
+    Raises ``ProtocolError`` (USAGE, UNKNOWN_COMMAND, NOT_IN_CHAT) for a line
+    that is no valid command.
+    """
+    words = line.split()
+    if not words:
+        return None
+    verb = words[0].upper()
+    args = words[1:]
+    if verb == "GET":
+        if not args:
+            return Get(False)
+        if len(args) == 1 and args[0].upper() == "FREE":
+            return Get(True)
+        raise _usage(verb)
+    if verb == "CONNECT":
+        if len(args) != 1:
+            raise _usage(verb)
+        return Connect(_parse_id(args[0]))
+    if verb in ("PING", "HELP", CLOSE):
+        if args:
+            raise _usage(verb)
+        return {"PING": Ping(), "HELP": Help(), CLOSE: Close()}[verb]
+    if verb == GOODBYE:
+        raise ProtocolError(ErrorCode.NOT_IN_CHAT)
+    raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, words[0])
+
+
+def parse_busy(line: str) -> Command:
+    """Parse a line from a client in a session: a control line or a message."""
+    if line == GOODBYE:
+        return Goodbye()
+    if line == CLOSE:
+        return Close()
+    return Message(line)
+
+
+def help_lines() -> list[str]:
+    """The reply to ``HELP``: one ``HELP`` line per verb, then how sessions work."""
+    width = max(len(v.syntax) for v in VERBS.values())
+    lines = [f"HELP {v.syntax:<{width}}  {v.summary}" for v in VERBS.values()]
+    lines.append(f"HELP {SESSION_HELP}")
+    return lines

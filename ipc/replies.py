@@ -1,0 +1,168 @@
+"""What the server says: formatting for the server, parsing for the client.
+
+No I/O here. Each reply is a frozen dataclass whose ``line()`` is its exact
+wire form (without the terminator) and ``parse_reply`` is its inverse, so the
+server's output and the client's reading of it cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ipc.errors import ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """First line after connect: the client's own id."""
+
+    id: int
+
+    def line(self) -> str:
+        return f"WELCOME {self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """Reply to ``GET``: ``(id, busy)`` for every listed client, ascending id."""
+
+    entries: tuple[tuple[int, bool], ...]
+
+    def line(self) -> str:
+        return clients_line(self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A session with ``peer`` started (sent to both ends)."""
+
+    peer: int
+
+    def line(self) -> str:
+        return f"CONNECTED {self.peer}"
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """A line the session partner sent."""
+
+    text: str
+
+    def line(self) -> str:
+        return f"MSG {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The session with ``peer`` is over; this end is FREE again."""
+
+    peer: int
+
+    def line(self) -> str:
+        return f"ENDED {self.peer}"
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """Reply to ``#CLOSE#``; the server closes the socket after it."""
+
+    def line(self) -> str:
+        return "BYE"
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """The server is shutting down; the socket closes after it."""
+
+    def line(self) -> str:
+        return "OUTAGE"
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Reply to ``PING``."""
+
+    def line(self) -> str:
+        return "PONG"
+
+
+@dataclass(frozen=True, slots=True)
+class HelpLine:
+    """One line of the reply to ``HELP``."""
+
+    text: str
+
+    def line(self) -> str:
+        return f"HELP {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A request was refused; ``detail`` may be empty."""
+
+    code: ErrorCode
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"ERROR {self.code.value} {self.detail}" if self.detail else f"ERROR {self.code.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A line this version does not know (kept whole, so a client can show it)."""
+
+    text: str
+
+    def line(self) -> str:
+        return self.text
+
+
+Reply = (
+    Welcome | Clients | Connected | Msg | Ended | Bye | Outage | Pong | HelpLine | Error | Unknown
+)
+
+
+def clients_line(entries: Iterable[tuple[int, bool]]) -> str:
+    """``CLIENTS 1=FREE 2=BUSY``; plain ``CLIENTS`` when there are none."""
+    parts = ["CLIENTS"]
+    parts.extend(f"{cid}={'BUSY' if busy else 'FREE'}" for cid, busy in entries)
+    return " ".join(parts)
+
+
+def _int(word: str) -> int | None:
+    return int(word) if word.isascii() and word.isdigit() else None
+
+
+def _parse_clients(rest: str) -> Clients | None:
+    entries = []
+    for item in rest.split():
+        cid, sep, status = item.partition("=")
+        number = _int(cid)
+        if not sep or number is None or status not in ("FREE", "BUSY"):
+            return None
+        entries.append((number, status == "BUSY"))
+    return Clients(tuple(entries))
+
+
+def parse_reply(line: str) -> Reply:
+    """Parse one server line; anything unrecognised comes back as ``Unknown``."""
+    word, _, rest = line.partition(" ")
+    if word == "MSG":
+        return Msg(rest)
+    if word == "HELP":
+        return HelpLine(rest)
+    reply: Reply | None = None
+    if word in ("WELCOME", "CONNECTED", "ENDED"):
+        number = _int(rest)
+        if number is not None:
+            reply = {"WELCOME": Welcome, "CONNECTED": Connected, "ENDED": Ended}[word](number)
+    elif word == "CLIENTS":
+        reply = _parse_clients(rest)
+    elif word == "ERROR":
+        code, _, detail = rest.partition(" ")
+        if code in ErrorCode.__members__:
+            reply = Error(ErrorCode[code], detail)
+    elif not rest:
+        reply = {"BYE": Bye(), "OUTAGE": Outage(), "PONG": Pong()}.get(word)
+    return reply if reply is not None else Unknown(line)
