@@ -105,7 +105,9 @@ class Error:
     detail: str = ""
 
     def line(self) -> str:
-        return f"ERROR {self.code.value} {self.detail}" if self.detail else f"ERROR {self.code.value}"
+        return (
+            f"ERROR {self.code.value} {self.detail}" if self.detail else f"ERROR {self.code.value}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

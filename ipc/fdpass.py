@@ -1,0 +1,34 @@
+"""Passing an accepted socket from the acceptor to a worker over AF_UNIX.
+
+Each datagram of the SOCK_SEQPACKET pair carries one byte and one file
+descriptor. Both ends close what they hold on every error path: a leaked
+descriptor here is a client socket nobody will ever close.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def handoff_pair() -> tuple[socket.socket, socket.socket]:
+    """(acceptor end, worker end) of a new hand-off channel."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send_fd(channel: socket.socket, fd: int) -> None:
+    """Send ``fd`` (the caller still owns and must close its copy)."""
+    socket.send_fds(channel, [b"F"], [fd])
+
+
+def recv_fd(channel: socket.socket) -> int | None:
+    """Receive one descriptor; None when the channel is closed or carried none.
+
+    Raises ``BlockingIOError`` on a non-blocking channel with nothing waiting.
+    """
+    msg, fds, _flags, _addr = socket.recv_fds(channel, 1, 4)
+    if not fds:
+        return None
+    for extra in fds[1:]:  # never expected; never leaked either
+        os.close(extra)
+    return fds[0]

@@ -1,0 +1,99 @@
+"""The acceptor process: accept TCP connections, hand each to a worker.
+
+It never reads a client socket (cf. gunicorn's design: "the arbiter never
+touches individual client sockets"): it accepts, passes the descriptor to a
+worker over that worker's Unix socket, and closes its own copy.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from ipc.fdpass import send_fd
+from matchmaker.proc import child_setup, exit_on_sigterm
+
+log = logging.getLogger("matchmaker.acceptor")
+
+#: accept() errors that mean "out of a resource for now": back off, don't spin.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+#: How long to back off when out of descriptors; clients wait in the listen backlog.
+BACKOFF = 0.1
+
+
+class Placement:
+    """Picks the worker for the next connection.
+
+    ``least-loaded`` counts each worker's live clients plus the sockets handed to
+    it that it has not picked up yet, so a burst of connections spreads out even
+    before the workers report; ties go round robin.
+    """
+
+    def __init__(self, policy: str, live: Any, received: Any) -> None:
+        self.policy = policy
+        self.live = live
+        self.received = received
+        self.handed = [0] * len(live)
+        self._next = 0
+
+    def choose(self) -> int:
+        n = len(self.handed)
+        start = self._next
+        if self.policy == "round-robin":
+            best = start
+        else:
+            best, best_load = start, None
+            for step in range(n):
+                i = (start + step) % n
+                load = self.live[i] + self.handed[i] - self.received[i]
+                if best_load is None or load < best_load:
+                    best, best_load = i, load
+        self._next = (best + 1) % n
+        self.handed[best] += 1
+        return best
+
+
+def serve(
+    listener: socket.socket, handoffs: list[socket.socket], placement: Placement, parent: int
+) -> None:
+    """Accept until SIGTERM, or until the supervisor is gone."""
+    listener.settimeout(1.0)  # wake up to notice a dead supervisor
+    while os.getppid() == parent:
+        try:
+            conn, _addr = listener.accept()
+        except TimeoutError:
+            continue
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            if exc.errno in _EXHAUSTED:
+                log.warning("accept: %s; backing off %.1fs", exc.strerror, BACKOFF)
+                time.sleep(BACKOFF)
+                continue
+            if exc.errno == errno.ECONNABORTED:
+                continue
+            raise
+        with conn:
+            worker = placement.choose()
+            try:
+                send_fd(handoffs[worker], conn.fileno())
+            except OSError as exc:
+                log.error("could not hand a connection to worker %d: %s", worker + 1, exc)
+
+
+def main(
+    log_level: str,
+    policy: str,
+    listener: socket.socket,
+    handoffs: list[socket.socket],
+    live: Any,
+    received: Any,
+) -> None:
+    """Entry point of the acceptor process (spawned by the supervisor)."""
+    parent = child_setup("acceptor", log_level)
+    exit_on_sigterm()
+    serve(listener, handoffs, Placement(policy, live, received), parent)

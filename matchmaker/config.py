@@ -1,0 +1,148 @@
+"""Command-line flags of ``python -m matchmaker`` and the frozen ``Config`` they make.
+
+Every limit is a flag; each default is justified where it is defined (the
+line limit in ``ipc.codec``, the client limit in ``matchmaker.table``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from ipc.codec import DEFAULT_MAX_LINE
+from matchmaker.table import DEFAULT_MAX_CLIENTS
+
+#: Default for ``--sendq``: 1 MiB may wait to be sent to one client before it is
+#: cut as a slow consumer. InspIRCd's default sendq is 1 MB; ergo's is 96 KiB.
+#: 1 MiB rides out a client that stalls for seconds while its partner types.
+DEFAULT_SENDQ = 1 << 20
+
+#: Default for ``--shutdown-timeout``: the protocol promises that every process
+#: has exited within 5 s of SIGINT/SIGTERM.
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+
+PLACEMENTS = ("least-loaded", "round-robin")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a process of the server needs to know; picklable for spawn."""
+
+    host: str = "0.0.0.0"
+    port: int = 5000
+    workers: int = 1
+    max_line: int = DEFAULT_MAX_LINE
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    sendq: int = DEFAULT_SENDQ
+    placement: str = "least-loaded"
+    backlog: int = 1024
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    log_level: str = "INFO"
+
+
+DEFAULTS = Config()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, not {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m matchmaker",
+        description=(
+            "One-to-one chat server. Clients connect over TCP and speak protocol v1 "
+            "(docs/PROTOCOL.md): GET lists clients, CONNECT <id> starts a session, "
+            "#GOODBYE# ends it, #CLOSE# disconnects. An acceptor process hands each "
+            "connection to one of N worker processes; a matchmaker process owns the "
+            "id/FREE/BUSY table and relays lines between workers."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default=DEFAULTS.host, help="address to listen on")
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULTS.port,
+        help="TCP port; 0 picks a free one. Prints 'listening on HOST:PORT' when ready",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        help="worker processes running client connections (default: the CPU count)",
+    )
+    parser.add_argument(
+        "--max-line",
+        type=_positive,
+        default=DEFAULTS.max_line,
+        help="longest inbound line in bytes, terminator excluded (longer: ERROR TOO_LONG)",
+    )
+    parser.add_argument(
+        "--max-clients",
+        type=_positive,
+        default=DEFAULTS.max_clients,
+        help="clients connected at once (one more: ERROR FULL, then closed)",
+    )
+    parser.add_argument(
+        "--sendq",
+        type=_positive,
+        default=DEFAULTS.sendq,
+        help="bytes that may wait to be sent to one client (more: ERROR SLOW_CONSUMER, closed)",
+    )
+    parser.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default=DEFAULTS.placement,
+        help="how the acceptor picks a worker for a new connection",
+    )
+    parser.add_argument(
+        "--backlog", type=_positive, default=DEFAULTS.backlog, help="listen() backlog"
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=_seconds,
+        default=DEFAULTS.shutdown_timeout,
+        help="seconds from SIGTERM/SIGINT until stragglers are killed",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=DEFAULTS.log_level,
+        help="logging threshold (logs go to stderr)",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    ns = build_parser().parse_args(argv)
+    return Config(
+        host=ns.host,
+        port=ns.port,
+        workers=ns.workers,
+        max_line=ns.max_line,
+        max_clients=ns.max_clients,
+        sendq=ns.sendq,
+        placement=ns.placement,
+        backlog=ns.backlog,
+        shutdown_timeout=ns.shutdown_timeout,
+        log_level=ns.log_level,
+    )

@@ -1,0 +1,231 @@
+"""The main process: binds the port, starts every child, watches them, stops them.
+
+It never touches a client socket. Signal handlers only queue the signal (cf.
+gunicorn's arbiter); the loop blocks in ``multiprocessing.connection.wait`` on
+every child's sentinel plus the ``set_wakeup_fd`` pipe, so a signal or a dead
+child is noticed at once, without polling.
+
+Shutdown order: the acceptor first (no new clients), then the workers (each
+sends ``OUTAGE`` to its clients and closes them), then the matchmaker; whatever
+still runs at the deadline is killed, and every child is reaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from ipc.fdpass import handoff_pair
+from matchmaker import acceptor, service
+from matchmaker.config import Config
+from matchmaker.proc import setup_logging
+from workers import process as worker_process
+
+log = logging.getLogger("matchmaker.supervisor")
+
+#: Exit status when a child died on its own (the server cannot go on without it).
+CHILD_DIED = 1
+
+
+@dataclass
+class Child:
+    """A child process and the role it plays."""
+
+    role: str
+    process: BaseProcess
+
+    @property
+    def alive(self) -> bool:
+        return self.process.exitcode is None
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (perhaps out of memory?)" if code == -signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exited with status {code}"
+
+
+class Supervisor:
+    """Starts and watches the acceptor, the matchmaker and the workers."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ctx = multiprocessing.get_context("spawn")
+        self.children: list[Child] = []
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.listener: socket.socket | None = None
+        self.shared: tuple[Any, ...] = ()
+        self._wakeup_r = -1
+
+    # ---- start ------------------------------------------------------------------
+
+    def bind(self) -> socket.socket:
+        cfg = self.config
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((cfg.host, cfg.port))
+        sock.listen(cfg.backlog)
+        return sock
+
+    def spawn(self, role: str, target: Any, *args: Any) -> Child:
+        process = self.ctx.Process(target=target, args=args, name=role, daemon=False)
+        process.start()
+        child = Child(role, process)
+        self.children.append(child)
+        log.debug("started %s (pid %s)", role, process.pid)
+        return child
+
+    def start(self) -> None:
+        cfg = self.config
+        self.listener = self.bind()
+        host, port = self.listener.getsockname()[:2]
+        mm_inbox = self.ctx.Queue()
+        inboxes = [self.ctx.Queue() for _ in range(cfg.workers)]
+        pairs = [handoff_pair() for _ in range(cfg.workers)]
+        live = self.ctx.RawArray("q", cfg.workers)
+        received = self.ctx.RawArray("q", cfg.workers)
+        # Process.start() forgets its args; the queues' semaphores must outlive the
+        # children's unpickling, so the supervisor holds them for its whole life.
+        self.shared = (mm_inbox, inboxes, live, received)
+        self.spawn("matchmaker", service.main, cfg.log_level, cfg.max_clients, mm_inbox, inboxes)
+        for i in range(cfg.workers):
+            self.spawn(
+                f"worker {i + 1}",
+                worker_process.main,
+                i,
+                cfg,
+                pairs[i][1],
+                inboxes[i],
+                mm_inbox,
+                live,
+                received,
+            )
+        self.spawn(
+            "acceptor",
+            acceptor.main,
+            cfg.log_level,
+            cfg.placement,
+            self.listener,
+            [a for a, _ in pairs],
+            live,
+            received,
+        )
+        for a, w in pairs:  # the children hold their own copies now
+            a.close()
+            w.close()
+        log.info("%d workers, matchmaker and acceptor started", cfg.workers)
+        print(f"listening on {host}:{port}", flush=True)
+
+    # ---- signals ------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self._wakeup_r = r
+        signal.set_wakeup_fd(w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._queue_signal)
+
+    def _queue_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.put(signum)  # no logging here: just queue it
+
+    def _pending_signals(self) -> list[int]:
+        try:
+            while os.read(self._wakeup_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        found = []
+        while not self.signals.empty():
+            found.append(self.signals.get_nowait())
+        return found
+
+    def _wait(self, timeout: float | None) -> None:
+        sentinels = [c.process.sentinel for c in self.children if c.alive]
+        multiprocessing.connection.wait([*sentinels, self._wakeup_r], timeout)
+
+    # ---- run ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signals()
+        try:
+            self.start()
+        except BaseException:
+            self.stop(force=True)
+            raise
+        status = 0
+        while True:
+            self._wait(None)
+            signals = self._pending_signals()
+            if signals:
+                log.info("%s: shutting down", signal.Signals(signals[0]).name)
+                break
+            dead = [c for c in self.children if not c.alive]
+            if dead:
+                for child in dead:
+                    log.error("%s %s", child.role, describe_exit(child.process.exitcode))
+                status = CHILD_DIED
+                break
+        self.stop()
+        return status
+
+    def stop(self, force: bool = False) -> None:
+        """Stop every child in order, kill what is left at the deadline, reap all."""
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        if self.listener is not None:
+            self.listener.close()
+        order = ("acceptor", "worker", "matchmaker")
+        for role in order:
+            group = [c for c in self.children if c.role.startswith(role)]
+            if force:
+                break
+            for child in group:
+                if child.alive:
+                    child.process.terminate()
+            # leave the matchmaker its own second of the deadline
+            stage_end = deadline - (0.0 if role == "matchmaker" else 1.0)
+            force = not self._join(group, stage_end)
+        for child in self.children:
+            if child.alive:
+                log.warning("%s did not stop in time; killing it", child.role)
+                child.process.kill()
+        for child in self.children:
+            child.process.join()
+            if child.process.exitcode not in (0, None):
+                log.info("%s %s", child.role, describe_exit(child.process.exitcode))
+        log.info("stopped")
+
+    def _join(self, group: list[Child], until: float) -> bool:
+        """Wait for ``group`` to exit; False if the time ran out or a second signal came."""
+        while any(c.alive for c in group):
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            multiprocessing.connection.wait(
+                [*(c.process.sentinel for c in group if c.alive), self._wakeup_r], left
+            )
+            if self._pending_signals():
+                log.warning("second signal: killing every child now")
+                return False
+        return True
+
+
+def run(config: Config) -> int:
+    setup_logging(config.log_level)
+    return Supervisor(config).run()

@@ -1,0 +1,134 @@
+"""The id / FREE / BUSY table and every pairing rule, as plain data.
+
+No I/O here: no queues, sockets or clocks. The matchmaker process owns one
+``ClientTable`` and feeds it what the workers report; every method either
+changes the table and returns what happened, or raises ``ProtocolError`` and
+changes nothing (cf. h11's ``_state.py``: an illegal transition leaves the
+state as it was).
+
+Sessions get increasing ids that are never reused, so a line or a goodbye
+that belongs to an old session can always be recognised and dropped, even
+after both clients have paired again or their ids went to new clients.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from ipc.errors import ErrorCode, ProtocolError
+
+#: Default for ``--max-clients``: the 10,000 idle clients the design is sized
+#: for (about 40 MiB of buffers at most); the acceptor's fd limit is raised to fit.
+DEFAULT_MAX_CLIENTS = 10_000
+
+A = TypeVar("A")  # where a client lives; the table only stores and returns it
+
+
+@dataclass(slots=True)
+class Entry(Generic[A]):
+    """One connected client."""
+
+    id: int
+    addr: A
+    peer: int | None = None
+    session: int = 0  # 0 while FREE
+
+
+@dataclass(frozen=True, slots=True)
+class Session(Generic[A]):
+    """A session as it started or ended: its id and both ends."""
+
+    id: int
+    a: Entry[A]
+    b: Entry[A]
+
+
+class ClientTable(Generic[A]):
+    """Who is connected, who is paired with whom, and which ids are free."""
+
+    def __init__(self, max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
+        self.max_clients = max_clients
+        self._entries: dict[int, Entry[A]] = {}
+        self._freed: list[int] = []  # heap of ids below _next_id that are free
+        self._next_id = 1
+        self._next_session = 1
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self._entries
+
+    def get(self, cid: int) -> Entry[A] | None:
+        return self._entries.get(cid)
+
+    def entries(self) -> list[Entry[A]]:
+        return list(self._entries.values())
+
+    def register(self, addr: A) -> Entry[A]:
+        """Give a new client the smallest free id; FULL at ``max_clients``."""
+        if len(self._entries) >= self.max_clients:
+            raise ProtocolError(ErrorCode.FULL)
+        if self._freed:
+            cid = heapq.heappop(self._freed)
+        else:
+            cid = self._next_id
+            self._next_id += 1
+        entry = Entry(cid, addr)
+        self._entries[cid] = entry
+        return entry
+
+    def clients(self, free_only: bool = False) -> list[tuple[int, bool]]:
+        """``(id, busy)`` for every client (or every FREE one), ascending id."""
+        entries = self._entries
+        if free_only:
+            return [(cid, False) for cid in sorted(entries) if not entries[cid].session]
+        return [(cid, bool(entries[cid].session)) for cid in sorted(entries)]
+
+    def connect(self, requester: int, target: int) -> Session[A]:
+        """Pair two FREE clients, or raise the error the requester gets."""
+        me = self._entries[requester]
+        if me.session:
+            # Someone paired with us while this CONNECT was in flight.
+            raise ProtocolError(ErrorCode.TALKING, str(me.peer))
+        if target == requester:
+            raise ProtocolError(ErrorCode.SELF)
+        other = self._entries.get(target)
+        if other is None:
+            raise ProtocolError(ErrorCode.OFFLINE, str(target))
+        if other.session:
+            raise ProtocolError(ErrorCode.BUSY, str(target))
+        sid = self._next_session
+        self._next_session += 1
+        me.peer, me.session = target, sid
+        other.peer, other.session = requester, sid
+        return Session(sid, me, other)
+
+    def partner(self, cid: int, session: int) -> Entry[A] | None:
+        """The other end of ``session`` if ``cid`` is still in it, else None."""
+        me = self._entries.get(cid)
+        if me is None or me.session != session or me.peer is None:
+            return None
+        return self._entries[me.peer]
+
+    def goodbye(self, cid: int, session: int) -> Session[A] | None:
+        """End ``session`` for both ends; None if it is already over (a stale goodbye)."""
+        other = self.partner(cid, session)
+        if other is None:
+            return None
+        me = self._entries[cid]
+        me.peer = other.peer = None
+        me.session = other.session = 0
+        return Session(session, me, other)
+
+    def drop(self, cid: int) -> tuple[Entry[A], Session[A] | None] | None:
+        """Forget a client and free its id; also the session it ends, if any."""
+        me = self._entries.get(cid)
+        if me is None:
+            return None
+        ended = self.goodbye(cid, me.session) if me.session else None
+        del self._entries[cid]
+        heapq.heappush(self._freed, cid)
+        return me, ended

@@ -1,0 +1,189 @@
+"""One worker's clients, and its link to the matchmaker.
+
+The hub routes by key: what the matchmaker says about a key goes to that
+client if it is still here, and is dropped if not. Lines between two clients
+of this worker are relayed here without a trip through the matchmaker; the
+session id on both ends decides whether a line still belongs to a live session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from ipc import messages as m
+from ipc.channel import Sender
+from matchmaker.config import Config
+from workers.protocol import ClientProtocol
+
+log = logging.getLogger("workers.hub")
+
+#: Seconds a closing client may take to read what is left for it (``BYE``,
+#: ``ERROR SLOW_CONSUMER``, ``OUTAGE``) before its socket is reset.
+LINGER = 2.0
+
+
+class Hub:
+    """The clients of one worker process, by key."""
+
+    def __init__(
+        self,
+        index: int,
+        config: Config,
+        loop: asyncio.AbstractEventLoop,
+        outbox: Sender,
+        on_count: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.loop = loop
+        self.outbox = outbox
+        self.on_count = on_count  # tells the acceptor how loaded this worker is
+        self.linger = LINGER
+        self.clients: dict[int, ClientProtocol] = {}  # attached and not closed, by key
+        self.connections: set[ClientProtocol] = set()  # every transport not yet lost
+        self.dirty: list[ClientProtocol] = []  # clients with output this tick
+        self.stopping = False
+        self._keys = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._all_lost: asyncio.Event | None = None
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            m.Welcome: self._welcome,
+            m.Answer: self._answer,
+            m.Refuse: self._refuse,
+            m.Paired: self._paired,
+            m.Deliver: self._deliver,
+            m.Ended: self._ended,
+        }
+
+    # ---- connections ------------------------------------------------------------------
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve a socket the acceptor handed over."""
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except OSError:  # already reset by the peer; the transport will see it
+            pass
+        key = next(self._keys)
+        task = self.loop.create_task(
+            self.loop.connect_accepted_socket(lambda: ClientProtocol(self, key), sock)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._adopted)
+
+    def _adopted(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not serve a handed-over socket: %s", task.exception())
+
+    def attach(self, client: ClientProtocol) -> None:
+        self.connections.add(client)
+        if self.stopping:
+            client.close(b"OUTAGE\n")
+            return
+        self.clients[client.key] = client
+        self.on_count(len(self.clients))
+        self.to_matchmaker(m.Register(client.key))
+
+    def detach(self, client: ClientProtocol) -> None:
+        """The client is closing or gone: forget it and tell the matchmaker."""
+        if self.clients.pop(client.key, None) is not None:
+            self.on_count(len(self.clients))
+            if client.cid:
+                self.to_matchmaker(m.Drop(client.cid))
+
+    def lost(self, client: ClientProtocol) -> None:
+        self.connections.discard(client)
+        if not self.connections and self._all_lost is not None:
+            self._all_lost.set()
+
+    # ---- lines ---------------------------------------------------------------------------
+
+    def to_matchmaker(self, message: m.ToMatchmaker) -> None:
+        if not self.stopping:
+            self.outbox.send(message)
+
+    def relay(self, client: ClientProtocol, text: str) -> None:
+        """A line from ``client`` for its partner: directly if the partner is here."""
+        if client.peer_worker != self.index:
+            self.to_matchmaker(m.Relay(client.cid, client.session, text))
+            return
+        peer = self.clients.get(client.peer_key)
+        if peer is not None and peer.session == client.session:
+            peer.write(b"MSG " + text.encode() + b"\n")
+
+    def mark_dirty(self, client: ClientProtocol) -> None:
+        if not self.dirty:
+            self.loop.call_soon(self.flush)
+        self.dirty.append(client)
+
+    def flush(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for client in dirty:
+            client.flush()
+
+    # ---- what the matchmaker says ------------------------------------------------------
+
+    def from_matchmaker(self, batches: list[list[m.ToWorker]]) -> None:
+        dispatch = self._dispatch
+        for batch in batches:
+            for message in batch:
+                dispatch[type(message)](message)
+
+    def _welcome(self, msg: m.Welcome) -> None:
+        client = self.clients.get(msg.key)
+        if client is None:
+            self.to_matchmaker(m.Drop(msg.cid))  # it left before it got its id
+        else:
+            client.welcome(msg.cid)
+
+    def _answer(self, msg: m.Answer) -> None:
+        client = self.clients.get(msg.key)
+        if client is not None:
+            client.write((msg.line + "\n").encode())
+            client.answered()
+
+    def _refuse(self, msg: m.Refuse) -> None:
+        client = self.clients.get(msg.key)
+        if client is not None:
+            client.close((msg.line + "\n").encode())
+
+    def _paired(self, msg: m.Paired) -> None:
+        client = self.clients.get(msg.key)
+        if client is not None:  # else its Drop is on the way and will end the session
+            client.paired(msg)
+
+    def _deliver(self, msg: m.Deliver) -> None:
+        client = self.clients.get(msg.key)
+        if client is not None and client.session == msg.session:
+            client.write(b"MSG " + msg.text.encode() + b"\n")
+
+    def _ended(self, msg: m.Ended) -> None:
+        client = self.clients.get(msg.key)
+        if client is not None:
+            client.ended(msg.session, msg.peer)
+
+    # ---- shutdown ------------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float) -> None:
+        """``OUTAGE`` to every client, then wait for their sockets to close."""
+        self.stopping = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        for client in list(self.clients.values()):
+            client.close(b"OUTAGE\n")
+        if self.connections:
+            self._all_lost = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._all_lost.wait(), timeout)
+            except TimeoutError:
+                log.warning("forcing close of %d connections", len(self.connections))
+        for client in list(self.connections):
+            if client.transport is not None:
+                client.transport.abort()

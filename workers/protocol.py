@@ -1,0 +1,237 @@
+"""One client connection: bytes from the socket through the codec to actions.
+
+A thin shell (cf. uvicorn's ``h11_impl.py``): framing and parsing are the pure
+``ipc`` modules, pairing decisions are the matchmaker's; this class only keeps
+the connection's local view and the order of its lines.
+
+Order is the rule here. A client has at most one request waiting for the
+matchmaker (its id, a ``GET``, a ``CONNECT``); lines that arrive meanwhile wait
+in ``backlog`` and reading pauses, so replies come in the order of the lines
+that caused them, and a line sent after ``CONNECT`` is handled as a message once
+the session has started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ipc import commands as c
+from ipc import messages as m
+from ipc.codec import Event, LineDecoder
+from ipc.errors import ErrorCode, ProtocolError
+
+if TYPE_CHECKING:
+    from workers.hub import Hub
+
+log = logging.getLogger("workers.protocol")
+
+#: Put into ``backlog`` when the client closes its sending side: counts as ``#CLOSE#``
+#: once every line before it has been handled.
+EOF_MARK = object()
+
+_BYE = b"BYE\n"
+_PONG = b"PONG\n"
+_HELP = "".join(line + "\n" for line in c.help_lines()).encode()
+
+
+def _error(code: ErrorCode, detail: str = "") -> bytes:
+    return (ProtocolError(code, detail).line() + "\n").encode()
+
+
+class ClientProtocol(asyncio.Protocol):
+    """The worker's side of one client."""
+
+    __slots__ = (
+        "hub",
+        "key",
+        "cid",
+        "transport",
+        "decoder",
+        "backlog",
+        "pending",
+        "paused",
+        "closed",
+        "session",
+        "peer",
+        "peer_worker",
+        "peer_key",
+        "out",
+    )
+
+    def __init__(self, hub: Hub, key: int) -> None:
+        self.hub = hub
+        self.key = key
+        self.cid = 0  # 0 until WELCOME
+        self.transport: asyncio.Transport | None = None
+        self.decoder = LineDecoder(hub.config.max_line)
+        self.backlog: deque[Event | object] = deque()
+        self.pending = True  # waiting for WELCOME
+        self.paused = False
+        self.closed = False
+        self.session = 0  # 0 while FREE
+        self.peer = 0
+        self.peer_worker = 0
+        self.peer_key = 0
+        self.out: list[bytes] = []  # written to the socket once per loop tick
+
+    # ---- asyncio callbacks ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.hub.attach(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.backlog.extend(self.decoder.feed(data))
+        self.drain()
+
+    def eof_received(self) -> bool:
+        self.backlog.append(EOF_MARK)
+        self.drain()
+        return True  # keep the socket open for the replies still to come
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.backlog.clear()
+            self.hub.detach(self)
+        self.hub.lost(self)
+
+    # ---- lines in --------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Handle waiting lines until one needs the matchmaker's answer."""
+        backlog = self.backlog
+        while backlog and not self.pending and not self.closed:
+            event = backlog.popleft()
+            try:
+                self.handle(event)
+            except Exception:
+                log.exception("bug while handling a line from client %s; closing it", self.cid)
+                self.close(b"")
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if transport.is_closing():
+            return
+        if backlog and not self.paused:
+            self.paused = True
+            transport.pause_reading()
+        elif not backlog and self.paused:
+            self.paused = False
+            transport.resume_reading()
+
+    def handle(self, event: Event | object) -> None:
+        if isinstance(event, str):
+            if self.session:
+                self.on_busy_line(event)
+            else:
+                self.on_free_line(event)
+        elif isinstance(event, ErrorCode):
+            self.write(_error(event))
+        else:  # EOF_MARK
+            self.close(_BYE)
+
+    def on_busy_line(self, line: str) -> None:
+        command = c.parse_busy(line)
+        if isinstance(command, c.Message):
+            self.hub.relay(self, command.text)
+        elif isinstance(command, c.Goodbye):
+            self.write(f"ENDED {self.peer}\n".encode())
+            self.hub.to_matchmaker(m.Goodbye(self.cid, self.session))
+            self.session = 0
+        else:
+            self.close(_BYE)
+
+    def on_free_line(self, line: str) -> None:
+        try:
+            command = c.parse_free(line)
+        except ProtocolError as exc:
+            self.write((exc.line() + "\n").encode())
+            return
+        if isinstance(command, c.Get):
+            self.ask(m.Get(self.cid, command.free_only))
+        elif isinstance(command, c.Connect):
+            self.ask(m.Connect(self.cid, command.target))
+        elif isinstance(command, c.Ping):
+            self.write(_PONG)
+        elif isinstance(command, c.Help):
+            self.write(_HELP)
+        elif isinstance(command, c.Close):
+            self.close(_BYE)
+        # None: a blank line, ignored
+
+    def ask(self, request: m.ToMatchmaker) -> None:
+        self.pending = True
+        self.hub.to_matchmaker(request)
+
+    # ---- what the matchmaker says -------------------------------------------------
+
+    def welcome(self, cid: int) -> None:
+        self.cid = cid
+        self.write(f"WELCOME {cid}\n".encode())
+        self.answered()
+
+    def answered(self) -> None:
+        self.pending = False
+        self.drain()
+
+    def paired(self, msg: m.Paired) -> None:
+        self.session, self.peer = msg.session, msg.peer
+        self.peer_worker, self.peer_key = msg.peer_worker, msg.peer_key
+        self.write(f"CONNECTED {msg.peer}\n".encode())
+        if msg.requested:
+            self.answered()
+
+    def ended(self, session: int, peer: int) -> None:
+        if self.session == session:
+            self.session = 0
+            self.write(f"ENDED {peer}\n".encode())
+
+    # ---- lines out ----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.out:
+            self.hub.mark_dirty(self)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        """Write what this tick produced in one call; cut the client if it cannot keep up."""
+        out, self.out = self.out, []
+        transport = self.transport
+        if self.closed or transport is None or not out:
+            return
+        transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if transport.get_write_buffer_size() > self.hub.config.sendq:
+            log.info(
+                "client %s: send queue over %d bytes; cutting it", self.cid, self.hub.config.sendq
+            )
+            self.close(_error(ErrorCode.SLOW_CONSUMER))
+
+    def close(self, last: bytes) -> None:
+        """Send what is queued and ``last``, close, and tell the matchmaker the client is gone.
+
+        A client that does not read would keep a closing socket (and its buffer)
+        forever, so one that still has bytes waiting after ``linger`` seconds is reset.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.backlog.clear()
+        self.hub.detach(self)
+        transport = self.transport
+        if transport is None:
+            return
+        out, self.out = self.out, []
+        out.append(last)
+        transport.write(b"".join(out))
+        transport.close()
+        if transport.get_write_buffer_size():
+            self.hub.loop.call_later(self.hub.linger, transport.abort)
