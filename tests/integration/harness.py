@@ -1,0 +1,223 @@
+"""Real server processes and real line clients for the integration tests.
+
+No sleeps as synchronisation: everything waits for an event (a line, a closed
+socket, a process exit) with a deadline, and says what it saw when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 10.0
+
+
+class Server:
+    """``python -m matchmaker`` on 127.0.0.1 and a free port, in its own process group."""
+
+    def __init__(self, *args: str, workers: int = 2) -> None:
+        self.stderr = tempfile.TemporaryFile()
+        cmd = [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", "0"]
+        cmd += ["--workers", str(workers), "--placement", "round-robin", *args]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            start_new_session=True,
+        )
+        self.host = "127.0.0.1"
+        self.port = self._read_port()
+        self.workers = workers
+        self.opened: list[Client] = []
+        self._children = self._wait_children(workers + 2)
+
+    def _read_port(self) -> int:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + TIMEOUT
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
+            if not ready:
+                self.kill()
+                raise AssertionError(f"server did not start in {TIMEOUT}s: {self.log()}")
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise AssertionError(f"server exited early: {self.log()}")
+            line += chunk
+        text = line.decode().strip()
+        assert text.startswith("listening on "), text
+        return int(text.rsplit(":", 1)[1])
+
+    def _wait_children(self, count: int) -> list[psutil.Process]:
+        parent = psutil.Process(self.proc.pid)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            children = [p for p in parent.children() if title(p).startswith("matchmaker: ")]
+            if len(children) >= count:
+                return parent.children(recursive=True)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"children did not start: {children} {self.log()}")
+            time.sleep(0.02)  # polling the process table: nothing to wait on
+
+    def log(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def pid_of(self, name: str) -> int:
+        """Pid of the child titled ``matchmaker: <name>`` (e.g. ``worker 1``)."""
+        for p in self._children:
+            if title(p) == f"matchmaker: {name}":
+                return p.pid
+        raise AssertionError(f"no process titled {name!r}")
+
+    def worker_of(self, client: Client) -> int:
+        """1-based index of the worker that holds ``client``'s socket."""
+        local = client.sock.getsockname()
+        for i in range(1, self.workers + 1):
+            for conn in psutil.Process(self.pid_of(f"worker {i}")).net_connections("tcp"):
+                if conn.raddr and (conn.raddr.ip, conn.raddr.port) == local:
+                    return i
+        raise AssertionError(f"no worker holds the connection from {local}")
+
+    def connect(self) -> Client:
+        """A new connection, nothing read yet; closed at teardown."""
+        c = Client(self.host, self.port)
+        self.opened.append(c)
+        return c
+
+    def client(self) -> Client:
+        """A new client that has read its ``WELCOME``."""
+        c = self.connect()
+        c.welcome()
+        return c
+
+    def stop(self, timeout: float = TIMEOUT) -> int:
+        """SIGTERM, wait, and return the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(TIMEOUT)
+
+    def survivors(self) -> list[psutil.Process]:
+        return [p for p in self._children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    def close(self) -> None:
+        """Teardown: always stop, and fail if any process outlives the server."""
+        for c in self.opened:
+            c.close()
+        try:
+            self.stop()
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"server ignored SIGTERM: {self.log()}") from None
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+        deadline = time.monotonic() + TIMEOUT
+        while self.survivors() and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling the process table: nothing to wait on
+        left = self.survivors()
+        for p in left:
+            p.kill()
+        assert not left, f"processes outlived the server: {left}"
+        self.stderr.close()
+
+
+def title(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline()).strip()  # setproctitle pads argv with empty strings
+    except psutil.Error:
+        return ""
+
+
+class Client:
+    """A line-protocol client on a blocking socket with deadlines."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        self.buf = b""
+        self.id = 0
+
+    def send(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            data = (data + "\n").encode()
+        self.sock.sendall(data)
+
+    def line(self, timeout: float = TIMEOUT) -> str:
+        """The next line; fails on timeout or EOF."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line within {timeout}s (have {self.buf[:200]!r})")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            if not data:
+                raise AssertionError(f"connection closed (have {self.buf[:200]!r})")
+            self.buf += data
+        raw, self.buf = self.buf.split(b"\n", 1)
+        return raw.decode()
+
+    def expect(self, expected: str, timeout: float = TIMEOUT) -> None:
+        got = self.line(timeout)
+        assert got == expected, f"client {self.id}: expected {expected!r}, got {got!r}"
+
+    def welcome(self) -> int:
+        word, _, rest = self.line().partition(" ")
+        assert word == "WELCOME", f"expected WELCOME, got {word} {rest}"
+        self.id = int(rest)
+        return self.id
+
+    def expect_closed(self, timeout: float = TIMEOUT) -> None:
+        """Nothing more arrives and the server closes the socket."""
+        assert not self.buf, f"unexpected data before close: {self.buf[:200]!r}"
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, "socket not closed in time"
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                return
+            if not data:
+                return
+            raise AssertionError(f"unexpected data before close: {data[:200]!r}")
+
+    def quiet(self) -> None:
+        """Round trip a PING: every reply to earlier lines has been read by then."""
+        self.send("PING")
+        self.expect("PONG")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def pair(a: Client, b: Client) -> None:
+    """Put ``a`` and ``b`` in a session, ``a`` asking."""
+    a.send(f"CONNECT {b.id}")
+    a.expect(f"CONNECTED {b.id}")
+    b.expect(f"CONNECTED {a.id}")
