@@ -1,0 +1,159 @@
+"""ipc.replies: each reply's exact wire line, and ``parse_reply`` as its inverse."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipc.errors import ErrorCode, ProtocolError
+from ipc.replies import (
+    Bye,
+    Clients,
+    Connected,
+    Ended,
+    Error,
+    HelpLine,
+    Msg,
+    Outage,
+    Pong,
+    Unknown,
+    Welcome,
+    clients_line,
+    parse_reply,
+)
+
+EXACT = [
+    (Welcome(1), "WELCOME 1"),
+    (Welcome(10000), "WELCOME 10000"),
+    (Clients(()), "CLIENTS"),
+    (Clients(((1, False),)), "CLIENTS 1=FREE"),
+    (Clients(((1, True), (2, True), (3, False))), "CLIENTS 1=BUSY 2=BUSY 3=FREE"),
+    (Connected(2), "CONNECTED 2"),
+    (Msg("hello world"), "MSG hello world"),
+    (Msg(""), "MSG "),
+    (Msg("  padded  "), "MSG   padded  "),
+    (Msg("#GOODBYE#"), "MSG #GOODBYE#"),
+    (Msg("ERROR FULL"), "MSG ERROR FULL"),
+    (Ended(7), "ENDED 7"),
+    (Bye(), "BYE"),
+    (Outage(), "OUTAGE"),
+    (Pong(), "PONG"),
+    (HelpLine("PING  check"), "HELP PING  check"),
+    (Error(ErrorCode.FULL), "ERROR FULL"),
+    (Error(ErrorCode.OFFLINE, "9"), "ERROR OFFLINE 9"),
+    (Error(ErrorCode.USAGE, "CONNECT <id>"), "ERROR USAGE CONNECT <id>"),
+    (Error(ErrorCode.UNKNOWN_COMMAND, "foo"), "ERROR UNKNOWN_COMMAND foo"),
+    (Error(ErrorCode.NOT_IN_CHAT), "ERROR NOT_IN_CHAT"),
+    (Error(ErrorCode.SLOW_CONSUMER), "ERROR SLOW_CONSUMER"),
+    (Unknown("SOMETHING new"), "SOMETHING new"),
+]
+
+
+@pytest.mark.parametrize(("reply", "line"), EXACT, ids=[line for _, line in EXACT])
+def test_line_is_exact(reply, line):
+    assert reply.line() == line
+
+
+@pytest.mark.parametrize(("reply", "line"), EXACT, ids=[line for _, line in EXACT])
+def test_parse_reply_inverts_line(reply, line):
+    assert parse_reply(line) == reply
+
+
+def test_clients_line():
+    assert clients_line([]) == "CLIENTS"
+    assert clients_line(iter([(4, False), (9, True)])) == "CLIENTS 4=FREE 9=BUSY"
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_error_matches_protocol_error_line(code):
+    assert Error(code).line() == ProtocolError(code).line() == f"ERROR {code.value}"
+    assert Error(code, "x y").line() == ProtocolError(code, "x y").line()
+    assert parse_reply(ProtocolError(code, "12").line()) == Error(code, "12")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "WELCOME",
+        "WELCOME x",
+        "WELCOME -1",
+        "WELCOME 1 2",
+        "WELCOME \uff11",  # fullwidth digit one
+        "welcome 1",
+        "CONNECTED",
+        "CONNECTED 1.5",
+        "ENDED +3",
+        "CLIENTS 1",
+        "CLIENTS 1=free",
+        "CLIENTS 1=IDLE",
+        "CLIENTS x=FREE",
+        "CLIENTS =FREE",
+        "CLIENTS 1=FREE junk",
+        "BYE now",
+        "OUTAGE soon",
+        "PONG PONG",
+        "ERROR",
+        "ERROR NOPE",
+        "ERROR full",
+        "ERROR  FULL",
+        "error FULL",
+        "msg hi",
+        "HELLO",
+        " WELCOME 1",
+    ],
+)
+def test_unrecognised_lines_are_unknown_and_kept_whole(line):
+    assert parse_reply(line) == Unknown(line)
+    assert parse_reply(line).line() == line
+
+
+def test_msg_and_help_keep_the_rest_verbatim():
+    assert parse_reply("MSG") == Msg("")  # lenient: the server always sends the space
+    assert parse_reply("HELP") == HelpLine("")
+    assert parse_reply("MSG ") == Msg("")
+    assert parse_reply("MSG  two spaces") == Msg(" two spaces")
+    assert parse_reply("MSG WELCOME 1") == Msg("WELCOME 1")
+    assert parse_reply("HELP a  b") == HelpLine("a  b")
+
+
+# ---- round trips ------------------------------------------------------------------
+
+ids = st.integers(1, 10**12)
+
+
+@given(st.text())
+def test_msg_round_trips(text):
+    assert parse_reply(Msg(text).line()) == Msg(text)
+
+
+@given(st.text())
+def test_help_line_round_trips(text):
+    assert parse_reply(HelpLine(text).line()) == HelpLine(text)
+
+
+@given(ids, st.sampled_from([Welcome, Connected, Ended]))
+def test_id_replies_round_trip(number, cls):
+    assert parse_reply(cls(number).line()) == cls(number)
+
+
+@given(st.dictionaries(ids, st.booleans(), max_size=30))
+def test_clients_round_trips(status):
+    entries = tuple(sorted(status.items()))
+    line = Clients(entries).line()
+    assert parse_reply(line) == Clients(entries)
+    assert line.split()[1:] == [f"{cid}={'BUSY' if busy else 'FREE'}" for cid, busy in entries]
+
+
+@given(st.sampled_from(list(ErrorCode)), st.text())
+def test_error_round_trips(code, detail):
+    assert parse_reply(Error(code, detail).line()) == Error(code, detail)
+
+
+@given(st.one_of(st.text(), st.sampled_from([e[1] for e in EXACT]).map(lambda s: s + " 0")))
+def test_parse_reply_never_raises_and_is_stable(line):
+    reply = parse_reply(line)
+    if isinstance(reply, Unknown):
+        assert reply.text == line
+    assert parse_reply(reply.line()) == reply
