@@ -1,0 +1,312 @@
+"""matchmaker.table: every transition of ClientTable as plain calls.
+
+As in h11's ``test_state.py``: an illegal move raises and nothing happens, so
+each refused call is checked against a snapshot taken before it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ipc.errors import ErrorCode, ProtocolError
+from matchmaker.table import DEFAULT_MAX_CLIENTS, ClientTable, Entry
+
+
+def snapshot(table):
+    """Everything observable about the table, as plain values."""
+    return (
+        len(table),
+        table.clients(),
+        table.clients(free_only=True),
+        sorted((e.id, e.addr, e.peer, e.session) for e in table.entries()),
+    )
+
+
+def filled(n, max_clients=DEFAULT_MAX_CLIENTS):
+    table = ClientTable(max_clients)
+    for i in range(n):
+        table.register(f"addr{i + 1}")
+    return table
+
+
+def refused(table, call, *args):
+    before = snapshot(table)
+    with pytest.raises(ProtocolError) as info:
+        call(*args)
+    assert snapshot(table) == before
+    return info.value.line()
+
+
+# ---- ids ---------------------------------------------------------------------------
+
+
+def test_register_gives_ids_from_one_with_the_address():
+    table = ClientTable()
+    first = table.register(("w0", 5))
+    assert first == Entry(1, ("w0", 5), None, 0)
+    assert table.register("x").id == 2
+    assert table.register("y").id == 3
+    assert len(table) == 3
+    assert 1 in table and 3 in table and 4 not in table and "1" not in table
+    assert table.get(1) is first
+    assert table.get(4) is None
+    assert table.clients() == [(1, False), (2, False), (3, False)]
+
+
+def test_smallest_free_id_is_reused_like_file_descriptors():
+    table = filled(3)
+    table.drop(2)
+    assert table.register("b").id == 2
+    table.drop(1)
+    table.drop(3)
+    assert table.clients() == [(2, False)]
+    assert table.register("c").id == 1
+    assert table.register("d").id == 3
+    assert table.register("e").id == 4
+
+
+def test_freed_ids_come_back_in_ascending_order():
+    table = filled(6)
+    for cid in (5, 2, 6, 4):
+        table.drop(cid)
+    assert [table.register("n").id for _ in range(5)] == [2, 4, 5, 6, 7]
+
+
+def test_all_dropped_starts_again_at_one():
+    table = filled(4)
+    for cid in (4, 3, 2, 1):
+        table.drop(cid)
+    assert len(table) == 0
+    assert table.clients() == []
+    assert table.register("again").id == 1
+
+
+def test_full_at_max_clients_changes_nothing():
+    table = filled(3, max_clients=3)
+    assert refused(table, table.register, "late") == "ERROR FULL"
+    with pytest.raises(ProtocolError) as info:
+        table.register("late")
+    assert info.value.code is ErrorCode.FULL
+    assert info.value.detail == ""
+    table.drop(2)
+    assert table.register("now").id == 2  # FULL did not burn an id
+    assert refused(table, table.register, "late") == "ERROR FULL"
+
+
+def test_max_clients_one():
+    table = ClientTable(1)
+    assert table.register("a").id == 1
+    assert refused(table, table.register, "b") == "ERROR FULL"
+
+
+def test_default_max_clients():
+    assert DEFAULT_MAX_CLIENTS == 10_000
+    assert ClientTable().max_clients == 10_000
+
+
+# ---- connect ---------------------------------------------------------------------
+
+
+def test_connect_pairs_two_free_clients():
+    table = filled(3)
+    session = table.connect(1, 3)
+    assert session.id == 1
+    assert (session.a.id, session.b.id) == (1, 3)  # a is the requester
+    assert session.a is table.get(1) and session.b is table.get(3)
+    assert (table.get(1).peer, table.get(1).session) == (3, 1)
+    assert (table.get(3).peer, table.get(3).session) == (1, 1)
+    assert table.clients() == [(1, True), (2, False), (3, True)]
+    assert table.clients(free_only=True) == [(2, False)]
+
+
+def test_connect_self():
+    table = filled(2)
+    assert refused(table, table.connect, 1, 1) == "ERROR SELF"
+
+
+def test_connect_offline():
+    table = filled(2)
+    assert refused(table, table.connect, 1, 9) == "ERROR OFFLINE 9"
+    table.drop(2)
+    assert refused(table, table.connect, 1, 2) == "ERROR OFFLINE 2"
+
+
+def test_connect_busy_target():
+    table = filled(3)
+    table.connect(1, 2)
+    assert refused(table, table.connect, 3, 1) == "ERROR BUSY 1"
+    assert refused(table, table.connect, 3, 2) == "ERROR BUSY 2"
+
+
+def test_crossed_connect_gives_talking():
+    """A->B then B->A: the second finds its requester already paired."""
+    table = filled(2)
+    table.connect(1, 2)
+    assert refused(table, table.connect, 2, 1) == "ERROR TALKING 1"
+    assert refused(table, table.connect, 1, 2) == "ERROR TALKING 2"
+
+
+def test_talking_is_checked_before_the_target():
+    table = filled(4)
+    table.connect(1, 2)
+    assert refused(table, table.connect, 1, 1) == "ERROR TALKING 2"
+    assert refused(table, table.connect, 1, 9) == "ERROR TALKING 2"
+    assert refused(table, table.connect, 1, 3) == "ERROR TALKING 2"
+    table.connect(3, 4)
+    assert refused(table, table.connect, 2, 3) == "ERROR TALKING 1"
+
+
+def test_two_requesters_for_one_target_only_the_first_pairs():
+    """A->C and B->C: exactly one pairs; the other gets BUSY."""
+    table = filled(3)
+    table.connect(1, 3)
+    assert refused(table, table.connect, 2, 3) == "ERROR BUSY 3"
+    assert table.clients(free_only=True) == [(2, False)]
+
+
+def test_session_ids_increase_and_are_never_reused():
+    table = filled(4)
+    seen = []
+    for _ in range(3):
+        s1 = table.connect(1, 2)
+        s2 = table.connect(4, 3)
+        seen += [s1.id, s2.id]
+        table.goodbye(1, s1.id)
+        table.drop(3)
+        table.register("again")
+        table.goodbye(4, s2.id)  # already ended by the drop
+    assert seen == sorted(seen)
+    assert len(set(seen)) == len(seen)
+
+
+def test_refused_connect_does_not_use_a_session_id():
+    table = filled(3)
+    first = table.connect(1, 2)
+    with pytest.raises(ProtocolError):
+        table.connect(3, 1)
+    table.goodbye(1, first.id)
+    assert table.connect(3, 1).id == first.id + 1
+
+
+# ---- partner ----------------------------------------------------------------------
+
+
+def test_partner_current_and_stale_sessions():
+    table = filled(3)
+    session = table.connect(1, 2)
+    assert table.partner(1, session.id) is table.get(2)
+    assert table.partner(2, session.id) is table.get(1)
+    assert table.partner(1, session.id + 1) is None
+    assert table.partner(1, 0) is None
+    assert table.partner(3, session.id) is None
+    assert table.partner(3, 0) is None  # FREE client, no session
+    assert table.partner(9, session.id) is None  # unknown client
+    table.goodbye(1, session.id)
+    assert table.partner(1, session.id) is None
+    assert table.partner(2, session.id) is None
+    later = table.connect(2, 1)
+    assert table.partner(1, session.id) is None
+    assert table.partner(1, later.id) is table.get(2)
+
+
+# ---- goodbye ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("leaver", [1, 2])
+def test_goodbye_frees_both_ends(leaver):
+    table = filled(3)
+    session = table.connect(1, 2)
+    ended = table.goodbye(leaver, session.id)
+    assert ended is not None
+    assert ended.id == session.id
+    assert ended.a.id == leaver  # a is the end that said goodbye
+    assert ended.b.id == 3 - leaver
+    for cid in (1, 2):
+        assert (table.get(cid).peer, table.get(cid).session) == (None, 0)
+    assert table.clients() == [(1, False), (2, False), (3, False)]
+    assert table.connect(2, 1).id == session.id + 1  # both can pair again
+
+
+def test_stale_goodbye_returns_none_and_changes_nothing():
+    table = filled(4)
+    old = table.connect(1, 2)
+    table.goodbye(2, old.id)
+    new = table.connect(1, 3)
+    table.connect(2, 4)
+    before = snapshot(table)
+    assert table.goodbye(1, old.id) is None
+    assert table.goodbye(2, old.id) is None
+    assert table.goodbye(2, new.id) is None  # someone else's session
+    assert table.goodbye(1, 0) is None
+    assert table.goodbye(9, new.id) is None
+    assert snapshot(table) == before
+    assert table.goodbye(3, new.id).b.id == 1
+
+
+def test_goodbye_while_free_returns_none():
+    table = filled(2)
+    before = snapshot(table)
+    assert table.goodbye(1, 0) is None
+    assert table.goodbye(1, 1) is None
+    assert snapshot(table) == before
+
+
+# ---- drop -------------------------------------------------------------------------
+
+
+def test_drop_free_client():
+    table = filled(3)
+    entry = table.get(2)
+    assert table.drop(2) == (entry, None)
+    assert 2 not in table
+    assert table.clients() == [(1, False), (3, False)]
+
+
+def test_drop_of_paired_client_ends_the_session_and_frees_the_partner():
+    table = filled(3)
+    session = table.connect(1, 3)
+    dropped = table.drop(3)
+    assert dropped is not None
+    entry, ended = dropped
+    assert entry.id == 3
+    assert ended is not None
+    assert ended.id == session.id
+    assert (ended.a.id, ended.b.id) == (3, 1)  # a is the one that left
+    assert (table.get(1).peer, table.get(1).session) == (None, 0)
+    assert table.clients() == [(1, False), (2, False)]
+    assert table.partner(1, session.id) is None
+    assert table.register("new").id == 3
+    assert table.get(3).session == 0  # the new holder of id 3 is not in the old session
+    assert table.goodbye(1, session.id) is None
+
+
+def test_drop_unknown_id_returns_none():
+    table = filled(2)
+    before = snapshot(table)
+    assert table.drop(9) is None
+    assert table.drop(0) is None
+    table.drop(2)
+    after = snapshot(table)
+    assert table.drop(2) is None  # twice
+    assert snapshot(table) == after
+    assert before != after
+    assert table.register("n").id == 2
+    assert table.register("m").id == 3  # 2 was not freed twice
+
+
+def test_clients_free_only_and_ascending():
+    table = filled(6)
+    table.drop(3)
+    table.connect(5, 1)
+    table.register("back")  # takes 3
+    assert table.clients() == [(1, True), (2, False), (3, False), (4, False), (5, True), (6, False)]
+    assert table.clients(free_only=True) == [(2, False), (3, False), (4, False), (6, False)]
+    assert table.clients(True) == table.clients(free_only=True)
+
+
+def test_clients_of_empty_table():
+    table = ClientTable()
+    assert table.clients() == []
+    assert table.clients(free_only=True) == []
+    assert table.entries() == []
+    assert len(table) == 0
