@@ -1,0 +1,92 @@
+"""ipc.messages: every queue message survives pickling, alone and in a batch."""
+
+from __future__ import annotations
+
+import pickle
+import typing
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipc import messages as m
+
+CLASSES = sorted(
+    set(typing.get_args(m.ToMatchmaker)) | set(typing.get_args(m.ToWorker)),
+    key=lambda cls: cls.__name__,
+)
+
+#: Awkward but legal values for each field type.
+VALUES = {int: 2**40 + 7, str: "hello \u00e9\U0001f600 \x00 \r", bool: True}
+
+
+def sample(cls):
+    """One instance of ``cls`` with every field set to a non-default value."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: VALUES[hints[name]] for name in cls._fields})
+
+
+SAMPLES = [sample(cls) for cls in CLASSES]
+
+PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
+
+
+def test_unions_hold_every_message_class():
+    defined = {
+        c
+        for c in vars(m).values()
+        if isinstance(c, type) and issubclass(c, tuple) and c.__module__ == m.__name__
+    }
+    assert set(CLASSES) == defined
+    assert not set(typing.get_args(m.ToMatchmaker)) & set(typing.get_args(m.ToWorker))
+    assert {c.__name__ for c in typing.get_args(m.ToMatchmaker)} >= {
+        "Register",
+        "Get",
+        "Connect",
+        "Relay",
+        "Goodbye",
+        "Drop",
+    }
+    assert {c.__name__ for c in typing.get_args(m.ToWorker)} >= {
+        "Welcome",
+        "Answer",
+        "Refuse",
+        "Paired",
+        "Deliver",
+        "Ended",
+    }
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda s: type(s).__name__)
+def test_message_round_trips(message, protocol):
+    back = pickle.loads(pickle.dumps(message, protocol=protocol))
+    assert back == message
+    assert type(back) is type(message)
+    assert back._asdict() == message._asdict()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_batch_round_trips(protocol):
+    batch = SAMPLES * 3
+    back = pickle.loads(pickle.dumps(batch, protocol=protocol))
+    assert back == batch
+    assert [type(x) for x in back] == [type(x) for x in batch]
+    tagged = pickle.loads(pickle.dumps((2, batch), protocol=protocol))
+    assert tagged == (2, batch)
+
+
+@given(st.text(), st.integers(0, 2**62))
+def test_relay_and_deliver_carry_any_text(text, number):
+    batch = [m.Relay(number, number, text), m.Deliver(number, number, text)]
+    assert pickle.loads(pickle.dumps(batch)) == batch
+
+
+def test_messages_are_immutable_and_have_named_fields():
+    paired = m.Paired(key=7, session=5, peer=2, peer_worker=1, peer_key=9, requested=True)
+    assert paired == (7, 5, 2, 1, 9, True)
+    assert (paired.key, paired.peer_worker, paired.peer_key) == (7, 1, 9)
+    assert m.Relay._fields == ("cid", "session", "text")
+    assert m.Deliver._fields == ("key", "session", "text")
+    with pytest.raises(AttributeError):
+        paired.key = 8  # type: ignore[misc]
