@@ -1,0 +1,331 @@
+"""matchmaker.service.Matchmaker: worker reports in, the right messages out, in order.
+
+The outboxes are fakes that record what each worker would receive, plus one
+log across all of them, because the order between workers matters too.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ipc import messages as m
+from matchmaker.service import Matchmaker
+from matchmaker.table import ClientTable
+
+
+class FakeOutbox:
+    """Records what one worker would be sent; ``log`` is shared by all outboxes."""
+
+    def __init__(self, index, log):
+        self.index = index
+        self.log = log
+        self.sent = []
+        self.flushes = 0
+
+    def send(self, message):
+        self.sent.append(message)
+        self.log.append((self.index, message))
+
+    def flush(self):
+        self.flushes += 1
+
+
+class Harness:
+    def __init__(self, workers=2, max_clients=100):
+        self.log = []
+        self.outboxes = [FakeOutbox(i, self.log) for i in range(workers)]
+        self.mm = Matchmaker(ClientTable(max_clients), self.outboxes)
+
+    def handle(self, worker, *messages):
+        """Feed one batch; return (and forget) what it caused, as (worker, message)."""
+        self.log.clear()
+        self.mm.handle(worker, list(messages))
+        return list(self.log)
+
+    def register(self, worker, key):
+        (out,) = self.handle(worker, m.Register(key))
+        assert out[0] == worker and isinstance(out[1], m.Welcome)
+        return out[1].cid
+
+    def pair(self, requester, target):
+        """Pair two registered ids; return the session id."""
+        worker = self.worker_of(requester)
+        out = self.handle(worker, m.Connect(requester, target))
+        assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]
+        return out[0][1].session
+
+    def worker_of(self, cid):
+        return self.mm.table.get(cid).addr[0]
+
+
+@pytest.fixture
+def h():
+    return Harness()
+
+
+# ---- register ----------------------------------------------------------------------
+
+
+def test_register_welcomes_with_the_smallest_free_id(h):
+    assert h.handle(0, m.Register(10)) == [(0, m.Welcome(10, 1))]
+    assert h.handle(1, m.Register(10)) == [(1, m.Welcome(10, 2))]
+    assert h.handle(0, m.Register(11), m.Register(12)) == [
+        (0, m.Welcome(11, 3)),
+        (0, m.Welcome(12, 4)),
+    ]
+    assert h.mm.table.get(2).addr == (1, 10)
+
+
+def test_register_beyond_max_clients_is_refused():
+    h = Harness(max_clients=2)
+    h.register(0, 1)
+    h.register(1, 2)
+    assert h.handle(1, m.Register(3)) == [(1, m.Refuse(3, "ERROR FULL"))]
+    assert len(h.mm.table) == 2
+    h.handle(0, m.Drop(1))
+    assert h.handle(1, m.Register(3)) == [(1, m.Welcome(3, 1))]
+
+
+# ---- get ---------------------------------------------------------------------------
+
+
+def test_get_answers_with_every_client(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    h.register(1, 30)
+    h.pair(1, 2)
+    assert h.handle(1, m.Get(3, False)) == [(1, m.Answer(30, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
+    assert h.handle(1, m.Get(3, True)) == [(1, m.Answer(30, "CLIENTS 3=FREE"))]
+    assert h.handle(0, m.Get(1, False)) == [(0, m.Answer(10, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
+
+
+def test_get_free_with_none_free(h):
+    h.register(0, 10)
+    h.register(0, 11)
+    h.pair(1, 2)
+    assert h.handle(0, m.Get(1, True)) == [(0, m.Answer(10, "CLIENTS"))]
+
+
+# ---- connect -----------------------------------------------------------------------
+
+
+def test_connect_across_workers_tells_the_target_first(h):
+    h.register(0, 10)  # id 1 on worker 0
+    h.register(1, 20)  # id 2 on worker 1
+    assert h.handle(0, m.Connect(1, 2)) == [
+        (1, m.Paired(key=20, session=1, peer=1, peer_worker=0, peer_key=10, requested=False)),
+        (0, m.Paired(key=10, session=1, peer=2, peer_worker=1, peer_key=20, requested=True)),
+    ]
+
+
+def test_connect_on_one_worker_tells_the_target_first(h):
+    h.register(1, 10)  # id 1
+    h.register(1, 11)  # id 2
+    h.register(1, 12)  # id 3
+    out = h.handle(1, m.Connect(3, 1))
+    assert out == [
+        (1, m.Paired(key=10, session=1, peer=3, peer_worker=1, peer_key=12, requested=False)),
+        (1, m.Paired(key=12, session=1, peer=1, peer_worker=1, peer_key=10, requested=True)),
+    ]
+    assert h.outboxes[1].sent[-2:] == [msg for _, msg in out]
+    assert h.outboxes[0].sent == []
+
+
+def test_sessions_get_new_ids(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    first = h.pair(1, 2)
+    h.handle(0, m.Drop(1))
+    h.register(0, 11)  # id 1 again
+    assert h.pair(2, 1) == first + 1
+
+
+@pytest.mark.parametrize(
+    ("requester", "target", "line"),
+    [
+        (1, 9, "ERROR OFFLINE 9"),
+        (1, 1, "ERROR SELF"),
+        (1, 2, "ERROR BUSY 2"),
+        (4, 3, "ERROR BUSY 3"),
+        (2, 1, "ERROR TALKING 3"),
+        (3, 3, "ERROR TALKING 2"),
+    ],
+)
+def test_connect_errors_answer_only_the_requester(requester, target, line):
+    h = Harness()
+    keys = {1: (0, 10), 2: (1, 20), 3: (0, 30), 4: (1, 40)}
+    for worker, key in keys.values():
+        h.register(worker, key)
+    h.pair(2, 3)
+    before = h.mm.table.clients()
+    worker, key = keys[requester]
+    assert h.handle(worker, m.Connect(requester, target)) == [(worker, m.Answer(key, line))]
+    assert h.mm.table.clients() == before
+
+
+def test_crossed_connects_pair_once(h):
+    """A->B and B->A in flight together: the first pairs, the second gets TALKING."""
+    h.register(0, 10)
+    h.register(1, 20)
+    first = h.handle(0, m.Connect(1, 2))
+    assert [msg.requested for _, msg in first] == [False, True]
+    assert h.handle(1, m.Connect(2, 1)) == [(1, m.Answer(20, "ERROR TALKING 1"))]
+
+
+# ---- relay -------------------------------------------------------------------------
+
+
+def test_relay_in_the_current_session_is_delivered_to_the_partner(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    sid = h.pair(1, 2)
+    assert h.handle(0, m.Relay(1, sid, "hello")) == [(1, m.Deliver(20, sid, "hello"))]
+    assert h.handle(1, m.Relay(2, sid, "back")) == [(0, m.Deliver(10, sid, "back"))]
+    assert h.handle(0, m.Relay(1, sid, "a"), m.Relay(1, sid, "b")) == [
+        (1, m.Deliver(20, sid, "a")),
+        (1, m.Deliver(20, sid, "b")),
+    ]
+
+
+def test_relay_from_a_stale_session_is_dropped(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    h.register(1, 30)
+    old = h.pair(1, 2)
+    h.handle(0, m.Goodbye(1, old, 2))
+    assert h.handle(0, m.Relay(1, old, "late")) == []
+    assert h.handle(1, m.Relay(2, old, "late")) == []
+    new = h.pair(1, 3)
+    assert h.handle(0, m.Relay(1, old, "late")) == []  # not into the new session
+    assert h.handle(0, m.Relay(1, new, "now")) == [(1, m.Deliver(30, new, "now"))]
+    assert h.handle(1, m.Relay(2, new, "not mine")) == []
+
+
+def test_relay_from_a_dropped_id_given_to_someone_else_is_dropped(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    sid = h.pair(1, 2)
+    h.handle(1, m.Drop(2))
+    assert h.register(1, 21) == 2
+    assert h.handle(1, m.Relay(2, sid, "ghost")) == []
+
+
+# ---- goodbye -----------------------------------------------------------------------
+
+
+def test_goodbye_ends_the_session_for_the_other_end(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    sid = h.pair(1, 2)
+    out = h.handle(0, m.Goodbye(1, sid, 2))
+    ended = [(w, msg) for w, msg in out if isinstance(msg, m.Ended)]
+    assert ended == [(1, m.Ended(20, sid, 1))]  # only the other end gets Ended
+    assert h.mm.table.clients() == [(1, False), (2, False)]
+    assert h.pair(2, 1) == sid + 1  # both can pair again
+
+
+def test_goodbye_answers_the_requester_after_ending(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    sid = h.pair(1, 2)
+    assert h.handle(0, m.Goodbye(1, sid, 2)) == [
+        (1, m.Ended(20, sid, 1)),
+        (0, m.Answer(10, "ENDED 2")),
+    ]
+
+
+def test_stale_goodbye_ends_nothing(h):
+    """The partner's goodbye won the race: the late one changes nothing, tells no one else."""
+    h.register(0, 10)
+    h.register(1, 20)
+    sid = h.pair(1, 2)
+    h.handle(1, m.Goodbye(2, sid, 1))
+    assert h.handle(0, m.Goodbye(1, sid, 2)) == [(0, m.Answer(10, "ENDED 2"))]
+    h.register(1, 30)
+    new = h.pair(2, 3)
+    before = h.mm.table.clients()
+    assert h.handle(0, m.Goodbye(1, sid, 2)) == [(0, m.Answer(10, "ENDED 2"))]
+    assert h.mm.table.clients() == before
+    assert h.mm.table.partner(2, new).id == 3
+
+
+def test_goodbye_from_an_unknown_client_is_ignored(h):
+    h.register(0, 10)
+    assert h.handle(0, m.Goodbye(7, 1, 1)) == []
+
+
+# ---- drop --------------------------------------------------------------------------
+
+
+def test_drop_of_a_paired_client_ends_the_session_and_frees_the_id(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    sid = h.pair(1, 2)
+    assert h.handle(1, m.Drop(2)) == [(0, m.Ended(10, sid, 2))]
+    assert h.mm.table.clients() == [(1, False)]
+    assert h.handle(1, m.Register(21)) == [(1, m.Welcome(21, 2))]
+    assert h.handle(0, m.Get(1, False)) == [(0, m.Answer(10, "CLIENTS 1=FREE 2=FREE"))]
+
+
+def test_drop_of_a_free_client_tells_no_one(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    assert h.handle(1, m.Drop(2)) == []
+    assert h.mm.table.clients() == [(1, False)]
+
+
+def test_drop_with_answer_says_bye_after_the_partner_is_told(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    sid = h.pair(1, 2)
+    assert h.handle(1, m.Drop(2, True)) == [(0, m.Ended(10, sid, 2)), (1, m.Refuse(20, "BYE"))]
+    assert 2 not in h.mm.table
+
+
+def test_drop_of_an_unknown_client_is_ignored(h):
+    h.register(0, 10)
+    assert h.handle(0, m.Drop(5)) == []
+    assert h.handle(0, m.Drop(5, True)) == []
+    h.handle(0, m.Drop(1))
+    assert h.handle(0, m.Drop(1)) == []
+
+
+def test_requests_from_a_dropped_client_get_nothing(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    h.handle(0, m.Drop(1))
+    assert h.handle(0, m.Get(1, False)) == []
+    assert h.handle(0, m.Connect(1, 2)) == []
+    assert h.handle(0, m.Relay(1, 1, "x")) == []
+    assert h.mm.table.clients() == [(2, False)]
+
+
+# ---- batching ----------------------------------------------------------------------
+
+
+def test_a_batch_is_handled_in_order(h):
+    out = h.handle(
+        0,
+        m.Register(10),
+        m.Register(11),
+        m.Connect(1, 2),
+        m.Relay(1, 1, "hi"),
+        m.Goodbye(2, 1, 1),
+        m.Get(1, False),
+    )
+    assert out == [
+        (0, m.Welcome(10, 1)),
+        (0, m.Welcome(11, 2)),
+        (0, m.Paired(11, 1, 1, 0, 10, False)),
+        (0, m.Paired(10, 1, 2, 0, 11, True)),
+        (0, m.Deliver(11, 1, "hi")),
+        (0, m.Ended(10, 1, 2)),
+        (0, m.Answer(11, "ENDED 1")),
+        (0, m.Answer(10, "CLIENTS 1=FREE 2=FREE")),
+    ]
+
+
+def test_flush_flushes_every_outbox():
+    h = Harness(workers=3)
+    h.mm.flush()
+    assert [o.flushes for o in h.outboxes] == [1, 1, 1]
