@@ -47,16 +47,22 @@ class Relay(NamedTuple):
 
 
 class Goodbye(NamedTuple):
-    """Client ``cid`` ended ``session`` (it has already been told ``ENDED``)."""
+    """Client ``cid`` sent ``#GOODBYE#`` in ``session`` with ``peer``; it waits for its ``ENDED``."""
 
     cid: int
     session: int
+    peer: int
 
 
 class Drop(NamedTuple):
-    """Client ``cid`` is gone (``#CLOSE#``, EOF, reset, or cut by a limit)."""
+    """Client ``cid`` is gone (``#CLOSE#``, EOF, reset, or cut by a limit).
+
+    With ``answer`` the client still waits for its ``BYE``: it is sent once the id
+    is free, so nobody who hears of the client's departure can still see it listed.
+    """
 
     cid: int
+    answer: bool = False
 
 
 # ---- matchmaker -> worker ------------------------------------------------------
@@ -77,7 +83,7 @@ class Answer(NamedTuple):
 
 
 class Refuse(NamedTuple):
-    """Connection ``key`` gets the line (``ERROR FULL``) and is closed."""
+    """Connection ``key`` gets the line (``ERROR FULL``, ``BYE``) and is closed."""
 
     key: int
     line: str

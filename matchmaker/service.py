@@ -90,12 +90,21 @@ class Matchmaker:
             self._to(peer, m.Deliver(peer.addr[1], msg.session, msg.text))
 
     def _goodbye(self, worker: int, msg: m.Goodbye) -> None:
+        me = self.table.get(msg.cid)
+        # The requester hears ENDED as the answer to its goodbye, even a stale one (the
+        # partner ended the session first): its worker ignored the partner's ENDED.
         self._tell_ended(msg.cid, self.table.goodbye(msg.cid, msg.session))
+        if me is not None:
+            self._to(me, m.Answer(me.addr[1], f"ENDED {msg.peer}"))
 
     def _drop(self, worker: int, msg: m.Drop) -> None:
         dropped = self.table.drop(msg.cid)
-        if dropped is not None:
-            self._tell_ended(msg.cid, dropped[1])
+        if dropped is None:
+            return
+        entry, ended = dropped
+        self._tell_ended(msg.cid, ended)
+        if msg.answer:
+            self._to(entry, m.Refuse(entry.addr[1], "BYE"))
 
     def _tell_ended(self, leaver: int, session: Session[Addr] | None) -> None:
         """Tell the end that did not leave (the leaver was told by its worker)."""

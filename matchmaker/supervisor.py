@@ -201,6 +201,7 @@ class Supervisor:
             # leave the matchmaker its own second of the deadline
             stage_end = deadline - (0.0 if role == "matchmaker" else 1.0)
             force = not self._join(group, stage_end)
+            log.debug("%s stage done (%s)", role, "forced" if force else "clean")
         for child in self.children:
             if child.alive:
                 log.warning("%s did not stop in time; killing it", child.role)
@@ -213,17 +214,21 @@ class Supervisor:
 
     def _join(self, group: list[Child], until: float) -> bool:
         """Wait for ``group`` to exit; False if the time ran out or a second signal came."""
-        while any(c.alive for c in group):
+        while True:
+            # One look at who is alive per round: a child reaped between two looks
+            # would leave its sentinel out of the wait, which then sleeps to the deadline.
+            alive = [c for c in group if c.alive]
+            if not alive:
+                return True
             left = until - time.monotonic()
             if left <= 0:
                 return False
             multiprocessing.connection.wait(
-                [*(c.process.sentinel for c in group if c.alive), self._wakeup_r], left
+                [*(c.process.sentinel for c in alive), self._wakeup_r], left
             )
             if self._pending_signals():
                 log.warning("second signal: killing every child now")
                 return False
-        return True
 
 
 def run(config: Config) -> int:

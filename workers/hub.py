@@ -18,7 +18,7 @@ from typing import Any
 from ipc import messages as m
 from ipc.channel import Sender
 from matchmaker.config import Config
-from workers.protocol import ClientProtocol
+from workers.protocol import ClientProtocol, reset
 
 log = logging.getLogger("workers.hub")
 
@@ -186,4 +186,4 @@ class Hub:
                 log.warning("forcing close of %d connections", len(self.connections))
         for client in list(self.connections):
             if client.transport is not None:
-                client.transport.abort()
+                reset(client.transport)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -32,13 +34,25 @@ log = logging.getLogger("workers.protocol")
 #: once every line before it has been handled.
 EOF_MARK = object()
 
-_BYE = b"BYE\n"
 _PONG = b"PONG\n"
 _HELP = "".join(line + "\n" for line in c.help_lines()).encode()
 
 
 def _error(code: ErrorCode, detail: str = "") -> bytes:
     return (ProtocolError(code, detail).line() + "\n").encode()
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Close at once, dropping what the kernel still holds for the peer (RST, not FIN)."""
+    if transport.is_closing() and transport.get_write_buffer_size() == 0:
+        return  # flushed in time; the normal close is under way
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -54,6 +68,7 @@ class ClientProtocol(asyncio.Protocol):
         "pending",
         "paused",
         "closed",
+        "leaving",
         "session",
         "peer",
         "peer_worker",
@@ -71,6 +86,7 @@ class ClientProtocol(asyncio.Protocol):
         self.pending = True  # waiting for WELCOME
         self.paused = False
         self.closed = False
+        self.leaving = False  # sent #CLOSE# (or EOF): input is ignored until BYE
         self.session = 0  # 0 while FREE
         self.peer = 0
         self.peer_worker = 0
@@ -85,12 +101,14 @@ class ClientProtocol(asyncio.Protocol):
         self.hub.attach(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.leaving:
             return
         self.backlog.extend(self.decoder.feed(data))
         self.drain()
 
     def eof_received(self) -> bool:
+        if self.leaving:
+            return True
         self.backlog.append(EOF_MARK)
         self.drain()
         return True  # keep the socket open for the replies still to come
@@ -135,18 +153,17 @@ class ClientProtocol(asyncio.Protocol):
         elif isinstance(event, ErrorCode):
             self.write(_error(event))
         else:  # EOF_MARK
-            self.close(_BYE)
+            self.leave()
 
     def on_busy_line(self, line: str) -> None:
         command = c.parse_busy(line)
         if isinstance(command, c.Message):
             self.hub.relay(self, command.text)
         elif isinstance(command, c.Goodbye):
-            self.write(f"ENDED {self.peer}\n".encode())
-            self.hub.to_matchmaker(m.Goodbye(self.cid, self.session))
-            self.session = 0
+            session, self.session = self.session, 0  # nothing more is relayed either way
+            self.ask(m.Goodbye(self.cid, session, self.peer))
         else:
-            self.close(_BYE)
+            self.leave()
 
     def on_free_line(self, line: str) -> None:
         try:
@@ -163,8 +180,16 @@ class ClientProtocol(asyncio.Protocol):
         elif isinstance(command, c.Help):
             self.write(_HELP)
         elif isinstance(command, c.Close):
-            self.close(_BYE)
+            self.leave()
         # None: a blank line, ignored
+
+    def leave(self) -> None:
+        """``#CLOSE#`` or EOF: ``BYE`` comes once the matchmaker has freed the id."""
+        self.session = 0
+        self.leaving = True
+        self.backlog.clear()
+        self.ask(m.Drop(self.cid, answer=True))
+        self.cid = 0  # dropped already: detaching must not drop it again
 
     def ask(self, request: m.ToMatchmaker) -> None:
         self.pending = True
@@ -234,4 +259,4 @@ class ClientProtocol(asyncio.Protocol):
         transport.write(b"".join(out))
         transport.close()
         if transport.get_write_buffer_size():
-            self.hub.loop.call_later(self.hub.linger, transport.abort)
+            self.hub.loop.call_later(self.hub.linger, reset, transport)
