@@ -47,7 +47,7 @@ class Relay(NamedTuple):
 
 
 class Goodbye(NamedTuple):
-    """Client ``cid`` sent ``#GOODBYE#`` in ``session`` with ``peer``; it waits for its ``ENDED``."""
+    """Client ``cid`` sent ``#GOODBYE#`` in ``session`` with ``peer``; it waits for ``ENDED``."""
 
     cid: int
     session: int
