@@ -1,0 +1,128 @@
+"""``python -m client`` on a real pseudo-terminal (pexpect) against the real server.
+
+The partner is a plain socket client from the harness, so every line it gets
+can be asserted exactly. prompt_toolkit asks the terminal for the cursor
+position; pexpect never answers, so ``PROMPT_TOOLKIT_NO_CPR`` turns the
+question off instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+
+import pexpect
+import pytest
+
+from tests.integration.harness import ROOT, TIMEOUT, Server
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+STAMP = r"\[\d\d:\d\d:\d\d\]"
+
+Spawn = Callable[..., pexpect.spawn]
+
+
+@pytest.fixture
+def spawn(server: Server) -> Iterator[Spawn]:
+    """Start ``python -m client`` for ``server`` on a pty; ``color`` keeps NO_COLOR unset."""
+    children: list[pexpect.spawn] = []
+
+    def start(*flags: str, color: bool = False) -> pexpect.spawn:
+        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+        env.update(TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1")
+        if not color:
+            env["NO_COLOR"] = "1"
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "client", server.host, str(server.port), *flags],
+            cwd=str(ROOT),
+            env=env,
+            dimensions=(24, 120),
+            encoding="utf-8",
+            timeout=TIMEOUT,
+        )
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.close(force=True)
+
+
+def exit_status(child: pexpect.spawn) -> int:
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus
+
+
+def test_half_typed_line_survives_an_incoming_message(server: Server, spawn: Spawn) -> None:
+    a = spawn("--no-color")
+    a.expect_exact("welcome: you are client 1")
+    b = server.client()
+    b.send("CONNECT 1")
+    b.expect("CONNECTED 1")
+    a.expect_exact("connected: in a session with client 2; /bye ends it")
+    a.expect_exact("[1 -> 2]>")
+
+    a.send("hello wor")  # half a line, no Enter yet
+    a.expect_exact("hello wor")  # the prompt has taken the keys
+    b.send("are you there?")
+    a.expect(rf"{STAMP} 2: are you there\?")
+    a.expect_exact("[1 -> 2]> hello wor")  # redrawn below the message, still half-typed
+    a.send("ld, yes\r")
+    b.expect("MSG hello world, yes")
+
+    a.sendintr()  # Ctrl-C: #CLOSE#, BYE, exit 0
+    b.expect("ENDED 1")
+    a.expect_exact("bye: disconnected")
+    assert exit_status(a) == 0
+
+
+def test_colors_table_errors_and_ctrl_d(spawn: Spawn) -> None:
+    a = spawn(color=True)
+    a.expect_exact("\x1b[36mwelcome: you are client 1\x1b[0m")
+    a.expect_exact("[1 FREE]>")
+    a.send("/list\r")
+    a.expect_exact("id  status")
+    a.expect_exact(" 1  FREE  (you)")
+    a.send("/nope\r")
+    a.expect_exact("\x1b[31merror: /nope is not a command here")
+    a.send("CONNECT 1\r")
+    a.expect_exact("\x1b[31merror: that is your own id (1); pick someone else from /list\x1b[0m")
+    a.sendeof()  # Ctrl-D on an empty line
+    a.expect_exact("bye: disconnected")
+    assert exit_status(a) == 0
+
+
+@pytest.mark.parametrize("flag", ["--no-color", "NO_COLOR"])
+def test_no_color(spawn: Spawn, flag: str) -> None:
+    a = spawn(*([flag] if flag.startswith("--") else []), color=flag.startswith("--"))
+    a.expect_exact("welcome: you are client 1")
+    assert not a.before.endswith("\x1b[36m")
+    a.send("/nope\r")
+    a.expect_exact("error: /nope is not a command here")
+    assert not a.before.endswith("\x1b[31m")
+    a.send("/quit\r")
+    a.expect_exact("bye: disconnected")
+    assert exit_status(a) == 0
+
+
+def test_partner_leaving_and_server_outage(server: Server, spawn: Spawn) -> None:
+    a = spawn("--no-color")
+    a.expect_exact("welcome: you are client 1")
+    b = server.client()
+    b.send("CONNECT 1")
+    b.expect("CONNECTED 1")
+    a.expect_exact("[1 -> 2]>")
+    b.send("#GOODBYE#")
+    b.expect("ENDED 1")
+    a.expect_exact("ended: the session with client 2 is over; you are free")
+    a.expect_exact("[1 FREE]>")
+    a.send("half typed")
+    a.expect_exact("half typed")
+    server.stop()
+    a.expect_exact("outage: the server is shutting down")
+    a.expect_exact(f"client: the server at {server.host}:{server.port} shut down")
+    assert exit_status(a) == 3
