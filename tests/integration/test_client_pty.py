@@ -126,3 +126,18 @@ def test_partner_leaving_and_server_outage(server: Server, spawn: Spawn) -> None
     a.expect_exact("outage: the server is shutting down")
     a.expect_exact(f"client: the server at {server.host}:{server.port} shut down")
     assert exit_status(a) == 3
+
+
+def test_history_and_line_editing(spawn: Spawn) -> None:
+    a = spawn("--no-color")
+    a.expect_exact("welcome: you are client 1")
+    a.send("PING\r")
+    a.expect_exact("pong")
+    a.expect_exact("[1 FREE]>")
+    a.send("\x1b[A")  # arrow up: the last line comes back
+    a.expect_exact("PING")
+    a.send("\x7f\x7f\x7f\x7fGET FREE\r")  # four backspaces, then a new line
+    a.expect_exact("id  status")
+    a.expect_exact(" 1  FREE  (you)")
+    a.sendintr()
+    assert exit_status(a) == 0
