@@ -31,4 +31,6 @@ def recv_fd(channel: socket.socket) -> int | None:
         return None
     for extra in fds[1:]:  # never expected; never leaked either
         os.close(extra)
+    # received descriptors are inheritable: a client socket must never leak into a child
+    os.set_inheritable(fds[0], False)
     return fds[0]

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_positive,
         default=os.cpu_count() or 1,
-        help="worker processes running client connections (default: the CPU count)",
+        help="worker processes for client connections; %(default)s here (default: the CPU count)",
     )
     parser.add_argument(
         "--max-line",

@@ -26,3 +26,9 @@ def start_server() -> Iterator[Callable[..., Server]]:
 @pytest.fixture
 def server(start_server: Callable[..., Server]) -> Server:
     return start_server()
+
+
+@pytest.fixture(params=["same", "cross"])
+def placement(request: pytest.FixtureRequest) -> str:
+    """Peers on the same worker, or on two different workers."""
+    return str(request.param)

@@ -131,14 +131,22 @@ class Server:
         finally:
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
-        deadline = time.monotonic() + TIMEOUT
-        while self.survivors() and time.monotonic() < deadline:
-            time.sleep(0.02)  # polling the process table: nothing to wait on
-        left = self.survivors()
+        left = self.wait_survivors()
         for p in left:
             p.kill()
         assert not left, f"processes outlived the server: {left}"
         self.stderr.close()
+
+    def wait_survivors(self, timeout: float = TIMEOUT) -> list[psutil.Process]:
+        """Children still running ``timeout`` seconds after the server exited.
+
+        multiprocessing's resource tracker exits once it reads EOF from the
+        supervisor, a moment after it; anything else should already be gone.
+        """
+        deadline = time.monotonic() + timeout
+        while (left := self.survivors()) and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling the process table: nothing to wait on
+        return left
 
 
 def title(p: psutil.Process) -> str:
@@ -221,3 +229,20 @@ def pair(a: Client, b: Client) -> None:
     a.send(f"CONNECT {b.id}")
     a.expect(f"CONNECTED {b.id}")
     b.expect(f"CONNECTED {a.id}")
+
+
+def two_clients(server: Server, placement: str) -> tuple[Client, Client]:
+    """Two welcomed clients on the same worker or on different ones (round-robin placement)."""
+    a, other = server.client(), server.client()
+    if placement == "cross":
+        b = other
+    else:
+        b = server.client()
+        other.send("#CLOSE#")  # its id stays free, so ids are 1 and 3
+        other.expect("BYE")
+        other.expect_closed()
+        server.opened.remove(other)
+        other.close()
+    same = server.worker_of(a) == server.worker_of(b)
+    assert same == (placement == "same")
+    return a, b

@@ -8,31 +8,9 @@ import struct
 import pytest
 
 from ipc.commands import help_lines
-from tests.integration.harness import Client, Server, pair
+from tests.integration.harness import pair, two_clients
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-def two_clients(server: Server, placement: str) -> tuple[Client, Client]:
-    """Two welcomed clients on the same worker or on different ones (round-robin placement)."""
-    a, other = server.client(), server.client()
-    if placement == "cross":
-        b = other
-    else:
-        b = server.client()
-        other.send("#CLOSE#")  # its id stays free, so ids are 1 and 3
-        other.expect("BYE")
-        other.expect_closed()
-        server.opened.remove(other)
-        other.close()
-    same = server.worker_of(a) == server.worker_of(b)
-    assert same == (placement == "same")
-    return a, b
-
-
-@pytest.fixture(params=["same", "cross"])
-def placement(request):
-    return request.param
 
 
 def test_welcome_gives_the_smallest_free_id(server):
@@ -268,4 +246,4 @@ def test_sigterm_sends_outage_to_everyone(start_server, placement):
     for who in (a, b, c):
         who.expect("OUTAGE")
         who.expect_closed()
-    assert not server.survivors()
+    assert not server.wait_survivors()

@@ -148,14 +148,7 @@ def test_help_points_at_the_protocol_document(help_text):
         "--sendq",
         "--port",
         "--host",
-        pytest.param(
-            "--workers",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="matchmaker/config.py: --workers help writes '(default: the CPU count)' "
-                "and ArgumentDefaultsHelpFormatter appends '(default: N)' again",
-            ),
-        ),
+        "--workers",
     ],
 )
 def test_help_states_each_default_once(help_text, flag):
