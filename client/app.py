@@ -32,9 +32,13 @@ from ipc.commands import CLOSE
 from ipc.errors import ErrorCode
 from ipc.replies import parse_reply
 
-#: Longest server line the client accepts. ``CLIENTS`` for 10,000 clients is
-#: about 100 KB; 16 MiB leaves room for far larger servers and still bounds memory.
-MAX_SERVER_LINE = 16 * 1024 * 1024
+#: Longest line the client accepts from the server or stdin. ``CLIENTS`` for
+#: 10,000 clients is about 100 KB; 16 MiB leaves room for far larger servers and
+#: still bounds memory.
+MAX_LINE = 16 * 1024 * 1024
+
+#: stdin reads (of up to ``READ_SIZE`` bytes each) queued ahead of the socket in pipe mode.
+READ_AHEAD = 16
 
 #: Bytes asked of the socket or stdin per read.
 READ_SIZE = 64 * 1024
@@ -118,7 +122,7 @@ class Shell:
 
     async def pump_server(self) -> None:
         """Read and show server lines until the connection is over."""
-        decoder = LineDecoder(MAX_SERVER_LINE)
+        decoder = LineDecoder(MAX_LINE)
         while self.session.running:
             try:
                 data = await self.reader.read(READ_SIZE)
@@ -262,7 +266,7 @@ async def _type_lines(shell: Shell, prompt: PromptSession[str]) -> None:
 
 async def pipe(shell: Shell, options: Options, stop: asyncio.Event) -> None:
     """Pipe mode: send stdin lines in order; at EOF (or a signal) close and wait for BYE."""
-    lines: asyncio.Queue[str | ErrorCode | None] = asyncio.Queue()
+    lines: asyncio.Queue[list[str | ErrorCode] | None] = asyncio.Queue(READ_AHEAD)
     start_stdin_reader(asyncio.get_running_loop(), lines)
     pump = asyncio.create_task(shell.pump_server())
     feed = asyncio.create_task(_feed(shell, lines))
@@ -274,37 +278,39 @@ async def pipe(shell: Shell, options: Options, stop: asyncio.Event) -> None:
         await shell.close(pump, options.linger, stop)
 
 
-async def _feed(shell: Shell, lines: asyncio.Queue[str | ErrorCode | None]) -> None:
-    while (line := await lines.get()) is not None:
-        if isinstance(line, ErrorCode):
-            what = "too long" if line is ErrorCode.TOO_LONG else "not UTF-8"
-            shell.printer.local(Output(Tone.ERROR, f"client: skipped an input line ({what})"))
-        else:
-            await shell.submit(line)
-        if shell.printer.broken:
-            return
+async def _feed(shell: Shell, lines: asyncio.Queue[list[str | ErrorCode] | None]) -> None:
+    while (batch := await lines.get()) is not None:
+        for line in batch:
+            if isinstance(line, ErrorCode):
+                what = "too long" if line is ErrorCode.TOO_LONG else "not UTF-8"
+                shell.printer.local(Output(Tone.ERROR, f"client: skipped an input line ({what})"))
+            else:
+                await shell.submit(line)
+            if shell.printer.broken:
+                return
 
 
 def start_stdin_reader(
-    loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | ErrorCode | None]
+    loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[list[str | ErrorCode] | None]
 ) -> None:
-    """Read stdin lines in a daemon thread and queue them; ``None`` marks EOF.
+    """Read stdin in a daemon thread and queue its lines, a batch per read; ``None`` marks EOF.
 
     A thread works for pipes, files and terminals alike (``connect_read_pipe``
     refuses regular files). It uses ``os.read`` on fd 0, not ``sys.stdin``, so
     it holds no lock of the interpreter's that could hang its exit while the
-    thread is still blocked in a read.
+    thread is still blocked in a read. ``lines`` should be bounded: the thread
+    waits for room, so a large input is read no faster than it is sent.
     """
 
-    def put(item: str | ErrorCode | None) -> bool:
+    def put(item: list[str | ErrorCode] | None) -> bool:
         try:
-            loop.call_soon_threadsafe(lines.put_nowait, item)
-        except RuntimeError:  # the loop is closed: the client is exiting
+            asyncio.run_coroutine_threadsafe(lines.put(item), loop).result()
+        except Exception:  # the loop closed or dropped the put: the client is exiting
             return False
         return True
 
     def read() -> None:
-        decoder = LineDecoder(MAX_SERVER_LINE)
+        decoder = LineDecoder(MAX_LINE)
         while True:
             try:
                 data = os.read(0, READ_SIZE)
@@ -312,7 +318,7 @@ def start_stdin_reader(
                 data = b""
             # a last line without "\n" is still sent: scripts often omit it
             events = decoder.feed(data if data else b"\n" if decoder.pending else b"")
-            if not all(put(event) for event in events):
+            if events and not put(events):
                 return
             if not data:
                 put(None)
