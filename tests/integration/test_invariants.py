@@ -128,7 +128,7 @@ def test_two_requesters_race_for_one_target(server, placement):
 
 
 def test_a_vanishing_partner_mid_stream(server, placement):
-    """Invariant 4: the partner of a client that resets mid-stream gets ENDED, then can pair again."""
+    """Invariant 4: the partner of a client that vanishes mid-stream gets ENDED, pairs again."""
     a, b = two_clients(server, placement)
     c = server.client()
     pair(a, b)
