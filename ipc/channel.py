@@ -60,7 +60,8 @@ class Receiver:
 
     def fileno(self) -> int:
         """Readable when a batch is waiting."""
-        return self._queue._reader.fileno()  # type: ignore[attr-defined]
+        reader = self._queue._reader  # type: ignore[attr-defined]
+        return int(reader.fileno())
 
     def drain(self) -> list[Any]:
         """Every batch waiting now, without blocking."""

@@ -100,6 +100,9 @@ def _parse_id(word: str) -> int:
     return value
 
 
+_BARE: dict[str, Command] = {"PING": Ping(), "HELP": Help(), CLOSE: Close()}
+
+
 def parse_free(line: str) -> Command | None:
     """Parse a line from a FREE client; ``None`` for a blank line (ignored).
 
@@ -124,7 +127,7 @@ def parse_free(line: str) -> Command | None:
     if verb in ("PING", "HELP", CLOSE):
         if args:
             raise _usage(verb)
-        return {"PING": Ping(), "HELP": Help(), CLOSE: Close()}[verb]
+        return _BARE[verb]
     if verb == GOODBYE:
         raise ProtocolError(ErrorCode.NOT_IN_CHAT)
     raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, words[0])

@@ -147,6 +147,14 @@ def _parse_clients(rest: str) -> Clients | None:
     return Clients(tuple(entries))
 
 
+_NUMBERED: dict[str, type[Welcome | Connected | Ended]] = {
+    "WELCOME": Welcome,
+    "CONNECTED": Connected,
+    "ENDED": Ended,
+}
+_BARE: dict[str, Reply] = {"BYE": Bye(), "OUTAGE": Outage(), "PONG": Pong()}
+
+
 def parse_reply(line: str) -> Reply:
     """Parse one server line; anything unrecognised comes back as ``Unknown``."""
     word, _, rest = line.partition(" ")
@@ -158,7 +166,7 @@ def parse_reply(line: str) -> Reply:
     if word in ("WELCOME", "CONNECTED", "ENDED"):
         number = _int(rest)
         if number is not None:
-            reply = {"WELCOME": Welcome, "CONNECTED": Connected, "ENDED": Ended}[word](number)
+            reply = _NUMBERED[word](number)
     elif word == "CLIENTS":
         reply = _parse_clients(rest)
     elif word == "ERROR":
@@ -166,5 +174,5 @@ def parse_reply(line: str) -> Reply:
         if code in ErrorCode.__members__:
             reply = Error(ErrorCode[code], detail)
     elif not rest:
-        reply = {"BYE": Bye(), "OUTAGE": Outage(), "PONG": Pong()}.get(word)
+        reply = _BARE.get(word)
     return reply if reply is not None else Unknown(line)

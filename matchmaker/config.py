@@ -22,6 +22,12 @@ DEFAULT_SENDQ = 1 << 20
 #: has exited within 5 s of SIGINT/SIGTERM.
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
+#: Default for ``--linger``: seconds a closing client may take to read what is left
+#: for it (``BYE``, ``ERROR SLOW_CONSUMER``, ``OUTAGE``) before its socket is reset.
+#: Long enough for any client that reads at all; short enough that a client that
+#: never reads cannot pin its buffers.
+DEFAULT_LINGER = 2.0
+
 PLACEMENTS = ("least-loaded", "round-robin")
 
 
@@ -38,6 +44,7 @@ class Config:
     placement: str = "least-loaded"
     backlog: int = 1024
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    linger: float = DEFAULT_LINGER
     log_level: str = "INFO"
 
 
@@ -124,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds from SIGTERM/SIGINT until stragglers are killed",
     )
     parser.add_argument(
+        "--linger",
+        type=_seconds,
+        default=DEFAULTS.linger,
+        help="seconds a closing client may take to read its last lines before it is reset",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         default=DEFAULTS.log_level,
@@ -144,5 +157,6 @@ def parse_args(argv: list[str] | None = None) -> Config:
         placement=ns.placement,
         backlog=ns.backlog,
         shutdown_timeout=ns.shutdown_timeout,
+        linger=ns.linger,
         log_level=ns.log_level,
     )

@@ -17,6 +17,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import queue
+import resource
 import signal
 import socket
 import time
@@ -32,6 +33,9 @@ from matchmaker.proc import setup_logging
 from workers import process as worker_process
 
 log = logging.getLogger("matchmaker.supervisor")
+
+#: Descriptors beyond one per client: queues, pipes, logs, the listener.
+FD_MARGIN = 256
 
 #: Exit status when a child died on its own (the server cannot go on without it).
 CHILD_DIED = 1
@@ -90,8 +94,25 @@ class Supervisor:
         log.debug("started %s (pid %s)", role, process.pid)
         return child
 
+    def raise_fd_limit(self) -> None:
+        """Every client is a descriptor in a worker (and briefly in the acceptor)."""
+        need = self.config.max_clients + FD_MARGIN
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft >= need:
+            return
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < need:
+            log.warning(
+                "open-file limit is %d, below the %d that --max-clients %d needs",
+                target,
+                need,
+                self.config.max_clients,
+            )
+
     def start(self) -> None:
         cfg = self.config
+        self.raise_fd_limit()  # the children inherit it
         self.listener = self.bind()
         host, port = self.listener.getsockname()[:2]
         mm_inbox = self.ctx.Queue()

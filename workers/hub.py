@@ -22,10 +22,6 @@ from workers.protocol import ClientProtocol, reset
 
 log = logging.getLogger("workers.hub")
 
-#: Seconds a closing client may take to read what is left for it (``BYE``,
-#: ``ERROR SLOW_CONSUMER``, ``OUTAGE``) before its socket is reset.
-LINGER = 2.0
-
 
 class Hub:
     """The clients of one worker process, by key."""
@@ -43,7 +39,7 @@ class Hub:
         self.loop = loop
         self.outbox = outbox
         self.on_count = on_count  # tells the acceptor how loaded this worker is
-        self.linger = LINGER
+        self.linger = config.linger
         self.clients: dict[int, ClientProtocol] = {}  # attached and not closed, by key
         self.connections: set[ClientProtocol] = set()  # every transport not yet lost
         self.dirty: list[ClientProtocol] = []  # clients with output this tick

@@ -88,5 +88,6 @@ async def serve(
     hub.stopping = True
     on_handoff()  # sockets accepted but not yet picked up get OUTAGE too
     loop.remove_reader(handoff.fileno())
-    await hub.shutdown(hub.linger)
+    # half the shutdown budget: the supervisor still has to stop the matchmaker
+    await hub.shutdown(min(config.linger, config.shutdown_timeout / 2))
     outbox.close()
