@@ -87,6 +87,8 @@ def error_sentence(error: replies.Error, me: int | None) -> str:
         return "the server is full; try again later"
     if code is ErrorCode.SLOW_CONSUMER:
         return "the server dropped this client for reading too slowly"
+    if code is ErrorCode.IDLE:
+        return "the server closed this idle connection; reconnect to go on"
     return f"{code.value} {detail}".rstrip()  # a code added to ErrorCode but not here yet
 
 

@@ -35,6 +35,8 @@ class ErrorCode(enum.Enum):
     FULL = "FULL"
     #: the client's send queue passed ``--sendq`` bytes; the connection is closed.
     SLOW_CONSUMER = "SLOW_CONSUMER"
+    #: the client sent nothing for ``--idle-timeout`` seconds; the connection is closed.
+    IDLE = "IDLE"
 
 
 class ProtocolError(Exception):

@@ -11,11 +11,12 @@ import errno
 import logging
 import os
 import socket
+import sys
 import time
 from typing import Any
 
 from ipc.fdpass import send_fd
-from matchmaker.proc import child_setup, exit_on_sigterm
+from matchmaker.proc import BOOT_ERROR, child_setup, exit_on_sigterm
 
 log = logging.getLogger("matchmaker.acceptor")
 
@@ -37,7 +38,8 @@ class Placement:
         self.policy = policy
         self.live = live
         self.received = received
-        self.handed = [0] * len(live)
+        # a restarted acceptor starts from what the workers have picked up
+        self.handed = list(received)
         self._next = 0
 
     def choose(self) -> int:
@@ -94,6 +96,11 @@ def main(
     received: Any,
 ) -> None:
     """Entry point of the acceptor process (spawned by the supervisor)."""
-    parent = child_setup("acceptor", log_level)
-    exit_on_sigterm()
-    serve(listener, handoffs, Placement(policy, live, received), parent)
+    try:
+        parent = child_setup("acceptor", log_level)
+        exit_on_sigterm()
+        placement = Placement(policy, live, received)
+    except Exception:
+        log.exception("acceptor failed to start")
+        sys.exit(BOOT_ERROR)
+    serve(listener, handoffs, placement, parent)

@@ -45,6 +45,7 @@ class Config:
     backlog: int = 1024
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     linger: float = DEFAULT_LINGER
+    idle_timeout: float = 0.0
     log_level: str = "INFO"
 
 
@@ -62,6 +63,13 @@ def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0..65535, not {text}")
+    return value
+
+
+def _seconds_or_off(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a number of seconds, not {text}")
     return value
 
 
@@ -137,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a closing client may take to read its last lines before it is reset",
     )
     parser.add_argument(
+        "--idle-timeout",
+        type=_seconds_or_off,
+        default=DEFAULTS.idle_timeout,
+        help="close clients that send nothing for this many seconds (ERROR IDLE); 0 is off",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         default=DEFAULTS.log_level,
@@ -158,5 +172,6 @@ def parse_args(argv: list[str] | None = None) -> Config:
         backlog=ns.backlog,
         shutdown_timeout=ns.shutdown_timeout,
         linger=ns.linger,
+        idle_timeout=ns.idle_timeout,
         log_level=ns.log_level,
     )

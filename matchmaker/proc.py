@@ -15,6 +15,10 @@ from types import FrameType
 
 import setproctitle
 
+#: Exit status of a child that failed before it could serve: the supervisor
+#: halts rather than restart it into the same failure.
+BOOT_ERROR = 3
+
 LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 
 

@@ -21,7 +21,7 @@ import resource
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 from ipc.fdpass import handoff_pair
 from matchmaker import acceptor, service
 from matchmaker.config import Config
-from matchmaker.proc import setup_logging
+from matchmaker.proc import BOOT_ERROR, setup_logging
 from workers import process as worker_process
 
 log = logging.getLogger("matchmaker.supervisor")
@@ -40,13 +40,20 @@ FD_MARGIN = 256
 #: Exit status when a child died on its own (the server cannot go on without it).
 CHILD_DIED = 1
 
+#: More restarts than this within RESTART_WINDOW seconds: something is broken,
+#: not unlucky, and restarting would only loop (cf. gunicorn's WORKER_BOOT_ERROR).
+MAX_RESTARTS, RESTART_WINDOW = 5, 30.0
+
 
 @dataclass
 class Child:
-    """A child process and the role it plays."""
+    """A child process, the role it plays, and how to start it again."""
 
     role: str
     process: BaseProcess
+    target: Any
+    args: tuple[Any, ...]
+    restarts: list[float] = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
@@ -73,6 +80,7 @@ class Supervisor:
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.listener: socket.socket | None = None
         self.shared: tuple[Any, ...] = ()
+        self.handoff_ends: list[socket.socket] = []
         self._wakeup_r = -1
 
     # ---- start ------------------------------------------------------------------
@@ -87,12 +95,20 @@ class Supervisor:
         return sock
 
     def spawn(self, role: str, target: Any, *args: Any) -> Child:
+        child = Child(role, self._start_process(role, target, args), target, args)
+        self.children.append(child)
+        return child
+
+    def _start_process(self, role: str, target: Any, args: tuple[Any, ...]) -> BaseProcess:
         process = self.ctx.Process(target=target, args=args, name=role, daemon=False)
         process.start()
-        child = Child(role, process)
-        self.children.append(child)
         log.debug("started %s (pid %s)", role, process.pid)
-        return child
+        return process
+
+    def respawn(self, child: Child) -> None:
+        child.process.join()  # reaped already; releases its sentinel
+        child.process.close()
+        child.process = self._start_process(child.role, child.target, child.args)
 
     def raise_fd_limit(self) -> None:
         """Every client is a descriptor in a worker (and briefly in the acceptor)."""
@@ -146,9 +162,11 @@ class Supervisor:
             live,
             received,
         )
-        for a, w in pairs:  # the children hold their own copies now
-            a.close()
+        for _, w in pairs:  # the workers hold their own copies now
             w.close()
+        # The acceptor's ends stay open here, as does the listener: a restarted
+        # acceptor takes over the same socket, so there is no window to rebind.
+        self.handoff_ends = [a for a, _ in pairs]
         log.info("%d workers, matchmaker and acceptor started", cfg.workers)
         print(f"listening on {host}:{port}", flush=True)
 
@@ -197,20 +215,40 @@ class Supervisor:
             if signals:
                 log.info("%s: shutting down", signal.Signals(signals[0]).name)
                 break
-            dead = [c for c in self.children if not c.alive]
-            if dead:
-                for child in dead:
-                    log.error("%s %s", child.role, describe_exit(child.process.exitcode))
+            if not self.handle_deaths():
                 status = CHILD_DIED
                 break
         self.stop()
         return status
+
+    def handle_deaths(self) -> bool:
+        """Restart a dead acceptor; False when the server cannot go on."""
+        go_on = True
+        for child in self.children:
+            if child.alive:
+                continue
+            code = child.process.exitcode
+            log.error("%s %s", child.role, describe_exit(code))
+            now = time.monotonic()
+            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW]
+            child.restarts.append(now)
+            if child.role != "acceptor":
+                go_on = False  # its clients' state died with it
+            elif code == BOOT_ERROR or len(child.restarts) > MAX_RESTARTS:
+                log.error("the acceptor cannot run; halting instead of restarting it")
+                go_on = False
+            else:
+                self.respawn(child)
+                log.info("acceptor restarted (pid %s)", child.process.pid)
+        return go_on
 
     def stop(self, force: bool = False) -> None:
         """Stop every child in order, kill what is left at the deadline, reap all."""
         deadline = time.monotonic() + self.config.shutdown_timeout
         if self.listener is not None:
             self.listener.close()
+        for end in self.handoff_ends:
+            end.close()
         order = ("acceptor", "worker", "matchmaker")
         for role in order:
             group = [c for c in self.children if c.role.startswith(role)]

@@ -17,10 +17,17 @@ from typing import Any
 
 from ipc import messages as m
 from ipc.channel import Sender
+from ipc.errors import ErrorCode, ProtocolError
 from matchmaker.config import Config
 from workers.protocol import ClientProtocol, reset
 
 log = logging.getLogger("workers.hub")
+
+_IDLE = (ProtocolError(ErrorCode.IDLE).line() + "\n").encode()
+
+#: TCP keepalive for every client: a peer that vanished without a FIN or RST
+#: (power cut, cable pulled) is noticed after IDLE + INTERVAL * COUNT seconds.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 60, 10, 6
 
 
 class Hub:
@@ -64,6 +71,9 @@ class Hub:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
         except OSError:  # already reset by the peer; the transport will see it
             pass
         key = next(self._keys)
@@ -164,6 +174,17 @@ class Hub:
         client = self.clients.get(msg.key)
         if client is not None:
             client.ended(msg.session, msg.peer)
+
+    def sweep_idle(self) -> None:
+        """Close clients silent for ``--idle-timeout`` seconds; runs itself again."""
+        timeout = self.config.idle_timeout
+        if not timeout or self.stopping:
+            return
+        now = self.loop.time()
+        for client in list(self.clients.values()):
+            if now - client.last_seen > timeout:
+                client.close(_IDLE)
+        self.loop.call_later(min(timeout / 4, 1.0), self.sweep_idle)
 
     # ---- shutdown ------------------------------------------------------------------------
 

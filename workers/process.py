@@ -77,6 +77,7 @@ async def serve(
 
     loop.add_reader(handoff.fileno(), on_handoff)
     loop.add_reader(inbox.fileno(), lambda: hub.from_matchmaker(inbox.drain()))
+    hub.sweep_idle()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     while not stop.is_set() and os.getppid() == parent:

@@ -74,6 +74,7 @@ class ClientProtocol(asyncio.Protocol):
         "peer_worker",
         "peer_key",
         "out",
+        "last_seen",
     )
 
     def __init__(self, hub: Hub, key: int) -> None:
@@ -92,6 +93,7 @@ class ClientProtocol(asyncio.Protocol):
         self.peer_worker = 0
         self.peer_key = 0
         self.out: list[bytes] = []  # written to the socket once per loop tick
+        self.last_seen = hub.loop.time()  # for --idle-timeout
 
     # ---- asyncio callbacks ---------------------------------------------------------
 
@@ -101,6 +103,7 @@ class ClientProtocol(asyncio.Protocol):
         self.hub.attach(self)
 
     def data_received(self, data: bytes) -> None:
+        self.last_seen = self.hub.loop.time()
         if self.closed or self.leaving:
             return
         self.backlog.extend(self.decoder.feed(data))

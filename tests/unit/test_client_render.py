@@ -78,6 +78,7 @@ def test_a_message_before_any_session_shows_an_unknown_sender() -> None:
         ("ERROR ENCODING", "the server could not read that line as UTF-8 and dropped it"),
         ("ERROR FULL", "the server is full; try again later"),
         ("ERROR SLOW_CONSUMER", "the server dropped this client for reading too slowly"),
+        ("ERROR IDLE", "the server closed this idle connection; reconnect to go on"),
     ],
 )
 def test_each_error_code_renders_as_a_sentence(line: str, sentence: str) -> None:

@@ -1,0 +1,183 @@
+"""Faults the server must survive: dead children, hostile bytes, idle and greedy clients."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import struct
+import time
+
+import psutil
+import pytest
+
+from tests.integration.harness import Client, pair, title, two_clients
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+    """Poll a process-table fact (nothing to block on) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return value
+
+
+def test_every_process_names_itself(server):
+    children = psutil.Process(server.proc.pid).children()
+    titles = sorted(title(p) for p in children if title(p).startswith("matchmaker: "))
+    assert titles == [
+        "matchmaker: acceptor",
+        "matchmaker: matchmaker",
+        "matchmaker: worker 1",
+        "matchmaker: worker 2",
+    ]
+    assert title(psutil.Process(server.proc.pid)) == "matchmaker: supervisor"
+
+
+def test_a_killed_acceptor_is_replaced_on_the_same_socket(server, placement):
+    a, b = two_clients(server, placement)
+    pair(a, b)
+    old = server.pid_of("acceptor")
+    started = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+
+    def new_acceptor():
+        for p in psutil.Process(server.proc.pid).children():
+            if title(p) == "matchmaker: acceptor" and p.pid != old:
+                return p.pid
+        return None
+
+    wait_for(new_acceptor, what="a new acceptor")
+    c = server.client()  # the same port answers again
+    assert time.monotonic() - started < 5
+    assert c.id not in (a.id, b.id)
+    a.send("still here")  # the session survived untouched
+    b.expect("MSG still here")
+    c.quiet()
+
+
+def test_a_dead_matchmaker_or_worker_stops_the_server_cleanly(start_server):
+    """Until they can be restarted, losing one is fatal: the server exits 1, leaving nothing."""
+    server = start_server()
+    a = server.client()
+    os.kill(server.pid_of("matchmaker"), signal.SIGKILL)
+    assert server.proc.wait(10) == 1
+    a.expect("OUTAGE")
+    assert not server.wait_survivors()
+
+
+def test_idle_clients_are_closed(start_server):
+    server = start_server("--idle-timeout", "0.5")
+    quiet, chatty = server.client(), server.client()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # chatty keeps talking, quiet says nothing
+        chatty.quiet()
+    quiet.expect("ERROR IDLE")
+    quiet.expect_closed()
+    chatty.quiet()
+
+
+def test_garbage_bytes_get_errors_and_hurt_nobody(start_server, placement):
+    server = start_server("--max-line", "256")
+    a, b = two_clients(server, placement)
+    pair(a, b)
+    rng = random.Random(7)
+    for _ in range(200):
+        noise = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 600)))
+        c = server.connect()
+        c.welcome()
+        c.send(noise.replace(b"\n", b"") + b"\n")
+        reply = c.line()
+        assert reply.startswith("ERROR "), reply
+        c.quiet()
+        c.close()
+        server.opened.remove(c)
+    a.send("unharmed")
+    b.expect("MSG unharmed")
+
+
+def test_nul_bytes_are_text(server, placement):
+    a, b = two_clients(server, placement)
+    pair(a, b)
+    a.send(b"nul\x00inside\n")
+    b.expect("MSG nul\x00inside")
+
+
+def test_a_line_sent_one_byte_at_a_time(server, placement):
+    a, b = two_clients(server, placement)
+    pair(a, b)
+    a.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for byte in b"one byte at a time\n":
+        a.sock.send(bytes([byte]))
+    b.expect("MSG one byte at a time")
+
+
+def test_a_10mb_line_costs_one_error(server, placement):
+    a, b = two_clients(server, placement)
+    pair(a, b)
+    a.send(b"x" * (10 << 20) + b"\nafter\n")
+    a.expect("ERROR TOO_LONG")
+    b.expect("MSG after")
+
+
+def test_reset_mid_line_ends_the_session(server, placement):
+    a, b = two_clients(server, placement)
+    pair(a, b)
+    a.send(b"a line cut in the mid")
+    a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    a.sock.close()
+    b.expect(f"ENDED {a.id}")  # the unfinished line is never delivered
+
+
+def test_thousands_of_connect_disconnect_cycles_leak_nothing(server):
+    keeper = server.client()
+    workers = [psutil.Process(server.pid_of(f"worker {i}")) for i in (1, 2)]
+    fds_before = [w.num_fds() for w in workers]
+    for i in range(1500):
+        s = socket.create_connection((server.host, server.port))
+        if i % 3 == 0:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif i % 3 == 1:
+            s.shutdown(socket.SHUT_WR)
+        s.close()
+    # every one of them has been registered and dropped once the ids are back to 2
+    probe = Client(server.host, server.port)
+    server.opened.append(probe)
+    wait_for(lambda: probe.welcome() and True, what="welcome")
+    deadline = time.monotonic() + 20
+    while True:
+        probe.send("GET")
+        line = probe.line()
+        if line == f"CLIENTS {keeper.id}=FREE {probe.id}=FREE":
+            break
+        assert time.monotonic() < deadline, line[:200]
+    wait_for(
+        lambda: [w.num_fds() for w in workers] <= [n + 1 for n in fds_before],
+        what="worker descriptors back to where they were",
+    )
+    keeper.quiet()
+
+
+def test_out_of_descriptors_the_acceptor_backs_off_and_recovers(server):
+    a = server.client()
+    acceptor = psutil.Process(server.pid_of("acceptor"))
+    limits = acceptor.rlimit(psutil.RLIMIT_NOFILE)
+    open_fds = {int(fd) for fd in os.listdir(f"/proc/{acceptor.pid}/fd")}
+    lowest_free = min(set(range(len(open_fds) + 1)) - open_fds)
+    acceptor.rlimit(psutil.RLIMIT_NOFILE, (lowest_free, limits[1]))  # not one more descriptor
+    try:
+        waiting = Client(server.host, server.port)  # queued in the listen backlog
+        server.opened.append(waiting)
+        acceptor.cpu_percent()
+        time.sleep(1.0)  # measuring CPU use over a second, not synchronising
+        assert acceptor.cpu_percent() < 50, "the acceptor spins on EMFILE"
+        assert acceptor.is_running()
+    finally:
+        acceptor.rlimit(psutil.RLIMIT_NOFILE, limits)
+    waiting.welcome()
+    a.quiet()
+    assert "backing off" in server.log()
