@@ -5,31 +5,40 @@ burst of chat lines costs one pickle and one pipe write, not one per line.
 Receivers expose the queue's pipe as a file descriptor so a worker's event
 loop can wait on it next to its sockets instead of blocking a thread.
 
-Each queue has exactly one consumer; that is what makes reading it from the
-event loop safe.
+Each queue has exactly one producer and one consumer. A process killed in
+the middle of a put or a get can leave its queue locked or holding half a
+message, so a queue is never reused once either end has died: each worker
+slot has a pool of links (a queue each way), and a restarted process moves
+its slot to the next unused link (``Links``).
 """
 
 from __future__ import annotations
 
 import multiprocessing.queues
+import pickle
 import queue
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+#: Largest piece put on a queue at once. A queue's pipe takes a write of at
+#: most PIPE_BUF (4096) bytes whole or not at all, so a process killed during a
+#: put can never leave half a message behind for the reader to block on.
+CHUNK = 4000
+
+_MORE, _LAST = b"\x00", b"\x01"
 
 
 class Sender:
-    """Batches messages for one queue; ``flush`` sends them as one item."""
+    """Batches messages for one queue; ``flush`` sends them as one item (or a few pieces)."""
 
-    __slots__ = ("_queue", "_tag", "_pending", "_schedule")
+    __slots__ = ("_queue", "_pending", "_schedule")
 
     def __init__(
         self,
         q: multiprocessing.queues.Queue[Any],
-        tag: int | None = None,
         schedule: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self._queue = q
-        self._tag = tag  # sent with every batch, so one queue can serve many senders
         self._pending: list[Any] = []
         self._schedule = schedule  # e.g. loop.call_soon: flush once at the end of the tick
 
@@ -41,40 +50,81 @@ class Sender:
     def flush(self) -> None:
         if not self._pending:
             return
-        batch, self._pending = self._pending, []  # the queue pickles later, in its own thread
-        self._queue.put(batch if self._tag is None else (self._tag, batch))
+        data = pickle.dumps(self._pending, pickle.HIGHEST_PROTOCOL)
+        self._pending = []
+        put = self._queue.put
+        end = len(data)
+        for start in range(0, end - CHUNK, CHUNK):
+            put(_MORE + data[start : start + CHUNK])
+        put(_LAST + data[(end - 1) // CHUNK * CHUNK :])
 
     def close(self) -> None:
         """Flush, then let the process exit without waiting for an absent reader."""
         self.flush()
         self._queue.cancel_join_thread()
 
+    def abandon(self) -> None:
+        """The reader died: drop what is pending and never wait for this queue again."""
+        self._pending = []
+        self._queue.cancel_join_thread()
+
 
 class Receiver:
-    """Reads batches from one queue, from a loop (``fileno``/``drain``) or blocking (``get``)."""
+    """Reads batches from one queue without blocking, from an event loop or a wait() loop."""
 
-    __slots__ = ("_queue",)
+    __slots__ = ("_queue", "_parts")
 
     def __init__(self, q: multiprocessing.queues.Queue[Any]) -> None:
         self._queue = q
+        self._parts: list[bytes] = []  # pieces of a batch not yet complete
 
     def fileno(self) -> int:
-        """Readable when a batch is waiting."""
+        """Readable when a piece is waiting."""
         reader = self._queue._reader  # type: ignore[attr-defined]
         return int(reader.fileno())
 
     def drain(self) -> list[Any]:
-        """Every batch waiting now, without blocking."""
-        batches = []
+        """Every complete batch waiting now, without blocking."""
+        batches: list[Any] = []
+        parts = self._parts
         while True:
             try:
-                batches.append(self._queue.get_nowait())
+                piece = self._queue.get_nowait()
             except queue.Empty:
                 return batches
+            parts.append(piece[1:])
+            if piece[:1] == _LAST:
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts.clear()
+                batches.append(pickle.loads(data))
 
-    def get(self, timeout: float) -> Any | None:
-        """The next batch, or None after ``timeout`` seconds."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+
+class Link(NamedTuple):
+    """The two queues between one worker and the matchmaker."""
+
+    up: multiprocessing.queues.Queue[Any]  # worker -> matchmaker
+    down: multiprocessing.queues.Queue[Any]  # matchmaker -> worker
+
+
+class Links:
+    """Per worker slot, a pool of links and the index of the one in use.
+
+    Built by the supervisor before any child starts (queues can only be handed
+    to a process when it is spawned); ``current`` is shared memory, so the
+    supervisor can move a slot to a fresh link and every process can see it.
+    """
+
+    def __init__(self, ctx: Any, workers: int, pool: int) -> None:
+        self.pools = [[Link(ctx.Queue(), ctx.Queue()) for _ in range(pool)] for _ in range(workers)]
+        self.current = ctx.RawArray("i", workers)
+
+    def link(self, slot: int) -> Link:
+        index: int = self.current[slot]
+        return self.pools[slot][index]
+
+    def advance(self, slot: int) -> bool:
+        """Move ``slot`` to its next unused link; False when the pool is used up."""
+        if self.current[slot] + 1 >= len(self.pools[slot]):
+            return False
+        self.current[slot] += 1
+        return True

@@ -13,9 +13,9 @@ import os
 import socket
 import sys
 import time
-from typing import Any
 
 from ipc.fdpass import send_fd
+from ipc.load import WorkerLoad
 from matchmaker.proc import BOOT_ERROR, child_setup, exit_on_sigterm
 
 log = logging.getLogger("matchmaker.acceptor")
@@ -34,26 +34,24 @@ class Placement:
     before the workers report; ties go round robin.
     """
 
-    def __init__(self, policy: str, live: Any, received: Any) -> None:
+    def __init__(self, policy: str, load: WorkerLoad) -> None:
         self.policy = policy
-        self.live = live
-        self.received = received
+        self.load = load
         # a restarted acceptor starts from what the workers have picked up
-        self.handed = list(received)
+        self.handed = list(load.received)
         self._next = 0
 
     def choose(self) -> int:
+        """The next worker; one that is down is passed over while any other is up."""
         n = len(self.handed)
         start = self._next
+        load, up = self.load, self.load.up
+        candidates = [(start + step) % n for step in range(n)]
+        candidates = [i for i in candidates if up[i]] or candidates
         if self.policy == "round-robin":
-            best = start
+            best = candidates[0]
         else:
-            best, best_load = start, None
-            for step in range(n):
-                i = (start + step) % n
-                load = self.live[i] + self.handed[i] - self.received[i]
-                if best_load is None or load < best_load:
-                    best, best_load = i, load
+            best = min(candidates, key=lambda i: load.live[i] + self.handed[i] - load.received[i])
         self._next = (best + 1) % n
         self.handed[best] += 1
         return best
@@ -92,14 +90,13 @@ def main(
     policy: str,
     listener: socket.socket,
     handoffs: list[socket.socket],
-    live: Any,
-    received: Any,
+    load: WorkerLoad,
 ) -> None:
     """Entry point of the acceptor process (spawned by the supervisor)."""
     try:
         parent = child_setup("acceptor", log_level)
         exit_on_sigterm()
-        placement = Placement(policy, live, received)
+        placement = Placement(policy, load)
     except Exception:
         log.exception("acceptor failed to start")
         sys.exit(BOOT_ERROR)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable
+from multiprocessing.connection import wait
 from typing import Any
 
 from ipc import messages as m
-from ipc.channel import Receiver, Sender
+from ipc.channel import Links, Receiver, Sender
 from ipc.errors import ProtocolError
 from ipc.replies import clients_line
 from matchmaker.proc import child_setup, exit_on_sigterm
@@ -48,6 +50,16 @@ class Matchmaker:
     def flush(self) -> None:
         for outbox in self.outboxes:
             outbox.flush()
+
+    def worker_gone(self, worker: int) -> None:
+        """Worker ``worker`` died: its clients are gone; their partners elsewhere hear ENDED."""
+        gone = [e.id for e in self.table.entries() if e.addr[0] == worker]
+        for cid in gone:
+            dropped = self.table.drop(cid)
+            ended = dropped[1] if dropped is not None else None
+            if ended is not None and {ended.a.addr[0], ended.b.addr[0]} != {worker}:
+                self._tell_ended(cid, ended)
+        log.warning("worker %d died; %d of its clients are gone", worker + 1, len(gone))
 
     def _to(self, entry: Entry[Addr], message: m.ToWorker) -> None:
         self.outboxes[entry.addr[0]].send(message)
@@ -114,30 +126,50 @@ class Matchmaker:
         self._to(stays, m.Ended(stays.addr[1], session.id, left.id))
 
 
-def run(
-    max_clients: int,
-    inbox: Receiver,
-    outboxes: list[Sender],
-    orphaned: Callable[[], bool],
-) -> None:
-    """Serve until SIGTERM or ``orphaned()``, which is checked at least once a second."""
+def run(max_clients: int, links: Links, wakeup: int, orphaned: Callable[[], bool]) -> None:
+    """Serve until SIGTERM or ``orphaned()``, which is checked at least once a second.
+
+    ``wakeup`` becomes readable when the supervisor has moved a restarted
+    worker's slot to a fresh link (SIGUSR1 through ``signal.set_wakeup_fd``).
+    """
+    slots = range(len(links.pools))
+    using = [links.current[i] for i in slots]
+    inboxes = [Receiver(links.link(i).up) for i in slots]
+    outboxes = [Sender(links.link(i).down) for i in slots]
     matchmaker = Matchmaker(ClientTable(max_clients), outboxes)
     while not orphaned():
-        first = inbox.get(timeout=1.0)
-        if first is None:
-            continue
-        for worker, batch in [first, *inbox.drain()]:
-            matchmaker.handle(worker, batch)
+        ready = set(wait([*(r.fileno() for r in inboxes), wakeup], timeout=1.0))
+        if wakeup in ready:
+            _drain_fd(wakeup)
+        for i in slots:
+            if links.current[i] != using[i]:  # worker i died; its replacement is on a fresh link
+                using[i] = links.current[i]
+                outboxes[i].abandon()
+                inboxes[i] = Receiver(links.link(i).up)
+                outboxes[i] = Sender(links.link(i).down)
+                matchmaker.worker_gone(i)
+                continue
+            if inboxes[i].fileno() in ready:
+                for batch in inboxes[i].drain():
+                    matchmaker.handle(i, batch)
         matchmaker.flush()
 
 
-def main(log_level: str, max_clients: int, inbox_q: Any, outbox_qs: list[Any]) -> None:
+def _drain_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def main(log_level: str, max_clients: int, links: Links) -> None:
     """Entry point of the matchmaker process (spawned by the supervisor)."""
     parent = child_setup("matchmaker", log_level)
     exit_on_sigterm()
-    outboxes = [Sender(q) for q in outbox_qs]
-    try:
-        run(max_clients, Receiver(inbox_q), outboxes, lambda: os.getppid() != parent)
-    finally:
-        for outbox in outboxes:
-            outbox.close()
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # only wakes the loop
+    run(max_clients, links, r, lambda: os.getppid() != parent)

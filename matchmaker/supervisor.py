@@ -26,7 +26,9 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from ipc.channel import Links
 from ipc.fdpass import handoff_pair
+from ipc.load import WorkerLoad
 from matchmaker import acceptor, service
 from matchmaker.config import Config
 from matchmaker.proc import BOOT_ERROR, setup_logging
@@ -54,6 +56,7 @@ class Child:
     target: Any
     args: tuple[Any, ...]
     restarts: list[float] = field(default_factory=list)
+    slot: int = -1  # a worker's index
 
     @property
     def alive(self) -> bool:
@@ -79,8 +82,9 @@ class Supervisor:
         self.children: list[Child] = []
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.listener: socket.socket | None = None
-        self.shared: tuple[Any, ...] = ()
         self.handoff_ends: list[socket.socket] = []
+        self.links: Links | None = None
+        self.load: WorkerLoad | None = None
         self._wakeup_r = -1
 
     # ---- start ------------------------------------------------------------------
@@ -131,27 +135,24 @@ class Supervisor:
         self.raise_fd_limit()  # the children inherit it
         self.listener = self.bind()
         host, port = self.listener.getsockname()[:2]
-        mm_inbox = self.ctx.Queue()
-        inboxes = [self.ctx.Queue() for _ in range(cfg.workers)]
+        # Queues can only be handed to a process when it is spawned, so every link
+        # a restarted worker may need exists from the start.
+        self.links = Links(self.ctx, cfg.workers, pool=MAX_RESTARTS + 1)
+        self.load = WorkerLoad(self.ctx, cfg.workers)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
-        live = self.ctx.RawArray("q", cfg.workers)
-        received = self.ctx.RawArray("q", cfg.workers)
-        # Process.start() forgets its args; the queues' semaphores must outlive the
-        # children's unpickling, so the supervisor holds them for its whole life.
-        self.shared = (mm_inbox, inboxes, live, received)
-        self.spawn("matchmaker", service.main, cfg.log_level, cfg.max_clients, mm_inbox, inboxes)
+        self.spawn("matchmaker", service.main, cfg.log_level, cfg.max_clients, self.links)
         for i in range(cfg.workers):
-            self.spawn(
+            child = self.spawn(
                 f"worker {i + 1}",
                 worker_process.main,
                 i,
                 cfg,
                 pairs[i][1],
-                inboxes[i],
-                mm_inbox,
-                live,
-                received,
+                self.links.pools[i],
+                self.links.current,
+                self.load,
             )
+            child.slot = i
         self.spawn(
             "acceptor",
             acceptor.main,
@@ -159,14 +160,12 @@ class Supervisor:
             cfg.placement,
             self.listener,
             [a for a, _ in pairs],
-            live,
-            received,
+            self.load,
         )
-        for _, w in pairs:  # the workers hold their own copies now
-            w.close()
-        # The acceptor's ends stay open here, as does the listener: a restarted
-        # acceptor takes over the same socket, so there is no window to rebind.
-        self.handoff_ends = [a for a, _ in pairs]
+        # The supervisor keeps both ends of every hand-off channel and the listener:
+        # a restarted acceptor or worker takes over the same sockets, and the
+        # connections queued in a dead worker's channel go to its replacement.
+        self.handoff_ends = [end for pair in pairs for end in pair]
         log.info("%d workers, matchmaker and acceptor started", cfg.workers)
         print(f"listening on {host}:{port}", flush=True)
 
@@ -196,7 +195,9 @@ class Supervisor:
         return found
 
     def _wait(self, timeout: float | None) -> None:
-        sentinels = [c.process.sentinel for c in self.children if c.alive]
+        # Every child's sentinel, dead or alive: filtering by ``alive`` would reap a
+        # child that just died and leave its death unseen until the next event.
+        sentinels = [c.process.sentinel for c in self.children]
         multiprocessing.connection.wait([*sentinels, self._wakeup_r], timeout)
 
     # ---- run ----------------------------------------------------------------------
@@ -222,7 +223,7 @@ class Supervisor:
         return status
 
     def handle_deaths(self) -> bool:
-        """Restart a dead acceptor; False when the server cannot go on."""
+        """Restart dead workers and a dead acceptor; False when the server cannot go on."""
         go_on = True
         for child in self.children:
             if child.alive:
@@ -232,15 +233,30 @@ class Supervisor:
             now = time.monotonic()
             child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW]
             child.restarts.append(now)
-            if child.role != "acceptor":
-                go_on = False  # its clients' state died with it
+            if child.role == "matchmaker":
+                log.error("the matchmaker held every session; stopping")
+                go_on = False
             elif code == BOOT_ERROR or len(child.restarts) > MAX_RESTARTS:
-                log.error("the acceptor cannot run; halting instead of restarting it")
+                log.error("%s cannot run; halting instead of restarting it", child.role)
+                go_on = False
+            elif child.slot >= 0 and not self._move_worker(child.slot):
                 go_on = False
             else:
                 self.respawn(child)
-                log.info("acceptor restarted (pid %s)", child.process.pid)
+                log.info("%s restarted (pid %s)", child.role, child.process.pid)
         return go_on
+
+    def _move_worker(self, slot: int) -> bool:
+        """Give a dead worker's slot a fresh link and tell the matchmaker to free its clients."""
+        assert self.links is not None and self.load is not None
+        self.load.down(slot)
+        if not self.links.advance(slot):
+            log.error("worker %d has used up its links; halting", slot + 1)
+            return False
+        matchmaker = next(c for c in self.children if c.role == "matchmaker")
+        if matchmaker.alive and matchmaker.process.pid is not None:
+            os.kill(matchmaker.process.pid, signal.SIGUSR1)
+        return True
 
     def stop(self, force: bool = False) -> None:
         """Stop every child in order, kill what is left at the deadline, reap all."""

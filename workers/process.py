@@ -14,8 +14,9 @@ import signal
 import socket
 from typing import Any
 
-from ipc.channel import Receiver, Sender
+from ipc.channel import Link, Receiver, Sender
 from ipc.fdpass import recv_fd
+from ipc.load import WorkerLoad
 from matchmaker.config import Config
 from matchmaker.proc import child_setup
 from workers.hub import Hub
@@ -30,31 +31,27 @@ def main(
     index: int,
     config: Config,
     handoff: socket.socket,
-    inbox_q: Any,
-    outbox_q: Any,
-    live: Any,
-    received: Any,
+    pool: list[Link],
+    current: Any,
+    load: WorkerLoad,
 ) -> None:
-    """Run worker ``index`` (0-based; titled ``worker index+1``) until told to stop."""
+    """Run worker ``index`` (0-based; titled ``worker index+1``) until told to stop.
+
+    ``pool`` is this slot's links; ``current[index]`` says which one is in use.
+    """
     parent = child_setup(f"worker {index + 1}", config.log_level)
-    asyncio.run(serve(index, config, handoff, Receiver(inbox_q), outbox_q, live, received, parent))
+    asyncio.run(serve(index, config, handoff, pool[current[index]], load, parent))
 
 
 async def serve(
-    index: int,
-    config: Config,
-    handoff: socket.socket,
-    inbox: Receiver,
-    outbox_q: Any,
-    live: Any,
-    received: Any,
-    parent: int,
+    index: int, config: Config, handoff: socket.socket, link: Link, load: WorkerLoad, parent: int
 ) -> None:
     loop = asyncio.get_running_loop()
-    outbox = Sender(outbox_q, tag=index, schedule=loop.call_soon)
+    inbox = Receiver(link.down)
+    outbox = Sender(link.up, schedule=loop.call_soon)
 
     def count(n: int) -> None:
-        live[index] = n
+        load.live[index] = n
 
     hub = Hub(index, config, loop, outbox, count)
     handoff.setblocking(False)
@@ -72,12 +69,13 @@ async def serve(
             if fd is None:
                 loop.remove_reader(handoff.fileno())
                 return
-            received[index] += 1
+            load.received[index] += 1
             hub.adopt(socket.socket(fileno=fd))
 
     loop.add_reader(handoff.fileno(), on_handoff)
     loop.add_reader(inbox.fileno(), lambda: hub.from_matchmaker(inbox.drain()))
     hub.sweep_idle()
+    load.up[index] = 1
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     while not stop.is_set() and os.getppid() == parent:

@@ -329,3 +329,21 @@ def test_flush_flushes_every_outbox():
     h = Harness(workers=3)
     h.mm.flush()
     assert [o.flushes for o in h.outboxes] == [1, 1, 1]
+
+
+# ---- a worker dies -------------------------------------------------------------------
+
+
+def test_a_dead_workers_clients_are_freed_and_their_partners_told(h):
+    a = h.register(0, 10)  # worker 0
+    b = h.register(1, 20)  # worker 1, paired with a
+    c = h.register(1, 21)  # worker 1, paired with d on worker 1
+    d = h.register(1, 22)
+    e = h.register(0, 11)  # worker 0, FREE
+    s = h.pair(a, b)
+    h.pair(c, d)
+    h.log.clear()
+    h.mm.worker_gone(1)
+    assert h.log == [(0, m.Ended(10, s, b))]  # only the partner on a live worker hears
+    assert h.mm.table.clients() == [(a, False), (e, False)]
+    assert h.register(0, 12) == min({b, c, d})  # their ids are free again

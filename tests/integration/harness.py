@@ -75,9 +75,19 @@ class Server:
         self.stderr.seek(0)
         return self.stderr.read().decode(errors="replace")
 
+    def children(self) -> list[psutil.Process]:
+        """The server's processes now; every one ever seen is checked at teardown."""
+        try:
+            now = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        known = {p.pid for p in self._children}
+        self._children += [p for p in now if p.pid not in known]
+        return now
+
     def pid_of(self, name: str) -> int:
-        """Pid of the child titled ``matchmaker: <name>`` (e.g. ``worker 1``)."""
-        for p in self._children:
+        """Pid of the live child titled ``matchmaker: <name>`` (e.g. ``worker 1``)."""
+        for p in self.children():
             if title(p) == f"matchmaker: {name}":
                 return p.pid
         raise AssertionError(f"no process titled {name!r}")
@@ -123,6 +133,7 @@ class Server:
         """Teardown: always stop, and fail if any process outlives the server."""
         for c in self.opened:
             c.close()
+        self.children()
         try:
             self.stop()
         except subprocess.TimeoutExpired:

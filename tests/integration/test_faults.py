@@ -181,3 +181,41 @@ def test_out_of_descriptors_the_acceptor_backs_off_and_recovers(server):
     waiting.welcome()
     a.quiet()
     assert "backing off" in server.log()
+
+
+def test_a_killed_worker_is_replaced_and_only_its_clients_are_lost(server):
+    """Pairs on the surviving worker chat on without a lost or doubled line; partners of the
+    dead worker's clients get ENDED; the replacement serves new clients."""
+    a, b, c, d = server.client(), server.client(), server.client(), server.client()
+    assert [server.worker_of(x) for x in (a, b, c, d)] == [1, 2, 1, 2]
+    e = server.client()  # worker 1
+    pair(a, c)  # both on worker 1: must survive
+    pair(e, b)  # across: e survives, b dies
+    survivors_sent = [f"line {i}" for i in range(3000)]
+    a.send("".join(x + "\n" for x in survivors_sent[:1500]).encode())
+    old = server.pid_of("worker 2")
+    os.kill(old, signal.SIGKILL)
+    a.send("".join(x + "\n" for x in survivors_sent[1500:]).encode())
+    e.expect(f"ENDED {b.id}")
+    assert [c.line() for _ in survivors_sent] == [f"MSG {x}" for x in survivors_sent]
+    for dead in (b, d):
+        with pytest.raises(AssertionError, match="closed"):
+            dead.line()
+
+    def replacement():
+        for p in psutil.Process(server.proc.pid).children():
+            if title(p) == "matchmaker: worker 2" and p.pid != old:
+                return p.pid
+        return None
+
+    wait_for(replacement, what="a new worker 2")
+    e.send("GET")
+    e.expect(f"CLIENTS {a.id}=BUSY {c.id}=BUSY {e.id}=FREE")
+    fresh = [server.client() for _ in range(4)]
+    assert {server.worker_of(x) for x in fresh} == {1, 2}
+    pair(fresh[0], fresh[1])
+    fresh[0].send("after the restart")
+    fresh[1].expect("MSG after the restart")
+    pair(e, fresh[2])
+    e.send("cross again")
+    fresh[2].expect("MSG cross again")

@@ -80,19 +80,20 @@ def test_no_line_crosses_a_session_boundary(server, placement):
 
 
 def crossed_connect_round(a: Client, b: Client) -> list[str]:
-    """``a`` and ``b`` ask for each other at once; returns the one extra line either saw."""
-    a.send(f"CONNECT {b.id}")
-    b.send(f"CONNECT {a.id}")
-    a_lines = [a.line()]
-    b_lines = [b.line()]
-    assert a_lines == [f"CONNECTED {b.id}"]
-    assert b_lines == [f"CONNECTED {a.id}"]
-    a.send("#GOODBYE#")
-    a_lines = drain_until(a, f"ENDED {b.id}")
-    b_lines = drain_until(b, f"ENDED {a.id}")
-    b.quiet()
-    a.quiet()
-    return a_lines + b_lines
+    """``a`` and ``b`` ask for each other at once; returns the extra lines either saw.
+
+    Each sends ``sync`` right after its CONNECT: whatever became of the CONNECT
+    (a session, ERROR TALKING, or a message because its sender was paired
+    first), ``sync`` is handled after it and relayed, so once both have read
+    ``MSG sync`` every consequence of the race has arrived.
+    """
+    a.send(f"CONNECT {b.id}\nsync")
+    b.send(f"CONNECT {a.id}\nsync")
+    assert a.line() == f"CONNECTED {b.id}"
+    assert b.line() == f"CONNECTED {a.id}"
+    extra = drain_until(a, "MSG sync") + drain_until(b, "MSG sync")
+    a.send("#GOODBYE#")  # ENDED comes after anything the race still owes either of them
+    return extra + drain_until(a, f"ENDED {b.id}") + drain_until(b, f"ENDED {a.id}")
 
 
 def test_crossed_connects_make_exactly_one_session(server, placement):
