@@ -1,0 +1,269 @@
+"""Simulated users for the stress test and the soak: people and bots, seeded and bounded.
+
+Each user connects, acts on what it believes (FREE or in a session, from the
+lines it has read), and reconnects as a new client after ``#CLOSE#`` or after
+closing its sending side, until its operations or the time run out. Every
+connection records what it sent and received, in the order it saw them (a
+``rules.Transcript``), for ``scripts.rules.check``.
+
+Beliefs lag behind the server on purpose: a user may chat after its partner
+left, or send commands while a CONNECTED is on its way to it. Those races are
+what the checker is for. Floods are avoided: bursts are small and every
+connection reads all the time, so ``--sendq`` never cuts anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+
+from scripts.rules import CLOSE, GOODBYE, Event, Transcript, message
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How many users, doing what, for how long."""
+
+    clients: int = 200
+    #: operations per user, over all its connections; 0: until ``duration``
+    ops: int = 40
+    seed: int = 1
+    #: seconds after which no user starts another operation
+    duration: float = 60.0
+    #: share of users that are bots (fast bursts); the rest are people (slow, few lines)
+    bots: float = 0.5
+    #: seconds between a bot's operations, and between a person's
+    bot_pause: tuple[float, float] = (0.002, 0.03)
+    person_pause: tuple[float, float] = (0.05, 0.3)
+    #: seconds a closing connection may wait for BYE and the server's close
+    grace: float = 10.0
+
+
+@dataclass
+class Load:
+    """What a run produced: every connection's transcript, and where each came from."""
+
+    transcripts: list[Transcript] = field(default_factory=list)
+    #: uid -> the client's local TCP port, to find which worker served it
+    ports: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.uid = 0
+        self.born = 0
+
+
+class Conn:
+    """One connection: sends and reads lines, records both, keeps the user's belief."""
+
+    def __init__(
+        self, uid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.uid = uid
+        self.reader = reader
+        self.writer = writer
+        self.events: list[Event] = []
+        self.cid = 0
+        self.born = 0
+        self.partner: int | None = None  # as far as the lines read so far say
+        self.k = 0  # CONNECTED lines read
+        self.sent = 0
+        self.ids: list[int] = []  # FREE ids from the last CLIENTS line
+        self.closed = False  # the server closed the connection
+        self.gone = False  # this side sent #CLOSE# or shut its sending side
+        self.news = asyncio.Event()  # set on every line read
+
+    async def pump(self, counters: _Counters) -> None:
+        """Read until the server closes the connection."""
+        try:
+            while line := await self.reader.readline():
+                self.seen(line.decode().removesuffix("\n"), counters)
+        except (ConnectionError, ValueError):
+            pass  # reset, or a line over the reader's limit: the transcript shows the rest
+        self.closed = True
+        self.news.set()
+
+    def seen(self, text: str, counters: _Counters) -> None:
+        self.events.append(("recv", text))
+        word, _, rest = text.partition(" ")
+        if word == "WELCOME" and not self.cid:
+            self.cid = int(rest)
+            counters.born += 1
+            self.born = counters.born
+        elif word == "CONNECTED":
+            self.partner, self.k = int(rest), self.k + 1
+        elif word == "ENDED" and self.partner == int(rest):
+            self.partner = None
+        elif word == "CLIENTS":
+            self.ids = [int(w.split("=")[0]) for w in rest.split() if w.endswith("=FREE")]
+        self.news.set()
+
+    async def send(self, *lines: str) -> None:
+        if self.closed:
+            return
+        for line in lines:
+            self.events.append(("sent", line))
+            self.sent += 1
+        self.gone = self.gone or CLOSE in lines
+        try:
+            self.writer.write("".join(line + "\n" for line in lines).encode())
+            await self.writer.drain()
+        except ConnectionError:
+            pass  # the reader sees the end
+
+    async def chat(self, n: int, rng: random.Random, pad: int) -> None:
+        lines: list[str] = []
+        for _ in range(n):
+            lines.append(
+                message(self.uid, self.k, self.sent + len(lines), "x" * rng.randint(0, pad))
+            )
+        await self.send(*lines)
+
+    async def shut(self) -> None:
+        """Close the sending side: the server treats it as ``#CLOSE#``."""
+        if self.closed:
+            return
+        self.events.append(("shut", ""))
+        self.gone = True
+        try:
+            self.writer.write_eof()
+        except (ConnectionError, OSError):
+            pass
+
+    async def wait(self, seconds: float) -> None:
+        """Until a line arrives, or ``seconds`` pass."""
+        self.news.clear()
+        try:
+            await asyncio.wait_for(self.news.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def transcript(self) -> Transcript:
+        return Transcript(self.uid, self.cid, self.born, tuple(self.events), self.closed)
+
+
+class User:
+    """One simulated person or bot, over as many connections as it makes."""
+
+    def __init__(
+        self, n: int, plan: Plan, host: str, port: int, out: Load, counters: _Counters
+    ) -> None:
+        self.rng = random.Random(f"{plan.seed}/{n}")
+        self.bot = self.rng.random() < plan.bots
+        self.plan = plan
+        self.host, self.port = host, port
+        self.out = out
+        self.counters = counters
+        self.ops = plan.ops or 1 << 60
+
+    async def run(self, deadline: float) -> None:
+        while self.ops > 0 and time.monotonic() < deadline:
+            await self.connection(deadline)
+
+    async def connection(self, deadline: float) -> None:
+        self.counters.uid += 1
+        uid = self.counters.uid
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
+        except OSError:
+            self.out.transcripts.append(Transcript(uid, 0, 0, (), True))
+            self.ops -= 1
+            return
+        conn = Conn(uid, reader, writer)
+        self.out.ports[uid] = writer.get_extra_info("sockname")[1]
+        pump = asyncio.create_task(conn.pump(self.counters))
+        try:
+            await conn.wait(self.plan.grace)
+            while conn.cid and not conn.gone and not conn.closed:
+                if self.ops <= 0 or time.monotonic() >= deadline:
+                    await (conn.shut() if self.rng.random() < 0.1 else conn.send(CLOSE))
+                    break
+                self.ops -= 1
+                await (self.busy(conn) if conn.partner else self.free(conn))
+                low, high = self.plan.bot_pause if self.bot else self.plan.person_pause
+                await asyncio.sleep(self.rng.uniform(low, high))
+            if not conn.gone and not conn.closed:
+                await conn.send(CLOSE)
+            try:
+                await asyncio.wait_for(asyncio.shield(pump), self.plan.grace)
+            except TimeoutError:
+                pass  # the transcript says the server never closed it
+        finally:
+            pump.cancel()
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except ConnectionError:
+                pass
+            self.out.transcripts.append(conn.transcript())
+
+    async def free(self, conn: Conn) -> None:
+        rng, roll = self.rng, self.rng.random()
+        if roll < 0.3:
+            await conn.send("GET FREE" if rng.random() < 0.2 else "GET")
+            if not self.bot:
+                await conn.wait(0.3)
+        elif roll < 0.6:
+            await conn.send(f"CONNECT {self.target(conn)}")
+            if self.bot and rng.random() < 0.3:  # lines right after CONNECT are messages
+                await conn.chat(rng.randint(1, 3), rng, 20)
+            await conn.wait(0.3)
+        elif roll < 0.68:
+            await conn.send("PING")
+        elif roll < 0.7:
+            await conn.send(GOODBYE)  # not in a session: ERROR NOT_IN_CHAT
+        elif roll < 0.74:
+            await conn.send(CLOSE)
+        elif roll < 0.76:
+            await conn.shut()
+        else:
+            await conn.wait(0.2)  # someone may ask for us
+
+    async def busy(self, conn: Conn) -> None:
+        rng, roll = self.rng, self.rng.random()
+        if roll < 0.65:
+            if self.bot:
+                await conn.chat(rng.randint(2, 12), rng, 60)
+            else:
+                await conn.chat(rng.randint(1, 2), rng, 40)
+        elif roll < 0.8:
+            await conn.send(GOODBYE)
+        elif roll < 0.83:
+            await conn.send(CLOSE)
+        elif roll < 0.84:
+            await conn.shut()
+
+    def target(self, conn: Conn) -> int:
+        rng = self.rng
+        others = [i for i in conn.ids if i != conn.cid]
+        roll = rng.random()
+        if roll < 0.02:
+            return conn.cid  # ERROR SELF
+        if others and roll < 0.9:
+            return rng.choice(others)
+        return rng.randint(1, self.plan.clients + 5)  # maybe OFFLINE, maybe BUSY
+
+
+async def load(host: str, port: int, plan: Plan) -> Load:
+    """Run every user of ``plan`` against the server at ``host:port``."""
+    out = Load()
+    counters = _Counters()
+    started = time.monotonic()
+    deadline = started + plan.duration
+    users = [User(n, plan, host, port, out, counters) for n in range(plan.clients)]
+    await asyncio.gather(*(u.run(deadline) for u in users))
+    out.seconds = time.monotonic() - started
+    out.transcripts.sort(key=lambda t: t.uid)
+    return out
+
+
+def run_load(
+    host: str, port: int, clients: int, ops: int, seed: int, duration: float
+) -> list[Transcript]:
+    """Every transcript of a run (see ``Plan`` for what the numbers mean)."""
+    plan = Plan(clients=clients, ops=ops, seed=seed, duration=duration)
+    return asyncio.run(load(host, port, plan)).transcripts
