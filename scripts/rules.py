@@ -82,6 +82,8 @@ class Report:
     errors: Counter[str] = field(default_factory=Counter)
     #: connections the server closed without ``BYE``
     cut: int = 0
+    #: the two connections (uids) of every session that paired up
+    pairs: list[tuple[int, int]] = field(default_factory=list)
 
 
 def message(uid: int, k: int, seq: int, pad: str = "") -> str:
@@ -494,7 +496,8 @@ def check(transcripts: Iterable[Transcript]) -> Report:
         if not (c.ok and t.closed) or recv[-1] in CUTS:
             lenient.add(t.cid)  # a cut client is paired and unpaired unseen
     partner = _pair(conns, lenient, report)
-    report.sessions = len(partner) // 2
+    report.pairs = sorted((x[0], y[0]) for x, y in partner.items() if x < y)
+    report.sessions = len(report.pairs)
     flagged: set[tuple[int, int]] = set()
     for (uid, k), (other, ko) in partner.items():
         if conns[uid].ok:
