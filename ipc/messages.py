@@ -39,11 +39,25 @@ class Connect(NamedTuple):
 
 
 class Relay(NamedTuple):
-    """Client ``cid`` said ``text`` in ``session``; its partner is on another worker."""
+    """Client ``cid`` said ``text`` in ``session``; its partner is on another worker.
+
+    ``seq`` counts the client's lines in the session from 1; the worker keeps a
+    line until the partner's worker confirms it (``Received``), so lines lost
+    with a dead matchmaker can be sent again and duplicates recognised.
+    """
 
     cid: int
     session: int
     text: str
+    seq: int = 0
+
+
+class Received(NamedTuple):
+    """Client ``cid`` has been handed its partner's lines of ``session`` up to ``seq``."""
+
+    cid: int
+    session: int
+    seq: int
 
 
 class Goodbye(NamedTuple):
@@ -63,6 +77,31 @@ class Drop(NamedTuple):
 
     cid: int
     answer: bool = False
+    key: int = 0  # where the BYE goes, even when the matchmaker no longer knows ``cid``
+
+
+#: A request that waits for an answer (at most one per client at a time).
+ToMatchmakerRequest = Register | Get | Connect | Goodbye | Drop
+
+
+class ClientState(NamedTuple):
+    """What a worker knows of one client, for a matchmaker that lost its table."""
+
+    key: int
+    cid: int
+    session: int  # 0 while FREE
+    peer: int
+
+
+class Hello(NamedTuple):
+    """First message on every new link: the worker's clients and their open requests.
+
+    A fresh matchmaker rebuilds its table from the hellos of all workers; each
+    request is one the client sent and has had no answer to yet.
+    """
+
+    clients: tuple[ClientState, ...]
+    requests: tuple[ToMatchmakerRequest, ...]
 
 
 # ---- matchmaker -> worker ------------------------------------------------------
@@ -105,11 +144,20 @@ class Paired(NamedTuple):
 
 
 class Deliver(NamedTuple):
-    """Client ``key`` gets ``MSG text`` if it is still in ``session``."""
+    """Client ``key`` gets ``MSG text`` if it is still in ``session`` and has not had ``seq``."""
 
     key: int
     session: int
     text: str
+    seq: int = 0
+
+
+class Confirm(NamedTuple):
+    """The partner of client ``key`` has its lines of ``session`` up to ``seq``: forget them."""
+
+    key: int
+    session: int
+    seq: int
 
 
 class Ended(NamedTuple):
@@ -120,5 +168,5 @@ class Ended(NamedTuple):
     peer: int
 
 
-ToMatchmaker = Register | Get | Connect | Relay | Goodbye | Drop
-ToWorker = Welcome | Answer | Refuse | Paired | Deliver | Ended
+ToMatchmaker = Register | Get | Connect | Relay | Received | Goodbye | Drop | Hello
+ToWorker = Welcome | Answer | Refuse | Paired | Deliver | Confirm | Ended

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -38,11 +38,13 @@ class Matchmaker:
             m.Get: self._get,
             m.Connect: self._connect,
             m.Relay: self._relay,
+            m.Received: self._received,
             m.Goodbye: self._goodbye,
             m.Drop: self._drop,
+            m.Hello: self._hello,
         }
 
-    def handle(self, worker: int, batch: list[m.ToMatchmaker]) -> None:
+    def handle(self, worker: int, batch: Sequence[m.ToMatchmaker]) -> None:
         handlers = self._handlers
         for message in batch:
             handlers[type(message)](worker, message)
@@ -99,7 +101,12 @@ class Matchmaker:
     def _relay(self, worker: int, msg: m.Relay) -> None:
         peer = self.table.partner(msg.cid, msg.session)
         if peer is not None:  # else the session ended while the line was in flight
-            self._to(peer, m.Deliver(peer.addr[1], msg.session, msg.text))
+            self._to(peer, m.Deliver(peer.addr[1], msg.session, msg.text, msg.seq))
+
+    def _received(self, worker: int, msg: m.Received) -> None:
+        peer = self.table.partner(msg.cid, msg.session)
+        if peer is not None:
+            self._to(peer, m.Confirm(peer.addr[1], msg.session, msg.seq))
 
     def _goodbye(self, worker: int, msg: m.Goodbye) -> None:
         me = self.table.get(msg.cid)
@@ -111,12 +118,68 @@ class Matchmaker:
 
     def _drop(self, worker: int, msg: m.Drop) -> None:
         dropped = self.table.drop(msg.cid)
-        if dropped is None:
-            return
-        entry, ended = dropped
-        self._tell_ended(msg.cid, ended)
-        if msg.answer:
-            self._to(entry, m.Refuse(entry.addr[1], "BYE"))
+        if dropped is not None:
+            self._tell_ended(msg.cid, dropped[1])
+        if msg.answer:  # even for an id a restarted matchmaker never knew
+            self.outboxes[worker].send(m.Refuse(msg.key, "BYE"))
+
+    def _hello(self, worker: int, msg: m.Hello) -> None:
+        """A restarted worker's first word: it has no clients yet; answer what it asks."""
+        if msg.clients:
+            log.error(
+                "worker %d reported %d clients to a running matchmaker",
+                worker + 1,
+                len(msg.clients),
+            )
+        self.handle(worker, list(msg.requests))
+
+    def restore(self, hellos: dict[int, m.Hello]) -> None:
+        """Rebuild the table from every worker's hello, then answer their open requests.
+
+        The workers' views can disagree where the dead matchmaker's last words
+        reached one end of a session and not the other. A session one end still
+        holds stands for the other end too if that end is FREE (it never heard
+        CONNECTED, or its goodbye is among the open requests and will end the
+        session properly); if that end is gone or in another session, it is over.
+        """
+        entries: dict[int, Entry[Addr]] = {}
+        goodbyes: dict[int, int] = {}  # cid -> the session its open goodbye ends
+        last_session = 0
+        for worker, hello in hellos.items():
+            for st in hello.clients:
+                entries[st.cid] = Entry(st.cid, (worker, st.key), st.peer or None, st.session)
+                last_session = max(last_session, st.session)
+            for req in hello.requests:
+                if isinstance(req, m.Goodbye):
+                    goodbyes[req.cid] = req.session
+                    last_session = max(last_session, req.session)
+        answered: set[int] = set()  # clients whose CONNECT the restored session answers
+        for e in list(entries.values()):
+            if not e.session or e.peer is None:
+                continue
+            p = entries.get(e.peer)
+            if p is not None and p.session == e.session and p.peer == e.id:
+                continue
+            if p is not None and not p.session:
+                p.session, p.peer = e.session, e.id
+                if goodbyes.get(p.id) != e.session:
+                    requested = any(
+                        isinstance(r, m.Connect) and r.cid == p.id and r.target == e.id
+                        for r in hellos[p.addr[0]].requests
+                    )
+                    if requested:
+                        answered.add(p.id)
+                    self._paired(p, e, e.session, requested)
+                continue
+            self._to(e, m.Ended(e.addr[1], e.session, e.peer))
+            e.session, e.peer = 0, None
+        self.table.restore(list(entries.values()), last_session)
+        log.info("table rebuilt: %d clients from %d workers", len(entries), len(hellos))
+        for worker, hello in hellos.items():
+            requests = [
+                r for r in hello.requests if not (isinstance(r, m.Connect) and r.cid in answered)
+            ]
+            self.handle(worker, requests)
 
     def _tell_ended(self, leaver: int, session: Session[Addr] | None) -> None:
         """Tell the end that did not leave (the leaver was told by its worker)."""
@@ -137,6 +200,7 @@ def run(max_clients: int, links: Links, wakeup: int, orphaned: Callable[[], bool
     inboxes = [Receiver(links.link(i).up) for i in slots]
     outboxes = [Sender(links.link(i).down) for i in slots]
     matchmaker = Matchmaker(ClientTable(max_clients), outboxes)
+    starting = Startup(matchmaker, len(slots))
     while not orphaned():
         ready = set(wait([*(r.fileno() for r in inboxes), wakeup], timeout=1.0))
         if wakeup in ready:
@@ -151,8 +215,37 @@ def run(max_clients: int, links: Links, wakeup: int, orphaned: Callable[[], bool
                 continue
             if inboxes[i].fileno() in ready:
                 for batch in inboxes[i].drain():
-                    matchmaker.handle(i, batch)
+                    if starting.waiting:
+                        starting.take(i, batch)
+                    else:
+                        matchmaker.handle(i, batch)
         matchmaker.flush()
+
+
+class Startup:
+    """Holds every batch until each worker's hello is in, then rebuilds the table.
+
+    A matchmaker, first or restarted, knows nothing until the workers say what
+    they hold; one worker's clients may be partners of another's.
+    """
+
+    def __init__(self, matchmaker: Matchmaker, workers: int) -> None:
+        self.matchmaker = matchmaker
+        self.waiting = set(range(workers))
+        self.hellos: dict[int, m.Hello] = {}
+        self.held: list[tuple[int, list[m.ToMatchmaker]]] = []
+
+    def take(self, worker: int, batch: list[m.ToMatchmaker]) -> None:
+        if worker in self.waiting and batch and isinstance(batch[0], m.Hello):
+            self.hellos[worker] = batch[0]
+            self.waiting.discard(worker)
+            batch = batch[1:]
+        self.held.append((worker, batch))
+        if not self.waiting:
+            self.matchmaker.restore(self.hellos)
+            for w, held in self.held:
+                self.matchmaker.handle(w, held)
+            self.held = []
 
 
 def _drain_fd(fd: int) -> None:

@@ -233,18 +233,33 @@ class Supervisor:
             now = time.monotonic()
             child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW]
             child.restarts.append(now)
-            if child.role == "matchmaker":
-                log.error("the matchmaker held every session; stopping")
-                go_on = False
-            elif code == BOOT_ERROR or len(child.restarts) > MAX_RESTARTS:
+            if code == BOOT_ERROR or len(child.restarts) > MAX_RESTARTS:
                 log.error("%s cannot run; halting instead of restarting it", child.role)
                 go_on = False
             elif child.slot >= 0 and not self._move_worker(child.slot):
                 go_on = False
+            elif child.role == "matchmaker" and not self._move_all():
+                go_on = False
             else:
                 self.respawn(child)
                 log.info("%s restarted (pid %s)", child.role, child.process.pid)
+                if child.role == "matchmaker":
+                    self._signal_workers(signal.SIGUSR1)  # move over, say hello
         return go_on
+
+    def _move_all(self) -> bool:
+        """The matchmaker died: every worker moves to a fresh link and tells the new one all."""
+        assert self.links is not None
+        for slot in range(self.config.workers):
+            if not self.links.advance(slot):
+                log.error("worker %d has used up its links; halting", slot + 1)
+                return False
+        return True
+
+    def _signal_workers(self, signum: int) -> None:
+        for child in self.children:
+            if child.slot >= 0 and child.alive and child.process.pid is not None:
+                os.kill(child.process.pid, signum)
 
     def _move_worker(self, slot: int) -> bool:
         """Give a dead worker's slot a fresh link and tell the matchmaker to free its clients."""

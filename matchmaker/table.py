@@ -67,6 +67,18 @@ class ClientTable(Generic[A]):
     def entries(self) -> list[Entry[A]]:
         return list(self._entries.values())
 
+    def restore(self, entries: list[Entry[A]], last_session: int) -> None:
+        """Start over from what the workers report (a fresh matchmaker after a crash).
+
+        Sessions started from now on get ids above ``last_session``, the highest
+        any worker still knows, so no late message can be taken for a new session.
+        """
+        self._entries = {e.id: e for e in entries}
+        self._next_id = max(self._entries, default=0) + 1
+        self._freed = [i for i in range(1, self._next_id) if i not in self._entries]
+        heapq.heapify(self._freed)
+        self._next_session = last_session + 1
+
     def register(self, addr: A) -> Entry[A]:
         """Give a new client the smallest free id; FULL at ``max_clients``."""
         if len(self._entries) >= self.max_clients:

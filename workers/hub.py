@@ -50,6 +50,7 @@ class Hub:
         self.clients: dict[int, ClientProtocol] = {}  # attached and not closed, by key
         self.connections: set[ClientProtocol] = set()  # every transport not yet lost
         self.dirty: list[ClientProtocol] = []  # clients with output this tick
+        self.delivered: set[ClientProtocol] = set()  # got partner lines this tick
         self.stopping = False
         self._keys = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -60,6 +61,7 @@ class Hub:
             m.Refuse: self._refuse,
             m.Paired: self._paired,
             m.Deliver: self._deliver,
+            m.Confirm: self._confirm,
             m.Ended: self._ended,
         }
 
@@ -117,8 +119,9 @@ class Hub:
 
     def relay(self, client: ClientProtocol, text: str) -> None:
         """A line from ``client`` for its partner: directly if the partner is here."""
-        if client.peer_worker != self.index:
-            self.to_matchmaker(m.Relay(client.cid, client.session, text))
+        if client.sent is not None:  # the partner is on another worker
+            seq = client.sent.add(text)
+            self.to_matchmaker(m.Relay(client.cid, client.session, text, seq))
             return
         peer = self.clients.get(client.peer_key)
         if peer is not None and peer.session == client.session:
@@ -141,6 +144,10 @@ class Hub:
         for batch in batches:
             for message in batch:
                 dispatch[type(message)](message)
+        for client in self.delivered:  # one confirmation per client per tick
+            if client.session and client.cid:
+                self.to_matchmaker(m.Received(client.cid, client.session, client.recv_seq))
+        self.delivered.clear()
 
     def _welcome(self, msg: m.Welcome) -> None:
         client = self.clients.get(msg.key)
@@ -158,7 +165,25 @@ class Hub:
     def _refuse(self, msg: m.Refuse) -> None:
         client = self.clients.get(msg.key)
         if client is not None:
+            client.request = None
             client.close((msg.line + "\n").encode())
+
+    def hello(self) -> m.Hello:
+        """What a new matchmaker needs to know: every client, every open request."""
+        clients = tuple(
+            m.ClientState(c.key, c.cid, c.session, c.peer)
+            for c in self.clients.values()
+            if c.cid and not c.leaving
+        )
+        requests = tuple(c.request for c in self.clients.values() if c.request is not None)
+        return m.Hello(clients, requests)
+
+    def resend_unconfirmed(self) -> None:
+        """Lines the old matchmaker may have lost; the partners' workers drop repeats."""
+        for c in self.clients.values():
+            if c.sent is not None and c.session:
+                for seq, text in c.sent:
+                    self.to_matchmaker(m.Relay(c.cid, c.session, text, seq))
 
     def _paired(self, msg: m.Paired) -> None:
         client = self.clients.get(msg.key)
@@ -167,8 +192,16 @@ class Hub:
 
     def _deliver(self, msg: m.Deliver) -> None:
         client = self.clients.get(msg.key)
-        if client is not None and client.session == msg.session:
-            client.write(b"MSG " + msg.text.encode() + b"\n")
+        if client is None or client.session != msg.session or msg.seq <= client.recv_seq:
+            return  # gone, another session, or sent again after a matchmaker restart
+        client.recv_seq = msg.seq
+        client.write(b"MSG " + msg.text.encode() + b"\n")
+        self.delivered.add(client)
+
+    def _confirm(self, msg: m.Confirm) -> None:
+        client = self.clients.get(msg.key)
+        if client is not None and client.session == msg.session and client.sent is not None:
+            client.sent.confirm(msg.seq)
 
     def _ended(self, msg: m.Ended) -> None:
         client = self.clients.get(msg.key)

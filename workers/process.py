@@ -40,20 +40,64 @@ def main(
     ``pool`` is this slot's links; ``current[index]`` says which one is in use.
     """
     parent = child_setup(f"worker {index + 1}", config.log_level)
-    asyncio.run(serve(index, config, handoff, pool[current[index]], load, parent))
+    asyncio.run(serve(index, config, handoff, pool, current, load, parent))
+
+
+class MatchmakerLink:
+    """This worker's end of its link, moved to a fresh one when the matchmaker restarts.
+
+    Every link starts with a hello: what this worker holds and what its clients
+    are waiting for, then the lines a dead matchmaker may have lost.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, hub: Hub, pool: list[Link], current: Any
+    ) -> None:
+        self.loop, self.hub, self.pool, self.current = loop, hub, pool, current
+        self.using = -1
+        self.inbox: Receiver | None = None
+
+    def check(self) -> None:
+        """On SIGUSR1 (and at start): follow the supervisor to the slot's current link."""
+        index = self.current[self.hub.index]
+        if index == self.using:
+            return
+        if self.inbox is not None:
+            log.warning("matchmaker restarted; moving to a fresh link")
+            self.loop.remove_reader(self.inbox.fileno())
+            self.hub.outbox.abandon()
+        self.using = index
+        link = self.pool[index]
+        inbox = self.inbox = Receiver(link.down)
+        self.hub.outbox = Sender(link.up, schedule=self.loop.call_soon)
+        self.loop.add_reader(inbox.fileno(), lambda: self.hub.from_matchmaker(inbox.drain()))
+        self.hub.to_matchmaker(self.hub.hello())
+        self.hub.resend_unconfirmed()
+
+    def close(self) -> None:
+        if self.inbox is not None:
+            self.loop.remove_reader(self.inbox.fileno())
+        self.hub.outbox.close()
 
 
 async def serve(
-    index: int, config: Config, handoff: socket.socket, link: Link, load: WorkerLoad, parent: int
+    index: int,
+    config: Config,
+    handoff: socket.socket,
+    pool: list[Link],
+    current: Any,
+    load: WorkerLoad,
+    parent: int,
 ) -> None:
     loop = asyncio.get_running_loop()
-    inbox = Receiver(link.down)
-    outbox = Sender(link.up, schedule=loop.call_soon)
 
     def count(n: int) -> None:
         load.live[index] = n
 
-    hub = Hub(index, config, loop, outbox, count)
+    hub = Hub(index, config, loop, Sender(pool[current[index]].up), count)
+    link = MatchmakerLink(loop, hub, pool, current)
+    link.check()
+    loop.add_signal_handler(signal.SIGUSR1, link.check)
     handoff.setblocking(False)
 
     def on_handoff() -> None:
@@ -73,7 +117,6 @@ async def serve(
             hub.adopt(socket.socket(fileno=fd))
 
     loop.add_reader(handoff.fileno(), on_handoff)
-    loop.add_reader(inbox.fileno(), lambda: hub.from_matchmaker(inbox.drain()))
     hub.sweep_idle()
     load.up[index] = 1
     stop = asyncio.Event()
@@ -83,10 +126,9 @@ async def serve(
             await asyncio.wait_for(stop.wait(), ORPHAN_CHECK)
         except TimeoutError:
             pass
-    loop.remove_reader(inbox.fileno())
     hub.stopping = True
     on_handoff()  # sockets accepted but not yet picked up get OUTAGE too
     loop.remove_reader(handoff.fileno())
     # half the shutdown budget: the supervisor still has to stop the matchmaker
     await hub.shutdown(min(config.linger, config.shutdown_timeout / 2))
-    outbox.close()
+    link.close()

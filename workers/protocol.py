@@ -24,6 +24,7 @@ from ipc import commands as c
 from ipc import messages as m
 from ipc.codec import Event, LineDecoder
 from ipc.errors import ErrorCode, ProtocolError
+from workers.unconfirmed import Unconfirmed
 
 if TYPE_CHECKING:
     from workers.hub import Hub
@@ -75,6 +76,9 @@ class ClientProtocol(asyncio.Protocol):
         "peer_key",
         "out",
         "last_seen",
+        "request",
+        "sent",
+        "recv_seq",
     )
 
     def __init__(self, hub: Hub, key: int) -> None:
@@ -94,6 +98,9 @@ class ClientProtocol(asyncio.Protocol):
         self.peer_key = 0
         self.out: list[bytes] = []  # written to the socket once per loop tick
         self.last_seen = hub.loop.time()  # for --idle-timeout
+        self.request: m.ToMatchmakerRequest | None = m.Register(key)  # the one awaiting an answer
+        self.sent: Unconfirmed | None = None  # in a session across workers
+        self.recv_seq = 0  # the partner's last line written, in a session across workers
 
     # ---- asyncio callbacks ---------------------------------------------------------
 
@@ -164,6 +171,7 @@ class ClientProtocol(asyncio.Protocol):
             self.hub.relay(self, command.text)
         elif isinstance(command, c.Goodbye):
             session, self.session = self.session, 0  # nothing more is relayed either way
+            self.sent = None
             self.ask(m.Goodbye(self.cid, session, self.peer))
         else:
             self.leave()
@@ -189,13 +197,15 @@ class ClientProtocol(asyncio.Protocol):
     def leave(self) -> None:
         """``#CLOSE#`` or EOF: ``BYE`` comes once the matchmaker has freed the id."""
         self.session = 0
+        self.sent = None
         self.leaving = True
         self.backlog.clear()
-        self.ask(m.Drop(self.cid, answer=True))
+        self.ask(m.Drop(self.cid, answer=True, key=self.key))
         self.cid = 0  # dropped already: detaching must not drop it again
 
-    def ask(self, request: m.ToMatchmaker) -> None:
+    def ask(self, request: m.ToMatchmakerRequest) -> None:
         self.pending = True
+        self.request = request
         self.hub.to_matchmaker(request)
 
     # ---- what the matchmaker says -------------------------------------------------
@@ -207,11 +217,15 @@ class ClientProtocol(asyncio.Protocol):
 
     def answered(self) -> None:
         self.pending = False
+        self.request = None
         self.drain()
 
     def paired(self, msg: m.Paired) -> None:
         self.session, self.peer = msg.session, msg.peer
         self.peer_worker, self.peer_key = msg.peer_worker, msg.peer_key
+        across = msg.peer_worker != self.hub.index
+        self.sent = Unconfirmed(self.hub.config.sendq) if across else None
+        self.recv_seq = 0
         self.write(f"CONNECTED {msg.peer}\n".encode())
         if msg.requested:
             self.answered()
@@ -219,6 +233,7 @@ class ClientProtocol(asyncio.Protocol):
     def ended(self, session: int, peer: int) -> None:
         if self.session == session:
             self.session = 0
+            self.sent = None
             self.write(f"ENDED {peer}\n".encode())
 
     # ---- lines out ----------------------------------------------------------------------

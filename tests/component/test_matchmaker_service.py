@@ -278,14 +278,15 @@ def test_drop_with_answer_says_bye_after_the_partner_is_told(h):
     h.register(0, 10)
     h.register(1, 20)
     sid = h.pair(1, 2)
-    assert h.handle(1, m.Drop(2, True)) == [(0, m.Ended(10, sid, 2)), (1, m.Refuse(20, "BYE"))]
+    assert h.handle(1, m.Drop(2, True, 20)) == [(0, m.Ended(10, sid, 2)), (1, m.Refuse(20, "BYE"))]
     assert 2 not in h.mm.table
 
 
 def test_drop_of_an_unknown_client_is_ignored(h):
     h.register(0, 10)
     assert h.handle(0, m.Drop(5)) == []
-    assert h.handle(0, m.Drop(5, True)) == []
+    # but a leaving client always gets its BYE: a restarted matchmaker may never have known it
+    assert h.handle(0, m.Drop(5, True, 12)) == [(0, m.Refuse(12, "BYE"))]
     h.handle(0, m.Drop(1))
     assert h.handle(0, m.Drop(1)) == []
 
@@ -347,3 +348,82 @@ def test_a_dead_workers_clients_are_freed_and_their_partners_told(h):
     assert h.log == [(0, m.Ended(10, s, b))]  # only the partner on a live worker hears
     assert h.mm.table.clients() == [(a, False), (e, False)]
     assert h.register(0, 12) == min({b, c, d})  # their ids are free again
+
+
+# ---- a restarted matchmaker ----------------------------------------------------------
+
+
+def state(key, cid, session=0, peer=0):
+    return m.ClientState(key, cid, session, peer)
+
+
+def test_restore_keeps_ids_sessions_and_answers_open_requests():
+    h = Harness()
+    h.mm.restore(
+        {
+            0: m.Hello((state(10, 1, 7, 3), state(11, 2)), (m.Get(2, False),)),
+            1: m.Hello((state(20, 3, 7, 1),), (m.Register(21),)),
+        }
+    )
+    assert h.log == [(0, m.Answer(11, "CLIENTS 1=BUSY 2=FREE 3=BUSY")), (1, m.Welcome(21, 4))]
+    assert h.mm.table.partner(1, 7).id == 3
+    h.log.clear()
+    assert h.handle(0, m.Relay(1, 7, "still here", 5)) == [(1, m.Deliver(20, 7, "still here", 5))]
+    h.handle(1, m.Register(22))
+    assert h.handle(0, m.Connect(2, 5)) == [
+        (1, m.Paired(22, 8, 2, 0, 11, False)),  # sessions go on above the highest known
+        (0, m.Paired(11, 8, 5, 1, 22, True)),
+    ]
+
+
+def test_restore_ends_a_session_whose_other_end_is_gone():
+    h = Harness()
+    h.mm.restore({0: m.Hello((state(10, 1, 7, 2),), ()), 1: m.Hello((), ())})
+    assert h.log == [(0, m.Ended(10, 7, 2))]
+    assert h.mm.table.clients() == [(1, False)]
+
+
+def test_restore_completes_a_session_whose_connected_was_lost():
+    """The old matchmaker paired 1 with 2, but only 1's worker heard it before it died."""
+    h = Harness()
+    h.mm.restore(
+        {
+            0: m.Hello((state(10, 1, 7, 2),), ()),
+            1: m.Hello((state(20, 2),), (m.Connect(2, 1),)),
+        }
+    )
+    assert h.log == [(1, m.Paired(20, 7, 1, 0, 10, True))]  # answers 2's CONNECT
+    assert h.mm.table.partner(2, 7).id == 1
+
+
+def test_restore_lets_an_open_goodbye_end_the_session():
+    """2 said goodbye; the old matchmaker died before 1 heard ENDED."""
+    h = Harness()
+    h.mm.restore(
+        {
+            0: m.Hello((state(10, 1, 7, 2),), ()),
+            1: m.Hello((state(20, 2),), (m.Goodbye(2, 7, 1),)),
+        }
+    )
+    assert h.log == [(0, m.Ended(10, 7, 2)), (1, m.Answer(20, "ENDED 1"))]
+    assert h.mm.table.clients() == [(1, False), (2, False)]
+
+
+def test_restore_ends_a_stale_session_when_the_peer_moved_on():
+    h = Harness()
+    h.mm.restore(
+        {
+            0: m.Hello((state(10, 1, 7, 2), state(11, 3, 9, 2)), ()),
+            1: m.Hello((state(20, 2, 9, 3),), ()),
+        }
+    )
+    assert h.log == [(0, m.Ended(10, 7, 2))]
+    assert h.mm.table.partner(2, 9).id == 3
+
+
+def test_received_is_confirmed_to_the_sender(h):
+    h.register(0, 10)
+    h.register(1, 20)
+    sid = h.pair(1, 2)
+    assert h.handle(1, m.Received(2, sid, 42)) == [(0, m.Confirm(10, sid, 42))]
+    assert h.handle(1, m.Received(2, sid + 1, 42)) == []

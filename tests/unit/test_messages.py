@@ -22,6 +22,9 @@ VALUES = {int: 2**40 + 7, str: "hello \u00e9\U0001f600 \x00 \r", bool: True}
 
 def sample(cls):
     """One instance of ``cls`` with every field set to a non-default value."""
+    if cls is m.Hello:  # the one message made of messages
+        state = m.ClientState(3, 2**40, 9, 4)
+        return m.Hello((state, state), (m.Get(2, True), m.Drop(5, True, 7), m.Register(8)))
     hints = typing.get_type_hints(cls)
     return cls(**{name: VALUES[hints[name]] for name in cls._fields})
 
@@ -37,7 +40,7 @@ def test_unions_hold_every_message_class():
         for c in vars(m).values()
         if isinstance(c, type) and issubclass(c, tuple) and c.__module__ == m.__name__
     }
-    assert set(CLASSES) == defined
+    assert set(CLASSES) | {m.ClientState} == defined
     assert not set(typing.get_args(m.ToMatchmaker)) & set(typing.get_args(m.ToWorker))
     assert {c.__name__ for c in typing.get_args(m.ToMatchmaker)} >= {
         "Register",
@@ -86,7 +89,7 @@ def test_messages_are_immutable_and_have_named_fields():
     paired = m.Paired(key=7, session=5, peer=2, peer_worker=1, peer_key=9, requested=True)
     assert paired == (7, 5, 2, 1, 9, True)
     assert (paired.key, paired.peer_worker, paired.peer_key) == (7, 1, 9)
-    assert m.Relay._fields == ("cid", "session", "text")
-    assert m.Deliver._fields == ("key", "session", "text")
+    assert m.Relay._fields == ("cid", "session", "text", "seq")
+    assert m.Deliver._fields == ("key", "session", "text", "seq")
     with pytest.raises(AttributeError):
         paired.key = 8  # type: ignore[misc]
