@@ -210,16 +210,18 @@ class Supervisor:
             self.stop(force=True)
             raise
         status = 0
+        force = False
         while True:
             self._wait(None)
             signals = self._pending_signals()
             if signals:
                 log.info("%s: shutting down", signal.Signals(signals[0]).name)
+                force = len(signals) > 1  # a second one came already: no grace
                 break
             if not self.handle_deaths():
                 status = CHILD_DIED
                 break
-        self.stop()
+        self.stop(force)
         return status
 
     def handle_deaths(self) -> bool:
