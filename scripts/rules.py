@@ -130,23 +130,25 @@ def free_action(line: str) -> tuple[str, str]:
 
 
 def clients_ok(line: str, me: int, busy: bool, free_only: bool) -> bool:
-    """A well-formed ``CLIENTS`` line that shows the asker as the server had it."""
-    words = line.split(" ")
-    if words[0] != "CLIENTS":
+    """A ``CLIENTS`` line that shows the asker as the server had it (``well_formed`` aside)."""
+    if not line.startswith("CLIENTS"):
         return False
-    listed: dict[int, str] = {}
+    at = line.find(f" {me}=")
+    status = line[at + len(f" {me}=") :][:4] if at >= 0 else ""
+    if free_only:
+        return "=BUSY" not in line and status == ("" if busy else "FREE")
+    return status == ("BUSY" if busy else "FREE")
+
+
+def well_formed(line: str) -> bool:
+    """A ``CLIENTS`` line: ``id=FREE`` or ``id=BUSY`` words in ascending id order."""
     last = 0
-    for word in words[1:]:
+    for word in line.split(" ")[1:]:
         cid, _, status = word.partition("=")
         if not cid.isdigit() or status not in ("FREE", "BUSY") or int(cid) <= last:
             return False
-        if free_only and status != "FREE":
-            return False
         last = int(cid)
-        listed[last] = status
-    if free_only:
-        return (me in listed) == (not busy)
-    return listed.get(me) == ("BUSY" if busy else "FREE")
+    return True
 
 
 def _int(text: str) -> int | None:
@@ -192,6 +194,8 @@ class Bound:
 
 
 Step = tuple[Label | None, State]
+#: What may follow while in a session: the partner's end, or answers to a control line.
+_AFTER_BUSY = ("ENDED ", "CONNECTED ", "BYE")
 
 
 class Replay:
@@ -226,10 +230,15 @@ class Replay:
         if s.done:
             return []
         nxt = self.recv[s.j] if s.j < len(self.recv) else None
-        if s.busy and nxt is not None and nxt.startswith("MSG "):
-            # Reading a MSG changes nothing, so taking it before any line of ours
-            # loses no explanation, and spares trying every interleaving.
-            return [(None, s._replace(j=s.j + 1))]
+        if s.busy and nxt is not None:
+            if nxt.startswith("MSG "):
+                # Reading a MSG changes nothing, so taking it before any line of ours
+                # loses no explanation, and spares trying every interleaving.
+                return [
+                    (None, State(s.i, s.j + 1, True, s.peer, s.k, s.pend, s.r, s.leaving, False))
+                ]
+            if s.pend is None and not nxt.startswith(_AFTER_BUSY) and nxt not in CUTS:
+                return []  # relays write nothing, and a control line is answered by one of these
         out: list[Step] = []
         if s.pend is None and not s.leaving and s.i < len(self.lines):
             if s.j >= self.before[s.i]:  # what it had received was written before it was read
@@ -246,8 +255,11 @@ class Replay:
         if b is not None:
             if b.ends is not None and kind not in b.ends:
                 return None
-            if b.got is not None and (s.r < len(b.got) or b.complete and s.r > len(b.got)):
-                return None
+            if b.got is not None:
+                if s.r < len(b.got) or b.complete and s.r > len(b.got):
+                    return None
+                if s.r > len(b.got):
+                    kind += "+"  # relayed more than the partner got: legal unless it stayed
         return ("end", s.k, kind)
 
     def _start(self, s: State, peer: int, kind: str, pend: Pending) -> list[Step]:
@@ -261,11 +273,13 @@ class Replay:
             )
         ]
 
-    def _relay_ok(self, s: State, line: str) -> bool:
+    def _relay(self, s: State, line: str) -> list[Step]:
         b = self.bounds.get(s.k)
-        if b is None or b.got is None:
-            return True
-        return b.got[s.r] == line if s.r < len(b.got) else not b.complete
+        if b is None or b.got is None:  # nothing to count relays against
+            return [(None, State(s.i + 1, s.j, True, s.peer, s.k, None, s.r, False, False))]
+        if b.got[s.r] == line if s.r < len(b.got) else not b.complete:
+            return [(None, State(s.i + 1, s.j, True, s.peer, s.k, None, s.r + 1, False, False))]
+        return []
 
     def _handle(self, s: State, nxt: str | None) -> list[Step]:
         """The server reads line ``s.i``."""
@@ -282,7 +296,7 @@ class Replay:
                 return (
                     [(label, State(i, s.j, False, 0, s.k, pend, 0, False, False))] if label else []
                 )
-            return [(None, s._replace(i=i, r=s.r + 1))] if self._relay_ok(s, line) else []
+            return self._relay(s, line)
         action, arg = free_action(line)
         if action == "silent":
             return [(None, s._replace(i=i))]
@@ -298,13 +312,15 @@ class Replay:
                 j += 1
             return [(None, s._replace(i=i, j=j))] if j > s.j else []
         fits = nxt.startswith("ERROR USAGE ") if action == "usage" else nxt == arg
-        return [(None, s._replace(i=i, j=s.j + 1))] if fits else []
+        return [(None, State(i, s.j + 1, False, 0, s.k, None, 0, False, False))] if fits else []
 
     def _answer(self, s: State, nxt: str) -> list[Step]:
         """``nxt`` answers the pending request."""
         assert s.pend is not None
         what, a, k, overtaken = s.pend
-        done: list[Step] = [(None, s._replace(j=s.j + 1, pend=None))]
+        done: list[Step] = [
+            (None, State(s.i, s.j + 1, s.busy, s.peer, s.k, None, s.r, s.leaving, False))
+        ]
         if what == "get":
             return done if clients_ok(nxt, self.cid, s.busy, bool(a)) else []
         if what == "connect":
@@ -470,6 +486,8 @@ def _count(report: Report, t: Transcript) -> None:
             report.messages += 1
         elif text.startswith("ERROR "):
             report.errors[text.split(" ")[1]] += 1
+        elif text.startswith("CLIENTS") and not well_formed(text):
+            report.violations.append(Violation("reply", t.uid, f"malformed: {text[:80]!r}"))
     report.cut += bool(recv) and recv[-1] in CUTS
 
 
@@ -487,21 +505,27 @@ def check(transcripts: Iterable[Transcript]) -> Report:
             continue
         if not t.closed:
             report.violations.append(Violation("unfinished", t.uid, f"id {t.cid}: never closed"))
-        c = conns[t.uid] = _conn(t)
-        replay = Replay(t)
-        outcome = explore(replay)
-        c.ok, c.kinds = outcome.ok, _kinds(outcome.labels)
-        if not c.ok:
-            report.violations.append(_stuck(t, replay, outcome.furthest))
-        if not (c.ok and t.closed) or recv[-1] in CUTS:
+        if not t.closed or recv[-1] in CUTS:
             lenient.add(t.cid)  # a cut client is paired and unpaired unseen
+        conns[t.uid] = _conn(t)
     partner = _pair(conns, lenient, report)
     report.pairs = sorted((x[0], y[0]) for x, y in partner.items() if x < y)
     report.sessions = len(report.pairs)
     flagged: set[tuple[int, int]] = set()
     for (uid, k), (other, ko) in partner.items():
-        if conns[uid].ok:
-            flagged |= _check_lines(conns[uid], k, conns[other], ko, report)
+        flagged |= _check_lines(conns[uid], k, conns[other], ko, report)
+    for c in conns.values():
+        bounds = _bounds(c, conns, partner)  # no partner replayed yet: what they got, only
+        outcome = explore(Replay(c.t, bounds))
+        c.ok, c.kinds = outcome.ok, _kinds(outcome.labels)
+        if c.ok:
+            continue
+        bare = Replay(c.t)
+        alone = explore(bare) if bounds else outcome
+        if alone.ok:
+            _blame(c, bounds, flagged, report)
+        else:
+            report.violations.append(_stuck(c.t, bare, alone.furthest))
     _settle(conns, partner, flagged, report)
     return report
 
@@ -580,24 +604,51 @@ def _sent(t: Transcript) -> list[str | None]:
 def _bounds(
     c: _Conn, conns: dict[int, _Conn], partner: dict[tuple[int, int], tuple[int, int]]
 ) -> dict[int, Bound]:
-    """What the other end of each of ``c``'s sessions allows ``c`` to have done."""
+    """What the other end of each of ``c``'s sessions allows ``c`` to have done.
+
+    What the partner received holds as it is; how the session started and ended
+    on the partner's side only once the partner's own replay has succeeded.
+    """
     bounds: dict[int, Bound] = {}
     for k in range(1, len(c.sessions) + 1):
         other = partner.get((c.t.uid, k))
-        if other is None or not conns[other[0]].ok:
+        if other is None:
             continue
         r, kr = conns[other[0]], other[1]
+        got = tuple(r.sessions[kr - 1][1])
+        if not r.ok:
+            bounds[k] = Bound(got)
+            continue
         r_starts = r.kinds.get(("start", kr))
-        r_ends = r.kinds.get(("end", kr))
+        r_ends = {e.rstrip("+") for e in r.kinds.get(("end", kr), ())}
         starts = ends = None
         if r_starts:  # exactly one end asked
             starts = frozenset(x for x in ("asked", "asked-by") if r_starts - {x})
         if r_ends:  # at least one end ended it
             ends = frozenset(e for e in END_KINDS if e != "partner" or r_ends - {"partner"})
-        stayed = r_ends == PARTNER_ONLY
-        got = tuple(r.sessions[kr - 1][1])
+        stayed = r_ends == {"partner"}
         bounds[k] = Bound(got, stayed, starts, ends, overtaken=not stayed)
     return bounds
+
+
+def _holds(c: _Conn, bounds: dict[int, Bound]) -> bool:
+    """Every explanation of ``c`` found so far already keeps within ``bounds``.
+
+    Labels are collected over every accepted path, so then no path is lost to
+    the bounds, and replaying again would find the same.
+    """
+    for k, b in bounds.items():
+        starts = c.kinds.get(("start", k), frozenset())
+        ends = c.kinds.get(("end", k), frozenset())
+        if b.starts is not None and not starts <= b.starts:
+            return False
+        if b.ends is not None and not {e.rstrip("+") for e in ends} <= b.ends:
+            return False
+        if b.complete and any(e.endswith("+") for e in ends):
+            return False
+        if not b.overtaken and "True" in c.kinds.get(("overtaken", k), ()):
+            return False
+    return True
 
 
 def _settle(
@@ -621,14 +672,11 @@ def _settle(
         queued.discard(uid)
         c = conns[uid]
         bounds = _bounds(c, conns, partner)
-        if not c.ok or not bounds:
+        if not c.ok or _holds(c, bounds):
             continue
         outcome = explore(Replay(c.t, bounds))
         if outcome.ok:
-            kinds = _kinds(outcome.labels)
-            if kinds == c.kinds:
-                continue
-            c.kinds = kinds
+            c.kinds = _kinds(outcome.labels)
         else:
             c.ok = False
             _blame(c, bounds, flagged, report)

@@ -6,7 +6,15 @@ broken here on purpose, once, and must be reported under its own name.
 
 from __future__ import annotations
 
-from scripts.rules import Transcript, check, clients_ok, free_action, message, parse_message
+from scripts.rules import (
+    Transcript,
+    check,
+    clients_ok,
+    free_action,
+    message,
+    parse_message,
+    well_formed,
+)
 
 WELCOME_SEQ = iter(range(1, 1_000_000))
 
@@ -376,6 +384,14 @@ def test_free_action_follows_the_protocol_page():
 
 def test_clients_line_shape():
     assert clients_ok("CLIENTS 1=FREE 3=BUSY", 3, True, False)
-    assert not clients_ok("CLIENTS 3=BUSY 1=FREE", 3, True, False)
+    assert not clients_ok("CLIENTS 1=FREE 13=BUSY", 3, True, False)
     assert clients_ok("CLIENTS", 3, True, True)
     assert not clients_ok("CLIENTS 3=FREE", 3, True, True)
+    assert not clients_ok("CLIENTS 2=BUSY 3=FREE", 3, False, True)
+    assert well_formed("CLIENTS 1=FREE 3=BUSY") and well_formed("CLIENTS")
+    assert not well_formed("CLIENTS 3=BUSY 1=FREE")
+    assert not well_formed("CLIENTS 1=free")
+
+
+def test_a_malformed_clients_line():
+    assert rules(conn(1, 1, "> GET", "< CLIENTS 1=FREE 1=FREE", "> #CLOSE#", "< BYE")) == ["reply"]
