@@ -115,13 +115,14 @@ class Conn:
         except ConnectionError:
             pass  # the reader sees the end
 
-    async def chat(self, n: int, rng: random.Random, pad: int) -> None:
+    async def chat(self, n: int, rng: random.Random, pad: int, *then: str) -> None:
+        """``n`` attributable lines, and ``then`` in the same write."""
         lines: list[str] = []
         for _ in range(n):
             lines.append(
                 message(self.uid, self.k, self.sent + len(lines), "x" * rng.randint(0, pad))
             )
-        await self.send(*lines)
+        await self.send(*lines, *then)
 
     async def shut(self) -> None:
         """Close the sending side: the server treats it as ``#CLOSE#``."""
@@ -225,11 +226,11 @@ class User:
 
     async def busy(self, conn: Conn) -> None:
         rng, roll = self.rng, self.rng.random()
-        if roll < 0.65:
-            if self.bot:
-                await conn.chat(rng.randint(2, 12), rng, 60)
-            else:
-                await conn.chat(rng.randint(1, 2), rng, 40)
+        n = rng.randint(2, 12) if self.bot else rng.randint(1, 2)
+        if roll < 0.6:
+            await conn.chat(n, rng, 60 if self.bot else 40)
+        elif roll < 0.68:  # last words: every line before the goodbye must still arrive
+            await conn.chat(n, rng, 20, GOODBYE if rng.random() < 0.8 else CLOSE)
         elif roll < 0.8:
             await conn.send(GOODBYE)
         elif roll < 0.83:
