@@ -16,13 +16,17 @@ def handoff_pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-def send_fd(channel: socket.socket, fd: int) -> None:
+#: The byte sent with a descriptor: which port the connection came in on.
+LINE, LEGACY = b"F", b"L"
+
+
+def send_fd(channel: socket.socket, fd: int, tag: bytes = LINE) -> None:
     """Send ``fd`` (the caller still owns and must close its copy)."""
-    socket.send_fds(channel, [b"F"], [fd])
+    socket.send_fds(channel, [tag], [fd])
 
 
-def recv_fd(channel: socket.socket) -> int | None:
-    """Receive one descriptor; None when the channel is closed or carried none.
+def recv_tagged(channel: socket.socket) -> tuple[int, bytes] | None:
+    """Receive one descriptor and its tag; None when the channel is closed or carried none.
 
     Raises ``BlockingIOError`` on a non-blocking channel with nothing waiting.
     """
@@ -33,4 +37,10 @@ def recv_fd(channel: socket.socket) -> int | None:
         os.close(extra)
     # received descriptors are inheritable: a client socket must never leak into a child
     os.set_inheritable(fds[0], False)
-    return fds[0]
+    return fds[0], msg
+
+
+def recv_fd(channel: socket.socket) -> int | None:
+    """Like ``recv_tagged``, without the tag."""
+    got = recv_tagged(channel)
+    return None if got is None else got[0]

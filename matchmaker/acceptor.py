@@ -10,11 +10,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import selectors
 import socket
 import sys
 import time
 
-from ipc.fdpass import send_fd
+from ipc.fdpass import LEGACY, LINE, send_fd
 from ipc.load import WorkerLoad
 from matchmaker.proc import BOOT_ERROR, child_setup, exit_on_sigterm
 
@@ -58,37 +59,53 @@ class Placement:
 
 
 def serve(
-    listener: socket.socket, handoffs: list[socket.socket], placement: Placement, parent: int
+    listeners: dict[socket.socket, bytes],
+    handoffs: list[socket.socket],
+    placement: Placement,
+    parent: int,
 ) -> None:
-    """Accept until SIGTERM, or until the supervisor is gone."""
-    listener.settimeout(1.0)  # wake up to notice a dead supervisor
-    while os.getppid() == parent:
+    """Accept on every listener until SIGTERM, or until the supervisor is gone.
+
+    ``listeners`` maps each listening socket to the tag its connections carry
+    to the worker (the protocol v1 port, or the legacy port).
+    """
+    with selectors.DefaultSelector() as selector:
+        for listener, tag in listeners.items():
+            listener.setblocking(False)
+            selector.register(listener, selectors.EVENT_READ, tag)
+        while os.getppid() == parent:
+            for key, _ in selector.select(timeout=1.0):  # wakes to notice a dead supervisor
+                accept_one(key.fileobj, key.data, handoffs, placement)  # type: ignore[arg-type]
+
+
+def accept_one(
+    listener: socket.socket, tag: bytes, handoffs: list[socket.socket], placement: Placement
+) -> None:
+    try:
+        conn, _addr = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError as exc:
+        if exc.errno in _EXHAUSTED:
+            log.warning("accept: %s; backing off %.1fs", exc.strerror, BACKOFF)
+            time.sleep(BACKOFF)
+            return
+        if exc.errno == errno.ECONNABORTED:
+            return
+        raise
+    with conn:
+        worker = placement.choose()
         try:
-            conn, _addr = listener.accept()
-        except TimeoutError:
-            continue
-        except InterruptedError:
-            continue
+            send_fd(handoffs[worker], conn.fileno(), tag)
         except OSError as exc:
-            if exc.errno in _EXHAUSTED:
-                log.warning("accept: %s; backing off %.1fs", exc.strerror, BACKOFF)
-                time.sleep(BACKOFF)
-                continue
-            if exc.errno == errno.ECONNABORTED:
-                continue
-            raise
-        with conn:
-            worker = placement.choose()
-            try:
-                send_fd(handoffs[worker], conn.fileno())
-            except OSError as exc:
-                log.error("could not hand a connection to worker %d: %s", worker + 1, exc)
+            log.error("could not hand a connection to worker %d: %s", worker + 1, exc)
 
 
 def main(
     log_level: str,
     policy: str,
     listener: socket.socket,
+    legacy_listener: socket.socket | None,
     handoffs: list[socket.socket],
     load: WorkerLoad,
 ) -> None:
@@ -100,4 +117,7 @@ def main(
     except Exception:
         log.exception("acceptor failed to start")
         sys.exit(BOOT_ERROR)
-    serve(listener, handoffs, placement, parent)
+    listeners = {listener: LINE}
+    if legacy_listener is not None:
+        listeners[legacy_listener] = LEGACY
+    serve(listeners, handoffs, placement, parent)

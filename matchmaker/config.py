@@ -28,6 +28,11 @@ DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 #: never reads cannot pin its buffers.
 DEFAULT_LINGER = 2.0
 
+#: Default for ``--legacy-pace``: the original client reads one 256-byte record
+#: per read() and loses whatever was coalesced behind it; 20 ms between records
+#: keeps them apart on any link it was ever used on.
+DEFAULT_LEGACY_PACE = 0.02
+
 PLACEMENTS = ("least-loaded", "round-robin")
 
 
@@ -46,6 +51,8 @@ class Config:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     linger: float = DEFAULT_LINGER
     idle_timeout: float = 0.0
+    legacy_port: int | None = None
+    legacy_pace: float = DEFAULT_LEGACY_PACE
     log_level: str = "INFO"
 
 
@@ -104,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=os.cpu_count() or 1,
         help="worker processes for client connections; %(default)s here (default: the CPU count)",
+    )
+    parser.add_argument(
+        "--legacy-port",
+        type=_port,
+        default=None,
+        help="also listen here for the original C++ client (256-byte records; 0 picks a port, "
+        "printed as 'legacy listening on HOST:PORT')",
+    )
+    parser.add_argument(
+        "--legacy-pace",
+        type=_seconds,
+        default=DEFAULTS.legacy_pace,
+        help="seconds between two records written to a legacy client",
     )
     parser.add_argument(
         "--max-line",
@@ -173,5 +193,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         shutdown_timeout=ns.shutdown_timeout,
         linger=ns.linger,
         idle_timeout=ns.idle_timeout,
+        legacy_port=ns.legacy_port,
+        legacy_pace=ns.legacy_pace,
         log_level=ns.log_level,
     )

@@ -82,6 +82,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.listener: socket.socket | None = None
+        self.legacy_listener: socket.socket | None = None
         self.handoff_ends: list[socket.socket] = []
         self.links: Links | None = None
         self.load: WorkerLoad | None = None
@@ -89,12 +90,12 @@ class Supervisor:
 
     # ---- start ------------------------------------------------------------------
 
-    def bind(self) -> socket.socket:
+    def bind(self, port: int) -> socket.socket:
         cfg = self.config
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((cfg.host, cfg.port))
+        sock.bind((cfg.host, port))
         sock.listen(cfg.backlog)
         return sock
 
@@ -133,8 +134,10 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         self.raise_fd_limit()  # the children inherit it
-        self.listener = self.bind()
+        self.listener = self.bind(cfg.port)
         host, port = self.listener.getsockname()[:2]
+        if cfg.legacy_port is not None:
+            self.legacy_listener = self.bind(cfg.legacy_port)
         # Queues can only be handed to a process when it is spawned, so every link
         # a restarted worker may need exists from the start.
         self.links = Links(self.ctx, cfg.workers, pool=MAX_RESTARTS + 1)
@@ -159,6 +162,7 @@ class Supervisor:
             cfg.log_level,
             cfg.placement,
             self.listener,
+            self.legacy_listener,
             [a for a, _ in pairs],
             self.load,
         )
@@ -167,6 +171,9 @@ class Supervisor:
         # connections queued in a dead worker's channel go to its replacement.
         self.handoff_ends = [end for pair in pairs for end in pair]
         log.info("%d workers, matchmaker and acceptor started", cfg.workers)
+        if self.legacy_listener is not None:
+            legacy_port = self.legacy_listener.getsockname()[1]
+            print(f"legacy listening on {host}:{legacy_port}", flush=True)
         print(f"listening on {host}:{port}", flush=True)
 
     # ---- signals ------------------------------------------------------------------
@@ -278,8 +285,9 @@ class Supervisor:
     def stop(self, force: bool = False) -> None:
         """Stop every child in order, kill what is left at the deadline, reap all."""
         deadline = time.monotonic() + self.config.shutdown_timeout
-        if self.listener is not None:
-            self.listener.close()
+        for listener in (self.listener, self.legacy_listener):
+            if listener is not None:
+                listener.close()
         for end in self.handoff_ends:
             end.close()
         order = ("acceptor", "worker", "matchmaker")

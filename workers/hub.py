@@ -17,13 +17,13 @@ from typing import Any
 
 from ipc import messages as m
 from ipc.channel import Sender
-from ipc.errors import ErrorCode, ProtocolError
+from ipc.dialects import Dialect, LineDialect
+from ipc.errors import ErrorCode
 from matchmaker.config import Config
-from workers.protocol import ClientProtocol, reset
+from workers.output import reset
+from workers.protocol import ClientProtocol
 
 log = logging.getLogger("workers.hub")
-
-_IDLE = (ProtocolError(ErrorCode.IDLE).line() + "\n").encode()
 
 #: TCP keepalive for every client: a peer that vanished without a FIN or RST
 #: (power cut, cable pulled) is noticed after IDLE + INTERVAL * COUNT seconds.
@@ -67,8 +67,8 @@ class Hub:
 
     # ---- connections ------------------------------------------------------------------
 
-    def adopt(self, sock: socket.socket) -> None:
-        """Serve a socket the acceptor handed over."""
+    def adopt(self, sock: socket.socket, dialect: Dialect = LineDialect) -> None:
+        """Serve a socket the acceptor handed over, in the dialect of the port it came in on."""
         sock.setblocking(False)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -80,7 +80,7 @@ class Hub:
             pass
         key = next(self._keys)
         task = self.loop.create_task(
-            self.loop.connect_accepted_socket(lambda: ClientProtocol(self, key), sock)
+            self.loop.connect_accepted_socket(lambda: ClientProtocol(self, key, dialect), sock)
         )
         self._tasks.add(task)
         task.add_done_callback(self._adopted)
@@ -93,7 +93,7 @@ class Hub:
     def attach(self, client: ClientProtocol) -> None:
         self.connections.add(client)
         if self.stopping:
-            client.close(b"OUTAGE\n")
+            client.close(client.dialect.outage())
             return
         self.clients[client.key] = client
         self.on_count(len(self.clients))
@@ -125,7 +125,7 @@ class Hub:
             return
         peer = self.clients.get(client.peer_key)
         if peer is not None and peer.session == client.session:
-            peer.write(b"MSG " + text.encode() + b"\n")
+            peer.write(peer.dialect.msg(text))
 
     def mark_dirty(self, client: ClientProtocol) -> None:
         if not self.dirty:
@@ -159,14 +159,14 @@ class Hub:
     def _answer(self, msg: m.Answer) -> None:
         client = self.clients.get(msg.key)
         if client is not None:
-            client.write((msg.line + "\n").encode())
+            client.write(client.dialect.answer(msg.line))
             client.answered()
 
     def _refuse(self, msg: m.Refuse) -> None:
         client = self.clients.get(msg.key)
         if client is not None:
             client.request = None
-            client.close((msg.line + "\n").encode())
+            client.close(client.dialect.answer(msg.line))
 
     def hello(self) -> m.Hello:
         """What a new matchmaker needs to know: every client, every open request."""
@@ -195,7 +195,7 @@ class Hub:
         if client is None or client.session != msg.session or msg.seq <= client.recv_seq:
             return  # gone, another session, or sent again after a matchmaker restart
         client.recv_seq = msg.seq
-        client.write(b"MSG " + msg.text.encode() + b"\n")
+        client.write(client.dialect.msg(msg.text))
         self.delivered.add(client)
 
     def _confirm(self, msg: m.Confirm) -> None:
@@ -216,7 +216,7 @@ class Hub:
         now = self.loop.time()
         for client in list(self.clients.values()):
             if now - client.last_seen > timeout:
-                client.close(_IDLE)
+                client.close(client.dialect.error(ErrorCode.IDLE))
         self.loop.call_later(min(timeout / 4, 1.0), self.sweep_idle)
 
     # ---- shutdown ------------------------------------------------------------------------
@@ -227,7 +227,7 @@ class Hub:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         for client in list(self.clients.values()):
-            client.close(b"OUTAGE\n")
+            client.close(client.dialect.outage())
         if self.connections:
             self._all_lost = asyncio.Event()
             try:

@@ -15,7 +15,8 @@ import socket
 from typing import Any
 
 from ipc.channel import Link, Receiver, Sender
-from ipc.fdpass import recv_fd
+from ipc.dialects import LegacyDialect, LineDialect
+from ipc.fdpass import LEGACY, recv_tagged
 from ipc.load import WorkerLoad
 from matchmaker.config import Config
 from matchmaker.proc import child_setup
@@ -103,18 +104,19 @@ async def serve(
     def on_handoff() -> None:
         while True:
             try:
-                fd = recv_fd(handoff)
+                got = recv_tagged(handoff)
             except BlockingIOError:
                 return
             except OSError as exc:
                 log.error("hand-off channel failed: %s", exc)
                 loop.remove_reader(handoff.fileno())
                 return
-            if fd is None:
+            if got is None:
                 loop.remove_reader(handoff.fileno())
                 return
+            fd, tag = got
             load.received[index] += 1
-            hub.adopt(socket.socket(fileno=fd))
+            hub.adopt(socket.socket(fileno=fd), LegacyDialect if tag == LEGACY else LineDialect)
 
     loop.add_reader(handoff.fileno(), on_handoff)
     hub.sweep_idle()

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
 from ipc import commands as c
 from ipc import messages as m
-from ipc.codec import Event, LineDecoder
+from ipc.codec import Event
+from ipc.dialects import Dialect, LineDialect
 from ipc.errors import ErrorCode, ProtocolError
+from workers.output import DirectOutput, Output, PacedOutput
 from workers.unconfirmed import Unconfirmed
 
 if TYPE_CHECKING:
@@ -35,26 +35,6 @@ log = logging.getLogger("workers.protocol")
 #: once every line before it has been handled.
 EOF_MARK = object()
 
-_PONG = b"PONG\n"
-_HELP = "".join(line + "\n" for line in c.help_lines()).encode()
-
-
-def _error(code: ErrorCode, detail: str = "") -> bytes:
-    return (ProtocolError(code, detail).line() + "\n").encode()
-
-
-def reset(transport: asyncio.Transport) -> None:
-    """Close at once, dropping what the kernel still holds for the peer (RST, not FIN)."""
-    if transport.is_closing() and transport.get_write_buffer_size() == 0:
-        return  # flushed in time; the normal close is under way
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-    transport.abort()
-
 
 class ClientProtocol(asyncio.Protocol):
     """The worker's side of one client."""
@@ -62,6 +42,8 @@ class ClientProtocol(asyncio.Protocol):
     __slots__ = (
         "hub",
         "key",
+        "dialect",
+        "output",
         "cid",
         "transport",
         "decoder",
@@ -81,12 +63,14 @@ class ClientProtocol(asyncio.Protocol):
         "recv_seq",
     )
 
-    def __init__(self, hub: Hub, key: int) -> None:
+    def __init__(self, hub: Hub, key: int, dialect: Dialect = LineDialect) -> None:
         self.hub = hub
         self.key = key
+        self.dialect = dialect
         self.cid = 0  # 0 until WELCOME
         self.transport: asyncio.Transport | None = None
-        self.decoder = LineDecoder(hub.config.max_line)
+        self.decoder = dialect.decoder(hub.config.max_line)
+        self.output: Output | None = None
         self.backlog: deque[Event | object] = deque()
         self.pending = True  # waiting for WELCOME
         self.paused = False
@@ -107,7 +91,12 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.hub.attach(self)
+        hub = self.hub
+        if self.dialect.paced:
+            self.output = PacedOutput(transport, hub.loop, hub.linger, hub.config.legacy_pace)
+        else:
+            self.output = DirectOutput(transport, hub.loop, hub.linger)
+        hub.attach(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = self.hub.loop.time()
@@ -161,7 +150,7 @@ class ClientProtocol(asyncio.Protocol):
             else:
                 self.on_free_line(event)
         elif isinstance(event, ErrorCode):
-            self.write(_error(event))
+            self.write(self.dialect.error(event))
         else:  # EOF_MARK
             self.leave()
 
@@ -180,16 +169,16 @@ class ClientProtocol(asyncio.Protocol):
         try:
             command = c.parse_free(line)
         except ProtocolError as exc:
-            self.write((exc.line() + "\n").encode())
+            self.write(self.dialect.error(exc.code, exc.detail))
             return
         if isinstance(command, c.Get):
             self.ask(m.Get(self.cid, command.free_only))
         elif isinstance(command, c.Connect):
             self.ask(m.Connect(self.cid, command.target))
         elif isinstance(command, c.Ping):
-            self.write(_PONG)
+            self.write(self.dialect.pong())
         elif isinstance(command, c.Help):
-            self.write(_HELP)
+            self.write(self.dialect.help())
         elif isinstance(command, c.Close):
             self.leave()
         # None: a blank line, ignored
@@ -212,7 +201,8 @@ class ClientProtocol(asyncio.Protocol):
 
     def welcome(self, cid: int) -> None:
         self.cid = cid
-        self.write(f"WELCOME {cid}\n".encode())
+        if self.dialect.welcomes:
+            self.write(self.dialect.welcome(cid))
         self.answered()
 
     def answered(self) -> None:
@@ -226,7 +216,7 @@ class ClientProtocol(asyncio.Protocol):
         across = msg.peer_worker != self.hub.index
         self.sent = Unconfirmed(self.hub.config.sendq) if across else None
         self.recv_seq = 0
-        self.write(f"CONNECTED {msg.peer}\n".encode())
+        self.write(self.dialect.connected(msg.peer, msg.requested))
         if msg.requested:
             self.answered()
 
@@ -234,7 +224,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.session == session:
             self.session = 0
             self.sent = None
-            self.write(f"ENDED {peer}\n".encode())
+            self.write(self.dialect.ended(peer))
 
     # ---- lines out ----------------------------------------------------------------------
 
@@ -248,15 +238,15 @@ class ClientProtocol(asyncio.Protocol):
     def flush(self) -> None:
         """Write what this tick produced in one call; cut the client if it cannot keep up."""
         out, self.out = self.out, []
-        transport = self.transport
-        if self.closed or transport is None or not out:
+        output = self.output
+        if self.closed or output is None or not out:
             return
-        transport.write(b"".join(out) if len(out) > 1 else out[0])
-        if transport.get_write_buffer_size() > self.hub.config.sendq:
+        output.send(b"".join(out) if len(out) > 1 else out[0])
+        if output.queued() > self.hub.config.sendq:
             log.info(
                 "client %s: send queue over %d bytes; cutting it", self.cid, self.hub.config.sendq
             )
-            self.close(_error(ErrorCode.SLOW_CONSUMER))
+            self.close(self.dialect.error(ErrorCode.SLOW_CONSUMER))
 
     def close(self, last: bytes) -> None:
         """Send what is queued and ``last``, close, and tell the matchmaker the client is gone.
@@ -269,12 +259,7 @@ class ClientProtocol(asyncio.Protocol):
         self.closed = True
         self.backlog.clear()
         self.hub.detach(self)
-        transport = self.transport
-        if transport is None:
-            return
-        out, self.out = self.out, []
-        out.append(last)
-        transport.write(b"".join(out))
-        transport.close()
-        if transport.get_write_buffer_size():
-            self.hub.loop.call_later(self.hub.linger, reset, transport)
+        if self.output is not None:
+            self.out.append(last)
+            out, self.out = self.out, []
+            self.output.finish(b"".join(out))

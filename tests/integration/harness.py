@@ -37,16 +37,25 @@ class Server:
             start_new_session=True,
         )
         self.host = "127.0.0.1"
+        self.legacy_port = 0
         self.port = self._read_port()
         self.workers = workers
         self.opened: list[Client] = []
         self._children = self._wait_children(workers + 2)
 
     def _read_port(self) -> int:
+        """Read stdout up to ``listening on HOST:PORT``; note ``legacy listening on`` too."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + TIMEOUT
-        line = b""
-        while not line.endswith(b"\n"):
+        text = ""
+        while True:
+            for line in text.splitlines(keepends=True):
+                if not line.endswith("\n"):
+                    break
+                if line.startswith("legacy listening on "):
+                    self.legacy_port = int(line.strip().rsplit(":", 1)[1])
+                elif line.startswith("listening on "):
+                    return int(line.strip().rsplit(":", 1)[1])
             left = deadline - time.monotonic()
             ready, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
             if not ready:
@@ -55,10 +64,7 @@ class Server:
             chunk = os.read(self.proc.stdout.fileno(), 4096)
             if not chunk:
                 raise AssertionError(f"server exited early: {self.log()}")
-            line += chunk
-        text = line.decode().strip()
-        assert text.startswith("listening on "), text
-        return int(text.rsplit(":", 1)[1])
+            text += chunk.decode()
 
     def _wait_children(self, count: int) -> list[psutil.Process]:
         parent = psutil.Process(self.proc.pid)
@@ -257,3 +263,48 @@ def two_clients(server: Server, placement: str) -> tuple[Client, Client]:
     same = server.worker_of(a) == server.worker_of(b)
     assert same == (placement == "same")
     return a, b
+
+
+class LegacyClient:
+    """The original C++ client's side of the wire: 256-byte NUL-padded records."""
+
+    def __init__(self, host: str, port: int, garbage: bool = True) -> None:
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        self.buf = b""
+        self.garbage = garbage  # pad like the original: bytes after the NUL are junk
+        self.times: list[float] = []  # when each record arrived, for pacing checks
+
+    def record(self, text: str) -> bytes:
+        raw = text.encode() + b"\0"
+        pad = bytes(range(1, 256 - len(raw) + 1)) if self.garbage else bytes(256 - len(raw))
+        return raw + pad[: 256 - len(raw)]
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(self.record(text))
+
+    def recv(self, timeout: float = TIMEOUT) -> str:
+        """The text of the next 256-byte record."""
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < 256:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no record within {timeout}s (have {self.buf[:80]!r})")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(256 - len(self.buf))
+            except TimeoutError:
+                continue
+            if not data:
+                raise AssertionError(f"connection closed (have {self.buf[:80]!r})")
+            self.buf += data
+        rec, self.buf = self.buf[:256], self.buf[256:]
+        self.times.append(time.monotonic())
+        assert rec.find(b"\0") >= 0 and rec[rec.find(b"\0") :] == bytes(256 - rec.find(b"\0"))
+        return rec[: rec.find(b"\0")].decode()
+
+    def expect(self, text: str, timeout: float = TIMEOUT) -> None:
+        got = self.recv(timeout)
+        assert got == text, f"legacy client: expected {text!r}, got {got!r}"
+
+    def close(self) -> None:
+        self.sock.close()

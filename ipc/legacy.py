@@ -1,0 +1,116 @@
+"""The original C++ client's framing and words, as pure code (``--legacy-port``).
+
+No I/O here. Every message, both ways, is a fixed 256-byte record holding a
+NUL-terminated string; the bytes after the first NUL are padding and may be
+garbage (the original writes 256 bytes from a 32-byte object). A record with no
+NUL holds 256 bytes of text. Records may arrive split or coalesced, so the
+decoder reassembles by 256-byte boundaries.
+
+The original client reads one record per ``read()`` and drops whatever was
+coalesced behind it, so the server writes each record on its own, paced
+(``workers.output.PacedOutput``); this module only makes the records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ipc.codec import Event
+from ipc.errors import ErrorCode
+
+RECORD = 256
+
+#: Longest text in one record: the last byte is always a NUL.
+TEXT = RECORD - 1
+
+
+class RecordDecoder:
+    """Splits a byte stream into 256-byte records and their text.
+
+    Same interface as ``ipc.codec.LineDecoder``. A trailing ``\\r``/``\\n`` is
+    stripped; line breaks inside a record become spaces (a line-dialect partner
+    must never receive a line break inside ``MSG``); bytes that are not UTF-8
+    are replaced, since the original client has no way to hear an error.
+    """
+
+    __slots__ = ("_buf",)
+
+    def __init__(self, max_line: int = TEXT) -> None:
+        self._buf = bytearray()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Event]:
+        buf = self._buf
+        buf += data
+        whole = len(buf) - len(buf) % RECORD
+        events: list[Event] = [_text(bytes(buf[i : i + RECORD])) for i in range(0, whole, RECORD)]
+        del buf[:whole]
+        return events
+
+
+def _text(record: bytes) -> str:
+    end = record.find(b"\0")
+    raw = record if end < 0 else record[:end]
+    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
+def record(text: str) -> bytes:
+    """One record: ``text`` cut to 255 bytes (never inside a character), NUL-padded to 256.
+
+    A NUL inside the text would end it early for the original client: it becomes a space.
+    """
+    raw = text.replace("\0", " ").encode("utf-8")
+    if len(raw) > TEXT:
+        raw = raw[:TEXT].decode("utf-8", errors="ignore").encode("utf-8")
+    return raw + b"\0" * (RECORD - len(raw))
+
+
+def records(prefix: str, text: str) -> bytes:
+    """``prefix + text`` in as many records as it takes, each starting with ``prefix``."""
+    room = TEXT - len(prefix.encode("utf-8"))
+    raw = text.replace("\0", " ").encode("utf-8")
+    out = []
+    while True:
+        piece = raw[:room].decode("utf-8", errors="ignore")
+        out.append(record(prefix + piece))
+        raw = raw[len(piece.encode("utf-8")) :]
+        if not raw or not piece:
+            return b"".join(out)
+
+
+def get_reply(entries: Iterable[tuple[int, bool]]) -> str:
+    """``GET 1 0 -1 ``: one status per id by position from id 0 (0 FREE, 1 BUSY, -1 none),
+    each followed by a space, cut to fit the record."""
+    status = dict(entries)
+    top = max(status, default=0)
+    out = ["GET "]
+    size = 4
+    for cid in range(top + 1):
+        word = ("1 " if status[cid] else "0 ") if cid in status else "-1 "
+        if size + len(word) > TEXT:
+            break
+        out.append(word)
+        size += len(word)
+    return "".join(out)
+
+
+#: ``CONNECT`` failures in the original's words.
+CONNECT_ERRORS = {
+    ErrorCode.OFFLINE: "CONNECT OFFLINE",
+    ErrorCode.SELF: "CONNECT SELF",
+    ErrorCode.BUSY: "CONNECT BUSY",
+    ErrorCode.TALKING: "CONNECT TALK",
+}
+INVALID = "INVALID COMMAND"
+TERMINATED = "TERMINATED"
+ABORT = "ABORT"
+OUTAGE = "OUTAGE"
+
+
+def error_reply(code: ErrorCode) -> str:
+    """What the original client hears for an ``ERROR``; everything else was an invalid command."""
+    return CONNECT_ERRORS.get(code, INVALID)

@@ -1,0 +1,93 @@
+"""ipc.legacy and the legacy dialect: records both ways, the original words."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ipc.dialects import LegacyDialect, LineDialect
+from ipc.errors import ErrorCode
+from ipc.legacy import RECORD, RecordDecoder, get_reply, record, records
+
+
+def rec(text: bytes, pad: bytes = b"") -> bytes:
+    raw = text + b"\0" + pad
+    return raw + b"\0" * (RECORD - len(raw))
+
+
+def feed_all(chunks):
+    d = RecordDecoder()
+    out = []
+    for c in chunks:
+        out += d.feed(c)
+    return out, d
+
+
+def test_records_whole_split_and_coalesced():
+    data = rec(b"GET") + rec(b"CONNECT 3", pad=b"\xff\x01garbage") + rec(b"hi\r\n")
+    expected = ["GET", "CONNECT 3", "hi"]
+    assert feed_all([data])[0] == expected
+    assert feed_all([bytes([b]) for b in data])[0] == expected
+    out, d = feed_all([data[:300], data[300:700]])
+    assert out == expected[:2] and d.pending == 700 - 512
+
+
+def test_a_record_without_nul_is_256_bytes_of_text():
+    assert feed_all([b"A" * 256])[0] == ["A" * 256]
+
+
+def test_line_breaks_inside_become_spaces_and_bad_utf8_is_replaced():
+    assert feed_all([rec(b"two\nlines\r\nhere\n")])[0] == ["two lines here"]
+    assert feed_all([rec(b"caf\xe9")])[0] == ["caf\ufffd"]
+
+
+@given(st.binary(max_size=2000))
+def test_decoder_never_raises_and_keeps_less_than_a_record(data):
+    out, d = feed_all([data])
+    assert len(out) == len(data) // RECORD
+    assert d.pending == len(data) % RECORD
+    assert all("\n" not in t and "\r" not in t for t in out)
+
+
+def test_record_pads_and_cuts_at_a_character_boundary():
+    assert record("ABORT") == b"ABORT" + b"\0" * 251
+    cut = record("é" * 200)  # 400 bytes of text: cut to 254, never half a character
+    assert len(cut) == RECORD and cut[254] == 0 and cut[:254].decode() == "é" * 127
+
+
+@given(st.text(max_size=1500))
+def test_records_split_long_text_and_lose_nothing(text):
+    data = records("SEND ", text)
+    assert len(data) % RECORD == 0
+    parts = [data[i : i + RECORD] for i in range(0, len(data), RECORD)]
+    texts = [p[: p.index(b"\0")].decode() for p in parts]
+    assert all(t.startswith("SEND ") for t in texts)
+    assert "".join(t[5:] for t in texts) == text.replace("\0", " ")
+
+
+def test_a_nul_in_the_text_cannot_end_it_early():
+    assert record("a\0b") == b"a b" + b"\0" * 253
+
+
+def test_get_reply_by_position_and_cut_to_fit():
+    assert get_reply([(1, False), (3, True)]) == "GET -1 0 -1 1 "
+    assert get_reply([]) == "GET -1 "
+    long = get_reply([(i, False) for i in range(1, 500)])
+    assert len(long.encode()) <= 255 and long.endswith(" ")
+
+
+def test_dialects_translate_the_matchmaker_answers():
+    legacy = LegacyDialect
+    assert legacy.answer("CLIENTS 1=FREE 2=BUSY") == record("GET -1 0 1 ")
+    assert legacy.answer("ERROR OFFLINE 9") == record("CONNECT OFFLINE")
+    assert legacy.answer("ERROR TALKING 2") == record("CONNECT TALK")
+    assert legacy.answer("ERROR FULL") == record("ABORT")
+    assert legacy.answer("ENDED 2") == record("TERMINATED")
+    assert legacy.answer("BYE") == record("ABORT")
+    assert legacy.connected(3, requested=True) == record("CONNECT SUCCESS 3")
+    assert legacy.connected(3, requested=False) == record("CONNECT SUCCESS% 3")
+    assert legacy.error(ErrorCode.USAGE, "CONNECT <id>") == record("INVALID COMMAND")
+    assert legacy.welcome(4) == b"" and not legacy.welcomes
+    assert LineDialect.answer("ERROR OFFLINE 9") == b"ERROR OFFLINE 9\n"
+    assert LineDialect.msg("hi") == b"MSG hi\n"
+    assert LineDialect.connected(3, requested=False) == b"CONNECTED 3\n"
