@@ -29,6 +29,7 @@ index among its sent lines); they make every line unique and name the culprit.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -142,13 +143,14 @@ def clients_ok(line: str, me: int, busy: bool, free_only: bool) -> bool:
 
 def well_formed(line: str) -> bool:
     """A ``CLIENTS`` line: ``id=FREE`` or ``id=BUSY`` words in ascending id order."""
-    last = 0
-    for word in line.split(" ")[1:]:
-        cid, _, status = word.partition("=")
-        if not cid.isdigit() or status not in ("FREE", "BUSY") or int(cid) <= last:
-            return False
-        last = int(cid)
-    return True
+    if not _CLIENTS.fullmatch(line):
+        return False
+    ids = [int(cid) for cid in _ID.findall(line)]
+    return all(a < b for a, b in zip(ids, ids[1:], strict=False))
+
+
+_CLIENTS = re.compile(r"CLIENTS(?: [1-9][0-9]*=(?:FREE|BUSY))*")
+_ID = re.compile(r" ([0-9]+)=")
 
 
 def _int(text: str) -> int | None:
@@ -214,6 +216,11 @@ class Replay:
                 self.lines.append(None if kind == "shut" else text)
                 self.before.append(len(self.recv))
         self.bounds = bounds or {}
+        #: the first received line at or after each index that is no MSG
+        self.after_msgs = list(range(len(self.recv) + 1))
+        for j in range(len(self.recv) - 1, -1, -1):
+            if self.recv[j].startswith("MSG "):
+                self.after_msgs[j] = self.after_msgs[j + 1]
 
     def start(self) -> State:
         return State(0, 1, False, 0, 0, None, 0, False, False)
@@ -232,11 +239,11 @@ class Replay:
         nxt = self.recv[s.j] if s.j < len(self.recv) else None
         if s.busy and nxt is not None:
             if nxt.startswith("MSG "):
-                # Reading a MSG changes nothing, so taking it before any line of ours
-                # loses no explanation, and spares trying every interleaving.
-                return [
-                    (None, State(s.i, s.j + 1, True, s.peer, s.k, s.pend, s.r, s.leaving, False))
-                ]
+                # Reading a MSG changes nothing, so taking it (and the MSG lines after it)
+                # before any line of ours loses no explanation, and spares trying every
+                # interleaving.
+                j = self.after_msgs[s.j]
+                return [(None, State(s.i, j, True, s.peer, s.k, s.pend, s.r, s.leaving, False))]
             if s.pend is None and not nxt.startswith(_AFTER_BUSY) and nxt not in CUTS:
                 return []  # relays write nothing, and a control line is answered by one of these
         out: list[Step] = []
@@ -378,17 +385,23 @@ def explore(replay: Replay) -> Outcome:
     """Every state the server may reach with this client; which of them lead to the end."""
     start = replay.start()
     edges: dict[State, list[Step]] = {}
+    levels: list[list[State]] = []  # every step reads a line or explains one: i + j orders them
     todo = [start]
     while todo:
         s = todo.pop()
         if s in edges:
             continue
         steps = edges[s] = replay.successors(s)
-        todo.extend(t for _, t in steps if t not in edges)
+        level = s.i + s.j
+        while len(levels) <= level:
+            levels.append([])
+        levels[level].append(s)
+        for _, t in steps:
+            if t not in edges:
+                todo.append(t)
     good: dict[State, bool] = {}
     labels: set[Label] = set()
-    # every step reads a line or explains one, so i + j orders the graph
-    for s in sorted(edges, key=lambda s: s.i + s.j, reverse=True):
+    for s in (s for level in reversed(levels) for s in level):
         ok = replay.accepting(s)
         if ok and s.busy:
             labels.add(("end", s.k, "open"))
@@ -443,7 +456,8 @@ class _Conn:
     t: Transcript
     #: per CONNECTED (session k at index k-1): the peer, and the MSG texts after it
     sessions: list[tuple[int, list[str]]]
-    #: event index of each sent line
+    #: each sent line (None: shut), and its event index
+    sent: list[str | None]
     line_at: list[int]
     #: per session: the event index from which on no line sent can belong to it
     over_at: list[int]
@@ -453,7 +467,7 @@ class _Conn:
 
 
 def _conn(t: Transcript) -> _Conn:
-    c = _Conn(t, [], [], [])
+    c = _Conn(t, [], [], [], [])
     for n, (kind, text) in enumerate(t.events):
         if kind == "recv":
             if text.startswith("CONNECTED "):
@@ -464,6 +478,7 @@ def _conn(t: Transcript) -> _Conn:
             elif text.startswith("MSG ") and c.sessions:
                 c.sessions[-1][1].append(text[len("MSG ") :])
         else:
+            c.sent.append(None if kind == "shut" else text)
             c.line_at.append(n)
             # a control line sent after CONNECTED is read after it: the session is over then
             if (kind == "shut" or text in (GOODBYE, CLOSE)) and c.sessions:
@@ -562,7 +577,7 @@ def _check_lines(r: _Conn, kr: int, s: _Conn, ks: int, report: Report) -> set[tu
 
     Returns the sender's sessions found at fault, which the replay need not report again.
     """
-    got, sent = r.sessions[kr - 1][1], [line for line in _sent(s.t)]
+    got, sent = r.sessions[kr - 1][1], s.sent
     bad: set[tuple[int, int]] = set()
     foreign: set[int] = set()  # positions in got: reported once, left out of the gap check
     last: tuple[int, int] | None = None  # (position in got, seq) of the last line from s
@@ -588,17 +603,13 @@ def _check_lines(r: _Conn, kr: int, s: _Conn, ks: int, report: Report) -> set[tu
                 flag("order", f"MSG {text!r} came after its line {last[1]}")
             else:
                 between = sent[last[1] + 1 : q]
-                arrived = [g for n, g in enumerate(got[:pos]) if n > last[0] and n not in foreign]
+                arrived = [got[n] for n in range(last[0] + 1, pos) if n not in foreign]
                 if arrived != between:
                     rule = "cross-session" if {GOODBYE, CLOSE, None} & set(between) else "gap"
                     flag(rule, f"between its lines {last[1]} and {q} it sent {between[:3]!r},"
                          f" then came {arrived[:3]!r}")  # fmt: skip
         last = pos, q
     return bad
-
-
-def _sent(t: Transcript) -> list[str | None]:
-    return [None if kind == "shut" else text for kind, text in t.events if kind != "recv"]
 
 
 def _bounds(
