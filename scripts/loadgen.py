@@ -162,18 +162,20 @@ class User:
         self.ops = plan.ops or 1 << 60
 
     async def run(self, deadline: float) -> None:
+        """Connect again and again; give up once the server fails to welcome us."""
         while self.ops > 0 and time.monotonic() < deadline:
-            await self.connection(deadline)
+            if not await self.connection(deadline):
+                return
 
-    async def connection(self, deadline: float) -> None:
+    async def connection(self, deadline: float) -> bool:
+        """One connection, from connect to close; whether it was welcomed."""
         self.counters.uid += 1
         uid = self.counters.uid
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
         except OSError:
             self.out.transcripts.append(Transcript(uid, 0, 0, (), True))
-            self.ops -= 1
-            return
+            return False
         conn = Conn(uid, reader, writer)
         self.out.ports[uid] = writer.get_extra_info("sockname")[1]
         pump = asyncio.create_task(conn.pump(self.counters))
@@ -201,6 +203,7 @@ class User:
             except ConnectionError:
                 pass
             self.out.transcripts.append(conn.transcript())
+        return bool(conn.cid)
 
     async def free(self, conn: Conn) -> None:
         rng, roll = self.rng, self.rng.random()
@@ -212,7 +215,7 @@ class User:
             await conn.send(f"CONNECT {self.target(conn)}")
             if self.bot and rng.random() < 0.3:  # lines right after CONNECT are messages
                 await conn.chat(rng.randint(1, 3), rng, 20)
-            await conn.wait(0.3)
+            await conn.wait(0.03 if self.bot else 0.3)
         elif roll < 0.68:
             await conn.send("PING")
         elif roll < 0.7:
@@ -222,7 +225,7 @@ class User:
         elif roll < 0.76:
             await conn.shut()
         else:
-            await conn.wait(0.2)  # someone may ask for us
+            await conn.wait(0.02 if self.bot else 0.2)  # someone may ask for us
 
     async def busy(self, conn: Conn) -> None:
         rng, roll = self.rng, self.rng.random()
