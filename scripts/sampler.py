@@ -40,7 +40,9 @@ def title(p: psutil.Process) -> str:
         text = " ".join(p.cmdline()).strip()  # setproctitle pads argv with blanks
     except psutil.Error:
         return ""
-    return text if text.startswith(PREFIX) else text[:60]
+    if text.startswith(PREFIX):
+        return text
+    return "resource tracker" if "resource_tracker" in text else text[:40]
 
 
 def server_processes(pid: int) -> list[psutil.Process]:
