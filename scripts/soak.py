@@ -1,0 +1,291 @@
+"""Soak: start the server, load it with people and bots, sample every process, check every rule.
+
+``python -m scripts.soak [--workers N] [--clients C] [--duration S]`` (or
+``scripts/soak.sh``) runs on 127.0.0.1 only, stops by itself, prints a summary
+and exits non-zero on any rule violation, descriptor leak, cut client,
+restarted or crashed process, or unclean shutdown. The defaults suit a 2-core
+machine: one worker per core and 200 users, half of them bots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO
+
+import psutil
+
+from scripts.loadgen import Load, Plan, load
+from scripts.rules import Report, check
+from scripts.sampler import PREFIX, Sample, Sampler, by_title, server_processes
+
+#: How long the server may take to listen, to start its children, and to stop.
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+#: Descriptors a process may hold at the end beyond what it held before the load.
+FD_SLACK = 2
+#: How long the descriptors of closed clients may take to be released.
+SETTLE = 5.0
+#: Soak pacing: busy enough to keep the cores working, light enough to check in seconds.
+BOT_PAUSE = (0.002, 0.02)
+PERSON_PAUSE = (0.1, 0.6)
+
+
+@dataclass
+class Outcome:
+    """Everything the summary reports."""
+
+    plan: Plan
+    workers: int
+    load: Load | None = None
+    report: Report | None = None
+    check_seconds: float = 0.0
+    samples: list[Sample] = field(default_factory=list)
+    start: dict[str, int] = field(default_factory=dict)  # fds by title, before the load
+    end: dict[str, int] = field(default_factory=dict)  # fds by title, after every client left
+    load_cpu: float = 0.0  # percent of one core used by this process during the load
+    exit_status: int | None = None
+    stop_seconds: float = 0.0
+    survivors: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="scripts/soak.sh", description=__doc__.split("\n\n")[0])
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="default: CPU count")
+    p.add_argument("--clients", type=int, default=200, help="simulated users (default 200)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    p.add_argument("--seed", type=int, default=1, help="seed of every user's choices")
+    p.add_argument("--bots", type=float, default=0.5, help="share of bots (default 0.5)")
+    return p.parse_args(argv)
+
+
+class Server:
+    """``python -m matchmaker`` on 127.0.0.1 and a free port, in its own process group."""
+
+    def __init__(self, workers: int, log: IO[bytes]) -> None:
+        cmd = [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", "0"]
+        cmd += ["--workers", str(workers)]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True
+        )
+        self.port = self._read_port()
+        self.pids = self._wait_children(workers + 2)
+
+    def _read_port(self) -> int:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
+            if not ready:
+                raise RuntimeError(f"the server did not listen within {START_TIMEOUT}s")
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError("the server exited before it listened")
+            line += chunk
+        text = line.decode().strip()
+        if not text.startswith("listening on "):
+            raise RuntimeError(f"unexpected first line: {text!r}")
+        return int(text.rsplit(":", 1)[1])
+
+    def _wait_children(self, count: int) -> list[int]:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            procs = server_processes(self.proc.pid)
+            named = [p for p in procs[1:] if _title(p).startswith(PREFIX)]
+            if len(named) >= count:
+                return [p.pid for p in procs]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(named)} of {count} children started")
+            time.sleep(0.05)  # polling the process table: there is nothing to wait on
+
+    def stop(self) -> tuple[int | None, float]:
+        """SIGTERM; the exit status and how long it took (None: it had to be killed)."""
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            status: int | None = self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            status = None
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return status, time.monotonic() - started
+
+    def survivors(self) -> list[str]:
+        """Processes of the server still running a while after it exited."""
+        deadline = time.monotonic() + 5.0  # multiprocessing's resource tracker exits last
+        while True:
+            left = []
+            for pid in self.pids:
+                try:
+                    p = psutil.Process(pid)
+                    if p.status() != psutil.STATUS_ZOMBIE:
+                        left.append(p)
+                except psutil.NoSuchProcess:
+                    pass
+            if not left or time.monotonic() > deadline:
+                for p in left:
+                    p.kill()
+                return [f"{p.pid} {_title(p)}" for p in left]
+            time.sleep(0.05)  # polling the process table: there is nothing to wait on
+
+
+def _title(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline()).strip()
+    except psutil.Error:
+        return "?"
+
+
+def fds(samples: list[Sample]) -> dict[str, int]:
+    return {s.title: s.fds for s in samples}
+
+
+def settle(sampler: Sampler, start: dict[str, int]) -> dict[str, int]:
+    """Descriptors once closed clients are released (or ``SETTLE`` seconds have passed)."""
+    deadline = time.monotonic() + SETTLE
+    while True:
+        now = fds(sampler.sample())
+        if all(now.get(t, 0) <= n + FD_SLACK for t, n in start.items()):
+            return now
+        if time.monotonic() > deadline:
+            return now
+        time.sleep(0.1)  # polling descriptor counts: there is nothing to wait on
+
+
+def soak(args: argparse.Namespace, log: IO[bytes]) -> Outcome:
+    plan = Plan(
+        clients=args.clients,
+        ops=0,
+        seed=args.seed,
+        duration=args.duration,
+        bots=args.bots,
+        bot_pause=BOT_PAUSE,
+        person_pause=PERSON_PAUSE,
+    )
+    out = Outcome(plan, args.workers)
+    server = Server(args.workers, log)
+    try:
+        sampler = Sampler(server.proc.pid)
+        sampler.start()
+        out.start = fds(sampler.samples)
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        out.load = asyncio.run(load("127.0.0.1", server.port, plan))
+        out.load_cpu = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
+        sampler.stop()
+        if server.proc.poll() is not None:
+            out.failures.append(f"the server exited during the load (status {server.proc.poll()})")
+        out.end = settle(sampler, out.start)
+        out.samples = sampler.samples
+    finally:
+        out.exit_status, out.stop_seconds = server.stop()
+        out.survivors = server.survivors()
+    started = time.monotonic()
+    out.report = check(out.load.transcripts)
+    out.check_seconds = time.monotonic() - started
+    judge(out)
+    return out
+
+
+def judge(out: Outcome) -> None:
+    """Everything that makes the soak fail."""
+    report = out.report
+    assert report is not None
+    if report.violations:
+        out.failures.append(f"{len(report.violations)} rule violations")
+    if report.cut:
+        out.failures.append(f"{report.cut} clients cut by the server")
+    for name, n in sorted(out.start.items()):
+        if out.end.get(name, 0) > n + FD_SLACK:
+            out.failures.append(f"{name}: {out.end[name]} descriptors at the end, {n} at start")
+    for name, samples in by_title(out.samples).items():
+        if name.startswith(PREFIX) and len({s.pid for s in samples}) > 1:
+            out.failures.append(f"{name} was restarted during the load")
+    if out.exit_status != 0:
+        out.failures.append(f"exit status {out.exit_status} after SIGTERM (0 expected)")
+    if out.survivors:
+        out.failures.append(f"processes outlived the server: {out.survivors}")
+
+
+def mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def summary(out: Outcome) -> str:
+    plan, report, result = out.plan, out.report, out.load
+    assert report is not None and result is not None
+    bots = round(plan.clients * plan.bots)
+    rules = Counter(v.rule for v in report.violations)
+    by_rule = "(" + ", ".join(f"{r} {n}" for r, n in rules.most_common()) + ") " if rules else ""
+    lines = [
+        f"soak: {out.workers} workers, {plan.clients} users ({bots} bots),"
+        f" {plan.duration:g} s, seed {plan.seed}; load ran {result.seconds:.1f} s",
+        f"connections {report.connections}   sessions {report.sessions}"
+        f"   lines sent {report.lines_sent}   lines relayed (MSG) {report.messages}",
+        "errors by code: "
+        + (", ".join(f"{c} {n}" for c, n in report.errors.most_common()) or "none"),
+        f"rule violations: {len(report.violations)} {by_rule or ''}"
+        f"(checked in {out.check_seconds:.1f} s)   cut by the server: {report.cut}",
+    ]
+    lines += [f"  {v}" for v in report.violations[:20]]
+    lines.append("")
+    head = f"{'process':<26}{'peak RSS':>11}{'CPU avg':>9}{'CPU max':>9}{'threads':>9}"
+    lines.append(f"{head}{'fds start':>11}{'fds end':>9}")
+    busy = 0.0
+    for name, samples in sorted(by_title(out.samples).items()):
+        during = samples[1:] or samples  # the first sample only primes cpu_percent
+        avg = sum(s.cpu for s in during) / len(during)
+        busy += avg
+        lines.append(
+            f"{name[:25]:<26}{mib(max(s.rss for s in samples)):>11}{avg:>8.0f}%"
+            f"{max(s.cpu for s in during):>8.0f}%{max(s.threads for s in samples):>9}"
+            f"{out.start.get(name, 0):>11}{out.end.get(name, 0):>9}"
+        )
+    cores = os.cpu_count() or 1
+    lines.append(f"{'load generator (this one)':<26}{'':>11}{out.load_cpu:>8.0f}%")
+    lines.append(
+        f"CPU: server {busy:.0f}% + load generator {out.load_cpu:.0f}%"
+        f" of {100 * cores}% ({cores} cores)"
+    )
+    status = "killed" if out.exit_status is None else str(out.exit_status)
+    lines.append(
+        f"shutdown: SIGTERM -> exit {status} in {out.stop_seconds:.1f} s;"
+        f" survivors: {', '.join(out.survivors) or 'none'}"
+    )
+    lines.append("RESULT: " + ("FAIL: " + "; ".join(out.failures) if out.failures else "PASS"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    with tempfile.TemporaryFile() as log:
+        try:
+            out = soak(args, log)
+        except RuntimeError as exc:
+            log.seek(0)
+            print(f"soak: {exc}\n{log.read().decode(errors='replace')[-4000:]}", file=sys.stderr)
+            return 2
+        print(summary(out))
+        if out.failures:
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-3000:]
+            print(f"\nserver log (tail):\n{tail}", file=sys.stderr)
+    return 1 if out.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
