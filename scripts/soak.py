@@ -187,10 +187,10 @@ def soak(args: argparse.Namespace, log: IO[bytes]) -> Outcome:
         out.load = asyncio.run(load("127.0.0.1", server.port, plan))
         out.load_cpu = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
         sampler.stop()
+        out.samples = list(sampler.samples)  # the load only: settling would dilute the CPU
         if server.proc.poll() is not None:
             out.failures.append(f"the server exited during the load (status {server.proc.poll()})")
         out.end = settle(sampler, out.start)
-        out.samples = sampler.samples
     finally:
         out.exit_status, out.stop_seconds = server.stop()
         out.survivors = server.survivors()
