@@ -1,0 +1,709 @@
+"""Benchmark: throughput, latency, memory and churn of a protocol v1 server, as ratios.
+
+``python scripts/bench.py [--quick] [--compare] [--workers N | --server-cmd CMD]``
+
+Starts the server itself (a fresh one for every measurement, on 127.0.0.1),
+drives it with the C load generator of ``scripts/benchload.py``, checks that
+every line arrived in order, and prints one table plus JSON lines. Workloads:
+
+- pingpong: P pairs bounce one 64-byte line: round trips/s, latency p50/p99/p99.9.
+- stream: P pairs, each sender keeps 64 lines in flight: lines/s, latency p50/p99.
+- churn: P pairs loop CONNECT, one line, #GOODBYE#: sessions/s.
+- conns: C idle clients: total RSS of the server's processes, RSS per client,
+  time to connect them all, GET round trip at C.
+
+Pair workloads run same-worker and cross-worker pairs separately; where each
+client landed is read from the server's processes (psutil), so a
+single-process server simply has no cross-worker rows. Ratios are to the plain
+asyncio relay ``scripts/refserver.py`` ("ref"), measured in the same run:
+``--compare`` runs ref, ``--workers 1`` and ``--workers N``. Measurements of
+the servers are interleaved (ref, w1, wN for each workload) so that drift of
+the machine hits them alike. docs/PERFORMANCE.md has the numbers and the how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as ``python scripts/bench.py``
+    sys.path.insert(0, str(REPO))
+
+from scripts import benchload  # noqa: E402
+
+HOST = "127.0.0.1"
+#: How long a server may take to listen, and to stop after SIGINT.
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+#: Descriptors beyond the clients, for the load generator and the server.
+FD_MARGIN = 256
+#: Labels of the reference relay and of the --server-cmd server.
+REF, CMD = "ref", "cmd"
+WORKLOADS = ("pingpong", "stream", "churn", "conns")
+UNITS = {"pingpong": "rt/s", "stream": "lines/s", "churn": "sessions/s"}
+
+
+# ---- statistics (pure) -------------------------------------------------------------------
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile of ``ordered`` (sorted ascending).
+
+    Nearest rank returns a value that was measured, never an interpolation; with
+    fewer than 1000 samples p99.9 is simply the largest.
+    """
+    if not ordered:
+        return math.nan
+    if not 0 < q <= 100:
+        raise ValueError(f"percentile must be in (0, 100], not {q}")
+    rank = math.ceil(q / 100 * len(ordered))
+    return ordered[max(rank, 1) - 1]
+
+
+def latencies_ms(samples: Iterable[int], qs: Sequence[float]) -> dict[float, float]:
+    """Percentiles ``qs`` of nanosecond samples, in milliseconds."""
+    ordered = sorted(samples)
+    return {q: percentile(ordered, q) / 1e6 for q in qs}
+
+
+def ratio(value: float, base: float) -> float | None:
+    if not base or math.isnan(base) or math.isnan(value):
+        return None
+    return value / base
+
+
+# ---- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One measured number: a workload, its size and placement, a server, a metric."""
+
+    workload: str
+    size: int
+    placement: str  # same, cross, or - (conns)
+    server: str
+    metric: str
+    value: float
+    unit: str
+    #: the run's checks and CPU use; carried by every row, shown on the run's first
+    run: dict[str, Any] = field(default_factory=dict)
+    first: bool = False
+    ratio_ref: float | None = None
+    ratio_same: float | None = None
+
+    @property
+    def key(self) -> tuple[str, int, str, str]:
+        return (self.workload, self.size, self.placement, self.metric)
+
+    def json(self) -> dict[str, Any]:
+        out = {
+            k: getattr(self, k)
+            for k in ("workload", "size", "placement", "server", "metric", "value", "unit")
+        }
+        out["ratio_ref"], out["ratio_same"] = self.ratio_ref, self.ratio_same
+        out.update(self.run)
+        return out
+
+
+def add_ratios(rows: list[Row], ref: str = REF) -> None:
+    """Fill ``ratio_ref`` (value / the reference's same-placement value) and ``ratio_same``.
+
+    The reference is single-process, so every placement is compared with its
+    ``same`` rows; ``ratio_same`` (cross rows only) compares a server with itself.
+    """
+    index = {(r.server, *r.key): r for r in rows}
+    for r in rows:
+        base_placement = "-" if r.placement == "-" else "same"
+        base = index.get((ref, r.workload, r.size, base_placement, r.metric))
+        if base is not None and r.server != ref:
+            r.ratio_ref = ratio(r.value, base.value)
+        if r.placement == "cross":
+            same = index.get((r.server, r.workload, r.size, "same", r.metric))
+            if same is not None:
+                r.ratio_same = ratio(r.value, same.value)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One line of the issue's targets, and whether this run met it (None: not measured)."""
+
+    goal: str
+    measured: str
+    ok: bool | None
+
+
+def _find(rows: list[Row], server: str, workload: str, size: int, metric: str) -> list[Row]:
+    return [
+        r
+        for r in rows
+        if (r.server, r.workload, r.size, r.metric) == (server, workload, size, metric)
+    ]
+
+
+def targets(rows: list[Row], server: str) -> list[Target]:
+    """The issue's targets for ``server`` (the --workers N server), read off ``rows``."""
+    out: list[Target] = []
+
+    def at_least(workload: str, size: int, metric: str, want: float) -> None:
+        found = _find(rows, server, workload, size, metric)
+        goal = f"{workload} {size} {metric} >= {want}x ref"
+        if not found:
+            out.append(Target(goal, "not measured", None))
+        for r in found:
+            got = r.ratio_ref
+            text = f"{r.placement}: {got:.2f}x" if got is not None else f"{r.placement}: no ref"
+            out.append(Target(goal, text, None if got is None else got >= want))
+
+    def below(workload: str, size: int, metric: str, limit: float, unit: str) -> None:
+        found = _find(rows, server, workload, size, metric)
+        goal = f"{workload} {size} {metric} < {limit:g} {unit}"
+        if not found:
+            out.append(Target(goal, "not measured", None))
+        for r in found:
+            where = f"{r.placement}: " if r.placement != "-" else ""
+            out.append(Target(goal, f"{where}{fmt(r.value)} {r.unit}", r.value < limit))
+
+    at_least("pingpong", 32, "rate", 3.0)
+    at_least("pingpong", 256, "rate", 3.0)
+    below("pingpong", 32, "p99", 5.0, "ms")
+    at_least("stream", 32, "rate", 2.0)
+    at_least("churn", 32, "rate", 1.5)
+    for r in rows:
+        if r.server == server and r.placement == "cross" and r.metric == "rate":
+            got = r.ratio_same
+            out.append(
+                Target(
+                    f"{r.workload} {r.size} cross >= 0.8x same",
+                    "no same row" if got is None else f"{got:.2f}x",
+                    None if got is None else got >= 0.8,
+                )
+            )
+    below("conns", 10000, "rss", 100.0, "MB")
+    below("conns", 10000, "get p50", 50.0, "ms")
+    bad = [
+        r
+        for r in rows
+        if r.first and (r.run.get("lost") or r.run.get("out_of_order") or r.run.get("errors"))
+    ]
+    out.append(
+        Target(
+            "every line arrived, in order (all servers, all runs)",
+            "; ".join(f"{r.server} {r.workload} {r.size} {r.placement}" for r in bad) or "yes",
+            not bad,
+        )
+    )
+    return out
+
+
+# ---- output ------------------------------------------------------------------------------
+
+
+def fmt(value: float) -> str:
+    """Three significant digits, thousands grouped; whole numbers from 1000 up."""
+    if math.isnan(value):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}" if value else "0"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def table(rows: list[Row]) -> str:
+    """The human table, grouped so that the servers of one measurement sit together."""
+    head: tuple[str, ...] = ("workload", "P/C", "place", "server", "metric", "value", "unit")
+    head += ("x ref", "x same", "lost", "ooo", "err", "load%", "idle%")
+    lines: list[tuple[str, ...]] = [head]
+    order = {w: i for i, w in enumerate(WORKLOADS)}
+    servers: dict[str, int] = {}
+    for r in rows:
+        servers.setdefault(r.server, len(servers))
+    metrics: dict[str, int] = {}
+    for r in rows:
+        metrics.setdefault(r.metric, len(metrics))
+    ranked = sorted(
+        rows,
+        key=lambda r: (
+            order.get(r.workload, 9),
+            r.size,
+            r.placement != "same",
+            metrics[r.metric],
+            servers[r.server],
+        ),
+    )
+    for r in ranked:
+        checks: tuple[str, ...] = ("",) * 5
+        if r.metric in ("rate", "connect"):
+            run = r.run
+            checks = (
+                str(run.get("lost", "")),
+                str(run.get("out_of_order", "")),
+                str(run.get("errors", "")),
+                f"{100 * run['load_share']:.0f}" if "load_share" in run else "",
+                f"{100 * run['idle']:.0f}" if "idle" in run else "",
+            )
+        lines.append(
+            (r.workload, str(r.size), r.placement, r.server, r.metric, fmt(r.value), r.unit)
+            + (fmt_ratio(r.ratio_ref), fmt_ratio(r.ratio_same))
+            + checks
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    right = {1, 5, 7, 8, 9, 10, 11, 12, 13}
+    out = []
+    for line in lines:
+        cells = [
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+# ---- servers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to start one server: ``{port}`` in argv is replaced by a free port, if present."""
+
+    label: str
+    argv: tuple[str, ...]
+
+
+def matchmaker_spec(workers: int, max_clients: int, extra: Sequence[str] = ()) -> ServerSpec:
+    """``python -m matchmaker`` from this checkout; round robin makes placement predictable."""
+    argv: tuple[str, ...] = (sys.executable, "-m", "matchmaker", "--host", HOST, "--port", "0")
+    argv += ("--workers", str(workers), "--placement", "round-robin")
+    argv += ("--max-clients", str(max_clients), *extra)
+    return ServerSpec(f"w{workers}", argv)
+
+
+def ref_spec() -> ServerSpec:
+    script = str(REPO / "scripts" / "refserver.py")
+    return ServerSpec(REF, (sys.executable, script, "--host", HOST, "--port", "0"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A running server: its process (the top of its tree), address and log file."""
+
+    def __init__(self, spec: ServerSpec, logdir: Path) -> None:
+        self.spec = spec
+        self.log_path = logdir / f"server-{spec.label}.log"
+        argv = list(spec.argv)
+        if any("{port}" in a for a in argv):
+            port = str(free_port())
+            argv = [a.replace("{port}", port) for a in argv]
+        self.argv = argv
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,  # its own process group, to kill stragglers
+            )
+        self.host, self.port = HOST, 0
+        try:
+            reader = benchload.LineReader(self.proc, f"server {spec.label}")
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                line = reader.line(deadline)
+                if line.startswith("listening on "):
+                    host, _, port_text = line.split()[-1].rpartition(":")
+                    self.host, self.port = host.strip("[]"), int(port_text)
+                    break
+        except BaseException:
+            self.stop()
+            raise
+        if self.host in ("0.0.0.0", "::", ""):
+            self.host = HOST
+        # keep reading, so that a chatty server never blocks on a full pipe
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        while self.proc.stdout.read(65536):
+            pass
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> int | None:
+        """SIGINT, then SIGKILL to the whole group after STOP_TIMEOUT; the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group this server was started in
+        except ProcessLookupError:
+            pass
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+# ---- one measurement ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    workload: str
+    size: int
+    placement: str
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    load_procs: int
+    gets: int = 50
+
+
+def usage_fields(u: benchload.Usage) -> dict[str, Any]:
+    return {
+        "load_share": round(u.load_share, 4),
+        "server_cores": round(u.server / u.wall, 3) if u.wall else 0.0,
+        "load_cores": round(u.load / u.wall, 3) if u.wall else 0.0,
+        "idle": round(u.idle, 4),
+    }
+
+
+def pair_rows(
+    job: Job, label: str, result: benchload.PairsResult, run: dict[str, Any]
+) -> list[Row]:
+    counts = result.counts
+    window = counts["window_ns"] / 1e9
+    run.update(
+        lost=counts["lost"],
+        out_of_order=counts["ooo"],
+        errors=counts["errors"],
+        unfinished=counts["unfinished"],
+        samples=len(result.samples),
+        seconds=window,
+        pair_min=counts["pair_min"],
+        pair_max=counts["pair_max"],
+        **usage_fields(result.usage),
+    )
+    qs = {"pingpong": (50, 99, 99.9), "stream": (50, 99), "churn": (50, 99)}[job.workload]
+    lat = latencies_ms(result.samples, qs)
+    rows = [Row(job.workload, job.size, job.placement, label, "rate", counts["ops"] / window,
+                UNITS[job.workload], run, first=True)]  # fmt: skip
+    for q in qs:
+        name = f"p{q:g}"
+        rows.append(Row(job.workload, job.size, job.placement, label, name, lat[q], "ms", run))
+    return rows
+
+
+def conns_rows(
+    job: Job, label: str, result: benchload.ConnsResult, run: dict[str, Any]
+) -> list[Row]:
+    lat = latencies_ms(result.samples, (50, 99))
+    lost = result.failed + result.bad + (result.entries != result.ok)
+    run.update(
+        lost=lost,
+        out_of_order=0,
+        errors=result.failed + result.bad,
+        connected=result.ok,
+        entries=result.entries,
+        rss_before=result.rss_before,
+        rss_after=result.rss_after,
+        samples=len(result.samples),
+        **usage_fields(result.usage),
+    )
+    w, n, p = job.workload, job.size, job.placement
+    per_client = (result.rss_after - result.rss_before) / max(result.ok, 1)
+    return [
+        Row(w, n, p, label, "connect", result.connect_seconds, "s", run, first=True),
+        Row(w, n, p, label, "rss", result.rss_after / 1e6, "MB", run),
+        Row(w, n, p, label, "rss/client", per_client / 1e3, "kB", run),
+        Row(w, n, p, label, "get p50", lat[50], "ms", run),
+        Row(w, n, p, label, "get p99", lat[99], "ms", run),
+    ]
+
+
+def measure(
+    job: Job, spec: ServerSpec, opts: Options, exe: Path, workdir: Path
+) -> tuple[list[Row], int]:
+    """Run ``job`` on a fresh server; the rows, and how many server processes held clients.
+
+    No rows when the server cannot give that placement (cross on one process).
+    """
+    server = Server(spec, workdir)
+    run: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in server.argv)}
+    try:
+        if job.workload == "conns":
+            got = benchload.run_conns(
+                exe, server.host, server.port, server.pid, job.size, workdir, opts.gets
+            )
+            if got.log:
+                print(f"  load generator: {got.log}", file=sys.stderr)
+            return conns_rows(job, spec.label, got, run), 0
+        pairset = benchload.open_pairs(
+            server.host,
+            server.port,
+            server.pid,
+            job.size,
+            job.placement,
+            session=job.workload != "churn",
+        )
+        if not pairset.pairs:
+            return [], pairset.holders
+        try:
+            result = benchload.run_pairs(
+                exe,
+                job.workload,
+                pairset,
+                server.pid,
+                opts.warmup,
+                opts.duration,
+                workdir,
+                opts.load_procs,
+            )
+        finally:
+            pairset.close()
+        if result.log:
+            print(f"  load generator: {result.log}", file=sys.stderr)
+        return pair_rows(job, spec.label, result, run), pairset.holders
+    except Exception:
+        print(f"  server log ({server.log_path}):\n{server.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        status = server.stop()
+        if status not in (0, -signal.SIGINT, 130):
+            print(f"  {spec.label} exited with status {status}", file=sys.stderr)
+
+
+# ---- the whole run -----------------------------------------------------------------------
+
+
+def jobs(sizes: dict[str, list[int]], workloads: Sequence[str]) -> list[Job]:
+    out = []
+    for workload in workloads:
+        for size in sizes[workload]:
+            if workload == "conns":
+                out.append(Job(workload, size, "-"))
+            else:
+                out.extend(Job(workload, size, p) for p in ("same", "cross"))
+    return out
+
+
+def machine() -> dict[str, str]:
+    """The facts docs/PERFORMANCE.md asks for: CPUs, model, Python, commit, date."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout
+
+    # the server's own code only: uncommitted changes there are part of what was measured
+    dirty = git("status", "--porcelain", "--", "matchmaker", "workers", "ipc")
+    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    changed = sorted({line[3:] for line in dirty.splitlines() if len(line) > 3})
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "commit": commit + (f" + uncommitted {', '.join(changed)}" if changed else ""),
+        "cpus": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def csv_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python scripts/bench.py",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--workers", type=int, default=2, help="workers of the server under test")
+    p.add_argument(
+        "--server-cmd",
+        help="measure this server instead (shell words; must print 'listening on HOST:PORT', "
+        "or take '{port}' in its arguments)",
+    )
+    p.add_argument(
+        "--server-args",
+        default="",
+        help="extra flags for every python -m matchmaker run, e.g. '--loop asyncio'",
+    )
+    p.add_argument("--compare", action="store_true", help="ref, --workers 1 and --workers N")
+    p.add_argument("--ref", action="store_true", help="also run the reference relay, for ratios")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 s per workload, C=1000")
+    p.add_argument("--duration", type=float, help="measured seconds per workload (default 3)")
+    p.add_argument("--warmup", type=float, help="seconds before measuring (default 0.5)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="which workloads, in order")
+    p.add_argument("--pingpong", type=csv_ints, default=[1, 32, 256], help="pair counts")
+    p.add_argument("--stream", type=csv_ints, default=[1, 32], help="pair counts")
+    p.add_argument("--churn", type=csv_ints, default=[1, 32], help="pair counts")
+    p.add_argument("--conns", type=csv_ints, help="idle client counts (default 1000,10000)")
+    p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--json", type=Path, help="write the JSON lines here instead of stdout")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    duration = args.duration or (1.0 if args.quick else 3.0)
+    warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 0.5)
+    conns = args.conns or ([1000] if args.quick else [1000, 10000])
+    workloads = [w for w in args.workloads.split(",") if w]
+    unknown = set(workloads) - set(WORKLOADS)
+    if unknown:
+        raise SystemExit(f"unknown workloads: {', '.join(sorted(unknown))}")
+
+    limit = benchload.raise_fd_limit(max(conns) + FD_MARGIN)
+    if max(conns) + FD_MARGIN > limit:
+        capped = [min(c, limit - FD_MARGIN) for c in conns]
+        print(f"open-file limit {limit}: conns capped to {capped}", file=sys.stderr)
+        conns = capped
+    max_clients = max(10000, max(conns) + 16)
+
+    extra = shlex.split(args.server_args)
+    if args.server_cmd:
+        target = ServerSpec(CMD, tuple(shlex.split(args.server_cmd)))
+    else:
+        target = matchmaker_spec(args.workers, max_clients, extra)
+    specs = [target]
+    if args.compare:
+        specs = [ref_spec(), matchmaker_spec(1, max_clients, extra), target]
+        if args.server_cmd:
+            specs.insert(2, matchmaker_spec(args.workers, max_clients, extra))
+        specs = list({s.label: s for s in specs}.values())
+    elif args.ref:
+        specs = [ref_spec(), target]
+
+    facts = machine()
+    opts = Options(duration, warmup, args.load_procs)
+    sizes = {"pingpong": args.pingpong, "stream": args.stream, "churn": args.churn}
+    sizes["conns"] = conns
+    workdir = benchload.scratch()
+    exe = benchload.build_helper(workdir)
+    rows: list[Row] = []
+    single: set[str] = set()  # servers seen to hold every client in one process
+    failed: list[str] = []
+    todo = jobs(sizes, workloads)
+    started = time.monotonic()
+    for n, job in enumerate(todo, 1):
+        for spec in specs:
+            if job.placement == "cross" and spec.label in single:
+                continue
+            print(
+                f"[{n}/{len(todo)} {time.monotonic() - started:5.0f}s] "
+                f"{job.workload} {job.size} {job.placement} on {spec.label}",
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                got, holders = measure(job, spec, opts, exe, workdir)
+            except Exception as exc:  # one broken run must not hide the others
+                print(f"  FAILED: {exc!r}", file=sys.stderr)
+                failed.append(f"{job.workload} {job.size} {job.placement} on {spec.label}: {exc}")
+                continue
+            if job.workload != "conns" and holders == 1:
+                single.add(spec.label)
+            for r in got:
+                r.run.update(facts)
+            rows.extend(got)
+            if got and got[0].run.get("lost"):
+                print(f"  LOST or missing lines: {got[0].run}", file=sys.stderr)
+
+    add_ratios(rows)
+    out: IO[str] = open(args.json, "w") if args.json else sys.stdout
+    try:
+        for r in rows:
+            print(json.dumps(r.json(), sort_keys=True), file=out)
+    finally:
+        if args.json:
+            out.close()
+    print()
+    print(f"bench: {' '.join(shlex.quote(a) for a in sys.argv[1:]) or '(defaults)'}")
+    print(
+        f"machine: {facts['cpus']} CPUs, {facts['cpu']}, Python {facts['python']}, "
+        f"Linux {facts['kernel']}; commit {facts['commit']}; {facts['date']}"
+    )
+    print(
+        f"{duration:g} s measured after {warmup:g} s warmup per row; "
+        f"servers: {', '.join(s.label for s in specs)}; load generator: C, "
+        f"{args.load_procs} process(es)"
+    )
+    print()
+    print(table(rows))
+    goal_server = target.label
+    if any(s.label == REF for s in specs):
+        print()
+        print(f"targets ({goal_server} vs {REF}):")
+        for t in targets(rows, goal_server):
+            mark = {True: "PASS", False: "FAIL", None: "  - "}[t.ok]
+            print(f"  {mark}  {t.goal}: {t.measured}")
+    shares = [r.run["load_share"] for r in rows if r.first and "load_share" in r.run]
+    if shares:
+        print()
+        print(
+            f"load generator CPU share (of server + load CPU): "
+            f"{100 * min(shares):.0f}%..{100 * max(shares):.0f}%, "
+            f"mean {100 * sum(shares) / len(shares):.0f}%"
+        )
+    if single:
+        print(f"cross-worker rows: n/a for {', '.join(sorted(single))} (one process holds all)")
+    for f in failed:
+        print(f"FAILED: {f}")
+    bad = [r for r in rows if r.first and (r.run.get("lost") or r.run.get("out_of_order"))]
+    return 1 if bad or failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
