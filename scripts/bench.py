@@ -408,6 +408,8 @@ def usage_fields(u: benchload.Usage) -> dict[str, Any]:
         "server_cores": round(u.server / u.wall, 3) if u.wall else 0.0,
         "load_cores": round(u.load / u.wall, 3) if u.wall else 0.0,
         "idle": round(u.idle, 4),
+        "cores_by_process": u.by_process,
+        "load_kernel_share": round(u.load_system / u.load, 3) if u.load else 0.0,
     }
 
 
@@ -450,6 +452,7 @@ def conns_rows(
         entries=result.entries,
         rss_before=result.rss_before,
         rss_after=result.rss_after,
+        pss_after=result.pss_after,
         samples=len(result.samples),
         **usage_fields(result.usage),
     )
@@ -459,6 +462,7 @@ def conns_rows(
         Row(w, n, p, label, "connect", result.connect_seconds, "s", run, first=True),
         Row(w, n, p, label, "rss", result.rss_after / 1e6, "MB", run),
         Row(w, n, p, label, "rss/client", per_client / 1e3, "kB", run),
+        Row(w, n, p, label, "pss", result.pss_after / 1e6, "MB", run),
         Row(w, n, p, label, "get p50", lat[50], "ms", run),
         Row(w, n, p, label, "get p99", lat[99], "ms", run),
     ]

@@ -89,6 +89,7 @@ typedef struct { int fd, dead; uint32_t events; buf_t in, out; } conn_t;
 typedef struct {
     long long id_a, id_b;
     uint64_t a_sent, a_recv, b_sent, b_recv, ops;
+    uint64_t a_next, b_next; /* one past the highest sequence number each end has read */
     /* churn */
     uint64_t session;
     int a_connected, a_ended, b_ended, b_msgs, idle;
@@ -217,6 +218,15 @@ static int parse_line(const char *s, size_t n, uint64_t *seq, int64_t *ts) {
     return 1;
 }
 
+/* A line is out of order if a later one came first (or it came twice). A gap alone
+ * is not: the missing lines are either late (counted when they come) or lost
+ * (sent minus received, after the drain). */
+static int in_order(uint64_t *next, uint64_t seq) {
+    if (seq < *next) return 0;
+    *next = seq + 1;
+    return 1;
+}
+
 static long long parse_id(const char *s, size_t n) {
     long long v = 0;
     for (size_t i = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++) v = v * 10 + (s[i] - '0');
@@ -278,7 +288,7 @@ static void on_line(int key, const char *s, size_t n, int64_t t) {
             return;
         }
         if (side == 1) {
-            if (seq != (mode == CHURN ? pr->session : pr->b_recv)) ooo++;
+            if (mode == CHURN ? seq != pr->session : !in_order(&pr->b_next, seq)) ooo++;
             pr->b_recv++;
             if (mode == PINGPONG) {
                 send_bytes(key, s + 4, n - 4 + 1); /* the echo, '\n' included */
@@ -289,7 +299,7 @@ static void on_line(int key, const char *s, size_t n, int64_t t) {
                 pr->b_msgs++;
             }
         } else if (mode == PINGPONG) {
-            if (seq != pr->a_recv) ooo++;
+            if (!in_order(&pr->a_next, seq)) ooo++;
             pr->a_recv++;
             if (in_window(t)) { ops++; pr->ops++; sample(t - ts); }
             if (t < t_end) send_ping(p);
@@ -810,15 +820,40 @@ def stderr_of(proc: subprocess.Popen[bytes]) -> str:
     return proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
 
 
-def cpu_seconds(procs: Iterable[psutil.Process]) -> float:
-    total = 0.0
+def cpu_by_pid(procs: Iterable[psutil.Process]) -> dict[int, float]:
+    """CPU seconds (user + system) of each live process."""
+    out = {}
     for p in procs:
         try:
             t = p.cpu_times()
         except psutil.Error:
             continue
-        total += t.user + t.system
+        out[p.pid] = t.user + t.system
+    return out
+
+
+def cpu_seconds(procs: Iterable[psutil.Process]) -> float:
+    return sum(cpu_by_pid(procs).values())
+
+
+def system_seconds(procs: Iterable[psutil.Process]) -> float:
+    """CPU seconds spent in the kernel (for a load generator: mostly loopback TCP)."""
+    total = 0.0
+    for p in procs:
+        try:
+            total += p.cpu_times().system
+        except psutil.Error:
+            continue
     return total
+
+
+def title(p: psutil.Process) -> str:
+    """``matchmaker: worker 1`` (setproctitle pads argv with blanks), else the program name."""
+    try:
+        text = " ".join(p.cmdline()).strip()
+        return text if text.startswith("matchmaker: ") else p.name()
+    except psutil.Error:
+        return "?"
 
 
 def total_rss(procs: Iterable[psutil.Process]) -> int:
@@ -826,6 +861,21 @@ def total_rss(procs: Iterable[psutil.Process]) -> int:
     for p in procs:
         try:
             total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def total_pss(procs: Iterable[psutil.Process]) -> int:
+    """Proportional set size: pages shared by N processes count 1/N in each.
+
+    RSS counts the interpreter and libraries once per process, so a server of
+    five processes pays for them five times over; PSS says what it really costs.
+    """
+    total = 0
+    for p in procs:
+        try:
+            total += getattr(p.memory_full_info(), "pss", 0)
         except psutil.Error:
             continue
     return total
@@ -839,6 +889,9 @@ class Usage:
     server: float = 0.0  # CPU seconds, every server process
     load: float = 0.0  # CPU seconds, every helper process
     idle: float = 0.0  # share of the machine's CPU time that was idle
+    #: cores used by each server process, by title: which one is the bottleneck
+    by_process: dict[str, float] = field(default_factory=dict)
+    load_system: float = 0.0  # of ``load``, CPU seconds in the kernel
 
     @property
     def load_share(self) -> float:
@@ -855,20 +908,27 @@ class Meter:
         self.start()
 
     def start(self) -> None:
+        self.titles = {p.pid: title(p) for p in self.server}
         self.t = time.perf_counter()
-        self.s, self.ld = cpu_seconds(self.server), cpu_seconds(self.load)
+        self.s, self.ld = cpu_by_pid(self.server), cpu_seconds(self.load)
+        self.ld_sys = system_seconds(self.load)
         self.machine = psutil.cpu_times()
 
     def stop(self) -> Usage:
         machine = psutil.cpu_times()
+        wall = time.perf_counter() - self.t
+        server = cpu_by_pid(self.server)
+        load = cpu_seconds(self.load) - self.ld
         busy = sum(machine) - sum(self.machine)
         idle = (machine.idle - self.machine.idle) / busy if busy > 0 else 0.0
-        return Usage(
-            wall=time.perf_counter() - self.t,
-            server=cpu_seconds(self.server) - self.s,
-            load=cpu_seconds(self.load) - self.ld,
-            idle=idle,
-        )
+        spent = {pid: server[pid] - self.s.get(pid, 0.0) for pid in server}
+        by_process = {
+            self.titles.get(pid, str(pid)): round(cpu / wall, 3) if wall else 0.0
+            for pid, cpu in spent.items()
+            if cpu > 0
+        }
+        load_system = system_seconds(self.load) - self.ld_sys
+        return Usage(wall, sum(spent.values()), load, idle, by_process, load_system)
 
 
 def parse_fields(line: str) -> dict[str, int]:
@@ -975,6 +1035,7 @@ class ConnsResult:
     connect_seconds: float
     rss_before: int
     rss_after: int
+    pss_after: int
     entries: int  # ids in the last CLIENTS line
     bad: int  # GETs with no or a wrong reply
     samples: array.array[int]
@@ -1025,6 +1086,7 @@ def run_conns(
         if reader.line(deadline) != "READY":
             raise RuntimeError("the load generator lost its step")
         rss_after = total_rss(tree(server_pid))
+        pss_after = total_pss(tree(server_pid))
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=REPLY_TIMEOUT)
@@ -1037,6 +1099,7 @@ def run_conns(
             connect_seconds=int(elapsed) / 1e9,
             rss_before=rss_before,
             rss_after=rss_after,
+            pss_after=pss_after,
             entries=got["entries"],
             bad=got["bad"],
             samples=samples,
