@@ -343,9 +343,9 @@ class Server:
                     host, _, port_text = line.split()[-1].rpartition(":")
                     self.host, self.port = host.strip("[]"), int(port_text)
                     break
-        except BaseException:
+        except Exception as exc:
             self.stop()
-            raise
+            raise RuntimeError(f"{spec.label} did not start: {exc}\n{self.log_tail()}") from exc
         if self.host in ("0.0.0.0", "::", ""):
             self.host = HOST
         # keep reading, so that a chatty server never blocks on a full pipe

@@ -755,7 +755,10 @@ def open_pairs(
                     break
                 time.sleep(0.05)
             else:
-                raise RuntimeError("could not find which server process holds each client")
+                raise RuntimeError(
+                    "could not find which server process holds each client "
+                    "(psutil needs to see the server's sockets: same user, or root)"
+                )
             groups = [where[c.port] for c in clients]
             plan = plan_pairs(groups, count, kind)
             if plan is None and kind == "cross" and len(set(groups)) == 1:
