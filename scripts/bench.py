@@ -211,6 +211,22 @@ def targets(rows: list[Row], server: str) -> list[Target]:
     return out
 
 
+def median_run(runs: list[list[Row]]) -> list[Row]:
+    """Of repeated runs of one measurement, the one with the median first value (rate, time).
+
+    Correctness is not a median: its lost, out-of-order and error counts become
+    the sums over every repeat, and ``repeats`` lists each run's first value.
+    """
+    ordered = sorted(runs, key=lambda rows: rows[0].value)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    run = chosen[0].run  # shared by every row of the run
+    if len(runs) > 1:
+        for key in ("lost", "out_of_order", "errors"):
+            run[key] = sum(rows[0].run.get(key, 0) for rows in runs)
+        run["repeats"] = [rows[0].value for rows in runs]
+    return chosen
+
+
 # ---- output ------------------------------------------------------------------------------
 
 
@@ -234,7 +250,7 @@ def fmt_ratio(value: float | None) -> str:
 def table(rows: list[Row]) -> str:
     """The human table, grouped so that the servers of one measurement sit together."""
     head: tuple[str, ...] = ("workload", "P/C", "place", "server", "metric", "value", "unit")
-    head += ("x ref", "x same", "lost", "ooo", "err", "load%", "idle%")
+    head += ("x ref", "x same", "lost", "ooo", "err", "load%", "idle%", "other")
     lines: list[tuple[str, ...]] = [head]
     order = {w: i for i, w in enumerate(WORKLOADS)}
     servers: dict[str, int] = {}
@@ -254,7 +270,7 @@ def table(rows: list[Row]) -> str:
         ),
     )
     for r in ranked:
-        checks: tuple[str, ...] = ("",) * 5
+        checks: tuple[str, ...] = ("",) * 6
         if r.metric in ("rate", "connect"):
             run = r.run
             checks = (
@@ -263,6 +279,7 @@ def table(rows: list[Row]) -> str:
                 str(run.get("errors", "")),
                 f"{100 * run['load_share']:.0f}" if "load_share" in run else "",
                 f"{100 * run['idle']:.0f}" if "idle" in run else "",
+                f"{run['other_cores']:.2f}" if "other_cores" in run else "",
             )
         lines.append(
             (r.workload, str(r.size), r.placement, r.server, r.metric, fmt(r.value), r.unit)
@@ -270,7 +287,7 @@ def table(rows: list[Row]) -> str:
             + checks
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    right = {1, 5, 7, 8, 9, 10, 11, 12, 13}
+    right = {1, 5, 7, 8, 9, 10, 11, 12, 13, 14}
     out = []
     for line in lines:
         cells = [
@@ -410,6 +427,7 @@ def usage_fields(u: benchload.Usage) -> dict[str, Any]:
         "idle": round(u.idle, 4),
         "cores_by_process": u.by_process,
         "load_kernel_share": round(u.load_system / u.load, 3) if u.load else 0.0,
+        "other_cores": round(u.others / u.wall, 3) if u.wall else 0.0,
     }
 
 
@@ -594,6 +612,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stream", type=csv_ints, default=[1, 32], help="pair counts")
     p.add_argument("--churn", type=csv_ints, default=[1, 32], help="pair counts")
     p.add_argument("--conns", type=csv_ints, help="idle client counts (default 1000,10000)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each row this many times (interleaved) and keep the median run",
+    )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
     p.add_argument("--json", type=Path, help="write the JSON lines here instead of stdout")
     return p.parse_args(argv)
@@ -642,28 +666,38 @@ def main(argv: list[str] | None = None) -> int:
     todo = jobs(sizes, workloads)
     started = time.monotonic()
     for n, job in enumerate(todo, 1):
+        runs: dict[str, list[list[Row]]] = {}
+        for rep in range(args.repeat):
+            for spec in specs:
+                if job.placement == "cross" and spec.label in single:
+                    continue
+                print(
+                    f"[{n}/{len(todo)} {time.monotonic() - started:5.0f}s] "
+                    f"{job.workload} {job.size} {job.placement} on {spec.label}"
+                    + (f" (repeat {rep + 1}/{args.repeat})" if args.repeat > 1 else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                try:
+                    got, holders = measure(job, spec, opts, exe, workdir)
+                except Exception as exc:  # one broken run must not hide the others
+                    print(f"  FAILED: {exc!r}", file=sys.stderr)
+                    failed.append(
+                        f"{job.workload} {job.size} {job.placement} on {spec.label}: {exc}"
+                    )
+                    continue
+                if job.workload != "conns" and holders == 1:
+                    single.add(spec.label)
+                if got and got[0].run.get("lost"):
+                    print(f"  LOST or missing lines: {got[0].run}", file=sys.stderr)
+                if got:
+                    runs.setdefault(spec.label, []).append(got)
         for spec in specs:
-            if job.placement == "cross" and spec.label in single:
-                continue
-            print(
-                f"[{n}/{len(todo)} {time.monotonic() - started:5.0f}s] "
-                f"{job.workload} {job.size} {job.placement} on {spec.label}",
-                file=sys.stderr,
-                flush=True,
-            )
-            try:
-                got, holders = measure(job, spec, opts, exe, workdir)
-            except Exception as exc:  # one broken run must not hide the others
-                print(f"  FAILED: {exc!r}", file=sys.stderr)
-                failed.append(f"{job.workload} {job.size} {job.placement} on {spec.label}: {exc}")
-                continue
-            if job.workload != "conns" and holders == 1:
-                single.add(spec.label)
-            for r in got:
-                r.run.update(facts)
-            rows.extend(got)
-            if got and got[0].run.get("lost"):
-                print(f"  LOST or missing lines: {got[0].run}", file=sys.stderr)
+            if spec.label in runs:
+                chosen = median_run(runs[spec.label])
+                for r in chosen:
+                    r.run.update(facts)
+                rows.extend(chosen)
 
     add_ratios(rows)
     out: IO[str] = open(args.json, "w") if args.json else sys.stdout
@@ -701,6 +735,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{100 * min(shares):.0f}%..{100 * max(shares):.0f}%, "
             f"mean {100 * sum(shares) / len(shares):.0f}%"
         )
+    noisy = [r for r in rows if r.first and len(r.run.get("repeats", ())) > 1]
+    noisy = [r for r in noisy if max(r.run["repeats"]) > 1.25 * min(r.run["repeats"])]
+    if noisy:
+        print()
+        print("repeats that differ by more than 25% (the table shows the median run):")
+        for r in noisy:
+            values = " / ".join(fmt(v) for v in r.run["repeats"])
+            print(f"  {r.workload} {r.size} {r.placement} {r.server} {r.metric}: {values} {r.unit}")
     if single:
         print(f"cross-worker rows: n/a for {', '.join(sorted(single))} (one process holds all)")
     for f in failed:

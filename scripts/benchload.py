@@ -895,6 +895,8 @@ class Usage:
     #: cores used by each server process, by title: which one is the bottleneck
     by_process: dict[str, float] = field(default_factory=dict)
     load_system: float = 0.0  # of ``load``, CPU seconds in the kernel
+    #: CPU seconds of every other process on the machine: noise, if it is not near 0
+    others: float = 0.0
 
     @property
     def load_share(self) -> float:
@@ -922,8 +924,9 @@ class Meter:
         wall = time.perf_counter() - self.t
         server = cpu_by_pid(self.server)
         load = cpu_seconds(self.load) - self.ld
-        busy = sum(machine) - sum(self.machine)
-        idle = (machine.idle - self.machine.idle) / busy if busy > 0 else 0.0
+        total = sum(machine) - sum(self.machine)
+        idle_s = machine.idle - self.machine.idle
+        idle = idle_s / total if total > 0 else 0.0
         spent = {pid: server[pid] - self.s.get(pid, 0.0) for pid in server}
         by_process = {
             self.titles.get(pid, str(pid)): round(cpu / wall, 3) if wall else 0.0
@@ -931,7 +934,8 @@ class Meter:
             if cpu > 0
         }
         load_system = system_seconds(self.load) - self.ld_sys
-        return Usage(wall, sum(spent.values()), load, idle, by_process, load_system)
+        others = max(0.0, total - idle_s - sum(spent.values()) - load)
+        return Usage(wall, sum(spent.values()), load, idle, by_process, load_system, others)
 
 
 def parse_fields(line: str) -> dict[str, int]:

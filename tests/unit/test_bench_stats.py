@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from scripts.bench import REF, Row, add_ratios, fmt, latencies_ms, percentile, targets
+from scripts.bench import (
+    REF,
+    Row,
+    add_ratios,
+    fmt,
+    latencies_ms,
+    median_run,
+    percentile,
+    targets,
+)
 from scripts.benchload import parse_fields, plan_pairs
 
 
@@ -121,3 +130,18 @@ def test_fmt():
     assert fmt(0.01234) == "0.0123"
     assert fmt(0) == "0"
     assert fmt(math.nan) == "n/a"
+
+
+def test_median_run_keeps_the_middle_run_and_sums_correctness():
+    runs = []
+    for value, lost in ((30.0, 0), (10.0, 1), (20.0, 0)):
+        run = {"lost": lost, "out_of_order": 0, "errors": 0}
+        runs.append([row("w2", "rate", value, **run), row("w2", "p50", value / 10, **run)])
+    for rows in runs:  # a run's rows share one dict, as measure() makes them
+        rows[1].run = rows[0].run
+    chosen = median_run(runs)
+    assert [r.value for r in chosen] == [20.0, 2.0]
+    assert chosen[0].run["lost"] == 1 and chosen[1].run["lost"] == 1
+    assert chosen[0].run["repeats"] == [30.0, 10.0, 20.0]
+    single = [[row("w2", "rate", 5.0, lost=0)]]
+    assert median_run(single) == single[0] and "repeats" not in single[0][0].run
