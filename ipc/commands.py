@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from ipc.errors import ErrorCode, ProtocolError
 
+#: ``ERROR UNKNOWN_COMMAND`` echoes at most this many characters of the word: a
+#: client that sends 4 KiB of garbage per line must not get 4 KiB back per line.
+ECHO_LIMIT = 64
+
 GOODBYE = "#GOODBYE#"
 CLOSE = "#CLOSE#"
 
@@ -130,7 +134,7 @@ def parse_free(line: str) -> Command | None:
         return _BARE[verb]
     if verb == GOODBYE:
         raise ProtocolError(ErrorCode.NOT_IN_CHAT)
-    raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, words[0])
+    raise ProtocolError(ErrorCode.UNKNOWN_COMMAND, words[0][:ECHO_LIMIT])
 
 
 def parse_busy(line: str) -> Command:

@@ -34,6 +34,15 @@ DEFAULT_LINGER = 2.0
 DEFAULT_LEGACY_PACE = 0.02
 
 PLACEMENTS = ("least-loaded", "round-robin")
+LOOPS = ("auto", "uvloop", "asyncio")
+
+
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,7 @@ class Config:
     idle_timeout: float = 0.0
     legacy_port: int | None = None
     legacy_pace: float = DEFAULT_LEGACY_PACE
+    loop: str = "asyncio"
     log_level: str = "INFO"
 
 
@@ -171,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="close clients that send nothing for this many seconds (ERROR IDLE); 0 is off",
     )
     parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="the workers' event loop: uvloop (libuv, faster) or asyncio's own; auto picks "
+        "uvloop when it is installed",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         default=DEFAULTS.log_level,
@@ -179,8 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pick_loop(choice: str, parser: argparse.ArgumentParser) -> str:
+    if choice == "auto":
+        return "uvloop" if uvloop_available() else "asyncio"
+    if choice == "uvloop" and not uvloop_available():
+        parser.error("--loop uvloop: uvloop is not installed (pip install uvloop)")
+    return choice
+
+
 def parse_args(argv: list[str] | None = None) -> Config:
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
     return Config(
         host=ns.host,
         port=ns.port,
@@ -195,5 +221,6 @@ def parse_args(argv: list[str] | None = None) -> Config:
         idle_timeout=ns.idle_timeout,
         legacy_port=ns.legacy_port,
         legacy_pace=ns.legacy_pace,
+        loop=_pick_loop(ns.loop, parser),
         log_level=ns.log_level,
     )

@@ -127,7 +127,7 @@ def free_action(line: str) -> tuple[str, str]:
         return {"PING": ("reply", "PONG"), "HELP": ("help", ""), CLOSE: ("close", "")}[verb]
     if verb == GOODBYE:
         return "reply", "ERROR NOT_IN_CHAT"
-    return "reply", f"ERROR UNKNOWN_COMMAND {words[0]}"
+    return "reply", f"ERROR UNKNOWN_COMMAND {words[0][:64]}"  # the server echoes 64 at most
 
 
 def clients_ok(line: str, me: int, busy: bool, free_only: bool) -> bool:

@@ -158,7 +158,9 @@ class Hub:
 
     def _answer(self, msg: m.Answer) -> None:
         client = self.clients.get(msg.key)
-        if client is not None:
+        if client is not None and client.swallow:
+            client.swallow -= 1
+        elif client is not None:
             client.write(client.dialect.answer(msg.line))
             client.answered()
 

@@ -41,7 +41,13 @@ def main(
     ``pool`` is this slot's links; ``current[index]`` says which one is in use.
     """
     parent = child_setup(f"worker {index + 1}", config.log_level)
-    asyncio.run(serve(index, config, handoff, pool, current, load, parent))
+    run = serve(index, config, handoff, pool, current, load, parent)
+    if config.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(run)
+    else:
+        asyncio.run(run)
 
 
 class MatchmakerLink:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ipc import commands as c
 from ipc import messages as m
@@ -61,6 +61,7 @@ class ClientProtocol(asyncio.Protocol):
         "request",
         "sent",
         "recv_seq",
+        "swallow",
     )
 
     def __init__(self, hub: Hub, key: int, dialect: Dialect = LineDialect) -> None:
@@ -85,17 +86,18 @@ class ClientProtocol(asyncio.Protocol):
         self.request: m.ToMatchmakerRequest | None = m.Register(key)  # the one awaiting an answer
         self.sent: Unconfirmed | None = None  # in a session across workers
         self.recv_seq = 0  # the partner's last line written, in a session across workers
+        self.swallow = 0  # answers already given early (a goodbye crossed by the partner's)
 
     # ---- asyncio callbacks ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are no subclass of asyncio.Transport, but behave as one
+        self.transport = tcp = cast(asyncio.Transport, transport)
         hub = self.hub
         if self.dialect.paced:
-            self.output = PacedOutput(transport, hub.loop, hub.linger, hub.config.legacy_pace)
+            self.output = PacedOutput(tcp, hub.loop, hub.linger, hub.config.legacy_pace)
         else:
-            self.output = DirectOutput(transport, hub.loop, hub.linger)
+            self.output = DirectOutput(tcp, hub.loop, hub.linger)
         hub.attach(self)
 
     def data_received(self, data: bytes) -> None:
@@ -225,6 +227,13 @@ class ClientProtocol(asyncio.Protocol):
             self.session = 0
             self.sent = None
             self.write(self.dialect.ended(peer))
+        elif isinstance(self.request, m.Goodbye) and self.request.session == session:
+            # Both ends said goodbye at once and the partner's came first: this is our
+            # ENDED. Answer now, before anything that follows (a new CONNECTED), and let
+            # the matchmaker's own answer to our stale goodbye pass unseen.
+            self.write(self.dialect.ended(peer))
+            self.swallow += 1
+            self.answered()
 
     # ---- lines out ----------------------------------------------------------------------
 

@@ -15,3 +15,16 @@ def test_two_clients_on_two_workers_chat(server):
     b.send("#GOODBYE#")
     b.expect("ENDED 1")
     a.expect("ENDED 2")
+
+
+def test_the_asyncio_loop_serves_too(start_server):
+    """uvloop is the default where installed; asyncio's own loop must work the same."""
+    server = start_server("--loop", "asyncio")
+    a, b = server.client(), server.client()
+    assert server.worker_of(a) != server.worker_of(b)
+    pair(a, b)
+    a.send("hello")
+    b.expect("MSG hello")
+    b.send("#CLOSE#")
+    b.expect("BYE")
+    a.expect(f"ENDED {b.id}")

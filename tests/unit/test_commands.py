@@ -124,6 +124,7 @@ def test_goodbye_while_free_is_not_in_chat(line):
         ("CONNECT3", "ERROR UNKNOWN_COMMAND CONNECT3"),
         ("#BYE#", "ERROR UNKNOWN_COMMAND #BYE#"),
         ("MSG hi", "ERROR UNKNOWN_COMMAND MSG"),
+        ("y" * 65 + " z", "ERROR UNKNOWN_COMMAND " + "y" * 64),  # echoed at most 64 long
         ("\u00e9t\u00e9 x", "ERROR UNKNOWN_COMMAND \u00e9t\u00e9"),
     ],
 )
