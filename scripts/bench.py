@@ -31,6 +31,7 @@ import os
 import platform
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as ``python scripts/bench.py``
@@ -323,8 +326,6 @@ def ref_spec() -> ServerSpec:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
@@ -541,6 +542,19 @@ def measure(
 # ---- the whole run -----------------------------------------------------------------------
 
 
+def wait_quiet(bound: float, busy: float = 10.0) -> bool:
+    """Wait up to ``bound`` seconds for a second in which the machine is under ``busy``% used.
+
+    Nothing of the bench runs between rows, so whatever uses the CPU then is
+    someone else's, and would be noise in the next row.
+    """
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if psutil.cpu_percent(interval=1.0) < busy:
+            return True
+    return False
+
+
 def jobs(sizes: dict[str, list[int]], workloads: Sequence[str]) -> list[Job]:
     out = []
     for workload in workloads:
@@ -618,6 +632,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="measure each row this many times (interleaved) and keep the median run",
     )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="before each row, wait up to this many seconds for other processes to go quiet",
+    )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
     p.add_argument("--json", type=Path, help="write the JSON lines here instead of stdout")
     return p.parse_args(argv)
@@ -678,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
+                if args.quiet_wait and not wait_quiet(args.quiet_wait):
+                    print("  the machine is still busy; measuring anyway", file=sys.stderr)
                 try:
                     got, holders = measure(job, spec, opts, exe, workdir)
                 except Exception as exc:  # one broken run must not hide the others
