@@ -25,6 +25,10 @@ from workers.protocol import ClientProtocol
 
 log = logging.getLogger("workers.hub")
 
+#: Confirming every line would double the matchmaker's traffic; one confirmation
+#: per client every 50 ms keeps a sender's unconfirmed lines to what 50 ms carries.
+CONFIRM_AFTER = 0.05
+
 #: TCP keepalive for every client: a peer that vanished without a FIN or RST
 #: (power cut, cable pulled) is noticed after IDLE + INTERVAL * COUNT seconds.
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 60, 10, 6
@@ -50,7 +54,8 @@ class Hub:
         self.clients: dict[int, ClientProtocol] = {}  # attached and not closed, by key
         self.connections: set[ClientProtocol] = set()  # every transport not yet lost
         self.dirty: list[ClientProtocol] = []  # clients with output this tick
-        self.delivered: set[ClientProtocol] = set()  # got partner lines this tick
+        self.unconfirmed: set[ClientProtocol] = set()  # wrote partner lines not yet confirmed
+        self._confirm_timer: asyncio.TimerHandle | None = None
         self.stopping = False
         self._keys = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -144,10 +149,16 @@ class Hub:
         for batch in batches:
             for message in batch:
                 dispatch[type(message)](message)
-        for client in self.delivered:  # one confirmation per client per tick
+        if self.unconfirmed and self._confirm_timer is None:
+            self._confirm_timer = self.loop.call_later(CONFIRM_AFTER, self.confirm)
+
+    def confirm(self) -> None:
+        """Tell the senders' workers which lines arrived, so they can let them go."""
+        self._confirm_timer = None
+        for client in self.unconfirmed:
             if client.session and client.cid:
                 self.to_matchmaker(m.Received(client.cid, client.session, client.recv_seq))
-        self.delivered.clear()
+        self.unconfirmed.clear()
 
     def _welcome(self, msg: m.Welcome) -> None:
         client = self.clients.get(msg.key)
@@ -198,7 +209,7 @@ class Hub:
             return  # gone, another session, or sent again after a matchmaker restart
         client.recv_seq = msg.seq
         client.write(client.dialect.msg(msg.text))
-        self.delivered.add(client)
+        self.unconfirmed.add(client)
 
     def _confirm(self, msg: m.Confirm) -> None:
         client = self.clients.get(msg.key)

@@ -4,7 +4,8 @@ A line to a partner on another worker travels through the matchmaker. If the
 matchmaker dies with lines in its hands, the sender's worker sends the lines
 not yet confirmed again to the new one, numbered, and the partner's worker
 drops the numbers it has already written. The partner's worker confirms what
-it has written once per loop tick, so this holds about a tick's worth of lines.
+it has written every 50 ms (``workers.hub.CONFIRM_AFTER``), so this holds about
+50 ms worth of lines, and never more than ``limit`` bytes.
 """
 
 from __future__ import annotations
