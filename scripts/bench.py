@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -770,7 +771,11 @@ def main(argv: list[str] | None = None) -> int:
     for f in failed:
         print(f"FAILED: {f}")
     bad = [r for r in rows if r.first and (r.run.get("lost") or r.run.get("out_of_order"))]
-    return 1 if bad or failed else 0
+    if bad or failed:
+        print(f"server logs: {workdir}")
+        return 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
