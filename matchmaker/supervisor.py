@@ -46,6 +46,13 @@ CHILD_DIED = 1
 #: not unlucky, and restarting would only loop (cf. gunicorn's WORKER_BOOT_ERROR).
 MAX_RESTARTS, RESTART_WINDOW = 5, 30.0
 
+#: Links (a queue each way) per worker slot, for the life of the server. A
+#: worker's or the matchmaker's restart moves slots to a fresh link, since a
+#: queue whose process was killed mid-message cannot be trusted again; when a
+#: slot has used them all the server halts rather than run on a doubtful one.
+#: 16 is 15 restarts; each link costs its processes 4 descriptors.
+LINKS_PER_SLOT = 16
+
 
 @dataclass
 class Child:
@@ -140,7 +147,7 @@ class Supervisor:
             self.legacy_listener = self.bind(cfg.legacy_port)
         # Queues can only be handed to a process when it is spawned, so every link
         # a restarted worker may need exists from the start.
-        self.links = Links(self.ctx, cfg.workers, pool=MAX_RESTARTS + 1)
+        self.links = Links(self.ctx, cfg.workers, pool=LINKS_PER_SLOT)
         self.load = WorkerLoad(self.ctx, cfg.workers)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
         self.spawn("matchmaker", service.main, cfg.log_level, cfg.max_clients, self.links)
