@@ -69,14 +69,15 @@ class MatchmakerLink:
         index = self.current[self.hub.index]
         if index == self.using:
             return
+        link = self.pool[index]
         if self.inbox is not None:
             log.warning("matchmaker restarted; moving to a fresh link")
             self.loop.remove_reader(self.inbox.fileno())
             self.hub.outbox.abandon()
-        self.using = index
-        link = self.pool[index]
-        inbox = self.inbox = Receiver(link.down)
+        # a fresh sender even at start: the link may have moved since serve() looked
         self.hub.outbox = Sender(link.up, schedule=self.loop.call_soon)
+        self.using = index
+        inbox = self.inbox = Receiver(link.down)
         self.loop.add_reader(inbox.fileno(), lambda: self.hub.from_matchmaker(inbox.drain()))
         self.hub.to_matchmaker(self.hub.hello())
         self.hub.resend_unconfirmed()
