@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ipc.codec import DEFAULT_MAX_LINE
 from matchmaker.table import DEFAULT_MAX_CLIENTS
@@ -206,21 +206,6 @@ def _pick_loop(choice: str, parser: argparse.ArgumentParser) -> str:
 
 def parse_args(argv: list[str] | None = None) -> Config:
     parser = build_parser()
-    ns = parser.parse_args(argv)
-    return Config(
-        host=ns.host,
-        port=ns.port,
-        workers=ns.workers,
-        max_line=ns.max_line,
-        max_clients=ns.max_clients,
-        sendq=ns.sendq,
-        placement=ns.placement,
-        backlog=ns.backlog,
-        shutdown_timeout=ns.shutdown_timeout,
-        linger=ns.linger,
-        idle_timeout=ns.idle_timeout,
-        legacy_port=ns.legacy_port,
-        legacy_pace=ns.legacy_pace,
-        loop=_pick_loop(ns.loop, parser),
-        log_level=ns.log_level,
-    )
+    ns = vars(parser.parse_args(argv))  # one flag per Config field, same names
+    ns["loop"] = _pick_loop(ns["loop"], parser)
+    return Config(**{f.name: ns[f.name] for f in fields(Config)})

@@ -26,6 +26,14 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
     return value
 
 
+def new_pid(server, name: str, old: int) -> int | None:
+    """The pid of the process titled ``matchmaker: <name>`` if it is not ``old``."""
+    for p in psutil.Process(server.proc.pid).children():
+        if title(p) == f"matchmaker: {name}" and p.pid != old:
+            return p.pid
+    return None
+
+
 def test_every_process_names_itself(server):
     children = psutil.Process(server.proc.pid).children()
     titles = sorted(title(p) for p in children if title(p).startswith("matchmaker: "))
@@ -219,13 +227,7 @@ def test_a_killed_worker_is_replaced_and_only_its_clients_are_lost(server):
         with pytest.raises(AssertionError, match="closed"):
             dead.line()
 
-    def replacement():
-        for p in psutil.Process(server.proc.pid).children():
-            if title(p) == "matchmaker: worker 2" and p.pid != old:
-                return p.pid
-        return None
-
-    wait_for(replacement, what="a new worker 2")
+    wait_for(lambda: new_pid(server, "worker 2", old), what="a new worker 2")
     e.send("GET")
     e.expect(f"CLIENTS {a.id}=BUSY {c.id}=BUSY {e.id}=FREE")
     fresh = [server.client() for _ in range(4)]
