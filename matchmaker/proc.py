@@ -42,6 +42,7 @@ def exit_on_sigterm() -> None:
     """
 
     def handle(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group's copy may follow
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, handle)

@@ -46,6 +46,9 @@ CHILD_DIED = 1
 #: not unlucky, and restarting would only loop (cf. gunicorn's WORKER_BOOT_ERROR).
 MAX_RESTARTS, RESTART_WINDOW = 5, 30.0
 
+#: Seconds after the first SIGINT/SIGTERM in which another is taken for the same one.
+SIGNAL_DEBOUNCE = 0.25
+
 #: Links (a queue each way) per worker slot, for the life of the server. A
 #: worker's or the matchmaker's restart moves slots to a fresh link, since a
 #: queue whose process was killed mid-message cannot be trusted again; when a
@@ -91,6 +94,7 @@ class Supervisor:
         self.listener: socket.socket | None = None
         self.legacy_listener: socket.socket | None = None
         self.handoff_ends: list[socket.socket] = []
+        self.stopping_since = 0.0
         self.links: Links | None = None
         self.load: WorkerLoad | None = None
         self._wakeup_r = -1
@@ -230,7 +234,7 @@ class Supervisor:
             signals = self._pending_signals()
             if signals:
                 log.info("%s: shutting down", signal.Signals(signals[0]).name)
-                force = len(signals) > 1  # a second one came already: no grace
+                self.stopping_since = time.monotonic()
                 break
             if not self.handle_deaths():
                 status = CHILD_DIED
@@ -319,6 +323,11 @@ class Supervisor:
                 log.info("%s %s", child.role, describe_exit(child.process.exitcode))
         log.info("stopped")
 
+    def _second_signal(self) -> bool:
+        """A signal soon after the first is the same one delivered twice (``timeout(1)``
+        signals the command and its process group), not a person asking again."""
+        return time.monotonic() - self.stopping_since > SIGNAL_DEBOUNCE
+
     def _join(self, group: list[Child], until: float) -> bool:
         """Wait for ``group`` to exit; False if the time ran out or a second signal came."""
         while True:
@@ -333,7 +342,7 @@ class Supervisor:
             multiprocessing.connection.wait(
                 [*(c.process.sentinel for c in alive), self._wakeup_r], left
             )
-            if self._pending_signals():
+            if self._pending_signals() and self._second_signal():
                 log.warning("second signal: killing every child now")
                 return False
 

@@ -135,6 +135,8 @@ async def serve(
             await asyncio.wait_for(stop.wait(), ORPHAN_CHECK)
         except TimeoutError:
             pass
+    loop.remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already; the group's copy may follow
     hub.stopping = True
     on_handoff()  # sockets accepted but not yet picked up get OUTAGE too
     loop.remove_reader(handoff.fileno())

@@ -240,6 +240,17 @@ def test_a_killed_worker_is_replaced_and_only_its_clients_are_lost(server):
     fresh[2].expect("MSG cross again")
 
 
+def test_one_signal_delivered_twice_still_shuts_down_gracefully(start_server):
+    """timeout(1) signals the command and its process group: the supervisor gets two."""
+    server = start_server()
+    a = server.client()
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(10) == 0
+    a.expect("OUTAGE")
+    assert "second signal" not in server.log()
+
+
 def test_children_exit_when_the_supervisor_is_killed(start_server):
     """No orphans: each child notices its parent is gone within about a second."""
     server = start_server()
@@ -266,6 +277,7 @@ def test_a_second_sigint_kills_at_once(start_server):
     a.send((b"y" * 1000 + b"\n") * 20_000)
     server.proc.send_signal(signal.SIGINT)
     wait_for(lambda: "SIGINT: shutting down" in server.log(), what="the first SIGINT")
+    time.sleep(0.3)  # a person's second Ctrl-C, later than one signal delivered twice
     server.proc.send_signal(signal.SIGINT)
     started = time.monotonic()
     assert server.proc.wait(10) == 0
