@@ -174,7 +174,8 @@ class Matchmaker:
             self._to(e, m.Ended(e.addr[1], e.session, e.peer))
             e.session, e.peer = 0, None
         self.table.restore(list(entries.values()), last_session)
-        log.info("table rebuilt: %d clients from %d workers", len(entries), len(hellos))
+        if entries:  # a restart; a first start has nothing to rebuild
+            log.info("table rebuilt: %d clients from %d workers", len(entries), len(hellos))
         for worker, hello in hellos.items():
             requests = [
                 r for r in hello.requests if not (isinstance(r, m.Connect) and r.cid in answered)
