@@ -91,6 +91,7 @@ class ClientState(NamedTuple):
     cid: int
     session: int  # 0 while FREE
     peer: int
+    last_session: int = 0  # the newest session it has heard of, ended or not
 
 
 class Hello(NamedTuple):

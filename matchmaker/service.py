@@ -138,17 +138,20 @@ class Matchmaker:
 
         The workers' views can disagree where the dead matchmaker's last words
         reached one end of a session and not the other. A session one end still
-        holds stands for the other end too if that end is FREE (it never heard
-        CONNECTED, or its goodbye is among the open requests and will end the
-        session properly); if that end is gone or in another session, it is over.
+        holds stands for the other end too if that end is FREE and never heard of
+        it (its CONNECTED was lost); if that end has heard of it and is FREE (it
+        saw ENDED) or is gone or in another session, the session is over. An open
+        goodbye is answered after the table is rebuilt.
         """
         entries: dict[int, Entry[Addr]] = {}
+        heard: dict[int, int] = {}  # cid -> the newest session it has heard of
         goodbyes: dict[int, int] = {}  # cid -> the session its open goodbye ends
         last_session = 0
         for worker, hello in hellos.items():
             for st in hello.clients:
                 entries[st.cid] = Entry(st.cid, (worker, st.key), st.peer or None, st.session)
-                last_session = max(last_session, st.session)
+                heard[st.cid] = st.last_session
+                last_session = max(last_session, st.session, st.last_session)
             for req in hello.requests:
                 if isinstance(req, m.Goodbye):
                     goodbyes[req.cid] = req.session
@@ -160,7 +163,9 @@ class Matchmaker:
             p = entries.get(e.peer)
             if p is not None and p.session == e.session and p.peer == e.id:
                 continue
-            if p is not None and not p.session:
+            if p is not None and not p.session and heard.get(p.id, 0) < e.session:
+                # p never heard of this session: its CONNECTED was lost; or its
+                # goodbye is open, and ends the session properly below
                 p.session, p.peer = e.session, e.id
                 if goodbyes.get(p.id) != e.session:
                     requested = any(
@@ -212,7 +217,10 @@ def run(max_clients: int, links: Links, wakeup: int, orphaned: Callable[[], bool
                 outboxes[i].abandon()
                 inboxes[i] = Receiver(links.link(i).up)
                 outboxes[i] = Sender(links.link(i).down)
-                matchmaker.worker_gone(i)
+                if starting.waiting:
+                    starting.forget(i)
+                else:
+                    matchmaker.worker_gone(i)
                 continue
             if inboxes[i].fileno() in ready:
                 for batch in inboxes[i].drain():
@@ -235,6 +243,12 @@ class Startup:
         self.waiting = set(range(workers))
         self.hellos: dict[int, m.Hello] = {}
         self.held: list[tuple[int, list[m.ToMatchmaker]]] = []
+
+    def forget(self, worker: int) -> None:
+        """A worker died before the table was rebuilt: its hello and its words are void."""
+        self.hellos.pop(worker, None)
+        self.held = [(w, batch) for w, batch in self.held if w != worker]
+        self.waiting.add(worker)  # its replacement says hello on a fresh link
 
     def take(self, worker: int, batch: list[m.ToMatchmaker]) -> None:
         if worker in self.waiting and batch and isinstance(batch[0], m.Hello):

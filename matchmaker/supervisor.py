@@ -145,6 +145,11 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         self.raise_fd_limit()  # the children inherit it
+        # SIGUSR1 tells the matchmaker and the workers to look at their links. An
+        # ignored signal stays ignored across exec, so a child signalled while it
+        # is still starting lives (it reads its link at start anyway) until it
+        # installs its own handler.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         self.listener = self.bind(cfg.port)
         host, port = self.listener.getsockname()[:2]
         if cfg.legacy_port is not None:

@@ -184,7 +184,7 @@ class Hub:
     def hello(self) -> m.Hello:
         """What a new matchmaker needs to know: every client, every open request."""
         clients = tuple(
-            m.ClientState(c.key, c.cid, c.session, c.peer)
+            m.ClientState(c.key, c.cid, c.session, c.peer, c.last_session)
             for c in self.clients.values()
             if c.cid and not c.leaving
         )

@@ -74,6 +74,9 @@ class MatchmakerLink:
             log.warning("matchmaker restarted; moving to a fresh link")
             self.loop.remove_reader(self.inbox.fileno())
             self.hub.outbox.abandon()
+            for client in self.hub.clients.values():
+                client.swallow = 0  # answers owed by the old matchmaker will never come
+
         # a fresh sender even at start: the link may have moved since serve() looked
         self.hub.outbox = Sender(link.up, schedule=self.loop.call_soon)
         self.using = index

@@ -62,6 +62,7 @@ class ClientProtocol(asyncio.Protocol):
         "sent",
         "recv_seq",
         "swallow",
+        "last_session",
     )
 
     def __init__(self, hub: Hub, key: int, dialect: Dialect = LineDialect) -> None:
@@ -87,6 +88,7 @@ class ClientProtocol(asyncio.Protocol):
         self.sent: Unconfirmed | None = None  # in a session across workers
         self.recv_seq = 0  # the partner's last line written, in a session across workers
         self.swallow = 0  # answers already given early (a goodbye crossed by the partner's)
+        self.last_session = 0  # the newest session this client has heard of
 
     # ---- asyncio callbacks ---------------------------------------------------------
 
@@ -214,6 +216,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def paired(self, msg: m.Paired) -> None:
         self.session, self.peer = msg.session, msg.peer
+        self.last_session = msg.session
         self.peer_worker, self.peer_key = msg.peer_worker, msg.peer_key
         across = msg.peer_worker != self.hub.index
         self.sent = Unconfirmed(self.hub.config.sendq) if across else None

@@ -353,8 +353,8 @@ def test_a_dead_workers_clients_are_freed_and_their_partners_told(h):
 # ---- a restarted matchmaker ----------------------------------------------------------
 
 
-def state(key, cid, session=0, peer=0):
-    return m.ClientState(key, cid, session, peer)
+def state(key, cid, session=0, peer=0, last_session=None):
+    return m.ClientState(key, cid, session, peer, session if last_session is None else last_session)
 
 
 def test_restore_keeps_ids_sessions_and_answers_open_requests():
@@ -402,7 +402,7 @@ def test_restore_lets_an_open_goodbye_end_the_session():
     h.mm.restore(
         {
             0: m.Hello((state(10, 1, 7, 2),), ()),
-            1: m.Hello((state(20, 2),), (m.Goodbye(2, 7, 1),)),
+            1: m.Hello((state(20, 2, 0, 0, last_session=7),), (m.Goodbye(2, 7, 1),)),
         }
     )
     assert h.log == [(0, m.Ended(10, 7, 2)), (1, m.Answer(20, "ENDED 1"))]
@@ -427,3 +427,30 @@ def test_received_is_confirmed_to_the_sender(h):
     sid = h.pair(1, 2)
     assert h.handle(1, m.Received(2, sid, 42)) == [(0, m.Confirm(10, sid, 42))]
     assert h.handle(1, m.Received(2, sid + 1, 42)) == []
+
+
+def test_restore_does_not_revive_a_session_the_free_end_saw_end():
+    """2 said goodbye and heard ENDED; 1's ENDED died with the old matchmaker."""
+    h = Harness()
+    h.mm.restore(
+        {
+            0: m.Hello((state(10, 1, 7, 2),), ()),
+            1: m.Hello((state(20, 2, 0, 0, last_session=7),), ()),
+        }
+    )
+    assert h.log == [(0, m.Ended(10, 7, 2))]  # not a second CONNECTED for 2
+    assert h.mm.table.clients() == [(1, False), (2, False)]
+
+
+def test_a_worker_lost_before_the_table_is_rebuilt_is_forgotten():
+    from matchmaker.service import Startup
+
+    h = Harness()
+    starting = Startup(h.mm, 2)
+    starting.take(0, [m.Hello((state(10, 1, 7, 2),), ()), m.Register(11)])
+    starting.forget(0)  # worker 0 died; its replacement says hello with nothing
+    starting.take(0, [m.Hello((), ())])
+    starting.take(1, [m.Hello((state(20, 2, 7, 1),), ())])
+    assert not starting.waiting
+    assert h.log == [(1, m.Ended(20, 7, 1))]  # nobody welcomed under an old key
+    assert h.mm.table.clients() == [(2, False)]
