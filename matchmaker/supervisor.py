@@ -29,10 +29,9 @@ from typing import Any
 from ipc.channel import Links
 from ipc.fdpass import handoff_pair
 from ipc.load import WorkerLoad
-from matchmaker import acceptor, service
+from matchmaker import roles
 from matchmaker.config import Config
 from matchmaker.proc import BOOT_ERROR, setup_logging
-from workers import process as worker_process
 
 log = logging.getLogger("matchmaker.supervisor")
 
@@ -63,7 +62,7 @@ class Child:
 
     role: str
     process: BaseProcess
-    target: Any
+    module: str  # the role's module (``matchmaker.roles``), imported by the child alone
     args: tuple[Any, ...]
     restarts: list[float] = field(default_factory=list)
     slot: int = -1  # a worker's index
@@ -110,13 +109,15 @@ class Supervisor:
         sock.listen(cfg.backlog)
         return sock
 
-    def spawn(self, role: str, target: Any, *args: Any) -> Child:
-        child = Child(role, self._start_process(role, target, args), target, args)
+    def spawn(self, role: str, module: str, *args: Any) -> Child:
+        child = Child(role, self._start_process(role, module, args), module, args)
         self.children.append(child)
         return child
 
-    def _start_process(self, role: str, target: Any, args: tuple[Any, ...]) -> BaseProcess:
-        process = self.ctx.Process(target=target, args=args, name=role, daemon=False)
+    def _start_process(self, role: str, module: str, args: tuple[Any, ...]) -> BaseProcess:
+        process = self.ctx.Process(
+            target=roles.enter, args=(module, *args), name=role, daemon=False
+        )
         process.start()
         log.debug("started %s (pid %s)", role, process.pid)
         return process
@@ -124,7 +125,7 @@ class Supervisor:
     def respawn(self, child: Child) -> None:
         child.process.join()  # reaped already; releases its sentinel
         child.process.close()
-        child.process = self._start_process(child.role, child.target, child.args)
+        child.process = self._start_process(child.role, child.module, child.args)
 
     def raise_fd_limit(self) -> None:
         """Every client is a descriptor in a worker (and briefly in the acceptor)."""
@@ -159,11 +160,11 @@ class Supervisor:
         self.links = Links(self.ctx, cfg.workers, pool=LINKS_PER_SLOT)
         self.load = WorkerLoad(self.ctx, cfg.workers)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
-        self.spawn("matchmaker", service.main, cfg.log_level, cfg.max_clients, self.links)
+        self.spawn("matchmaker", roles.MATCHMAKER, cfg.log_level, cfg.max_clients, self.links)
         for i in range(cfg.workers):
             child = self.spawn(
                 f"worker {i + 1}",
-                worker_process.main,
+                roles.WORKER,
                 i,
                 cfg,
                 pairs[i][1],
@@ -174,7 +175,7 @@ class Supervisor:
             child.slot = i
         self.spawn(
             "acceptor",
-            acceptor.main,
+            roles.ACCEPTOR,
             cfg.log_level,
             cfg.placement,
             self.listener,
