@@ -10,6 +10,10 @@ the middle of a put or a get can leave its queue locked or holding half a
 message, so a queue is never reused once either end has died: each worker
 slot has a pool of links (a queue each way), and a restarted process moves
 its slot to the next unused link (``Links``).
+
+Having one producer and one consumer is also why the queues take no named
+semaphores (``one_to_one_queue``): a ``multiprocessing`` queue's locks only
+keep several producers, or several consumers, from interleaving on its pipe.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import multiprocessing.queues
 import pickle
 import queue
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -99,6 +104,78 @@ class Receiver:
                 batches.append(pickle.loads(data))
 
 
+class _LocalLock:
+    """A queue's reader or writer lock, held only against this process's own threads.
+
+    A queue with one producer and one consumer process needs no lock between
+    processes, so it needs no named semaphore. Each named semaphore is a file in
+    /dev/shm that only multiprocessing's resource tracker removes when the server
+    is killed, and a SIGKILL to the whole process group kills the tracker too;
+    each also costs every process that opens it a page. Pickled, this arrives as
+    a fresh lock of the receiving process.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        if not block:
+            return self._lock.acquire(False)
+        return self._lock.acquire(True, -1 if timeout is None else timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __reduce__(self) -> tuple[type[_LocalLock], tuple[()]]:
+        return (_LocalLock, ())
+
+
+class _Unbounded:
+    """A queue's ``BoundedSemaphore(maxsize)``, for a queue with no size limit.
+
+    ``ctx.Queue()`` has none either (its bound is SEM_VALUE_MAX), so there the
+    semaphore only counts; nothing here reads the count (``qsize``, ``full``).
+    """
+
+    __slots__ = ()
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+class _OneToOne:
+    """What ``multiprocessing.queues.Queue`` asks its context for: its locks."""
+
+    @staticmethod
+    def Lock() -> _LocalLock:  # noqa: N802 (the context's method name)
+        return _LocalLock()
+
+    @staticmethod
+    def BoundedSemaphore(value: int) -> _Unbounded:  # noqa: N802
+        return _Unbounded()
+
+
+def one_to_one_queue() -> multiprocessing.queues.Queue[Any]:
+    """A ``multiprocessing`` queue (its pipe, its feeder thread) without named semaphores.
+
+    Only for one producer process and one consumer process, each using the
+    queue from one thread (the producer's feeder thread aside): that is what
+    the locks it leaves out would enforce between processes.
+    """
+    return multiprocessing.queues.Queue(ctx=_OneToOne())
+
+
 class Link(NamedTuple):
     """The two queues between one worker and the matchmaker."""
 
@@ -115,7 +192,10 @@ class Links:
     """
 
     def __init__(self, ctx: Any, workers: int, pool: int) -> None:
-        self.pools = [[Link(ctx.Queue(), ctx.Queue()) for _ in range(pool)] for _ in range(workers)]
+        self.pools = [
+            [Link(one_to_one_queue(), one_to_one_queue()) for _ in range(pool)]
+            for _ in range(workers)
+        ]
         self.current = ctx.RawArray("i", workers)
 
     def link(self, slot: int) -> Link:
