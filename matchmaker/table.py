@@ -92,6 +92,27 @@ class ClientTable(Generic[A]):
         self._entries[cid] = entry
         return entry
 
+    def admit(self, cid: int, addr: A) -> Entry[A]:
+        """Take back a client that keeps the id it had (one the table lost track of).
+
+        FREE, and only if ``cid`` is free; else ``ProtocolError`` (FULL if the
+        table is full, OFFLINE if someone else holds the id now).
+        """
+        if cid in self._entries or cid < 1:
+            raise ProtocolError(ErrorCode.OFFLINE, str(cid))
+        if len(self._entries) >= self.max_clients:
+            raise ProtocolError(ErrorCode.FULL)
+        if cid >= self._next_id:
+            for free in range(self._next_id, cid):
+                heapq.heappush(self._freed, free)
+            self._next_id = cid + 1
+        else:
+            self._freed.remove(cid)
+            heapq.heapify(self._freed)
+        entry = Entry(cid, addr)
+        self._entries[cid] = entry
+        return entry
+
     def clients(self, free_only: bool = False) -> list[tuple[int, bool]]:
         """``(id, busy)`` for every client (or every FREE one), ascending id."""
         entries = self._entries

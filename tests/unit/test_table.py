@@ -310,3 +310,35 @@ def test_clients_of_empty_table():
     assert table.clients(free_only=True) == []
     assert table.entries() == []
     assert len(table) == 0
+
+
+# ---- admit: a client the table lost track of keeps its id -----------------------------
+
+
+def test_admit_takes_back_a_freed_id_and_keeps_the_rest_free():
+    t: ClientTable[str] = ClientTable()
+    for addr in "abc":
+        t.register(addr)
+    t.drop(2)
+    assert t.admit(2, "b2").id == 2
+    assert t.register("d").id == 4
+
+
+def test_admit_an_id_above_every_id_given_so_far_leaves_the_gap_free():
+    t: ClientTable[str] = ClientTable()
+    t.register("a")
+    assert t.admit(5, "e").id == 5
+    assert [t.register(x).id for x in "bcde"] == [2, 3, 4, 6]
+
+
+def test_admit_refuses_an_id_someone_holds_and_a_full_table():
+    t: ClientTable[str] = ClientTable(max_clients=2)
+    t.register("a")
+    with pytest.raises(ProtocolError) as held:
+        t.admit(1, "x")
+    assert held.value.code is ErrorCode.OFFLINE
+    t.register("b")
+    with pytest.raises(ProtocolError) as full:
+        t.admit(3, "c")
+    assert full.value.code is ErrorCode.FULL
+    assert len(t) == 2
