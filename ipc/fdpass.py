@@ -1,14 +1,21 @@
-"""Passing an accepted socket from the acceptor to a worker over AF_UNIX.
+"""Passing client sockets between processes over AF_UNIX.
 
-Each datagram of the SOCK_SEQPACKET pair carries one byte and one file
-descriptor. Both ends close what they hold on every error path: a leaked
+From the acceptor to a worker, and from one worker to another when a session
+forms across the two (so the pair is then relayed inside one process).
+
+A hand-off (SOCK_SEQPACKET pair) carries one tag byte and one descriptor; a
+move (a datagram to the receiving worker's name) carries the client's state
+and its descriptor. Both ends close what they hold on every error path: a leaked
 descriptor here is a client socket nobody will ever close.
 """
 
 from __future__ import annotations
 
+import array
+import errno
 import os
 import socket
+import struct
 
 
 def handoff_pair() -> tuple[socket.socket, socket.socket]:
@@ -44,3 +51,73 @@ def recv_fd(channel: socket.socket) -> int | None:
     """Like ``recv_tagged``, without the tag."""
     got = recv_tagged(channel)
     return None if got is None else got[0]
+
+
+# ---- moving a client between workers -------------------------------------------------
+
+#: Largest state that travels with a moving client; a bigger one stays put.
+MAX_MOVE = 65536
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+def move_address(group: int, slot: int) -> bytes:
+    """Where worker ``slot`` of the server whose supervisor is ``group`` takes clients in.
+
+    An abstract-namespace name: no file to clean up after a crash, and a
+    restarted worker takes over its slot's name.
+    """
+    return b"\0matchmaker-%d-worker-%d" % (group, slot)
+
+
+def move_inbox(address: bytes) -> socket.socket:
+    """A non-blocking datagram socket bound to ``address`` that learns each sender's pid and uid."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def move_outbox() -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    return sock
+
+
+def send_move(sock: socket.socket, address: bytes, payload: bytes, fd: int) -> None:
+    """Send ``payload`` and a copy of ``fd`` in one datagram; raises OSError if not sent whole."""
+    if len(payload) > MAX_MOVE:
+        raise OSError(errno.EMSGSIZE, "client state too large to move")
+    fds = array.array("i", [fd])
+    sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], 0, address)
+
+
+def recv_move(sock: socket.socket) -> tuple[bytes, int | None, int, int]:
+    """One datagram: ``(payload, fd or None, sender pid, sender uid)``.
+
+    The descriptor is not inheritable. A datagram cut short (``MSG_TRUNC``)
+    comes with an empty payload. Raises ``BlockingIOError`` when none waits.
+    """
+    ancbuf = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(4 * 4)
+    payload, ancdata, flags, _addr = sock.recvmsg(MAX_MOVE, ancbuf)
+    fds: list[int] = []
+    pid = uid = -1
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % 4
+            fds.extend(array.array("i", data[:usable]))
+        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid, uid, _gid = _UCRED.unpack(data[: _UCRED.size])
+    for extra in fds[1:]:
+        os.close(extra)
+    fd = fds[0] if fds else None
+    if fd is not None:
+        os.set_inheritable(fd, False)
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        payload = b""
+    return payload, fd, pid, uid

@@ -84,6 +84,21 @@ class Drop(NamedTuple):
 ToMatchmakerRequest = Register | Get | Connect | Goodbye | Drop
 
 
+class Placed(NamedTuple):
+    """After a ``Move``: client ``cid`` lives on this worker as ``key`` now.
+
+    Sent by the worker the client moved to, or by the one it was on if the
+    socket could not move (then the session is relayed across workers).
+    ``request`` is the client's unanswered request: the ``CONNECT`` that formed
+    the session, or one a matchmaker that lost track of the move must handle.
+    """
+
+    key: int
+    cid: int
+    session: int
+    request: ToMatchmakerRequest | None
+
+
 class ClientState(NamedTuple):
     """What a worker knows of one client, for a matchmaker that lost its table."""
 
@@ -161,6 +176,20 @@ class Confirm(NamedTuple):
     seq: int
 
 
+class Move(NamedTuple):
+    """Hand client ``key`` (``cid``) to worker ``to``, where its partner in ``session`` is.
+
+    Sent instead of ``Paired`` when a session forms across workers: once one
+    socket has moved, the pair is relayed inside one process. Both ends get
+    their ``Paired`` after the ``Placed`` that answers this.
+    """
+
+    key: int
+    cid: int
+    session: int
+    to: int
+
+
 class Ended(NamedTuple):
     """``session`` of client ``key`` with ``peer`` is over, if the client still is in it."""
 
@@ -169,5 +198,5 @@ class Ended(NamedTuple):
     peer: int
 
 
-ToMatchmaker = Register | Get | Connect | Relay | Received | Goodbye | Drop | Hello
-ToWorker = Welcome | Answer | Refuse | Paired | Deliver | Confirm | Ended
+ToMatchmaker = Register | Get | Connect | Relay | Received | Goodbye | Drop | Hello | Placed
+ToWorker = Welcome | Answer | Refuse | Paired | Deliver | Confirm | Move | Ended

@@ -63,6 +63,7 @@ class Config:
     max_clients: int = DEFAULT_MAX_CLIENTS
     sendq: int = DEFAULT_SENDQ
     placement: str = "least-loaded"
+    migrate: bool = True
     backlog: int = 1024
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     linger: float = DEFAULT_LINGER
@@ -167,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the acceptor picks a worker for a new connection",
     )
     parser.add_argument(
+        "--migrate",
+        choices=("on", "off"),
+        default="on",
+        help="when a session forms across workers, move one client's socket to its "
+        "partner's worker so the pair is relayed in one process",
+    )
+    parser.add_argument(
         "--backlog", type=_positive, default=DEFAULTS.backlog, help="listen() backlog"
     )
     parser.add_argument(
@@ -215,4 +223,5 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser = build_parser()
     ns = vars(parser.parse_args(argv))  # one flag per Config field, same names
     ns["loop"] = _pick_loop(ns["loop"], parser)
+    ns["migrate"] = ns["migrate"] == "on"
     return Config(**{f.name: ns[f.name] for f in fields(Config)})

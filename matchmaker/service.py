@@ -12,7 +12,7 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
-from typing import Any
+from typing import Any, NamedTuple
 
 from ipc import messages as m
 from ipc.channel import Links, Receiver, Sender
@@ -27,12 +27,34 @@ log = logging.getLogger("matchmaker.service")
 Addr = tuple[int, int]
 
 
-class Matchmaker:
-    """Applies worker reports to the table and queues what each worker must hear."""
+class Pending(NamedTuple):
+    """A session formed across workers whose ``mover`` is being handed to worker ``to``."""
 
-    def __init__(self, table: ClientTable[Addr], outboxes: list[Sender]) -> None:
+    session: int
+    mover: int
+    other: int
+    to: int
+    requester: int  # which end sent the CONNECT
+    deferred: list[tuple[int, m.ToMatchmaker]]  # the other end's CONNECTs meanwhile
+
+
+class Matchmaker:
+    """Applies worker reports to the table and queues what each worker must hear.
+
+    With ``migrate``, a session formed across two workers first moves one
+    client's socket to its partner's worker (the one holding more clients
+    gives one up), so its lines never cross a queue; both ends hear
+    ``CONNECTED`` once the move is done or refused.
+    """
+
+    def __init__(
+        self, table: ClientTable[Addr], outboxes: list[Sender], migrate: bool = False
+    ) -> None:
         self.table = table
         self.outboxes = outboxes
+        self.migrate = migrate
+        self.pending: dict[int, Pending] = {}  # by the cid of either end
+        self.counts = [0] * len(outboxes)  # clients per worker, for choosing who moves
         self._handlers: dict[type, Callable[[int, Any], None]] = {
             m.Register: self._register,
             m.Get: self._get,
@@ -42,6 +64,7 @@ class Matchmaker:
             m.Goodbye: self._goodbye,
             m.Drop: self._drop,
             m.Hello: self._hello,
+            m.Placed: self._placed,
         }
 
     def handle(self, worker: int, batch: Sequence[m.ToMatchmaker]) -> None:
@@ -55,9 +78,11 @@ class Matchmaker:
 
     def worker_gone(self, worker: int) -> None:
         """Worker ``worker`` died: its clients are gone; their partners elsewhere hear ENDED."""
-        gone = [e.id for e in self.table.entries() if e.addr[0] == worker]
+        # a client on its way to the dead worker went down with it
+        moving = {p.mover for p in self.pending.values() if p.to == worker}
+        gone = [e.id for e in self.table.entries() if e.addr[0] == worker or e.id in moving]
         for cid in gone:
-            dropped = self.table.drop(cid)
+            dropped = self._forget(cid)
             ended = dropped[1] if dropped is not None else None
             if ended is not None and {ended.a.addr[0], ended.b.addr[0]} != {worker}:
                 self._tell_ended(cid, ended)
@@ -66,15 +91,40 @@ class Matchmaker:
     def _to(self, entry: Entry[Addr], message: m.ToWorker) -> None:
         self.outboxes[entry.addr[0]].send(message)
 
+    def _forget(self, cid: int) -> tuple[Entry[Addr], Session[Addr] | None] | None:
+        """Drop a client from the table, and from the move it was part of."""
+        dropped = self.table.drop(cid)
+        if dropped is not None:
+            self.counts[dropped[0].addr[0]] -= 1
+        move = self.pending.get(cid)
+        if move is not None and move.mover == cid:
+            self._settle(move)
+        elif move is not None:  # the partner is still on its way, and will ask again
+            del self.pending[cid]
+        return dropped
+
+    def _settle(self, move: Pending) -> None:
+        """The move is over: forget it, and handle what the other end asked meanwhile."""
+        del self.pending[move.mover]
+        if self.pending.get(move.other) is move:
+            del self.pending[move.other]
+            for worker, request in move.deferred:
+                self.handle(worker, [request])
+
     def _register(self, worker: int, msg: m.Register) -> None:
         try:
             entry = self.table.register((worker, msg.key))
         except ProtocolError as exc:
             self.outboxes[worker].send(m.Refuse(msg.key, exc.line()))
             return
+        self.counts[worker] += 1
         self._to(entry, m.Welcome(msg.key, entry.id))
 
     def _get(self, worker: int, msg: m.Get) -> None:
+        move = self.pending.get(msg.cid)
+        if move is not None:  # it would see itself BUSY before it hears CONNECTED
+            move.deferred.append((worker, msg))
+            return
         entry = self.table.get(msg.cid)
         if entry is not None:
             self._to(
@@ -85,15 +135,69 @@ class Matchmaker:
         me = self.table.get(msg.cid)
         if me is None:
             return  # the requester left while its CONNECT was in flight
+        move = self.pending.get(msg.cid)
+        if move is not None:
+            # Its partner is on the way to its worker and it has not heard
+            # CONNECTED yet: its answer (TALKING) must come after that.
+            move.deferred.append((worker, msg))
+            return
         try:
             session = self.table.connect(msg.cid, msg.target)
         except ProtocolError as exc:
             self._to(me, m.Answer(me.addr[1], exc.line()))
             return
+        a, b = session.a, session.b
+        if self.migrate and a.addr[0] != b.addr[0]:
+            # the end on the fuller worker moves; the requester on a tie
+            mover, other = (b, a) if self.counts[b.addr[0]] > self.counts[a.addr[0]] else (a, b)
+            move = Pending(session.id, mover.id, other.id, other.addr[0], a.id, [])
+            self.pending[mover.id] = self.pending[other.id] = move
+            self._to(mover, m.Move(mover.addr[1], mover.id, session.id, other.addr[0]))
+            return
+        self._start(session)
+
+    def _start(self, session: Session[Addr]) -> None:
         # The target hears first: on a shared worker the requester's queued lines
         # are relayed the moment it is paired, and the target must be BUSY by then.
         self._paired(session.b, session.a, session.id, requested=False)
         self._paired(session.a, session.b, session.id, requested=True)
+
+    def _placed(self, worker: int, msg: m.Placed) -> None:
+        """A moving client landed (or stayed put): record where, then start its session."""
+        addr = (worker, msg.key)
+        me = self.table.get(msg.cid)
+        move = self.pending.get(msg.cid)
+        ours = move is not None and (move.mover, move.session) == (msg.cid, msg.session)
+        if me is not None and move is not None and ours:
+            self._relocate(me, addr)
+            other = self.table.get(move.other)
+            if other is not None and me.session == move.session:
+                requester, target = (me, other) if move.requester == me.id else (other, me)
+                self._start(Session(move.session, requester, target))
+                self._settle(move)  # the partner's CONNECTs get TALKING after CONNECTED
+                return
+            self._settle(move)  # the partner left while this one was moving
+        elif me is None:
+            # A matchmaker that never knew of the move, or a dead worker's client
+            # that was in flight: it is alive here, so it keeps its id if it can.
+            try:
+                me = self.table.admit(msg.cid, addr)
+            except ProtocolError:
+                self.outboxes[worker].send(m.Refuse(msg.key, "OUTAGE"))
+                return
+            self.counts[worker] += 1
+        elif me.addr != addr:  # its id was given to a newer client meanwhile
+            self.outboxes[worker].send(m.Refuse(msg.key, "OUTAGE"))
+            return
+        else:
+            return  # known here already (its hello said so); so is its request
+        if msg.request is not None:  # the session it asked for is off: ask again
+            self.handle(worker, [msg.request])
+
+    def _relocate(self, entry: Entry[Addr], addr: Addr) -> None:
+        self.counts[entry.addr[0]] -= 1
+        self.counts[addr[0]] += 1
+        entry.addr = addr
 
     def _paired(self, end: Entry[Addr], peer: Entry[Addr], sid: int, requested: bool) -> None:
         self._to(end, m.Paired(end.addr[1], sid, peer.id, peer.addr[0], peer.addr[1], requested))
@@ -117,7 +221,7 @@ class Matchmaker:
             self._to(me, m.Answer(me.addr[1], f"ENDED {msg.peer}"))
 
     def _drop(self, worker: int, msg: m.Drop) -> None:
-        dropped = self.table.drop(msg.cid)
+        dropped = self._forget(msg.cid)
         if dropped is not None:
             self._tell_ended(msg.cid, dropped[1])
         if msg.answer:  # even for an id a restarted matchmaker never knew
@@ -179,6 +283,10 @@ class Matchmaker:
             self._to(e, m.Ended(e.addr[1], e.session, e.peer))
             e.session, e.peer = 0, None
         self.table.restore(list(entries.values()), last_session)
+        self.pending.clear()  # moves the dead matchmaker ordered end in Placed, or hellos
+        self.counts = [0] * len(self.outboxes)
+        for e in entries.values():
+            self.counts[e.addr[0]] += 1
         if entries:  # a restart; a first start has nothing to rebuild
             log.info("table rebuilt: %d clients from %d workers", len(entries), len(hellos))
         for worker, hello in hellos.items():
@@ -195,7 +303,13 @@ class Matchmaker:
         self._to(stays, m.Ended(stays.addr[1], session.id, left.id))
 
 
-def run(max_clients: int, links: Links, wakeup: int, orphaned: Callable[[], bool]) -> None:
+def run(
+    max_clients: int,
+    links: Links,
+    wakeup: int,
+    orphaned: Callable[[], bool],
+    migrate: bool = True,
+) -> None:
     """Serve until SIGTERM or ``orphaned()``, which is checked at least once a second.
 
     ``wakeup`` becomes readable when the supervisor has moved a restarted
@@ -205,7 +319,7 @@ def run(max_clients: int, links: Links, wakeup: int, orphaned: Callable[[], bool
     using = [links.current[i] for i in slots]
     inboxes = [Receiver(links.link(i).up) for i in slots]
     outboxes = [Sender(links.link(i).down) for i in slots]
-    matchmaker = Matchmaker(ClientTable(max_clients), outboxes)
+    matchmaker = Matchmaker(ClientTable(max_clients), outboxes, migrate)
     starting = Startup(matchmaker, len(slots))
     while not orphaned():
         ready = set(wait([*(r.fileno() for r in inboxes), wakeup], timeout=1.0))
@@ -271,7 +385,7 @@ def _drain_fd(fd: int) -> None:
         pass
 
 
-def main(log_level: str, max_clients: int, links: Links) -> None:
+def main(log_level: str, max_clients: int, links: Links, migrate: bool = True) -> None:
     """Entry point of the matchmaker process (spawned by the supervisor)."""
     parent = child_setup("matchmaker", log_level)
     exit_on_sigterm()
@@ -280,4 +394,4 @@ def main(log_level: str, max_clients: int, links: Links) -> None:
     os.set_blocking(w, False)
     signal.set_wakeup_fd(w)
     signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # only wakes the loop
-    run(max_clients, links, r, lambda: os.getppid() != parent)
+    run(max_clients, links, r, lambda: os.getppid() != parent, migrate)

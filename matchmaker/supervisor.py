@@ -160,7 +160,9 @@ class Supervisor:
         self.links = Links(self.ctx, cfg.workers, pool=LINKS_PER_SLOT)
         self.load = WorkerLoad(self.ctx, cfg.workers)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
-        self.spawn("matchmaker", roles.MATCHMAKER, cfg.log_level, cfg.max_clients, self.links)
+        self.spawn(
+            "matchmaker", roles.MATCHMAKER, cfg.log_level, cfg.max_clients, self.links, cfg.migrate
+        )
         for i in range(cfg.workers):
             child = self.spawn(
                 f"worker {i + 1}",

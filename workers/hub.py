@@ -20,6 +20,7 @@ from ipc.channel import Sender
 from ipc.dialects import Dialect, LineDialect
 from ipc.errors import ErrorCode
 from matchmaker.config import Config
+from workers.migrate import Mover
 from workers.output import reset
 from workers.protocol import ClientProtocol
 
@@ -67,8 +68,11 @@ class Hub:
             m.Paired: self._paired,
             m.Deliver: self._deliver,
             m.Confirm: self._confirm,
+            m.Move: self._move,
             m.Ended: self._ended,
         }
+        self.mover: Mover | None = None  # set by the process once it can move clients
+        self.arriving: dict[int, int] = {}  # key -> the session a client moved here for
 
     # ---- connections ------------------------------------------------------------------
 
@@ -84,25 +88,46 @@ class Hub:
         except OSError:  # already reset by the peer; the transport will see it
             pass
         key = next(self._keys)
-        task = self.loop.create_task(
-            self.loop.connect_accepted_socket(lambda: ClientProtocol(self, key, dialect), sock)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._adopted)
+        self._serve(sock, lambda: ClientProtocol(self, key, dialect))
 
-    def _adopted(self, task: asyncio.Task[Any]) -> None:
+    def arrive(self, sock: socket.socket, session: int, state: tuple[Any, ...]) -> None:
+        """Serve a client another worker moved here for ``session`` (socket options came along)."""
+        sock.setblocking(False)
+        key = next(self._keys)
+        client = ClientProtocol.arriving(self, key, state)
+        self.arriving[key] = session
+        self._serve(sock, lambda: client, lost=client.cid)
+
+    def _serve(
+        self, sock: socket.socket, factory: Callable[[], ClientProtocol], lost: int = 0
+    ) -> None:
+        task = self.loop.create_task(self.loop.connect_accepted_socket(factory, sock))
+        self._tasks.add(task)
+        task.add_done_callback(lambda task: self._adopted(task, sock, lost))
+
+    def _adopted(self, task: asyncio.Task[Any], sock: socket.socket, cid: int) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not serve a handed-over socket: %s", task.exception())
+            sock.close()
+            if cid:  # a moved client: the matchmaker holds its id until told
+                self.to_matchmaker(m.Drop(cid))
 
     def attach(self, client: ClientProtocol) -> None:
         self.connections.add(client)
+        session = self.arriving.pop(client.key, None)
         if self.stopping:
             client.close(client.dialect.outage())
             return
         self.clients[client.key] = client
         self.on_count(len(self.clients))
-        self.to_matchmaker(m.Register(client.key))
+        if session is None:
+            self.to_matchmaker(m.Register(client.key))
+            return
+        self.to_matchmaker(m.Placed(client.key, client.cid, session, client.request))
+        if client.out:
+            self.mark_dirty(client)
+        client.drain()  # pauses reading while lines wait for the CONNECT's answer
 
     def detach(self, client: ClientProtocol) -> None:
         """The client is closing or gone: forget it and tell the matchmaker."""
@@ -215,6 +240,18 @@ class Hub:
         client = self.clients.get(msg.key)
         if client is not None and client.session == msg.session and client.sent is not None:
             client.sent.confirm(msg.seq)
+
+    def _move(self, msg: m.Move) -> None:
+        client = self.clients.get(msg.key)
+        if client is None or client.leaving:
+            return  # it left; its Drop tells the matchmaker the move is off
+        if self.mover is not None and client.movable(msg.cid):
+            if self.mover.send(client, msg.to, msg.session):
+                del self.clients[msg.key]
+                self.on_count(len(self.clients))
+                client.moved()
+                return
+        self.to_matchmaker(m.Placed(msg.key, client.cid, msg.session, client.request))
 
     def _ended(self, msg: m.Ended) -> None:
         client = self.clients.get(msg.key)

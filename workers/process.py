@@ -21,6 +21,7 @@ from ipc.load import WorkerLoad
 from matchmaker.config import Config
 from matchmaker.proc import child_setup
 from workers.hub import Hub
+from workers.migrate import Mover
 
 log = logging.getLogger("workers.process")
 
@@ -129,6 +130,10 @@ async def serve(
             hub.adopt(socket.socket(fileno=fd), LegacyDialect if tag == LEGACY else LineDialect)
 
     loop.add_reader(handoff.fileno(), on_handoff)
+    mover = hub.mover = Mover(hub, parent)
+    inbox = mover.listen()
+    if inbox is not None:
+        loop.add_reader(inbox.fileno(), mover.receive)
     hub.sweep_idle()
     load.up[index] = 1
     stop = asyncio.Event()
@@ -143,6 +148,10 @@ async def serve(
     hub.stopping = True
     on_handoff()  # sockets accepted but not yet picked up get OUTAGE too
     loop.remove_reader(handoff.fileno())
+    if inbox is not None:
+        loop.remove_reader(inbox.fileno())
+        mover.receive()  # clients moved here and not yet picked up get OUTAGE too
     # half the shutdown budget: the supervisor still has to stop the matchmaker
     await hub.shutdown(min(config.linger, config.shutdown_timeout / 2))
+    mover.close()
     link.close()

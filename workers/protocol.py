@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ipc import commands as c
 from ipc import messages as m
@@ -89,6 +89,56 @@ class ClientProtocol(asyncio.Protocol):
         self.recv_seq = 0  # the partner's last line written, in a session across workers
         self.swallow = 0  # answers already given early (a goodbye crossed by the partner's)
         self.last_session = 0  # the newest session this client has heard of
+
+    # ---- moving to another worker -------------------------------------------------
+
+    def movable(self, cid: int) -> bool:
+        """Can this client's socket go to another worker now, with nothing lost or reordered?
+
+        Only a line client whose every reply has left (the socket's buffer is
+        empty) and that waits for nothing but, at most, the ``CONNECT`` the move
+        answers; a client that has half-closed or is leaving stays.
+        """
+        transport = self.transport
+        if self.closed or self.leaving or self.cid != cid or self.session or transport is None:
+            return False
+        if self.dialect.paced or transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        if self.pending:
+            if not isinstance(self.request, m.Connect):
+                return False
+        elif self.backlog:
+            return False
+        return EOF_MARK not in self.backlog
+
+    def export(self) -> tuple[Any, ...]:
+        """What the next worker needs to go on where this one stops (see ``arriving``)."""
+        idle = self.hub.loop.time() - self.last_seen
+        out = b"".join(self.out)
+        return (self.cid, self.request, list(self.backlog), self.decoder, idle, out,
+                self.last_session)  # fmt: skip
+
+    @classmethod
+    def arriving(cls, hub: Hub, key: int, state: tuple[Any, ...]) -> ClientProtocol:
+        """The protocol for a client another worker sent here, as ``export`` left it."""
+        cid, request, backlog, decoder, idle, out, last_session = state
+        self = cls(hub, key)
+        self.cid, self.request, self.pending = cid, request, request is not None
+        self.backlog.extend(backlog)
+        self.decoder = decoder
+        self.last_seen -= idle
+        if out:
+            self.out.append(out)
+        self.last_session = last_session
+        return self
+
+    def moved(self) -> None:
+        """The socket is on its way to another worker: let go of it without a word."""
+        self.closed = True
+        self.backlog.clear()
+        self.out = []
+        if self.transport is not None:
+            self.transport.abort()  # closes this process's descriptor only; no FIN, no RST
 
     # ---- asyncio callbacks ---------------------------------------------------------
 

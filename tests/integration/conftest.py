@@ -10,10 +10,15 @@ from tests.integration.harness import Server
 
 
 @pytest.fixture
-def start_server() -> Iterator[Callable[..., Server]]:
+def start_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
+    relayed = (
+        "placement" in request.fixturenames and request.getfixturevalue("placement") == "relayed"
+    )
 
     def start(*args: str, workers: int = 2) -> Server:
+        if relayed:  # sessions across workers stay there, relayed through the matchmaker
+            args = (*args, "--migrate", "off")
         server = Server(*args, workers=workers)
         started.append(server)
         return server
@@ -28,7 +33,8 @@ def server(start_server: Callable[..., Server]) -> Server:
     return start_server()
 
 
-@pytest.fixture(params=["same", "cross"])
+@pytest.fixture(params=["same", "cross", "relayed"])
 def placement(request: pytest.FixtureRequest) -> str:
-    """Peers on the same worker, or on two different workers."""
+    """Peers on the same worker, or on two (one moves to the other's when they pair, or,
+    ``relayed``, with ``--migrate off``, both stay and the matchmaker relays their lines)."""
     return str(request.param)

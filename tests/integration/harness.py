@@ -251,7 +251,7 @@ def pair(a: Client, b: Client) -> None:
 def two_clients(server: Server, placement: str) -> tuple[Client, Client]:
     """Two welcomed clients on the same worker or on different ones (round-robin placement)."""
     a, other = server.client(), server.client()
-    if placement == "cross":
+    if placement in ("cross", "relayed"):
         b = other
     else:
         b = server.client()

@@ -61,13 +61,16 @@ def test_a_killed_acceptor_is_replaced_on_the_same_socket(server, placement):
     c.quiet()
 
 
-def test_a_killed_matchmaker_is_replaced_and_nobody_notices(server):
+@pytest.mark.parametrize("migrate", ["off", "on"])
+def test_a_killed_matchmaker_is_replaced_and_nobody_notices(start_server, migrate):
     """The table is rebuilt from the workers: no client is disconnected, ids and sessions
     stay, and lines sent across workers around the gap all arrive once, in order."""
+    server = start_server("--migrate", migrate)
     a, b, c, d = server.client(), server.client(), server.client(), server.client()
     e = server.client()
     assert [server.worker_of(x) for x in (a, b, c, e)] == [1, 2, 1, 1]
-    pair(a, b)  # across workers: lines go through the matchmaker
+    pair(a, b)  # across workers: through the matchmaker, or in one worker once a moved
+    assert (server.worker_of(a) == server.worker_of(b)) == (migrate == "on")
     pair(c, e)  # one worker: lines never touch it
     lines = [f"line {i}" for i in range(4000)]
     old = server.pid_of("matchmaker")
@@ -208,9 +211,10 @@ def test_out_of_descriptors_the_acceptor_backs_off_and_recovers(server):
     assert "backing off" in server.log()
 
 
-def test_a_killed_worker_is_replaced_and_only_its_clients_are_lost(server):
+def test_a_killed_worker_is_replaced_and_only_its_clients_are_lost(start_server):
     """Pairs on the surviving worker chat on without a lost or doubled line; partners of the
     dead worker's clients get ENDED; the replacement serves new clients."""
+    server = start_server("--migrate", "off")  # so that a session spans the two workers
     a, b, c, d = server.client(), server.client(), server.client(), server.client()
     assert [server.worker_of(x) for x in (a, b, c, d)] == [1, 2, 1, 2]
     e = server.client()  # worker 1

@@ -1,0 +1,172 @@
+"""matchmaker.service with ``migrate``: a session across workers first moves one socket.
+
+The matchmaker sends ``Move`` to the worker of the end that gives way, and
+both ends hear ``CONNECTED`` (``Paired``) only once a ``Placed`` says where that
+end lives now. Meanwhile nothing the other end asks may be answered in a way
+that shows the session before its ``CONNECTED``; and whoever leaves or dies
+meanwhile, nobody stays BUSY and no id is lost.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ipc import messages as m
+from matchmaker.service import Matchmaker
+from matchmaker.table import ClientTable
+from tests.component.test_matchmaker_service import Harness
+
+
+class MoveHarness(Harness):
+    def __init__(self, workers: int = 2, max_clients: int = 100) -> None:
+        super().__init__(workers, max_clients)
+        self.mm = Matchmaker(ClientTable(max_clients), self.outboxes, migrate=True)
+
+
+@pytest.fixture
+def h():
+    return MoveHarness()
+
+
+def test_a_session_across_workers_starts_with_a_move_of_the_requester_on_a_tie(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    assert h.handle(0, m.Connect(a, b)) == [(0, m.Move(10, a, 1, 1))]
+    assert h.mm.table.clients() == [(a, True), (b, True)]  # listed BUSY from the decision on
+
+
+def test_the_end_on_the_fuller_worker_moves(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.register(1, 21)
+    assert h.handle(0, m.Connect(a, b)) == [(1, m.Move(20, b, 1, 0))]
+
+
+def test_on_one_worker_nothing_moves(h):
+    a = h.register(1, 10)
+    b = h.register(1, 11)
+    out = h.handle(1, m.Connect(a, b))
+    assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]
+
+
+def test_placed_on_the_partners_worker_pairs_them_there_target_first(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.handle(0, m.Connect(a, b))
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b))) == [
+        (1, m.Paired(key=20, session=1, peer=a, peer_worker=1, peer_key=25, requested=False)),
+        (1, m.Paired(key=25, session=1, peer=b, peer_worker=1, peer_key=20, requested=True)),
+    ]
+    assert h.mm.table.get(a).addr == (1, 25)
+    assert h.mm.counts == [0, 2]
+    assert h.handle(1, m.Relay(a, 1, "late", 1)) == [(1, m.Deliver(20, 1, "late", 1))]
+
+
+def test_a_moved_target_is_paired_where_it_landed(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.register(1, 21)
+    h.handle(0, m.Connect(a, b))
+    assert h.handle(0, m.Placed(11, b, 1, None)) == [
+        (0, m.Paired(key=11, session=1, peer=a, peer_worker=0, peer_key=10, requested=False)),
+        (0, m.Paired(key=10, session=1, peer=b, peer_worker=0, peer_key=11, requested=True)),
+    ]
+
+
+def test_placed_where_it_was_pairs_them_across_workers(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.handle(0, m.Connect(a, b))
+    assert h.handle(0, m.Placed(10, a, 1, m.Connect(a, b))) == [
+        (1, m.Paired(key=20, session=1, peer=a, peer_worker=0, peer_key=10, requested=False)),
+        (0, m.Paired(key=10, session=1, peer=b, peer_worker=1, peer_key=20, requested=True)),
+    ]
+
+
+def test_the_partners_requests_wait_for_its_connected(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    c = h.register(0, 11)
+    h.handle(0, m.Connect(a, b))
+    assert h.handle(1, m.Get(b, False), m.Connect(b, c)) == []
+    assert h.handle(0, m.Get(c, False)) == [(0, m.Answer(11, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b))) == [
+        (1, m.Paired(20, 1, a, 1, 25, False)),
+        (1, m.Paired(25, 1, b, 1, 20, True)),
+        (1, m.Answer(20, "CLIENTS 1=BUSY 2=BUSY 3=FREE")),
+        (1, m.Answer(20, f"ERROR TALKING {a}")),
+    ]
+
+
+def test_the_partner_leaving_during_the_move_answers_the_connect_again(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.handle(0, m.Connect(a, b))
+    h.handle(1, m.Get(b, False))  # held for the move, void once b has gone
+    assert h.handle(1, m.Drop(b)) == [(0, m.Ended(10, 1, b))]  # a's old worker ignores it
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b))) == [
+        (1, m.Answer(25, f"ERROR OFFLINE {b}"))
+    ]
+    assert h.mm.table.clients() == [(a, False)]
+    assert h.mm.table.get(a).addr == (1, 25)
+
+
+def test_the_mover_leaving_answers_what_its_partner_asked(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.handle(0, m.Connect(a, b))
+    h.handle(1, m.Get(b, True))
+    assert h.handle(0, m.Drop(a, True, 10)) == [
+        (1, m.Answer(20, f"CLIENTS {b}=FREE")),
+        (1, m.Ended(20, 1, a)),  # b's worker ignores it: b never heard of the session
+        (0, m.Refuse(10, "BYE")),
+    ]
+    assert h.mm.pending == {}
+
+
+def test_a_client_lost_on_its_way_to_a_dead_worker_is_freed(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.handle(0, m.Connect(a, b))
+    h.log.clear()
+    h.mm.worker_gone(1)
+    assert h.mm.table.clients() == []
+    assert h.mm.pending == {}
+    assert h.mm.counts == [0, 0]
+
+
+def test_a_client_that_outlived_its_old_worker_keeps_its_id(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.handle(0, m.Connect(a, b))
+    h.mm.worker_gone(0)  # a was in flight: the matchmaker cannot know it made it
+    h.log.clear()
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b))) == [
+        (1, m.Paired(20, 2, a, 1, 25, False)),  # its CONNECT, asked again: on one worker now
+        (1, m.Paired(25, 2, b, 1, 20, True)),
+    ]
+    assert h.mm.table.get(a).addr == (1, 25)
+
+
+def test_a_client_whose_id_went_to_someone_else_meanwhile_is_closed(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.handle(0, m.Connect(a, b))
+    h.mm.worker_gone(0)
+    assert h.register(1, 21) == a  # the smallest free id
+    h.log.clear()
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b))) == [(1, m.Refuse(25, "OUTAGE"))]
+
+
+def test_a_fresh_matchmaker_takes_in_a_client_it_never_heard_of(h):
+    h.mm.restore({0: m.Hello((), ()), 1: m.Hello((m.ClientState(20, 2, 0, 0),), ())})
+    assert h.handle(1, m.Placed(25, 1, 1, m.Connect(1, 2))) == [
+        (1, m.Paired(20, 1, 1, 1, 25, False)),
+        (1, m.Paired(25, 1, 2, 1, 20, True)),
+    ]
+    assert h.mm.table.get(1).addr == (1, 25)
+
+
+def test_a_placed_client_known_at_that_address_changes_nothing(h):
+    h.mm.restore({0: m.Hello((m.ClientState(10, 1, 0, 0),), ())})
+    assert h.handle(0, m.Placed(10, 1, 4, m.Connect(1, 2))) == []

@@ -1,0 +1,141 @@
+"""A session across workers moves one socket to the partner's worker.
+
+Observed from outside: which worker process holds each client's connection
+(psutil), and the exact lines both clients get. A move must never cost a line,
+reorder one, or show either client the session before its ``CONNECTED``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+
+from tests.integration.harness import LegacyClient, pair, two_clients
+from tests.integration.test_faults import new_pid, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+def test_the_requester_moves_to_its_partners_worker_and_keeps_its_id(server):
+    a, b = two_clients(server, "cross")
+    before = server.worker_of(b)
+    pair(a, b)
+    assert server.worker_of(a) == server.worker_of(b) == before
+    a.send("hello")
+    b.expect("MSG hello")
+    b.send("hi")
+    a.expect("MSG hi")
+    a.send("#GOODBYE#")
+    a.expect(f"ENDED {b.id}")
+    b.expect(f"ENDED {a.id}")
+    a.send("GET")
+    a.expect(f"CLIENTS {a.id}=FREE {b.id}=FREE")
+    b.send(f"CONNECT {a.id}")  # on one worker now: pairs again without a move
+    b.expect(f"CONNECTED {a.id}")
+    a.expect(f"CONNECTED {b.id}")
+    assert server.worker_of(a) == before
+
+
+def test_the_client_on_the_fuller_worker_is_the_one_that_moves(server):
+    a, b, c = server.client(), server.client(), server.client()
+    assert [server.worker_of(x) for x in (a, b, c)] == [1, 2, 1]
+    pair(b, a)  # worker 1 holds two clients, worker 2 one: a gives way, not b
+    assert server.worker_of(a) == server.worker_of(b) == 2
+    b.send("x")
+    a.expect("MSG x")
+    c.send("GET")
+    c.expect(f"CLIENTS {a.id}=BUSY {b.id}=BUSY {c.id}=FREE")
+
+
+def test_lines_and_a_half_line_sent_with_the_connect_travel_with_the_socket(server):
+    a, b = two_clients(server, "cross")
+    a.send(f"CONNECT {b.id}\nfirst\nsecond\nthi".encode())
+    a.expect(f"CONNECTED {b.id}")
+    b.expect(f"CONNECTED {a.id}")
+    a.send(b"rd\n")
+    for text in ("first", "second", "third"):
+        b.expect(f"MSG {text}")
+    assert server.worker_of(a) == server.worker_of(b)
+
+
+def test_a_client_with_replies_still_unsent_stays_and_the_session_is_relayed(start_server):
+    server = start_server("--sendq", str(64 << 20))
+    a, b = two_clients(server, "cross")
+    b.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 10)
+    # 8.7 MB of ERROR replies b does not read: more than the kernel buffers take (4 MB
+    # at most for the server's side), so b's worker still holds some when b's CONNECT
+    # asks for the move
+    junk = b"z" * 64 + b"\n"
+    b.send(junk * 100_000 + f"CONNECT {a.id}\n".encode())
+    a.expect(f"CONNECTED {b.id}")
+    connected = f"CONNECTED {a.id}\n".encode()
+    got = bytearray(b.buf)
+    while not got.endswith(connected) and len(got) < 20 << 20:
+        b.sock.settimeout(10)
+        chunk = b.sock.recv(1 << 20)
+        assert chunk, "closed"
+        got += chunk
+    lines = bytes(got).split(b"\n")
+    assert lines[-2:] == [connected.strip(), b""]
+    assert lines[:-2] == [b"ERROR UNKNOWN_COMMAND " + junk.strip()] * 100_000
+    b.buf = b""
+    a.send("across")
+    b.expect("MSG across")
+    assert server.worker_of(a) != server.worker_of(b)
+    b.send("back")
+    a.expect("MSG back")
+
+
+def test_legacy_clients_stay_where_they_are(start_server):
+    """A legacy connection's records are paced, so it never moves; its session is relayed."""
+    server = start_server("--legacy-port", "0")
+    probe = server.client()  # worker 1
+    old = LegacyClient(server.host, server.legacy_port)  # worker 2
+    server.opened.append(old)  # type: ignore[arg-type]
+    wait_for(lambda: probe.send("GET") or probe.line().endswith("2=FREE"), what="legacy id 2")
+    old.send(f"CONNECT {probe.id}")  # a tie: the requester would move, but cannot
+    old.expect(f"CONNECT SUCCESS {probe.id}")
+    probe.expect("CONNECTED 2")
+    assert server.worker_of(old) != server.worker_of(probe)  # type: ignore[arg-type]
+    old.send("hello from 1998")
+    probe.expect("MSG hello from 1998")
+    probe.send("hello back")
+    old.expect("SEND hello back")
+
+
+def test_a_pair_moved_onto_a_killed_worker_is_lost_together_and_freed(server):
+    a, b, c = server.client(), server.client(), server.client()
+    pair(b, a)  # a moves to worker 2
+    old = server.pid_of("worker 2")
+    os.kill(old, signal.SIGKILL)
+    for gone in (a, b):
+        gone.expect_closed()
+    wait_for(lambda: new_pid(server, "worker 2", old), what="a new worker 2")
+    c.send("GET")
+    c.expect(f"CLIENTS {c.id}=FREE")
+    d = server.client()
+    assert d.id == 1  # their ids are free again
+
+
+def test_no_line_is_lost_when_both_ends_talk_right_after_connected(server):
+    """The target is told first and may answer before the requester has read CONNECTED."""
+    for _ in range(20):
+        a, b = two_clients(server, "cross")
+        a.send((f"CONNECT {b.id}\n" + "".join(f"a{i}\n" for i in range(50))).encode())
+        b.expect(f"CONNECTED {a.id}")
+        b.send("".join(f"b{i}\n" for i in range(50)).encode())
+        a.expect(f"CONNECTED {b.id}")
+        assert [a.line() for _ in range(50)] == [f"MSG b{i}" for i in range(50)]
+        assert [b.line() for _ in range(50)] == [f"MSG a{i}" for i in range(50)]
+        a.send("#CLOSE#")
+        a.expect("BYE")
+        b.expect(f"ENDED {a.id}")
+        b.send("#CLOSE#")
+        b.expect("BYE")
+        for x in (a, b):
+            x.expect_closed()
+            server.opened.remove(x)
+            x.close()
