@@ -54,7 +54,9 @@ class Matchmaker:
         self.outboxes = outboxes
         self.migrate = migrate
         self.pending: dict[int, Pending] = {}  # by the cid of either end
-        self.counts = [0] * len(outboxes)  # clients per worker, for choosing who moves
+        # clients per worker, counting each moving client where it is going: several
+        # sessions formed in one batch must not all move their clients to one worker
+        self.counts = [0] * len(outboxes)
         self._handlers: dict[type, Callable[[int, Any], None]] = {
             m.Register: self._register,
             m.Get: self._get,
@@ -93,10 +95,11 @@ class Matchmaker:
 
     def _forget(self, cid: int) -> tuple[Entry[Addr], Session[Addr] | None] | None:
         """Drop a client from the table, and from the move it was part of."""
+        move = self.pending.get(cid)
         dropped = self.table.drop(cid)
         if dropped is not None:
-            self.counts[dropped[0].addr[0]] -= 1
-        move = self.pending.get(cid)
+            moving = move is not None and move.mover == cid
+            self.counts[move.to if move is not None and moving else dropped[0].addr[0]] -= 1
         if move is not None and move.mover == cid:
             self._settle(move)
         elif move is not None:  # the partner is still on its way, and will ask again
@@ -152,6 +155,8 @@ class Matchmaker:
             mover, other = (b, a) if self.counts[b.addr[0]] > self.counts[a.addr[0]] else (a, b)
             move = Pending(session.id, mover.id, other.id, other.addr[0], a.id, [])
             self.pending[mover.id] = self.pending[other.id] = move
+            self.counts[mover.addr[0]] -= 1
+            self.counts[move.to] += 1
             self._to(mover, m.Move(mover.addr[1], mover.id, session.id, other.addr[0]))
             return
         self._start(session)
@@ -169,7 +174,9 @@ class Matchmaker:
         move = self.pending.get(msg.cid)
         ours = move is not None and (move.mover, move.session) == (msg.cid, msg.session)
         if me is not None and move is not None and ours:
-            self._relocate(me, addr)
+            self.counts[move.to] -= 1  # counted there since the Move
+            self.counts[worker] += 1
+            me.addr = addr
             other = self.table.get(move.other)
             if other is not None and me.session == move.session:
                 requester, target = (me, other) if move.requester == me.id else (other, me)
@@ -193,11 +200,6 @@ class Matchmaker:
             return  # known here already (its hello said so); so is its request
         if msg.request is not None:  # the session it asked for is off: ask again
             self.handle(worker, [msg.request])
-
-    def _relocate(self, entry: Entry[Addr], addr: Addr) -> None:
-        self.counts[entry.addr[0]] -= 1
-        self.counts[addr[0]] += 1
-        entry.addr = addr
 
     def _paired(self, end: Entry[Addr], peer: Entry[Addr], sid: int, requested: bool) -> None:
         self._to(end, m.Paired(end.addr[1], sid, peer.id, peer.addr[0], peer.addr[1], requested))

@@ -170,3 +170,27 @@ def test_a_fresh_matchmaker_takes_in_a_client_it_never_heard_of(h):
 def test_a_placed_client_known_at_that_address_changes_nothing(h):
     h.mm.restore({0: m.Hello((m.ClientState(10, 1, 0, 0),), ())})
     assert h.handle(0, m.Placed(10, 1, 4, m.Connect(1, 2))) == []
+
+
+def test_sessions_formed_in_one_batch_move_clients_both_ways():
+    """Counts include the clients on their way, so a burst of CONNECTs stays balanced."""
+    h = MoveHarness()
+    ids = [h.register(i % 2, 10 + i) for i in range(8)]  # even ids' keys on worker 0
+    out = h.handle(0, *(m.Connect(ids[i], ids[i + 1]) for i in range(0, 8, 2)))
+    assert [msg.to for _, msg in out] == [1, 0, 1, 0]
+    assert h.mm.counts == [4, 4]
+
+
+def test_counts_follow_moves_stays_and_drops(h):
+    a, b, c = h.register(0, 10), h.register(1, 20), h.register(0, 11)
+    h.handle(0, m.Connect(a, b))  # worker 0 is fuller: a moves
+    assert h.mm.counts == [1, 2]
+    h.handle(0, m.Placed(10, a, 1, m.Connect(a, b)))  # but stayed
+    assert h.mm.counts == [2, 1]
+    h.handle(0, m.Drop(c))
+    h.handle(0, m.Drop(a))
+    assert h.mm.counts == [0, 1]
+    d = h.register(0, 12)
+    h.handle(1, m.Connect(b, d))  # a tie: b moves
+    h.handle(1, m.Drop(b))
+    assert h.mm.counts == [1, 0]
