@@ -55,8 +55,10 @@ def recv_fd(channel: socket.socket) -> int | None:
 
 # ---- moving a client between workers -------------------------------------------------
 
-#: Largest state that travels with a moving client; a bigger one stays put.
-MAX_MOVE = 65536
+#: Most bytes of client state, and most clients, one datagram moves. A receiving
+#: socket holds only 10 datagrams (net.unix.max_dgram_qlen), so the clients a
+#: worker sends one sibling in a loop tick go together.
+MAX_MOVE, MAX_MOVE_FDS = 65536, 64
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -89,21 +91,25 @@ def move_outbox() -> socket.socket:
     return sock
 
 
-def send_move(sock: socket.socket, address: bytes, payload: bytes, fd: int) -> None:
-    """Send ``payload`` and a copy of ``fd`` in one datagram; raises OSError if not sent whole."""
-    if len(payload) > MAX_MOVE:
-        raise OSError(errno.EMSGSIZE, "client state too large to move")
-    fds = array.array("i", [fd])
-    sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], 0, address)
+def send_move(sock: socket.socket, address: bytes, payload: bytes, fds: list[int]) -> None:
+    """Send ``payload`` and copies of ``fds`` in one datagram; raises OSError if not sent whole.
 
-
-def recv_move(sock: socket.socket) -> tuple[bytes, int | None, int, int]:
-    """One datagram: ``(payload, fd or None, sender pid, sender uid)``.
-
-    The descriptor is not inheritable. A datagram cut short (``MSG_TRUNC``)
-    comes with an empty payload. Raises ``BlockingIOError`` when none waits.
+    The receiver takes at most ``MAX_MOVE_FDS`` descriptors and ``MAX_MOVE`` bytes at once.
     """
-    ancbuf = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(4 * 4)
+    if len(payload) > MAX_MOVE or len(fds) > MAX_MOVE_FDS:
+        raise OSError(errno.EMSGSIZE, "too much to move at once")
+    rights = array.array("i", fds)
+    sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)], 0, address)
+
+
+def recv_move(sock: socket.socket) -> tuple[bytes, list[int], int, int]:
+    """One datagram: ``(payload, descriptors, sender pid, sender uid)``.
+
+    The descriptors are not inheritable. A datagram cut short (``MSG_TRUNC``
+    or ``MSG_CTRUNC``) comes with an empty payload, and the caller must close
+    what came with it. Raises ``BlockingIOError`` when none waits.
+    """
+    ancbuf = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(4 * MAX_MOVE_FDS)
     payload, ancdata, flags, _addr = sock.recvmsg(MAX_MOVE, ancbuf)
     fds: list[int] = []
     pid = uid = -1
@@ -113,11 +119,8 @@ def recv_move(sock: socket.socket) -> tuple[bytes, int | None, int, int]:
             fds.extend(array.array("i", data[:usable]))
         elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
             pid, uid, _gid = _UCRED.unpack(data[: _UCRED.size])
-    for extra in fds[1:]:
-        os.close(extra)
-    fd = fds[0] if fds else None
-    if fd is not None:
+    for fd in fds:
         os.set_inheritable(fd, False)
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         payload = b""
-    return payload, fd, pid, uid
+    return payload, fds, pid, uid

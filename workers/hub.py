@@ -73,6 +73,7 @@ class Hub:
         }
         self.mover: Mover | None = None  # set by the process once it can move clients
         self.arriving: dict[int, int] = {}  # key -> the session a client moved here for
+        self.moving: dict[int, list[tuple[ClientProtocol, int]]] = {}  # by worker, this batch
 
     # ---- connections ------------------------------------------------------------------
 
@@ -174,6 +175,8 @@ class Hub:
         for batch in batches:
             for message in batch:
                 dispatch[type(message)](message)
+        if self.moving:  # nothing was read from any client since the Moves were decided
+            self.send_moving()
         if self.unconfirmed and self._confirm_timer is None:
             self._confirm_timer = self.loop.call_later(CONFIRM_AFTER, self.confirm)
 
@@ -246,12 +249,23 @@ class Hub:
         if client is None or client.leaving:
             return  # it left; its Drop tells the matchmaker the move is off
         if self.mover is not None and client.movable(msg.cid):
-            if self.mover.send(client, msg.to, msg.session):
-                del self.clients[msg.key]
-                self.on_count(len(self.clients))
-                client.moved()
-                return
-        self.to_matchmaker(m.Placed(msg.key, client.cid, msg.session, client.request))
+            self.moving.setdefault(msg.to, []).append((client, msg.session))
+        else:
+            self.to_matchmaker(m.Placed(msg.key, client.cid, msg.session, client.request))
+
+    def send_moving(self) -> None:
+        """Hand over the clients this batch moves, one datagram per worker where possible."""
+        moving, self.moving = self.moving, {}
+        assert self.mover is not None
+        for to, group in moving.items():
+            gone = set(self.mover.send(to, group))
+            for client, session in group:
+                if client in gone:
+                    del self.clients[client.key]
+                    client.moved()
+                else:
+                    self.to_matchmaker(m.Placed(client.key, client.cid, session, client.request))
+        self.on_count(len(self.clients))
 
     def _ended(self, msg: m.Ended) -> None:
         client = self.clients.get(msg.key)

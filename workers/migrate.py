@@ -18,9 +18,9 @@ import logging
 import os
 import pickle
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ipc.fdpass import move_address, move_inbox, move_outbox, recv_move, send_move
+from ipc.fdpass import MAX_MOVE_FDS, move_address, move_inbox, move_outbox, recv_move, send_move
 
 if TYPE_CHECKING:
     from workers.hub import Hub
@@ -56,19 +56,33 @@ class Mover:
             log.error("cannot take clients from other workers: %s", exc)
         return self.inbox
 
-    def send(self, client: ClientProtocol, to: int, session: int) -> bool:
-        """Hand ``client`` to worker ``to`` for ``session``; False (and untouched) if it cannot."""
-        transport = client.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None:
-            return False
-        try:
-            payload = pickle.dumps((session, client.export()), pickle.HIGHEST_PROTOCOL)
-            send_move(self.outbox, move_address(self.group, to), payload, sock.fileno())
-        except OSError as exc:  # the receiver is restarting, or its queue is full
-            log.info("client %s stays: %s", client.cid, exc)
-            return False
-        return True
+    def send(self, to: int, moving: list[tuple[ClientProtocol, int]]) -> list[ClientProtocol]:
+        """Hand clients (with their sessions) to worker ``to``; returns those that went.
+
+        A tick's clients for one worker go in as few datagrams as fit. Those
+        that cannot go (the receiver is restarting, or its queue is full) are
+        left untouched: they stay, and their sessions are relayed.
+        """
+        sent: list[ClientProtocol] = []
+        address = move_address(self.group, to)
+        for start in range(0, len(moving), MAX_MOVE_FDS):
+            group = moving[start : start + MAX_MOVE_FDS]
+            fds = []
+            for client, _ in group:
+                transport = client.transport
+                sock = transport.get_extra_info("socket") if transport is not None else None
+                fds.append(sock.fileno() if sock is not None else -1)
+            if -1 in fds:  # never expected: a client to move has a live transport
+                continue
+            states = [(session, client.export()) for client, session in group]
+            try:
+                payload = pickle.dumps(states, pickle.HIGHEST_PROTOCOL)
+                send_move(self.outbox, address, payload, fds)
+            except OSError as exc:
+                log.info("%d clients stay on worker %d: %s", len(group), self.hub.index + 1, exc)
+                continue
+            sent.extend(client for client, _ in group)
+        return sent
 
     def receive(self) -> None:
         """Take in every client waiting on the inbox."""
@@ -76,25 +90,34 @@ class Mover:
         assert inbox is not None
         while True:
             try:
-                payload, fd, pid, uid = recv_move(inbox)
+                payload, fds, pid, uid = recv_move(inbox)
             except BlockingIOError:
                 return
             except OSError as exc:
                 log.error("move inbox failed: %s", exc)
                 return
-            if fd is None:
+            if not fds:
                 continue
-            if uid != os.getuid() or parent_of(pid) != self.group or not payload:
-                log.warning("refused a descriptor from pid %d (uid %d)", pid, uid)
-                os.close(fd)
+            states = self._states(payload, pid, uid)
+            if states is None or len(states) != len(fds):
+                if states is not None:
+                    log.error("%d clients' states came with %d sockets", len(states), len(fds))
+                for fd in fds:
+                    os.close(fd)
                 continue
-            try:
-                session, state = pickle.loads(payload)
-            except Exception:
-                log.exception("unreadable client state from pid %d", pid)
-                os.close(fd)
-                continue
-            hub.arrive(socket.socket(fileno=fd), session, state)
+            for fd, (session, state) in zip(fds, states, strict=True):
+                hub.arrive(socket.socket(fileno=fd), session, state)
+
+    def _states(self, payload: bytes, pid: int, uid: int) -> list[tuple[int, Any]] | None:
+        if uid != os.getuid() or parent_of(pid) != self.group or not payload:
+            log.warning("refused descriptors from pid %d (uid %d)", pid, uid)
+            return None
+        try:
+            states: list[tuple[int, Any]] = pickle.loads(payload)
+        except Exception:
+            log.exception("unreadable client states from pid %d", pid)
+            return None
+        return states
 
     def close(self) -> None:
         self.outbox.close()

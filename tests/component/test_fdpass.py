@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from ipc import fdpass
 from ipc.fdpass import handoff_pair, recv_fd, send_fd
 
 
@@ -149,3 +150,55 @@ def test_send_to_a_closed_channel_raises_and_leaks_nothing(no_leak):
     a, b = socket.socketpair()
     with acceptor, a, b, pytest.raises(OSError):
         send_fd(acceptor, b.fileno())
+
+
+# ---- moving clients between workers ---------------------------------------------------
+
+
+@pytest.fixture
+def move_channel(no_leak):
+    address = b"\0matchmaker-test-%d-%d" % (os.getpid(), id(no_leak))
+    inbox, outbox = fdpass.move_inbox(address), fdpass.move_outbox()
+    yield address, inbox, outbox
+    inbox.close()
+    outbox.close()
+
+
+def test_a_move_carries_its_payload_sockets_and_sender(move_channel):
+    address, inbox, outbox = move_channel
+    pairs = [socket.socketpair() for _ in range(3)]
+    fdpass.send_move(outbox, address, b"states", [a.fileno() for a, _ in pairs])
+    payload, fds, pid, uid = fdpass.recv_move(inbox)
+    assert (payload, len(fds), pid, uid) == (b"states", 3, os.getpid(), os.getuid())
+    for fd, (a, b) in zip(fds, pairs, strict=True):
+        assert not os.get_inheritable(fd)
+        a.close()
+        with socket.socket(fileno=fd) as moved:
+            moved.sendall(b"still connected")
+            assert b.recv(100) == b"still connected"
+        b.close()
+
+
+def test_a_move_to_nobody_fails_and_the_sender_keeps_its_socket(no_leak):
+    outbox = fdpass.move_outbox()
+    a, b = socket.socketpair()
+    with pytest.raises(OSError):
+        fdpass.send_move(outbox, b"\0matchmaker-test-nobody-here", b"x", [a.fileno()])
+    a.sendall(b"mine")
+    assert b.recv(10) == b"mine"
+    for s in (outbox, a, b):
+        s.close()
+
+
+def test_too_much_at_once_is_refused_before_sending(move_channel):
+    address, _inbox, outbox = move_channel
+    with pytest.raises(OSError):
+        fdpass.send_move(outbox, address, b"x" * (fdpass.MAX_MOVE + 1), [0])
+    with pytest.raises(OSError):
+        fdpass.send_move(outbox, address, b"x", [0] * (fdpass.MAX_MOVE_FDS + 1))
+
+
+def test_nothing_waiting_raises_blocking(move_channel):
+    _address, inbox, _outbox = move_channel
+    with pytest.raises(BlockingIOError):
+        fdpass.recv_move(inbox)

@@ -139,3 +139,23 @@ def test_no_line_is_lost_when_both_ends_talk_right_after_connected(server):
             x.expect_closed()
             server.opened.remove(x)
             x.close()
+
+
+def test_a_burst_of_sessions_moves_every_pair_together_and_stays_balanced(server):
+    """More moves at once than a datagram socket queues (10): they travel together."""
+    clients = [server.client() for _ in range(48)]
+    where = [server.worker_of(c) for c in clients]
+    assert where == [1, 2] * 24
+    pairs = [(clients[i], clients[i + 1]) for i in range(0, 48, 2)]
+    for a, b in pairs:
+        a.send(f"CONNECT {b.id}")
+    for a, b in pairs:
+        a.expect(f"CONNECTED {b.id}")
+        b.expect(f"CONNECTED {a.id}")
+    homes = [server.worker_of(a) for a, _ in pairs]
+    assert homes == [server.worker_of(b) for _, b in pairs]
+    assert sorted(homes) == [1] * 12 + [2] * 12
+    for a, b in pairs:
+        a.send(f"to {b.id}")
+    for a, b in pairs:
+        b.expect(f"MSG to {b.id}")
