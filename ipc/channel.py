@@ -1,7 +1,7 @@
 """The one small interface over ``multiprocessing`` queues.
 
-Senders collect messages and put them as one list per event-loop tick, so a
-burst of chat lines costs one pickle and one pipe write, not one per line.
+Senders collect messages and write them as one list per event-loop tick, so
+a burst of chat lines costs one pickle and one pipe write, not one per line.
 Receivers expose the queue's pipe as a file descriptor so a worker's event
 loop can wait on it next to its sockets instead of blocking a thread.
 
@@ -19,37 +19,63 @@ keep several producers, or several consumers, from interleaving on its pipe.
 from __future__ import annotations
 
 import multiprocessing.queues
+import os
 import pickle
-import queue
+import struct
 import threading
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-#: Largest piece put on a queue at once. A queue's pipe takes a write of at
-#: most PIPE_BUF (4096) bytes whole or not at all, so a process killed during a
-#: put can never leave half a message behind for the reader to block on.
+if TYPE_CHECKING:
+    import asyncio
+
+#: Largest piece written at once. A pipe takes a write of at most PIPE_BUF
+#: (4096) bytes whole or not at all, so a process killed while sending can never
+#: leave half a frame behind for the reader to block on, and a full pipe refuses
+#: a frame without taking part of it.
 CHUNK = 4000
 
 _MORE, _LAST = b"\x00", b"\x01"
+_LENGTH = struct.Struct("!i")  # the frame header of ``multiprocessing.connection``
 
 
 class Sender:
-    """Batches messages for one queue; ``flush`` sends them as one item (or a few pieces)."""
+    """Batches messages for one queue; ``flush`` writes them as one frame (or a few).
 
-    __slots__ = ("_queue", "_pending", "_schedule")
+    The frames go straight into the queue's pipe from the calling thread, in
+    the framing the queue's own reader expects, not through the queue's feeder
+    thread: handing every batch to a thread cost a lock, a wake-up and a GIL
+    hand-off per batch, on the path of every request and relayed line. The pipe
+    is non-blocking, so a full pipe never stalls the process: what it refuses
+    waits here, in order, and goes out once the pipe is writable again (with
+    ``loop``, the event loop watches for that; without, the owner checks
+    ``blocked`` and calls ``resume``).
+    """
+
+    __slots__ = ("_queue", "_fd", "_pending", "_frames", "_loop")
 
     def __init__(
-        self,
-        q: multiprocessing.queues.Queue[Any],
-        schedule: Callable[[Callable[[], None]], object] | None = None,
+        self, q: multiprocessing.queues.Queue[Any], loop: asyncio.AbstractEventLoop | None = None
     ) -> None:
         self._queue = q
+        self._fd: int = q._writer.fileno()  # type: ignore[attr-defined]
+        os.set_blocking(self._fd, False)
         self._pending: list[Any] = []
-        self._schedule = schedule  # e.g. loop.call_soon: flush once at the end of the tick
+        self._frames: deque[bytes] = deque()  # written in order once the pipe has room
+        self._loop = loop  # flushes once at the end of each tick, and waits for room
+
+    @property
+    def blocked(self) -> bool:
+        """Frames are waiting for room in the pipe."""
+        return bool(self._frames)
+
+    def fileno(self) -> int:
+        """Writable when the pipe has room again."""
+        return self._fd
 
     def send(self, message: Any) -> None:
-        if not self._pending and self._schedule is not None:
-            self._schedule(self.flush)
+        if not self._pending and self._loop is not None:
+            self._loop.call_soon(self.flush)
         self._pending.append(message)
 
     def flush(self) -> None:
@@ -57,45 +83,66 @@ class Sender:
             return
         data = pickle.dumps(self._pending, pickle.HIGHEST_PROTOCOL)
         self._pending = []
-        put = self._queue.put
+        frames = self._frames
+        was_blocked = bool(frames)
         end = len(data)
         for start in range(0, end - CHUNK, CHUNK):
-            put(_MORE + data[start : start + CHUNK])
-        put(_LAST + data[(end - 1) // CHUNK * CHUNK :])
+            frames.append(_LENGTH.pack(CHUNK + 1) + _MORE + data[start : start + CHUNK])
+        last = data[(end - 1) // CHUNK * CHUNK :]
+        frames.append(_LENGTH.pack(len(last) + 1) + _LAST + last)
+        if not was_blocked:
+            self.resume()
+
+    def resume(self) -> None:
+        """Write waiting frames until the pipe is full or none is left."""
+        frames, fd = self._frames, self._fd
+        while frames:
+            try:
+                os.write(fd, frames[0])
+            except BlockingIOError:
+                if self._loop is not None:
+                    self._loop.add_writer(fd, self.resume)
+                return
+            frames.popleft()
+        if self._loop is not None:
+            self._loop.remove_writer(fd)
 
     def close(self) -> None:
-        """Flush, then let the process exit without waiting for an absent reader."""
+        """Flush what the pipe takes now; the process is leaving and will not wait."""
         self.flush()
-        self._queue.cancel_join_thread()
+        self.abandon()
 
     def abandon(self) -> None:
-        """The reader died: drop what is pending and never wait for this queue again."""
+        """The reader died (or this end is leaving): drop everything not yet written."""
         self._pending = []
-        self._queue.cancel_join_thread()
+        self._frames.clear()
+        if self._loop is not None:
+            self._loop.remove_writer(self._fd)
 
 
 class Receiver:
     """Reads batches from one queue without blocking, from an event loop or a wait() loop."""
 
-    __slots__ = ("_queue", "_parts")
+    __slots__ = ("_reader", "_parts")
 
     def __init__(self, q: multiprocessing.queues.Queue[Any]) -> None:
-        self._queue = q
+        self._reader = q._reader  # type: ignore[attr-defined]
+        os.set_blocking(self._reader.fileno(), False)
         self._parts: list[bytes] = []  # pieces of a batch not yet complete
 
     def fileno(self) -> int:
-        """Readable when a piece is waiting."""
-        reader = self._queue._reader  # type: ignore[attr-defined]
-        return int(reader.fileno())
+        """Readable when a frame is waiting."""
+        return int(self._reader.fileno())
 
     def drain(self) -> list[Any]:
-        """Every complete batch waiting now, without blocking."""
+        """Every complete batch waiting now, without blocking (frames are written whole)."""
         batches: list[Any] = []
         parts = self._parts
+        reader = self._reader
         while True:
             try:
-                piece = self._queue.get_nowait()
-            except queue.Empty:
+                piece = reader.recv_bytes()
+            except BlockingIOError:  # nothing waiting: a frame is there whole or not at all
                 return batches
             parts.append(piece[1:])
             if piece[:1] == _LAST:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import wait
 from typing import Any, NamedTuple
 
 from ipc import messages as m
@@ -324,7 +324,10 @@ def run(
     matchmaker = Matchmaker(ClientTable(max_clients), outboxes, migrate)
     starting = Startup(matchmaker, len(slots))
     while not orphaned():
-        ready = set(wait([*(r.fileno() for r in inboxes), wakeup], timeout=1.0))
+        blocked = [o for o in outboxes if o.blocked]
+        ready, writable = _wait([*(r.fileno() for r in inboxes), wakeup], blocked, 1.0)
+        for outbox in writable:
+            outbox.resume()
         if wakeup in ready:
             _drain_fd(wakeup)
         for i in slots:
@@ -377,6 +380,26 @@ class Startup:
             for w, held in self.held:
                 self.matchmaker.handle(w, held)
             self.held = []
+
+
+def _wait(
+    readers: list[int], writers: list[Sender], timeout: float
+) -> tuple[set[int], list[Sender]]:
+    """The readable ``readers`` and the ``writers`` whose pipes have room again."""
+    poller = select.poll()
+    for fd in readers:
+        poller.register(fd, select.POLLIN)
+    by_fd = {w.fileno(): w for w in writers}
+    for fd in by_fd:
+        poller.register(fd, select.POLLOUT)
+    ready: set[int] = set()
+    writable: list[Sender] = []
+    for fd, _events in poller.poll(timeout * 1000):
+        if fd in by_fd:
+            writable.append(by_fd[fd])
+        else:
+            ready.add(fd)
+    return ready, writable
 
 
 def _drain_fd(fd: int) -> None:

@@ -79,7 +79,7 @@ class MatchmakerLink:
                 client.swallow = 0  # answers owed by the old matchmaker will never come
 
         # a fresh sender even at start: the link may have moved since serve() looked
-        self.hub.outbox = Sender(link.up, schedule=self.loop.call_soon)
+        self.hub.outbox = Sender(link.up, self.loop)
         self.using = index
         inbox = self.inbox = Receiver(link.down)
         self.loop.add_reader(inbox.fileno(), lambda: self.hub.from_matchmaker(inbox.drain()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import select
 import time
@@ -12,22 +13,21 @@ import pytest
 from ipc.channel import CHUNK, Links, Receiver, Sender
 
 CTX = multiprocessing.get_context("spawn")
-WAIT = 10.0  # an upper bound for the queue's feeder thread; never slept
+WAIT = 10.0
 PIPE_BUF = 4096
 
 
-class RecordingQueue:
-    """Stands in for a queue where the number and size of ``put`` calls matter."""
-
-    def __init__(self):
-        self.items = []
-        self.cancelled = False
-
-    def put(self, item):
-        self.items.append(item)
-
-    def cancel_join_thread(self):
-        self.cancelled = True
+def frames(q):
+    """Every frame waiting in the queue's pipe: (its size on the wire, its piece)."""
+    reader = q._reader
+    os.set_blocking(reader.fileno(), False)
+    got = []
+    while True:
+        try:
+            piece = reader.recv_bytes()
+        except BlockingIOError:
+            return got
+        got.append((len(piece) + 4, piece))
 
 
 def decode(pieces):
@@ -47,7 +47,6 @@ def make_queue():
     yield make
     for q in made:
         q.close()
-        q.join_thread()
 
 
 def readable(fd, timeout):
@@ -55,7 +54,6 @@ def readable(fd, timeout):
 
 
 def drain_until(receiver, count):
-    """Batches from a real queue: its feeder thread writes them a moment after put()."""
     got = []
     deadline = time.monotonic() + WAIT
     while len(got) < count:
@@ -64,68 +62,94 @@ def drain_until(receiver, count):
     return got
 
 
-def test_sends_are_batched_into_one_put():
-    q = RecordingQueue()
+def test_sends_are_batched_into_one_frame(make_queue):
+    q = make_queue()
     sender = Sender(q)
     for message in ("a", "b", "c"):
         sender.send(message)
-    assert q.items == []  # nothing leaves before flush
+    assert frames(q) == []  # nothing leaves before flush
     sender.flush()
-    assert len(q.items) == 1
-    assert decode(q.items) == ["a", "b", "c"]
+    (frame,) = frames(q)
+    assert decode([frame[1]]) == ["a", "b", "c"]
 
 
-def test_a_large_batch_goes_in_pieces_a_pipe_writes_whole():
-    q = RecordingQueue()
+def test_a_large_batch_goes_in_frames_a_pipe_writes_whole(make_queue):
+    q = make_queue()
     sender = Sender(q)
     batch = [("line", f"{i:04d}" + "x" * 1000, i) for i in range(50)]
     for message in batch:
         sender.send(message)
     sender.flush()
-    assert len(q.items) > 10
-    for piece in q.items:
-        assert len(piece) <= CHUNK + 1
-        # what the queue writes: its own pickle of the piece plus a 4-byte length
-        assert len(pickle.dumps(piece)) + 4 <= PIPE_BUF
-    assert decode(q.items) == batch
+    got = frames(q)
+    assert len(got) > 10
+    assert max(size for size, _ in got) <= PIPE_BUF
+    assert decode([piece for _, piece in got]) == batch
 
 
-def test_flush_with_nothing_pending_puts_nothing():
-    q = RecordingQueue()
+def test_flush_with_nothing_pending_writes_nothing(make_queue):
+    q = make_queue()
     Sender(q).flush()
-    assert q.items == []
+    assert frames(q) == []
 
 
-def test_schedule_is_called_once_per_batch():
-    q = RecordingQueue()
-    scheduled = []
-    sender = Sender(q, schedule=scheduled.append)
+class FakeLoop:
+    def __init__(self):
+        self.soon, self.writers = [], {}
+
+    def call_soon(self, callback):
+        self.soon.append(callback)
+
+    def add_writer(self, fd, callback):
+        self.writers[fd] = callback
+
+    def remove_writer(self, fd):
+        self.writers.pop(fd, None)
+
+
+def test_with_a_loop_a_flush_is_scheduled_once_per_batch(make_queue):
+    q = make_queue()
+    loop = FakeLoop()
+    sender = Sender(q, loop)
     sender.send(1)
     sender.send(2)
-    assert scheduled == [sender.flush]
-    scheduled[0]()
+    assert loop.soon == [sender.flush]
+    loop.soon[0]()
     sender.send(3)
-    assert len(scheduled) == 2
-    assert [decode([item]) for item in q.items] == [[1, 2]]
+    assert len(loop.soon) == 2
+    assert [decode([piece]) for _, piece in frames(q)] == [[1, 2]]
 
 
-def test_close_flushes_and_cancels_the_join():
-    q = RecordingQueue()
+def test_a_full_pipe_never_blocks_and_the_rest_follows_in_order(make_queue):
+    """The reader is busy: frames wait in the sender, in order, until the loop says go."""
+    q = make_queue()
+    loop = FakeLoop()
+    sender = Sender(q, loop)
+    batches = [[i, "p" * 3000] for i in range(100)]  # 300 kB: more than a pipe holds
+    for batch in batches:
+        sender._pending = list(batch)
+        sender.flush()
+    assert sender.blocked
+    assert loop.writers == {sender.fileno(): sender.resume}
+    receiver = Receiver(q)
+    got = []
+    while sender.blocked:
+        got += receiver.drain()
+        loop.writers[sender.fileno()]()
+    got += receiver.drain()
+    assert got == batches
+    assert loop.writers == {}
+
+
+def test_close_writes_what_it_can_and_abandon_drops_the_rest(make_queue):
+    q = make_queue()
     sender = Sender(q)
     sender.send("last")
     sender.close()
-    assert decode(q.items) == ["last"]
-    assert q.cancelled
-
-
-def test_abandon_drops_what_is_pending():
-    q = RecordingQueue()
-    sender = Sender(q)
+    assert [decode([piece]) for _, piece in frames(q)] == [["last"]]
     sender.send("never")
     sender.abandon()
     sender.flush()
-    assert q.items == []
-    assert q.cancelled
+    assert frames(q) == []
 
 
 def test_batches_cross_a_real_queue_in_order(make_queue):
@@ -143,15 +167,13 @@ def test_batches_cross_a_real_queue_in_order(make_queue):
 
 
 def test_half_a_batch_waits_and_never_blocks(make_queue):
-    """A writer killed between two pieces leaves a partial batch: drain must not hang on it."""
+    """A writer killed between two frames leaves a partial batch: drain must not hang on it."""
     q = make_queue()
     receiver = Receiver(q)
     data = pickle.dumps(["z" * 5000])
-    q.put(b"\x00" + data[:CHUNK])
-    deadline = time.monotonic() + WAIT
-    while not receiver._parts:
-        assert time.monotonic() < deadline
-        assert receiver.drain() == []
+    q._writer.send_bytes(b"\x00" + data[:CHUNK])
+    assert receiver.drain() == []
+    assert receiver._parts
     assert receiver.drain() == []
 
 

@@ -87,7 +87,7 @@ def test_batches_cross_to_a_spawned_process_and_back() -> None:
             got += receiver_wait(receiver)
         assert got == sent
         sender.flush()
-        inbox.put(b"\x01" + pickle.dumps([]))  # the empty batch: stop
+        inbox._writer.send_bytes(b"\x01" + pickle.dumps([]))  # type: ignore[attr-defined]
         child.join(WAIT)
         assert child.exitcode == 0
     finally:
