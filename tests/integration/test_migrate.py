@@ -157,5 +157,5 @@ def test_a_burst_of_sessions_moves_every_pair_together_and_stays_balanced(server
     assert sorted(homes) == [1] * 12 + [2] * 12
     for a, b in pairs:
         a.send(f"to {b.id}")
-    for a, b in pairs:
+    for _, b in pairs:
         b.expect(f"MSG to {b.id}")
