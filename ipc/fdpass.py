@@ -4,8 +4,8 @@ From the acceptor to a worker, and from one worker to another when a session
 forms across the two (so the pair is then relayed inside one process).
 
 A hand-off (SOCK_SEQPACKET pair) carries one tag byte and one descriptor; a
-move (a datagram to the receiving worker's name) carries the client's state
-and its descriptor. Both ends close what they hold on every error path: a leaked
+move (a datagram on the receiving worker's pair) carries the clients' states
+and their descriptors. Both ends close what they hold on every error path: a leaked
 descriptor here is a client socket nobody will ever close.
 """
 
@@ -15,7 +15,6 @@ import array
 import errno
 import os
 import socket
-import struct
 
 
 def handoff_pair() -> tuple[socket.socket, socket.socket]:
@@ -60,38 +59,19 @@ def recv_fd(channel: socket.socket) -> int | None:
 #: worker sends one sibling in a loop tick go together.
 MAX_MOVE, MAX_MOVE_FDS = 65536, 64
 
-_UCRED = struct.Struct("3i")  # pid, uid, gid
 
+def move_pair() -> tuple[socket.socket, socket.socket]:
+    """(inbox, sending end) of one worker's channel for clients moved to it.
 
-def move_address(group: int, slot: int) -> bytes:
-    """Where worker ``slot`` of the server whose supervisor is ``group`` takes clients in.
-
-    An abstract-namespace name: no file to clean up after a crash, and a
-    restarted worker takes over its slot's name.
+    Datagrams, so that every worker can send on the one sending end and each
+    move arrives whole. Made by the supervisor, which keeps both ends for the
+    life of the server: no other process can reach them, and moves that were
+    on their way to a worker that died wait for its replacement.
     """
-    return b"\0matchmaker-%d-worker-%d" % (group, slot)
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
 
 
-def move_inbox(address: bytes) -> socket.socket:
-    """A non-blocking datagram socket bound to ``address`` that learns each sender's pid and uid."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        sock.bind(address)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def move_outbox() -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.setblocking(False)
-    return sock
-
-
-def send_move(sock: socket.socket, address: bytes, payload: bytes, fds: list[int]) -> None:
+def send_move(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
     """Send ``payload`` and copies of ``fds`` in one datagram; raises OSError if not sent whole.
 
     The receiver takes at most ``MAX_MOVE_FDS`` descriptors and ``MAX_MOVE`` bytes at once.
@@ -99,28 +79,24 @@ def send_move(sock: socket.socket, address: bytes, payload: bytes, fds: list[int
     if len(payload) > MAX_MOVE or len(fds) > MAX_MOVE_FDS:
         raise OSError(errno.EMSGSIZE, "too much to move at once")
     rights = array.array("i", fds)
-    sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)], 0, address)
+    sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
 
 
-def recv_move(sock: socket.socket) -> tuple[bytes, list[int], int, int]:
-    """One datagram: ``(payload, descriptors, sender pid, sender uid)``.
+def recv_move(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One datagram: ``(payload, descriptors)``.
 
     The descriptors are not inheritable. A datagram cut short (``MSG_TRUNC``
     or ``MSG_CTRUNC``) comes with an empty payload, and the caller must close
     what came with it. Raises ``BlockingIOError`` when none waits.
     """
-    ancbuf = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(4 * MAX_MOVE_FDS)
-    payload, ancdata, flags, _addr = sock.recvmsg(MAX_MOVE, ancbuf)
+    payload, ancdata, flags, _addr = sock.recvmsg(MAX_MOVE, socket.CMSG_SPACE(4 * MAX_MOVE_FDS))
     fds: list[int] = []
-    pid = uid = -1
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(data) - len(data) % 4
             fds.extend(array.array("i", data[:usable]))
-        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-            pid, uid, _gid = _UCRED.unpack(data[: _UCRED.size])
     for fd in fds:
         os.set_inheritable(fd, False)
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         payload = b""
-    return payload, fds, pid, uid
+    return payload, fds

@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 from ipc.channel import Links
-from ipc.fdpass import handoff_pair
+from ipc.fdpass import handoff_pair, move_pair
 from ipc.load import WorkerLoad
 from matchmaker import roles
 from matchmaker.config import Config
@@ -160,6 +160,9 @@ class Supervisor:
         self.links = Links(self.ctx, cfg.workers, pool=LINKS_PER_SLOT)
         self.load = WorkerLoad(self.ctx, cfg.workers)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
+        # Each worker's inbox for clients moved to it by the others; kept here
+        # across the worker's restarts, like the listening socket.
+        moves = [move_pair() for _ in range(cfg.workers)]
         self.spawn(
             "matchmaker", roles.MATCHMAKER, cfg.log_level, cfg.max_clients, self.links, cfg.migrate
         )
@@ -173,6 +176,8 @@ class Supervisor:
                 self.links.pools[i],
                 self.links.current,
                 self.load,
+                moves[i][0],
+                [send for _, send in moves],
             )
             child.slot = i
         self.spawn(

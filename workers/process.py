@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 
 from ipc.channel import Link, Receiver, Sender
 from ipc.dialects import LegacyDialect, LineDialect
@@ -36,19 +36,28 @@ def main(
     pool: list[Link],
     current: Any,
     load: WorkerLoad,
+    inbox: socket.socket,
+    outboxes: list[socket.socket],
 ) -> None:
     """Run worker ``index`` (0-based; titled ``worker index+1``) until told to stop.
 
     ``pool`` is this slot's links; ``current[index]`` says which one is in use.
     """
     parent = child_setup(f"worker {index + 1}", config.log_level)
-    run = serve(index, config, handoff, pool, current, load, parent)
+    run = serve(index, config, handoff, pool, current, load, parent, Moves(inbox, outboxes))
     if config.loop == "uvloop":
         import uvloop
 
         uvloop.run(run)
     else:
         asyncio.run(run)
+
+
+class Moves(NamedTuple):
+    """This worker's inbox for moved clients, and every worker's sending end (``migrate``)."""
+
+    inbox: socket.socket
+    outboxes: list[socket.socket]
 
 
 class MatchmakerLink:
@@ -100,6 +109,7 @@ async def serve(
     current: Any,
     load: WorkerLoad,
     parent: int,
+    moves: Moves,
 ) -> None:
     loop = asyncio.get_running_loop()
 
@@ -130,10 +140,8 @@ async def serve(
             hub.adopt(socket.socket(fileno=fd), LegacyDialect if tag == LEGACY else LineDialect)
 
     loop.add_reader(handoff.fileno(), on_handoff)
-    mover = hub.mover = Mover(hub, parent)
-    inbox = mover.listen()
-    if inbox is not None:
-        loop.add_reader(inbox.fileno(), mover.receive)
+    mover = hub.mover = Mover(hub, moves.inbox, moves.outboxes)
+    loop.add_reader(moves.inbox.fileno(), mover.receive)
     hub.sweep_idle()
     load.up[index] = 1
     stop = asyncio.Event()
@@ -148,10 +156,8 @@ async def serve(
     hub.stopping = True
     on_handoff()  # sockets accepted but not yet picked up get OUTAGE too
     loop.remove_reader(handoff.fileno())
-    if inbox is not None:
-        loop.remove_reader(inbox.fileno())
-        mover.receive()  # clients moved here and not yet picked up get OUTAGE too
+    loop.remove_reader(moves.inbox.fileno())
+    mover.receive()  # clients moved here and not yet picked up get OUTAGE too
     # half the shutdown budget: the supervisor still has to stop the matchmaker
     await hub.shutdown(min(config.linger, config.shutdown_timeout / 2))
-    mover.close()
     link.close()

@@ -157,19 +157,20 @@ def test_send_to_a_closed_channel_raises_and_leaks_nothing(no_leak):
 
 @pytest.fixture
 def move_channel(no_leak):
-    address = b"\0matchmaker-test-%d-%d" % (os.getpid(), id(no_leak))
-    inbox, outbox = fdpass.move_inbox(address), fdpass.move_outbox()
-    yield address, inbox, outbox
+    inbox, outbox = fdpass.move_pair()
+    inbox.setblocking(False)
+    outbox.setblocking(False)
+    yield inbox, outbox
     inbox.close()
     outbox.close()
 
 
-def test_a_move_carries_its_payload_sockets_and_sender(move_channel):
-    address, inbox, outbox = move_channel
+def test_a_move_carries_its_payload_and_sockets(move_channel):
+    inbox, outbox = move_channel
     pairs = [socket.socketpair() for _ in range(3)]
-    fdpass.send_move(outbox, address, b"states", [a.fileno() for a, _ in pairs])
-    payload, fds, pid, uid = fdpass.recv_move(inbox)
-    assert (payload, len(fds), pid, uid) == (b"states", 3, os.getpid(), os.getuid())
+    fdpass.send_move(outbox, b"states", [a.fileno() for a, _ in pairs])
+    payload, fds = fdpass.recv_move(inbox)
+    assert (payload, len(fds)) == (b"states", 3)
     for fd, (a, b) in zip(fds, pairs, strict=True):
         assert not os.get_inheritable(fd)
         a.close()
@@ -179,26 +180,35 @@ def test_a_move_carries_its_payload_sockets_and_sender(move_channel):
         b.close()
 
 
-def test_a_move_to_nobody_fails_and_the_sender_keeps_its_socket(no_leak):
-    outbox = fdpass.move_outbox()
+def test_a_full_inbox_refuses_and_the_sender_keeps_its_socket(move_channel):
+    """A datagram inbox queues only a few datagrams: the rest are refused at once."""
+    inbox, outbox = move_channel
     a, b = socket.socketpair()
-    with pytest.raises(OSError):
-        fdpass.send_move(outbox, b"\0matchmaker-test-nobody-here", b"x", [a.fileno()])
+    with pytest.raises(BlockingIOError):
+        for _ in range(1000):
+            fdpass.send_move(outbox, b"x", [a.fileno()])
     a.sendall(b"mine")
     assert b.recv(10) == b"mine"
-    for s in (outbox, a, b):
-        s.close()
+    while True:
+        try:
+            _payload, fds = fdpass.recv_move(inbox)
+        except BlockingIOError:
+            break
+        for fd in fds:
+            os.close(fd)
+    a.close()
+    b.close()
 
 
 def test_too_much_at_once_is_refused_before_sending(move_channel):
-    address, _inbox, outbox = move_channel
+    _inbox, outbox = move_channel
     with pytest.raises(OSError):
-        fdpass.send_move(outbox, address, b"x" * (fdpass.MAX_MOVE + 1), [0])
+        fdpass.send_move(outbox, b"x" * (fdpass.MAX_MOVE + 1), [0])
     with pytest.raises(OSError):
-        fdpass.send_move(outbox, address, b"x", [0] * (fdpass.MAX_MOVE_FDS + 1))
+        fdpass.send_move(outbox, b"x", [0] * (fdpass.MAX_MOVE_FDS + 1))
 
 
 def test_nothing_waiting_raises_blocking(move_channel):
-    _address, inbox, _outbox = move_channel
+    inbox, _outbox = move_channel
     with pytest.raises(BlockingIOError):
         fdpass.recv_move(inbox)
