@@ -80,13 +80,17 @@ class Matchmaker:
 
     def worker_gone(self, worker: int) -> None:
         """Worker ``worker`` died: its clients are gone; their partners elsewhere hear ENDED."""
-        # a client on its way to the dead worker went down with it
-        moving = {p.mover for p in self.pending.values() if p.to == worker}
-        gone = [e.id for e in self.table.entries() if e.addr[0] == worker or e.id in moving]
+        # A client on its way to the dead worker went down with it. The dead
+        # worker's own clients go first, so nothing they asked is answered
+        # (their keys may belong to the new worker's clients).
+        moving = [p.mover for p in self.pending.values() if p.to == worker]
+        here = [e.id for e in self.table.entries() if e.addr[0] == worker]
+        gone = here + [cid for cid in dict.fromkeys(moving) if cid not in here]
+        lost = set(gone)
         for cid in gone:
             dropped = self._forget(cid)
             ended = dropped[1] if dropped is not None else None
-            if ended is not None and {ended.a.addr[0], ended.b.addr[0]} != {worker}:
+            if ended is not None and not {ended.a.id, ended.b.id} <= lost:
                 self._tell_ended(cid, ended)
         log.warning("worker %d died; %d of its clients are gone", worker + 1, len(gone))
 
@@ -102,6 +106,11 @@ class Matchmaker:
             self.counts[move.to if move is not None and moving else dropped[0].addr[0]] -= 1
         if move is not None and move.mover == cid:
             self._settle(move)
+            requester = self.table.get(move.requester)
+            if requester is not None and self.pending.get(requester.id) is None:
+                # It was the target, and the requester still waits for its CONNECT's
+                # answer: now that the target is gone, it is OFFLINE.
+                self._connect(requester.addr[0], m.Connect(requester.id, cid))
         elif move is not None:  # the partner is still on its way, and will ask again
             del self.pending[cid]
         return dropped

@@ -97,22 +97,28 @@ class Hub:
         key = next(self._keys)
         client = ClientProtocol.arriving(self, key, state)
         self.arriving[key] = session
-        self._serve(sock, lambda: client, lost=client.cid)
+        self._serve(sock, lambda: client, client)
 
     def _serve(
-        self, sock: socket.socket, factory: Callable[[], ClientProtocol], lost: int = 0
+        self,
+        sock: socket.socket,
+        factory: Callable[[], ClientProtocol],
+        moved: ClientProtocol | None = None,
     ) -> None:
         task = self.loop.create_task(self.loop.connect_accepted_socket(factory, sock))
         self._tasks.add(task)
-        task.add_done_callback(lambda task: self._adopted(task, sock, lost))
+        task.add_done_callback(lambda task: self._adopted(task, sock, moved))
 
-    def _adopted(self, task: asyncio.Task[Any], sock: socket.socket, cid: int) -> None:
+    def _adopted(
+        self, task: asyncio.Task[Any], sock: socket.socket, moved: ClientProtocol | None
+    ) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not serve a handed-over socket: %s", task.exception())
             sock.close()
-            if cid:  # a moved client: the matchmaker holds its id until told
-                self.to_matchmaker(m.Drop(cid))
+            if moved is not None:  # the matchmaker holds its id until told
+                self.arriving.pop(moved.key, None)
+                self.to_matchmaker(m.Drop(moved.cid))
 
     def attach(self, client: ClientProtocol) -> None:
         self.connections.add(client)
@@ -207,6 +213,7 @@ class Hub:
         client = self.clients.get(msg.key)
         if client is not None:
             client.request = None
+            client.cid = 0  # refused: its id, if it had one, is not its own (nothing to drop)
             client.close(client.dialect.answer(msg.line))
 
     def hello(self) -> m.Hello:
@@ -248,7 +255,7 @@ class Hub:
         client = self.clients.get(msg.key)
         if client is None or client.leaving:
             return  # it left; its Drop tells the matchmaker the move is off
-        if self.mover is not None and client.movable(msg.cid):
+        if self.mover is not None and not self.stopping and client.movable(msg.cid):
             self.moving.setdefault(msg.to, []).append((client, msg.session))
         else:
             self.to_matchmaker(m.Placed(msg.key, client.cid, msg.session, client.request))

@@ -97,10 +97,13 @@ class ClientProtocol(asyncio.Protocol):
 
         Only a line client whose every reply has left (the socket's buffer is
         empty) and that waits for nothing but, at most, the ``CONNECT`` the move
-        answers; a client that has half-closed or is leaving stays.
+        answers; a client that has half-closed, is leaving, or still has an
+        answer to skip stays.
         """
         transport = self.transport
         if self.closed or self.leaving or self.cid != cid or self.session or transport is None:
+            return False
+        if self.swallow:  # an answer owed to a crossed goodbye is still on its way here
             return False
         if self.dialect.paced or transport.is_closing() or transport.get_write_buffer_size():
             return False

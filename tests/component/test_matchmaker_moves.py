@@ -194,3 +194,36 @@ def test_counts_follow_moves_stays_and_drops(h):
     h.handle(1, m.Connect(b, d))  # a tie: b moves
     h.handle(1, m.Drop(b))
     assert h.mm.counts == [1, 0]
+
+
+def test_a_target_that_leaves_while_it_moves_gets_the_requester_offline(h):
+    a, b = h.register(0, 10), h.register(1, 20)
+    h.register(1, 21)
+    assert h.handle(0, m.Connect(a, b)) == [(1, m.Move(20, b, 1, 0))]  # b is the one moving
+    assert h.handle(1, m.Drop(b, True, 20)) == [
+        (0, m.Answer(10, f"ERROR OFFLINE {b}")),  # a's CONNECT is answered, never left hanging
+        (0, m.Ended(10, 1, b)),
+        (1, m.Refuse(20, "BYE")),
+    ]
+    assert h.mm.pending == {}
+
+
+def test_a_target_lost_with_its_worker_gets_the_requester_offline(h):
+    a, b = h.register(0, 10), h.register(1, 20)
+    h.register(1, 21)
+    h.handle(0, m.Connect(a, b))
+    h.log.clear()
+    h.mm.worker_gone(1)
+    assert h.log == [(0, m.Answer(10, f"ERROR OFFLINE {b}")), (0, m.Ended(10, 1, b))]
+
+
+def test_nothing_a_dead_workers_client_asked_is_answered(h):
+    """Its keys may already belong to the restarted worker's new clients."""
+    a, b = h.register(0, 10), h.register(1, 20)
+    h.handle(0, m.Connect(a, b))  # a moves to worker 1
+    h.handle(1, m.Get(b, False))  # b's GET waits for the move
+    h.log.clear()
+    h.mm.worker_gone(1)  # b dies, and a with it (it was on its way there)
+    assert h.log == []
+    assert h.mm.table.clients() == []
+    assert h.mm.pending == {}
