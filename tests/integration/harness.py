@@ -71,7 +71,8 @@ class Server:
         deadline = time.monotonic() + TIMEOUT
         while True:
             children = [p for p in parent.children() if title(p).startswith("matchmaker: ")]
-            if len(children) >= count:
+            workers = [p for p in children if title(p).startswith("matchmaker: worker")]
+            if len(children) >= count and all(serving(p) for p in workers):
                 return parent.children(recursive=True)
             if time.monotonic() > deadline:
                 raise AssertionError(f"children did not start: {children} {self.log()}")
@@ -164,6 +165,19 @@ class Server:
         while (left := self.survivors()) and time.monotonic() < deadline:
             time.sleep(0.02)  # polling the process table: nothing to wait on
         return left
+
+
+def serving(worker: psutil.Process) -> bool:
+    """Whether a worker waits in its event loop: the acceptor places clients only on those.
+
+    Before that a worker is still starting (reading its arguments, importing),
+    and round-robin placement would skip it.
+    """
+    try:
+        with open(f"/proc/{worker.pid}/wchan") as f:
+            return "epoll" in f.read()
+    except OSError:
+        return False
 
 
 def title(p: psutil.Process) -> str:

@@ -41,9 +41,10 @@ def test_the_requester_moves_to_its_partners_worker_and_keeps_its_id(server):
 
 def test_the_client_on_the_fuller_worker_is_the_one_that_moves(server):
     a, b, c = server.client(), server.client(), server.client()
-    assert [server.worker_of(x) for x in (a, b, c)] == [1, 2, 1]
-    pair(b, a)  # worker 1 holds two clients, worker 2 one: a gives way, not b
-    assert server.worker_of(a) == server.worker_of(b) == 2
+    first, second, third = (server.worker_of(x) for x in (a, b, c))
+    assert first == third != second  # round robin (from whichever worker was up first)
+    pair(b, a)  # a's worker holds two clients, b's one: a gives way, not b
+    assert server.worker_of(a) == server.worker_of(b) == second
     b.send("x")
     a.expect("MSG x")
     c.send("GET")
@@ -145,7 +146,7 @@ def test_a_burst_of_sessions_moves_every_pair_together_and_stays_balanced(server
     """More moves at once than a datagram socket queues (10): they travel together."""
     clients = [server.client() for _ in range(48)]
     where = [server.worker_of(c) for c in clients]
-    assert where == [1, 2] * 24
+    assert where == where[:2] * 24 and set(where) == {1, 2}
     pairs = [(clients[i], clients[i + 1]) for i in range(0, 48, 2)]
     for a, b in pairs:
         a.send(f"CONNECT {b.id}")
