@@ -24,6 +24,7 @@ import pickle
 import struct
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -52,12 +53,16 @@ class Sender:
     ``blocked`` and calls ``resume``).
     """
 
-    __slots__ = ("_queue", "_fd", "_pending", "_frames", "_loop")
+    __slots__ = ("_queue", "_fd", "_pending", "_frames", "_loop", "_pack")
 
     def __init__(
-        self, q: multiprocessing.queues.Queue[Any], loop: asyncio.AbstractEventLoop | None = None
+        self,
+        q: multiprocessing.queues.Queue[Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+        pack: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         self._queue = q
+        self._pack = pack  # what a batch becomes before pickling (e.g. plain tuples)
         self._fd: int = q._writer.fileno()  # type: ignore[attr-defined]
         os.set_blocking(self._fd, False)
         self._pending: list[Any] = []
@@ -81,7 +86,8 @@ class Sender:
     def flush(self) -> None:
         if not self._pending:
             return
-        data = pickle.dumps(self._pending, pickle.HIGHEST_PROTOCOL)
+        batch = self._pending if self._pack is None else self._pack(self._pending)
+        data = pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
         self._pending = []
         frames = self._frames
         was_blocked = bool(frames)
@@ -123,10 +129,15 @@ class Sender:
 class Receiver:
     """Reads batches from one queue without blocking, from an event loop or a wait() loop."""
 
-    __slots__ = ("_reader", "_parts")
+    __slots__ = ("_reader", "_parts", "_unpack")
 
-    def __init__(self, q: multiprocessing.queues.Queue[Any]) -> None:
+    def __init__(
+        self,
+        q: multiprocessing.queues.Queue[Any],
+        unpack: Callable[[Any], list[Any]] | None = None,
+    ) -> None:
         self._reader = q._reader  # type: ignore[attr-defined]
+        self._unpack = unpack  # undoes the sender's ``pack``
         os.set_blocking(self._reader.fileno(), False)
         self._parts: list[bytes] = []  # pieces of a batch not yet complete
 
@@ -148,7 +159,8 @@ class Receiver:
             if piece[:1] == _LAST:
                 data = parts[0] if len(parts) == 1 else b"".join(parts)
                 parts.clear()
-                batches.append(pickle.loads(data))
+                batch = pickle.loads(data)
+                batches.append(batch if self._unpack is None else self._unpack(batch))
 
 
 class _LocalLock:

@@ -328,8 +328,8 @@ def run(
     """
     slots = range(len(links.pools))
     using = [links.current[i] for i in slots]
-    inboxes = [Receiver(links.link(i).up) for i in slots]
-    outboxes = [Sender(links.link(i).down) for i in slots]
+    inboxes = [Receiver(links.link(i).up, m.from_wire) for i in slots]
+    outboxes = [Sender(links.link(i).down, pack=m.to_wire) for i in slots]
     matchmaker = Matchmaker(ClientTable(max_clients), outboxes, migrate)
     starting = Startup(matchmaker, len(slots))
     while not orphaned():
@@ -343,8 +343,8 @@ def run(
             if links.current[i] != using[i]:  # worker i died; its replacement is on a fresh link
                 using[i] = links.current[i]
                 outboxes[i].abandon()
-                inboxes[i] = Receiver(links.link(i).up)
-                outboxes[i] = Sender(links.link(i).down)
+                inboxes[i] = Receiver(links.link(i).up, m.from_wire)
+                outboxes[i] = Sender(links.link(i).down, pack=m.to_wire)
                 if starting.waiting:
                     starting.forget(i)
                 else:

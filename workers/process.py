@@ -14,6 +14,7 @@ import signal
 import socket
 from typing import Any, NamedTuple
 
+from ipc import messages as m
 from ipc.channel import Link, Receiver, Sender
 from ipc.dialects import LegacyDialect, LineDialect
 from ipc.fdpass import LEGACY, recv_tagged
@@ -88,9 +89,9 @@ class MatchmakerLink:
                 client.swallow = 0  # answers owed by the old matchmaker will never come
 
         # a fresh sender even at start: the link may have moved since serve() looked
-        self.hub.outbox = Sender(link.up, self.loop)
+        self.hub.outbox = Sender(link.up, self.loop, m.to_wire)
         self.using = index
-        inbox = self.inbox = Receiver(link.down)
+        inbox = self.inbox = Receiver(link.down, m.from_wire)
         self.loop.add_reader(inbox.fileno(), lambda: self.hub.from_matchmaker(inbox.drain()))
         self.hub.to_matchmaker(self.hub.hello())
         self.hub.resend_unconfirmed()

@@ -95,3 +95,16 @@ def test_messages_are_immutable_and_have_named_fields():
     assert m.Deliver._fields == ("key", "session", "text", "seq")
     with pytest.raises(AttributeError):
         paired.key = 8  # type: ignore[misc]
+
+
+def test_the_wire_tags_name_every_message_class_once():
+    assert sorted(m.CLASSES, key=lambda cls: cls.__name__) == CLASSES
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda msg: type(msg).__name__)
+def test_to_wire_and_back_gives_the_same_message(message):
+    wire = pickle.loads(pickle.dumps(m.to_wire([message, message])))
+    assert all(type(t) is tuple for t in wire)  # plain tuples: pickled without Python calls
+    back = m.from_wire(wire)
+    assert back == [message, message]
+    assert all(type(b) is type(message) for b in back)
