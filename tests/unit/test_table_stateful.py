@@ -147,6 +147,21 @@ class TableMachine(RuleBasedStateMachine):
         else:
             assert ended is None
 
+    @rule(data=st.data())
+    def admit(self, data):
+        """A client the table lost track of asks for its id back (any id, taken or not)."""
+        cid = data.draw(st.integers(0, MAX_CLIENTS + 3), label="cid")
+        addr = next(self.addrs)
+        if cid < 1 or cid in self.model:
+            assert self.expect_refused(self.table.admit, cid, addr) == f"ERROR OFFLINE {cid}"
+            return
+        if len(self.model) >= MAX_CLIENTS:
+            assert self.expect_refused(self.table.admit, cid, addr) == "ERROR FULL"
+            return
+        entry = self.table.admit(cid, addr)
+        assert (entry.id, entry.addr, entry.peer, entry.session) == (cid, addr, None, 0)
+        self.model[cid] = [addr, None, 0]
+
     # ---- invariants -----------------------------------------------------------
 
     @invariant()
