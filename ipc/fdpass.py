@@ -85,9 +85,11 @@ def send_move(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
 def recv_move(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One datagram: ``(payload, descriptors)``.
 
-    The descriptors are not inheritable. A datagram cut short (``MSG_TRUNC``
-    or ``MSG_CTRUNC``) comes with an empty payload, and the caller must close
-    what came with it. Raises ``BlockingIOError`` when none waits.
+    The descriptors are not inheritable. A datagram cut short (``MSG_TRUNC``)
+    comes with an empty payload; one whose descriptors did not all fit (the
+    receiver is at its descriptor limit, ``MSG_CTRUNC``) comes with fewer
+    descriptors than its payload names, and the caller must close what came.
+    Raises ``BlockingIOError`` when none waits.
     """
     payload, ancdata, flags, _addr = sock.recvmsg(MAX_MOVE, socket.CMSG_SPACE(4 * MAX_MOVE_FDS))
     fds: list[int] = []
@@ -97,6 +99,6 @@ def recv_move(sock: socket.socket) -> tuple[bytes, list[int]]:
             fds.extend(array.array("i", data[:usable]))
     for fd in fds:
         os.set_inheritable(fd, False)
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+    if flags & socket.MSG_TRUNC:
         payload = b""
     return payload, fds

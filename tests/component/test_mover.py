@@ -1,0 +1,62 @@
+"""workers.migrate.Mover: what arrives becomes clients, and what cannot still frees its ids."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import socket
+
+from ipc import messages as m
+from ipc.fdpass import move_pair, send_move
+from workers.migrate import Mover
+
+
+class FakeHub:
+    index = 1
+
+    def __init__(self):
+        self.told = []
+        self.arrived = []
+
+    def to_matchmaker(self, message):
+        self.told.append(message)
+
+    def arrive(self, sock, session, state):
+        self.arrived.append((session, state[0]))
+        sock.close()
+
+
+def test_moved_clients_arrive_with_their_sessions():
+    inbox, out = move_pair()
+    clients = [socket.socket() for _ in range(3)]
+    states = [(7 + i, (100 + i,)) for i in range(3)]  # (session, state); state[0] is the id
+    send_move(out, pickle.dumps(states), [c.fileno() for c in clients])
+    hub = FakeHub()
+    Mover(hub, inbox, [out]).receive()
+    assert hub.arrived == [(7, 100), (8, 101), (9, 102)]
+    assert hub.told == []
+    for s in (inbox, out, *clients):
+        s.close()
+
+
+def test_sockets_cut_off_by_the_descriptor_limit_release_every_id():
+    """A receiver at its fd limit gets some of the sockets (MSG_CTRUNC): all ids are dropped."""
+    inbox, out = move_pair()
+    clients = [socket.socket() for _ in range(3)]
+    states = [(7, (100 + i,)) for i in range(3)]
+    send_move(out, pickle.dumps(states), [c.fileno() for c in clients])
+    hub = FakeHub()
+    mover = Mover(hub, inbox, [out])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    probe = os.dup(0)
+    os.close(probe)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe + 1, hard))  # room for one more
+    try:
+        mover.receive()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert hub.arrived == []
+    assert hub.told == [m.Drop(100), m.Drop(101), m.Drop(102)]
+    for s in (inbox, out, *clients):
+        s.close()
