@@ -86,9 +86,10 @@ class Sender:
     def flush(self) -> None:
         if not self._pending:
             return
-        batch = self._pending if self._pack is None else self._pack(self._pending)
+        batch, self._pending = self._pending, []  # a batch that fails to pickle is not retried
+        if self._pack is not None:
+            batch = self._pack(batch)
         data = pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
-        self._pending = []
         frames = self._frames
         was_blocked = bool(frames)
         end = len(data)

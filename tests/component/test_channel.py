@@ -193,3 +193,22 @@ def test_links_move_a_slot_to_fresh_queues_until_the_pool_is_used():
                 for q in link:
                     q.close()
                     q.join_thread()
+
+
+def test_a_batch_that_cannot_be_packed_does_not_stop_the_sender(make_queue):
+    q = make_queue()
+    loop = FakeLoop()
+
+    def pack(batch):
+        if "bad" in batch:
+            raise KeyError("bad")
+        return batch
+
+    sender = Sender(q, loop, pack)
+    sender.send("bad")
+    with pytest.raises(KeyError):
+        loop.soon.pop()()
+    sender.send("good")
+    assert len(loop.soon) == 1  # a flush is scheduled again
+    loop.soon.pop()()
+    assert [decode([piece]) for _, piece in frames(q)] == [["good"]]
