@@ -340,11 +340,12 @@ def run(
         if wakeup in ready:
             _drain_fd(wakeup)
         for i in slots:
-            if links.current[i] != using[i]:  # worker i died; its replacement is on a fresh link
-                using[i] = links.current[i]
+            now = links.current[i]  # read once: the supervisor may move it again
+            if now != using[i]:  # worker i died; its replacement is on a fresh link
+                using[i] = now
                 outboxes[i].abandon()
-                inboxes[i] = Receiver(links.link(i).up, m.from_wire)
-                outboxes[i] = Sender(links.link(i).down, pack=m.to_wire)
+                inboxes[i] = Receiver(links.pools[i][now].up, m.from_wire)
+                outboxes[i] = Sender(links.pools[i][now].down, pack=m.to_wire)
                 if starting.waiting:
                     starting.forget(i)
                 else:
