@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 
+import psutil
 import pytest
 
 from tests.integration.harness import LegacyClient, pair, two_clients
@@ -160,3 +161,65 @@ def test_a_burst_of_sessions_moves_every_pair_together_and_stays_balanced(server
         a.send(f"to {b.id}")
     for _, b in pairs:
         b.expect(f"MSG to {b.id}")
+
+
+@pytest.mark.parametrize("when", ["at once", "after the first pair"])
+def test_moves_under_way_when_the_matchmaker_dies_still_end_in_sessions(server, when):
+    """Whether a move was decided, in flight or placed when the matchmaker died, every pair
+    ends up in one session that carries lines both ways, and nobody is listed wrongly."""
+    clients = [server.client() for _ in range(24)]
+    pairs = [(clients[i], clients[i + 1]) for i in range(0, 24, 2)]  # each across workers
+    assert all(server.worker_of(a) != server.worker_of(b) for a, b in pairs)
+    old = server.pid_of("matchmaker")
+    for a, b in pairs:
+        a.send(f"CONNECT {b.id}")
+    if when == "after the first pair":  # later pairs are somewhere in their moves
+        pairs[0][0].expect(f"CONNECTED {pairs[0][1].id}")
+        pairs[0][0].buf = f"CONNECTED {pairs[0][1].id}\n".encode() + pairs[0][0].buf
+    os.kill(old, signal.SIGKILL)
+    for a, b in pairs:
+        a.expect(f"CONNECTED {b.id}")
+        b.expect(f"CONNECTED {a.id}")
+    for a, b in pairs:
+        a.send(f"hello {b.id}")
+        b.send(f"hello {a.id}")
+    for a, b in pairs:
+        b.expect(f"MSG hello {b.id}")
+        a.expect(f"MSG hello {a.id}")
+    wait_for(lambda: new_pid(server, "matchmaker", old), what="a new matchmaker")
+    probe = server.client()
+    probe.send("GET")
+    busy = " ".join(f"{c.id}=BUSY" for c in sorted(clients, key=lambda c: c.id))
+    probe.expect(f"CLIENTS {busy} {probe.id}=FREE")
+
+
+def holds(server, worker: int, client) -> bool:
+    """Whether worker ``worker`` (1-based) still holds ``client``'s connection."""
+    local = client.sock.getsockname()
+    conns = psutil.Process(server.pid_of(f"worker {worker}")).net_connections("tcp")
+    return any(c.raddr and (c.raddr.ip, c.raddr.port) == local for c in conns)
+
+
+def test_a_client_in_flight_through_a_matchmaker_restart_keeps_its_id_and_its_session(server):
+    """The dead matchmaker knew of the move, the new one does not: the client, taken in by
+    its new worker, is known again by its id and its CONNECT is answered."""
+    a, b = two_clients(server, "cross")
+    src, dst = server.worker_of(a), server.worker_of(b)
+    receiver = server.pid_of(f"worker {dst}")
+    os.kill(receiver, signal.SIGSTOP)  # a's socket will wait in its inbox
+    try:
+        a.send(f"CONNECT {b.id}")  # a tie: the requester moves
+        wait_for(lambda: not holds(server, src, a), what="a handed over")
+        old = server.pid_of("matchmaker")
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: new_pid(server, "matchmaker", old), what="a new matchmaker")
+    finally:
+        os.kill(receiver, signal.SIGCONT)
+    a.expect(f"CONNECTED {b.id}")
+    b.expect(f"CONNECTED {a.id}")
+    assert server.worker_of(a) == server.worker_of(b) == dst
+    a.send("made it")
+    b.expect("MSG made it")
+    c = server.client()
+    c.send("GET")
+    c.expect(f"CLIENTS {a.id}=BUSY {b.id}=BUSY {c.id}=FREE")
