@@ -223,3 +223,37 @@ def test_a_client_in_flight_through_a_matchmaker_restart_keeps_its_id_and_its_se
     c = server.client()
     c.send("GET")
     c.expect(f"CLIENTS {a.id}=BUSY {b.id}=BUSY {c.id}=FREE")
+
+
+def test_a_client_that_outlives_the_worker_it_left_keeps_its_id_and_its_session(server):
+    a, b = two_clients(server, "cross")
+    src, dst = server.worker_of(a), server.worker_of(b)
+    receiver = server.pid_of(f"worker {dst}")
+    os.kill(receiver, signal.SIGSTOP)
+    try:
+        a.send(f"CONNECT {b.id}")
+        wait_for(lambda: not holds(server, src, a), what="a handed over")
+        old = server.pid_of(f"worker {src}")
+        os.kill(old, signal.SIGKILL)  # the matchmaker frees a with the rest of its clients
+        wait_for(lambda: new_pid(server, f"worker {src}", old), what="a new worker")
+    finally:
+        os.kill(receiver, signal.SIGCONT)
+    a.expect(f"CONNECTED {b.id}")
+    b.expect(f"CONNECTED {a.id}")
+    b.send("still you")
+    a.expect("MSG still you")
+
+
+def test_a_client_on_its_way_to_a_worker_that_dies_is_taken_in_by_its_replacement(server):
+    a, b = two_clients(server, "cross")
+    src, dst = server.worker_of(a), server.worker_of(b)
+    old = server.pid_of(f"worker {dst}")
+    os.kill(old, signal.SIGSTOP)
+    a.send(f"CONNECT {b.id}")
+    wait_for(lambda: not holds(server, src, a), what="a handed over")
+    os.kill(old, signal.SIGKILL)  # b dies with it; a waits in the inbox the supervisor keeps
+    b.expect_closed()
+    a.expect(f"ERROR OFFLINE {b.id}")
+    assert server.worker_of(a) == dst  # the new worker
+    a.send("GET")
+    a.expect(f"CLIENTS {a.id}=FREE")
