@@ -94,6 +94,13 @@ class Hub:
     def arrive(self, sock: socket.socket, session: int, state: tuple[Any, ...]) -> None:
         """Serve a client another worker moved here for ``session`` (socket options came along)."""
         sock.setblocking(False)
+        if self.stopping:  # too late to serve it: it gets its OUTAGE here and now
+            try:
+                sock.send(LineDialect.outage())
+            except OSError:
+                pass
+            sock.close()
+            return
         key = next(self._keys)
         client = ClientProtocol.arriving(self, key, state)
         self.arriving[key] = session

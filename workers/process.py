@@ -157,8 +157,9 @@ async def serve(
     hub.stopping = True
     on_handoff()  # sockets accepted but not yet picked up get OUTAGE too
     loop.remove_reader(handoff.fileno())
-    loop.remove_reader(moves.inbox.fileno())
-    mover.receive()  # clients moved here and not yet picked up get OUTAGE too
     # half the shutdown budget: the supervisor still has to stop the matchmaker
     await hub.shutdown(min(config.linger, config.shutdown_timeout / 2))
+    # clients other workers moved here meanwhile get OUTAGE too (Hub.arrive)
+    loop.remove_reader(moves.inbox.fileno())
+    mover.receive()
     link.close()

@@ -60,3 +60,24 @@ def test_sockets_cut_off_by_the_descriptor_limit_release_every_id():
     assert hub.told == [m.Drop(100), m.Drop(101), m.Drop(102)]
     for s in (inbox, out, *clients):
         s.close()
+
+
+def test_a_client_arriving_at_a_stopping_worker_gets_outage_at_once():
+    import asyncio
+
+    from matchmaker.config import Config
+    from workers.hub import Hub
+
+    loop = asyncio.new_event_loop()
+    try:
+        hub = Hub(0, Config(), loop, outbox=None)  # type: ignore[arg-type]
+        hub.stopping = True
+        ours, theirs = socket.socketpair()
+        hub.arrive(ours, 7, (100, None, [], None, 0.0, b"", 0))
+        theirs.settimeout(5)
+        assert theirs.recv(100) == b"OUTAGE\n"
+        assert theirs.recv(100) == b""  # and closed
+        assert hub.clients == {} and hub.arriving == {}
+        theirs.close()
+    finally:
+        loop.close()
