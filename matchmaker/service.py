@@ -100,13 +100,13 @@ class Matchmaker:
     def _forget(self, cid: int) -> tuple[Entry[Addr], Session[Addr] | None] | None:
         """Drop a client from the table, and from the move it was part of."""
         move = self.pending.get(cid)
+        moving = move if move is not None and move.mover == cid else None
         dropped = self.table.drop(cid)
-        if dropped is not None:
-            moving = move is not None and move.mover == cid
-            self.counts[move.to if move is not None and moving else dropped[0].addr[0]] -= 1
-        if move is not None and move.mover == cid:
-            self._settle(move)
-            requester = self.table.get(move.requester)
+        if dropped is not None:  # a moving client is counted where it is going
+            self.counts[moving.to if moving is not None else dropped[0].addr[0]] -= 1
+        if moving is not None:
+            self._settle(moving)
+            requester = self.table.get(moving.requester)
             if requester is not None and self.pending.get(requester.id) is None:
                 # It was the target, and the requester still waits for its CONNECT's
                 # answer: now that the target is gone, it is OFFLINE.
@@ -181,8 +181,9 @@ class Matchmaker:
         addr = (worker, msg.key)
         me = self.table.get(msg.cid)
         move = self.pending.get(msg.cid)
-        ours = move is not None and (move.mover, move.session) == (msg.cid, msg.session)
-        if me is not None and move is not None and ours:
+        if move is not None and (move.mover, move.session) != (msg.cid, msg.session):
+            move = None  # it is the other end of someone else's move, not this one
+        if me is not None and move is not None:
             self.counts[move.to] -= 1  # counted there since the Move
             self.counts[worker] += 1
             me.addr = addr

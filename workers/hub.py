@@ -138,7 +138,7 @@ class Hub:
         if session is None:
             self.to_matchmaker(m.Register(client.key))
             return
-        self.to_matchmaker(m.Placed(client.key, client.cid, session, client.request))
+        self._placed(client, session)
         if client.out:
             self.mark_dirty(client)
         client.drain()  # pauses reading while lines wait for the CONNECT's answer
@@ -265,7 +265,7 @@ class Hub:
         if self.mover is not None and not self.stopping and client.movable(msg.cid):
             self.moving.setdefault(msg.to, []).append((client, msg.session))
         else:
-            self.to_matchmaker(m.Placed(msg.key, client.cid, msg.session, client.request))
+            self._placed(client, msg.session)
 
     def send_moving(self) -> None:
         """Hand over the clients this batch moves, one datagram per worker where possible."""
@@ -278,8 +278,12 @@ class Hub:
                     del self.clients[client.key]
                     client.moved()
                 else:
-                    self.to_matchmaker(m.Placed(client.key, client.cid, session, client.request))
+                    self._placed(client, session)
         self.on_count(len(self.clients))
+
+    def _placed(self, client: ClientProtocol, session: int) -> None:
+        """Tell the matchmaker where a client it asked to move lives now (here, by key)."""
+        self.to_matchmaker(m.Placed(client.key, client.cid, session, client.request))
 
     def _ended(self, msg: m.Ended) -> None:
         client = self.clients.get(msg.key)
