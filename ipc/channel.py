@@ -53,7 +53,7 @@ class Sender:
     ``blocked`` and calls ``resume``).
     """
 
-    __slots__ = ("_queue", "_fd", "_pending", "_frames", "_loop", "_pack")
+    __slots__ = ("_queue", "_fd", "_pending", "_frames", "_loop", "_pack", "_watched")
 
     def __init__(
         self,
@@ -68,6 +68,7 @@ class Sender:
         self._pending: list[Any] = []
         self._frames: deque[bytes] = deque()  # written in order once the pipe has room
         self._loop = loop  # flushes once at the end of each tick, and waits for room
+        self._watched = False  # the loop is watching the pipe for room
 
     @property
     def blocked(self) -> bool:
@@ -107,12 +108,17 @@ class Sender:
             try:
                 os.write(fd, frames[0])
             except BlockingIOError:
-                if self._loop is not None:
+                if self._loop is not None and not self._watched:
                     self._loop.add_writer(fd, self.resume)
+                    self._watched = True
                 return
             frames.popleft()
-        if self._loop is not None:
-            self._loop.remove_writer(fd)
+        self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._watched and self._loop is not None:
+            self._loop.remove_writer(self._fd)
+            self._watched = False
 
     def close(self) -> None:
         """Flush what the pipe takes now; the process is leaving and will not wait."""
@@ -123,8 +129,7 @@ class Sender:
         """The reader died (or this end is leaving): drop everything not yet written."""
         self._pending = []
         self._frames.clear()
-        if self._loop is not None:
-            self._loop.remove_writer(self._fd)
+        self._unwatch()
 
 
 class Receiver:
