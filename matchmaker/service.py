@@ -35,7 +35,8 @@ class Pending(NamedTuple):
     other: int
     to: int
     requester: int  # which end sent the CONNECT
-    deferred: list[tuple[int, m.ToMatchmaker]]  # the other end's CONNECTs meanwhile
+    # requests that must wait for the move (worker, request, the asker's entry then)
+    deferred: list[tuple[int, m.Get | m.Connect, Entry[Addr] | None]]
 
 
 class Matchmaker:
@@ -83,6 +84,8 @@ class Matchmaker:
         # A client on its way to the dead worker went down with it. The dead
         # worker's own clients go first, so nothing they asked is answered
         # (their keys may belong to the new worker's clients).
+        for move in self.pending.values():  # its clients' keys may be reused: never answer
+            move.deferred[:] = [d for d in move.deferred if d[0] != worker]
         moving = [p.mover for p in self.pending.values() if p.to == worker]
         here = [e.id for e in self.table.entries() if e.addr[0] == worker]
         gone = here + [cid for cid in dict.fromkeys(moving) if cid not in here]
@@ -116,12 +119,20 @@ class Matchmaker:
         return dropped
 
     def _settle(self, move: Pending) -> None:
-        """The move is over: forget it, and handle what the other end asked meanwhile."""
+        """The move is over: forget it, and handle what waited for it.
+
+        Only requests whose askers are still the clients they were: an id
+        given to a newcomer meanwhile must not inherit its old holder's requests.
+        """
         del self.pending[move.mover]
         if self.pending.get(move.other) is move:
             del self.pending[move.other]
-            for worker, request in move.deferred:
+        for worker, request, asker in move.deferred:
+            if self.table.get(request.cid) is asker:
                 self.handle(worker, [request])
+
+    def _defer(self, move: Pending, worker: int, request: m.Get | m.Connect) -> None:
+        move.deferred.append((worker, request, self.table.get(request.cid)))
 
     def _register(self, worker: int, msg: m.Register) -> None:
         try:
@@ -135,7 +146,7 @@ class Matchmaker:
     def _get(self, worker: int, msg: m.Get) -> None:
         move = self.pending.get(msg.cid)
         if move is not None:  # it would see itself BUSY before it hears CONNECTED
-            move.deferred.append((worker, msg))
+            self._defer(move, worker, msg)
             return
         entry = self.table.get(msg.cid)
         if entry is not None:
@@ -151,7 +162,13 @@ class Matchmaker:
         if move is not None:
             # Its partner is on the way to its worker and it has not heard
             # CONNECTED yet: its answer (TALKING) must come after that.
-            move.deferred.append((worker, msg))
+            self._defer(move, worker, msg)
+            return
+        move = self.pending.get(msg.target)
+        if move is not None and move.mover == msg.target:
+            # The target is on its way to another worker (FREE, if its partner left
+            # meanwhile): a Move now would go where it was. It is asked once it lands.
+            self._defer(move, worker, msg)
             return
         try:
             session = self.table.connect(msg.cid, msg.target)

@@ -227,3 +227,31 @@ def test_nothing_a_dead_workers_client_asked_is_answered(h):
     assert h.log == []
     assert h.mm.table.clients() == []
     assert h.mm.pending == {}
+
+
+def test_a_client_freed_while_it_moves_is_not_paired_until_it_lands(h):
+    """Its partner left, so the table has it FREE, but its socket is in flight: a third
+    client's CONNECT to it waits for its Placed (a Move now would go to where it was)."""
+    a, b = h.register(0, 10), h.register(1, 20)
+    c = h.register(1, 21)
+    h.register(0, 11)
+    assert h.handle(0, m.Connect(a, b)) == [(0, m.Move(10, a, 1, 1))]  # a tie: a moves
+    h.handle(1, m.Drop(b))
+    assert h.handle(1, m.Connect(c, a)) == []  # waits: a is on its way
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b))) == [
+        (1, m.Paired(25, 2, c, 1, 21, False)),  # c's CONNECT, now a has landed by c
+        (1, m.Paired(21, 2, a, 1, 25, True)),
+        (1, m.Answer(25, f"ERROR TALKING {c}")),  # a's own CONNECT, asked again
+    ]
+    assert h.mm.pending == {}
+
+
+def test_a_deferred_request_of_a_client_gone_meanwhile_is_not_answered_to_its_ids_heir(h):
+    a, b = h.register(0, 10), h.register(1, 20)
+    h.handle(0, m.Connect(a, b))  # a moves to worker 1
+    h.handle(1, m.Get(b, False))  # waits for the move
+    h.handle(1, m.Drop(b))  # b leaves; its id is free
+    assert h.register(1, 22) == b  # and taken by a newcomer
+    out = h.handle(1, m.Placed(25, a, 1, m.Connect(a, b)))
+    assert (1, m.Answer(22, "CLIENTS 1=BUSY 2=BUSY")) not in out  # b's GET died with b
+    assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]  # a pairs with the heir
