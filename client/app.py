@@ -12,6 +12,7 @@ Either way the end is the same: send ``#CLOSE#``, wait a bounded time for
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import os
@@ -303,8 +304,22 @@ def start_stdin_reader(
     """
 
     def put(item: list[str | ErrorCode] | None) -> bool:
+        # The put is created on the loop's thread: a coroutine made here and dropped
+        # by a loop that closes first would print "coroutine was never awaited".
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def start() -> None:
+            loop.create_task(lines.put(item)).add_done_callback(settled)
+
+        def settled(task: asyncio.Task[None]) -> None:
+            if task.cancelled():
+                done.cancel()
+            else:
+                done.set_result(None)
+
         try:
-            asyncio.run_coroutine_threadsafe(lines.put(item), loop).result()
+            loop.call_soon_threadsafe(start)
+            done.result()
         except Exception:  # the loop closed or dropped the put: the client is exiting
             return False
         return True
