@@ -43,38 +43,51 @@ class LineDecoder:
 
     @property
     def pending(self) -> int:
-        """Bytes held of a line not yet ended."""
+        """Bytes held: of lines not yet taken, and of a line not yet ended."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Event]:
-        """Add bytes from the peer; return the lines (or errors) they completed."""
+    def receive(self, data: bytes) -> None:
+        """Add bytes from the peer; ``next_event`` takes the lines out one at a time.
+
+        Lines stay bytes until they are taken, so a connection that stops taking
+        them (its reading paused) holds one read's worth of bytes, not one
+        object per line.
+        """
+        self._buf += data
+
+    def next_event(self) -> Event | None:
+        """The next complete line (or the error its bytes earned); None until more arrive."""
         buf = self._buf
-        buf += data
-        events: list[Event] = []
-        start = 0
-        search = self._scanned
-        while (nl := buf.find(b"\n", search)) >= 0:
+        while (nl := buf.find(b"\n", self._scanned)) >= 0:
+            end = nl - 1 if nl and buf[nl - 1] == _CR else nl
+            line = bytes(buf[:end]) if not self._discarding else b""
+            del buf[: nl + 1]  # O(1): a bytearray drops its head without copying
+            self._scanned = 0
             if self._discarding:
                 self._discarding = False
-            else:
-                end = nl - 1 if nl > start and buf[nl - 1] == _CR else nl
-                if end - start > self.max_line:
-                    events.append(ErrorCode.TOO_LONG)
-                else:
-                    try:
-                        events.append(buf[start:end].decode("utf-8"))
-                    except UnicodeDecodeError:
-                        events.append(ErrorCode.ENCODING)
-            start = search = nl + 1
-        if start:
-            del buf[:start]
+                continue
+            if end > self.max_line:
+                return ErrorCode.TOO_LONG
+            try:
+                return line.decode("utf-8")
+            except UnicodeDecodeError:
+                return ErrorCode.ENCODING
         if self._discarding:
             buf.clear()
         elif len(buf) > self.max_line + 1:  # +1: a '\r' may still precede the '\n'
-            events.append(ErrorCode.TOO_LONG)
             self._discarding = True
             buf.clear()
+            self._scanned = 0
+            return ErrorCode.TOO_LONG
         self._scanned = len(buf)
+        return None
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Add bytes from the peer; return every line (or error) they completed."""
+        self.receive(data)
+        events: list[Event] = []
+        while (event := self.next_event()) is not None:
+            events.append(event)
         return events
 
 

@@ -42,12 +42,22 @@ class RecordDecoder:
     def pending(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Event]:
+    def receive(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_event(self) -> Event | None:
         buf = self._buf
-        buf += data
-        whole = len(buf) - len(buf) % RECORD
-        events: list[Event] = [_text(bytes(buf[i : i + RECORD])) for i in range(0, whole, RECORD)]
-        del buf[:whole]
+        if len(buf) < RECORD:
+            return None
+        text = _text(bytes(buf[:RECORD]))
+        del buf[:RECORD]
+        return text
+
+    def feed(self, data: bytes) -> list[Event]:
+        self.receive(data)
+        events: list[Event] = []
+        while (event := self.next_event()) is not None:
+            events.append(event)
         return events
 
 
