@@ -115,11 +115,15 @@ class Hello(NamedTuple):
     """First message on every new link: the worker's clients and their open requests.
 
     A fresh matchmaker rebuilds its table from the hellos of all workers; each
-    request is one the client sent and has had no answer to yet.
+    request is one the client sent and has had no answer to yet. ``lines`` are
+    the lines to partners on other workers not yet confirmed, which the dead
+    matchmaker may have lost: they are relayed before any request is answered,
+    so a ``#GOODBYE#`` that waits ends its session after them.
     """
 
     clients: tuple[ClientState, ...]
     requests: tuple[ToMatchmakerRequest, ...]
+    lines: tuple[Relay, ...] = ()
 
 
 # ---- matchmaker -> worker ------------------------------------------------------

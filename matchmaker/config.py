@@ -30,6 +30,12 @@ DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 #: never reads cannot pin its buffers.
 DEFAULT_LINGER = 2.0
 
+#: Default for ``--stall-timeout``: a client whose output is backed up (more than
+#: half of ``--sendq`` waits for it, so its partner is held) and that reads none
+#: of it for this long is cut as a slow consumer, so that the partner it holds
+#: can go on. A client that reads at all, however slowly, is never cut for it.
+DEFAULT_STALL_TIMEOUT = 30.0
+
 #: Default for ``--legacy-pace``: the original client reads one 256-byte record
 #: per read() and loses whatever was coalesced behind it; 20 ms between records
 #: keeps them apart on any link it was ever used on.
@@ -68,6 +74,7 @@ class Config:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     linger: float = DEFAULT_LINGER
     idle_timeout: float = 0.0
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
     legacy_port: int | None = None
     legacy_pace: float = DEFAULT_LEGACY_PACE
     loop: str = "asyncio"
@@ -159,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sendq",
         type=_positive,
         default=DEFAULTS.sendq,
-        help="bytes that may wait to be sent to one client (more: ERROR SLOW_CONSUMER, closed)",
+        help="bytes that may wait to be sent to one client; past half of it the server stops "
+        "reading whoever adds to it (more: ERROR SLOW_CONSUMER, closed)",
     )
     parser.add_argument(
         "--placement",
@@ -194,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds_or_off,
         default=DEFAULTS.idle_timeout,
         help="close clients that send nothing for this many seconds (ERROR IDLE); 0 is off",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=_seconds,
+        default=DEFAULTS.stall_timeout,
+        help="cut a client that reads none of its backed-up output (over half of --sendq) "
+        "for this many seconds (ERROR SLOW_CONSUMER)",
     )
     parser.add_argument(
         "--loop",

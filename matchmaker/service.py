@@ -273,8 +273,10 @@ class Matchmaker:
         reached one end of a session and not the other. A session one end still
         holds stands for the other end too if that end is FREE and never heard of
         it (its CONNECTED was lost); if that end has heard of it and is FREE (it
-        saw ENDED) or is gone or in another session, the session is over. An open
-        goodbye is answered after the table is rebuilt.
+        saw ENDED) or is gone or in another session, the session is over. A
+        client whose goodbye (or ``#CLOSE#``) is open still holds the session it
+        ends: the lines it sent before are relayed first, then its request is
+        answered and ends the session.
         """
         entries: dict[int, Entry[Addr]] = {}
         heard: dict[int, int] = {}  # cid -> the newest session it has heard of
@@ -318,6 +320,8 @@ class Matchmaker:
             self.counts[e.addr[0]] += 1
         if entries:  # a restart; a first start has nothing to rebuild
             log.info("table rebuilt: %d clients from %d workers", len(entries), len(hellos))
+        for worker, hello in hellos.items():  # lines first: a goodbye ends a session after them
+            self.handle(worker, list(hello.lines))
         for worker, hello in hellos.items():
             requests = [
                 r for r in hello.requests if not (isinstance(r, m.Connect) and r.cid in answered)

@@ -30,6 +30,9 @@ log = logging.getLogger("workers.hub")
 #: per client every 50 ms keeps a sender's unconfirmed lines to what 50 ms carries.
 CONFIRM_AFTER = 0.05
 
+#: Bytes of output one client's lines may make in one loop tick (``Hub.tick``).
+TICK_OUTPUT = 1 << 16
+
 #: TCP keepalive for every client: a peer that vanished without a FIN or RST
 #: (power cut, cable pulled) is noticed after IDLE + INTERVAL * COUNT seconds.
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 60, 10, 6
@@ -52,11 +55,24 @@ class Hub:
         self.outbox = outbox
         self.on_count = on_count  # tells the acceptor how loaded this worker is
         self.linger = config.linger
+        # Flow control (ClientProtocol.held): past ``high`` bytes of output a client's
+        # writers are held, until no more than ``low`` are left; a sender may have
+        # ``window`` bytes of lines to another worker unconfirmed. Even a partner that
+        # pushes a whole window into an output just under ``high`` stays under --sendq.
+        self.high, self.low, self.window = config.sendq // 2, config.sendq // 8, config.sendq // 4
+        # what one client may add to an output in one loop tick before its lines are
+        # held to the next: bounds the replies built but not yet written, and shares
+        # the loop between clients
+        self.tick = min(self.high, TICK_OUTPUT)
+        self.congested: set[ClientProtocol] = set()  # output over ``high``, not yet drained
+        # Clients gone while their #CLOSE# waits for the matchmaker: a new matchmaker
+        # must still hear of them (and of their last lines) until it is answered.
+        self.departing: dict[int, ClientProtocol] = {}
         self.clients: dict[int, ClientProtocol] = {}  # attached and not closed, by key
         self.connections: set[ClientProtocol] = set()  # every transport not yet lost
         self.dirty: list[ClientProtocol] = []  # clients with output this tick
         self.unconfirmed: set[ClientProtocol] = set()  # wrote partner lines not yet confirmed
-        self._confirm_timer: asyncio.TimerHandle | None = None
+        self._confirm_timer: asyncio.Handle | None = None
         self.stopping = False
         self._keys = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -149,6 +165,13 @@ class Hub:
             self.on_count(len(self.clients))
             if client.cid:
                 self.to_matchmaker(m.Drop(client.cid))
+            elif client.leaving and client.request is not None:
+                self.departing[client.key] = client
+        client.writing_paused = False
+        self.congested.discard(client)
+        peer = client.local_peer
+        if peer is not None and peer.paused and not peer.closed:
+            peer.drain()  # it waited for this client to read
 
     def lost(self, client: ClientProtocol) -> None:
         self.connections.discard(client)
@@ -160,6 +183,16 @@ class Hub:
     def to_matchmaker(self, message: m.ToMatchmaker) -> None:
         if not self.stopping:
             self.outbox.send(message)
+
+    def drained(self, client: ClientProtocol) -> None:
+        """``client`` has read most of its output: go on with whoever waited for that."""
+        if client.paused:
+            client.drain()
+        peer = client.local_peer
+        if peer is not None and peer.paused:
+            peer.drain()
+        if client in self.unconfirmed and self._confirm_timer is None:
+            self._confirm_timer = self.loop.call_soon(self.confirm)
 
     def relay(self, client: ClientProtocol, text: str) -> None:
         """A line from ``client`` for its partner: directly if the partner is here."""
@@ -194,12 +227,25 @@ class Hub:
             self._confirm_timer = self.loop.call_later(CONFIRM_AFTER, self.confirm)
 
     def confirm(self) -> None:
-        """Tell the senders' workers which lines arrived, so they can let them go."""
+        """Tell the senders' workers which lines arrived, so they can send more.
+
+        Not for a client whose output is backed up: its partner's lines then
+        wait, unconfirmed, on the partner's worker, and its partner's reading
+        pauses (credit-based flow control between the two workers).
+        """
         self._confirm_timer = None
+        held = set()
         for client in self.unconfirmed:
-            if client.session and client.cid:
-                self.to_matchmaker(m.Received(client.cid, client.session, client.recv_seq))
-        self.unconfirmed.clear()
+            if client.writing_paused:
+                held.add(client)
+            else:
+                self._received(client)
+        self.unconfirmed = held
+
+    def _received(self, client: ClientProtocol) -> None:
+        client.unacked = 0
+        if client.session and client.cid:
+            self.to_matchmaker(m.Received(client.cid, client.session, client.recv_seq))
 
     def _welcome(self, msg: m.Welcome) -> None:
         client = self.clients.get(msg.key)
@@ -217,6 +263,7 @@ class Hub:
             client.answered()
 
     def _refuse(self, msg: m.Refuse) -> None:
+        self.departing.pop(msg.key, None)
         client = self.clients.get(msg.key)
         if client is not None:
             client.request = None
@@ -224,39 +271,46 @@ class Hub:
             client.close(client.dialect.answer(msg.line))
 
     def hello(self) -> m.Hello:
-        """What a new matchmaker needs to know: every client, every open request."""
-        clients = tuple(
-            m.ClientState(c.key, c.cid, c.session, c.peer, c.last_session)
-            for c in self.clients.values()
-            if c.cid and not c.leaving
-        )
-        requests = tuple(c.request for c in self.clients.values() if c.request is not None)
-        return m.Hello(clients, requests)
-
-    def resend_unconfirmed(self) -> None:
-        """Lines the old matchmaker may have lost; the partners' workers drop repeats."""
-        for c in self.clients.values():
-            if c.sent is not None and c.session:
-                for seq, text in c.sent:
-                    self.to_matchmaker(m.Relay(c.cid, c.session, text, seq))
+        """What a new matchmaker needs to know: every client, every open request, and
+        every line to another worker that the old one may have lost (the partners'
+        workers drop repeats)."""
+        clients: list[m.ClientState] = []
+        requests: list[m.ToMatchmakerRequest] = []
+        lines: list[m.Relay] = []
+        for c in [*self.clients.values(), *self.departing.values()]:
+            state, resend = c.resend()
+            if state is not None:
+                clients.append(state)
+                lines += resend
+            if c.request is not None:
+                requests.append(c.request)
+        return m.Hello(tuple(clients), tuple(requests), tuple(lines))
 
     def _paired(self, msg: m.Paired) -> None:
         client = self.clients.get(msg.key)
         if client is not None:  # else its Drop is on the way and will end the session
-            client.paired(msg)
+            here = self.clients.get(msg.peer_key) if msg.peer_worker == self.index else None
+            client.paired(msg, here)
 
     def _deliver(self, msg: m.Deliver) -> None:
         client = self.clients.get(msg.key)
-        if client is None or client.session != msg.session or msg.seq <= client.recv_seq:
-            return  # gone, another session, or sent again after a matchmaker restart
+        if client is None or client.session != msg.session:
+            return  # gone, or another session
+        self.unconfirmed.add(client)
+        if msg.seq <= client.recv_seq:
+            return  # sent again after a matchmaker restart: confirmed again, not written
         client.recv_seq = msg.seq
         client.write(client.dialect.msg(msg.text))
-        self.unconfirmed.add(client)
+        client.unacked += len(msg.text)
+        if client.unacked > self.window // 4 and not client.writing_paused:
+            self._received(client)  # the sender's window is filling: confirm now
 
     def _confirm(self, msg: m.Confirm) -> None:
         client = self.clients.get(msg.key)
         if client is not None and client.session == msg.session and client.sent is not None:
             client.sent.confirm(msg.seq)
+            if client.paused:
+                client.drain()
 
     def _move(self, msg: m.Move) -> None:
         client = self.clients.get(msg.key)
@@ -290,16 +344,28 @@ class Hub:
         if client is not None:
             client.ended(msg.session, msg.peer)
 
-    def sweep_idle(self) -> None:
-        """Close clients silent for ``--idle-timeout`` seconds; runs itself again."""
-        timeout = self.config.idle_timeout
-        if not timeout or self.stopping:
+    def sweep(self) -> None:
+        """Once a second: cut clients idle past ``--idle-timeout``, or stalled past
+        ``--stall-timeout`` (output backed up and not read at all); runs itself again."""
+        if self.stopping:
             return
         now = self.loop.time()
-        for client in list(self.clients.values()):
-            if now - client.last_seen > timeout:
-                client.close(client.dialect.error(ErrorCode.IDLE))
-        self.loop.call_later(min(timeout / 4, 1.0), self.sweep_idle)
+        config = self.config
+        for client in [c for c in self.congested if c.stalled(now, config.stall_timeout)]:
+            log.info("client %s: read nothing of its output for %.0fs; cutting it", client.cid,
+                     config.stall_timeout)  # fmt: skip
+            client.close(client.dialect.error(ErrorCode.SLOW_CONSUMER))
+        timeout = config.idle_timeout
+        if timeout:
+            for client in list(self.clients.values()):
+                # a client whose reading is paused (or that waits for an answer) may have
+                # sent something nobody read yet: it is not idle
+                if client.paused or client.pending:
+                    continue
+                if now - client.last_seen > timeout:
+                    client.close(client.dialect.error(ErrorCode.IDLE))
+        interval = min(timeout / 4, 1.0) if timeout else 1.0
+        self.loop.call_later(min(interval, config.stall_timeout / 4), self.sweep)
 
     # ---- shutdown ------------------------------------------------------------------------
 

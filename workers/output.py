@@ -4,17 +4,35 @@ The line dialect writes what a loop tick produced in one call. The original
 C++ client reads one 256-byte record per ``read()``, drops whatever was
 coalesced behind it and overruns its buffer past about 1000 bytes, so legacy
 connections get one record per write, at least ``pace`` seconds apart.
-Either way ``queued()`` is what the client has not taken yet, for ``--sendq``.
+Either way ``queued()`` is what the client has not taken yet, for ``--sendq``,
+and ``taken()`` counts what the client's side of the connection has
+acknowledged, to tell a client that reads slowly from one that does not read
+at all (what the kernel holds for the client, sent or not, is not taken). Past ``high`` bytes queued
+the connection's protocol hears ``pause_writing``, and ``resume_writing`` once
+no more than ``low`` are left (asyncio's flow control, which ``PacedOutput``
+does itself).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import socket
 import struct
+import termios
 from collections.abc import Callable
+from typing import Protocol
 
 from ipc.legacy import RECORD
+
+
+class Writer(Protocol):
+    """The protocol side of asyncio's write flow control."""
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
 
 
 def reset(transport: asyncio.Transport) -> None:
@@ -30,35 +48,115 @@ def reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
+def in_kernel(transport: asyncio.Transport) -> int:
+    """Bytes the kernel holds for the peer: not sent yet, or sent and not acknowledged.
+
+    A peer that does not read stops acknowledging once its receive buffer is
+    full, which does not grow while nothing reads it; our own send buffer may
+    grow to megabytes, so what it holds must not count as read.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    out = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, out, True)
+    except OSError:
+        return 0
+    return out[0]
+
+
+def unread_input(transport: asyncio.Transport) -> bool:
+    """Whether bytes from the peer wait in the kernel, unread."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    out = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, out, True)
+    except OSError:
+        return False
+    return out[0] > 0
+
+
 class DirectOutput:
     """Everything at once; asyncio buffers what the socket does not take."""
 
-    __slots__ = ("transport", "loop", "linger")
+    __slots__ = ("transport", "loop", "linger", "written")
 
     def __init__(
-        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, linger: float
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        linger: float,
+        high: int,
+        low: int,
     ) -> None:
         self.transport, self.loop, self.linger = transport, loop, linger
+        self.written = 0
+        transport.set_write_buffer_limits(high, low)
 
     def send(self, data: bytes) -> None:
+        self.written += len(data)
         self.transport.write(data)
 
     def queued(self) -> int:
         return self.transport.get_write_buffer_size()
 
-    def finish(self, data: bytes) -> None:
-        """Send ``data`` last and close; reset a peer that has not read it all after ``linger``."""
+    def taken(self) -> int:
         transport = self.transport
-        transport.write(data)
+        return self.written - transport.get_write_buffer_size() - in_kernel(transport)
+
+    def finish(self, data: bytes, unread: bool = False) -> None:
+        """Send ``data`` last and close; reset a peer that has not read it all after ``linger``.
+
+        With ``unread`` input, closing would reset the connection at once, and the
+        peer's kernel would drop what it had not read yet, ``data`` among it. So
+        only our sending side is shut, once ``data`` is out; the protocol discards
+        what else arrives and closes at the peer's EOF, or ``linger`` does.
+        """
+        transport = self.transport
+        self.send(data)
+        if unread and transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(self.linger, self._linger_over)
+            return
         transport.close()
         if transport.get_write_buffer_size():
             self.loop.call_later(self.linger, reset, transport)
 
+    def _linger_over(self) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size():
+            reset(transport)
+        else:
+            transport.close()
+
 
 class PacedOutput:
-    """One 256-byte record per write, at least ``pace`` seconds apart."""
+    """One 256-byte record per write, at least ``pace`` seconds apart.
 
-    __slots__ = ("transport", "loop", "linger", "pace", "pending", "next_at", "timer", "closing")
+    A record is written only once the socket has taken the one before, so what
+    the client does not read waits here, counted, and not in the transport.
+    """
+
+    __slots__ = (
+        "transport",
+        "loop",
+        "linger",
+        "pace",
+        "pending",
+        "next_at",
+        "timer",
+        "closing",
+        "writer",
+        "high",
+        "low",
+        "paused",
+        "written",
+    )
 
     def __init__(
         self,
@@ -66,46 +164,79 @@ class PacedOutput:
         loop: asyncio.AbstractEventLoop,
         linger: float,
         pace: float,
+        writer: Writer,
+        high: int,
+        low: int,
     ) -> None:
         self.transport, self.loop, self.linger, self.pace = transport, loop, linger, pace
+        self.writer, self.high, self.low = writer, high, low
         self.pending = bytearray()
         self.next_at = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False
+        self.paused = False
+        self.written = 0
+        # the records' own flow control stands in for the transport's
+        transport.set_write_buffer_limits(1 << 30)
 
     def send(self, data: bytes) -> None:
         self.pending += data
+        if not self.paused and len(self.pending) > self.high:
+            self.paused = True
+            self.writer.pause_writing()
         if self.timer is None:
             self._write_one()
 
     def queued(self) -> int:
         return len(self.pending) + self.transport.get_write_buffer_size()
 
+    def taken(self) -> int:
+        transport = self.transport
+        return self.written - transport.get_write_buffer_size() - in_kernel(transport)
+
     def finish(self, data: bytes) -> None:
+        """Send ``data`` last and close; reset a peer that stops reading for ``linger``."""
         self.closing = True
         self.send(data)
-        self.loop.call_later(self.linger + len(self.pending) / RECORD * self.pace, self._give_up)
+        self.loop.call_later(self.linger, self._give_up, self.taken())
 
     def _write_one(self) -> None:
         self.timer = None
-        if self.transport.is_closing():
+        transport = self.transport
+        if transport.is_closing():
             return
         now = self.loop.time()
-        if now < self.next_at:
-            self.timer = self.loop.call_at(self.next_at, self._write_one)
+        if now < self.next_at or transport.get_write_buffer_size():
+            # too soon, or the socket has not taken the last record: wait a pace
+            self.timer = self.loop.call_at(max(self.next_at, now + self.pace), self._write_one)
             return
         if self.pending:
-            self.transport.write(bytes(self.pending[:RECORD]))
+            chunk = bytes(self.pending[:RECORD])
             del self.pending[:RECORD]
+            self.written += len(chunk)
+            transport.write(chunk)
             self.next_at = now + self.pace
+            if self.paused and len(self.pending) <= self.low:
+                self.paused = False
+                self.writer.resume_writing()
         if self.pending:
             self.timer = self.loop.call_at(self.next_at, self._write_one)
         elif self.closing:
-            self.transport.close()
+            transport.close()
 
-    def _give_up(self) -> None:
-        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+    def _give_up(self, taken: int) -> None:
+        """``linger`` after the close: reset a client that read nothing meanwhile."""
+        if self.transport.is_closing() and not self.transport.get_write_buffer_size():
+            if not self.pending:
+                return  # flushed in time; the normal close is under way
+        if self.taken() == taken:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self.pending.clear()
             reset(self.transport)
+            return
+        self.loop.call_later(self.linger, self._give_up, self.taken())
 
 
 Output = DirectOutput | PacedOutput

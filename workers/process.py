@@ -65,7 +65,7 @@ class MatchmakerLink:
     """This worker's end of its link, moved to a fresh one when the matchmaker restarts.
 
     Every link starts with a hello: what this worker holds and what its clients
-    are waiting for, then the lines a dead matchmaker may have lost.
+    are waiting for, and the lines a dead matchmaker may have lost.
     """
 
     def __init__(
@@ -94,7 +94,6 @@ class MatchmakerLink:
         inbox = self.inbox = Receiver(link.down, m.from_wire)
         self.loop.add_reader(inbox.fileno(), lambda: self.hub.from_matchmaker(inbox.drain()))
         self.hub.to_matchmaker(self.hub.hello())
-        self.hub.resend_unconfirmed()
 
     def close(self) -> None:
         if self.inbox is not None:
@@ -143,7 +142,7 @@ async def serve(
     loop.add_reader(handoff.fileno(), on_handoff)
     mover = hub.mover = Mover(hub, moves.inbox, moves.outboxes)
     loop.add_reader(moves.inbox.fileno(), mover.receive)
-    hub.sweep_idle()
+    hub.sweep()
     load.up[index] = 1
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -6,34 +6,35 @@ the connection's local view and the order of its lines.
 
 Order is the rule here. A client has at most one request waiting for the
 matchmaker (its id, a ``GET``, a ``CONNECT``); lines that arrive meanwhile wait
-in ``backlog`` and reading pauses, so replies come in the order of the lines
-that caused them, and a line sent after ``CONNECT`` is handled as a message once
-the session has started.
+in the decoder, undecoded, and reading pauses, so replies come in the order of
+the lines that caused them, and a line sent after ``CONNECT`` is handled as a
+message once the session has started.
+
+Backpressure is the other rule: the server takes a client's lines only while
+what they produce has somewhere to go. Reading pauses while the client's own
+output is backed up (it does not read its replies), while its partner's output
+on this worker is backed up, or while too many of its lines to a partner on
+another worker are unconfirmed (``--sendq``; see ``held``). TCP then pushes
+back on the sender; nothing it sent is dropped, and nobody else waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from ipc import commands as c
 from ipc import messages as m
-from ipc.codec import Event
 from ipc.dialects import Dialect, LineDialect
 from ipc.errors import ErrorCode, ProtocolError
-from workers.output import DirectOutput, Output, PacedOutput
+from workers.output import DirectOutput, Output, PacedOutput, unread_input
 from workers.unconfirmed import Unconfirmed
 
 if TYPE_CHECKING:
     from workers.hub import Hub
 
 log = logging.getLogger("workers.protocol")
-
-#: Put into ``backlog`` when the client closes its sending side: counts as ``#CLOSE#``
-#: once every line before it has been handled.
-EOF_MARK = object()
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -47,7 +48,7 @@ class ClientProtocol(asyncio.Protocol):
         "cid",
         "transport",
         "decoder",
-        "backlog",
+        "eof",
         "pending",
         "paused",
         "closed",
@@ -57,12 +58,19 @@ class ClientProtocol(asyncio.Protocol):
         "peer_worker",
         "peer_key",
         "out",
+        "out_size",
+        "writing_paused",
+        "local_peer",
+        "ending",
         "last_seen",
         "request",
         "sent",
         "recv_seq",
         "swallow",
         "last_session",
+        "unacked",
+        "progress",
+        "stalled_since",
     )
 
     def __init__(self, hub: Hub, key: int, dialect: Dialect = LineDialect) -> None:
@@ -73,7 +81,7 @@ class ClientProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.decoder = dialect.decoder(hub.config.max_line)
         self.output: Output | None = None
-        self.backlog: deque[Event | object] = deque()
+        self.eof = False  # the client closed its sending side: #CLOSE# after its last line
         self.pending = True  # waiting for WELCOME
         self.paused = False
         self.closed = False
@@ -83,12 +91,21 @@ class ClientProtocol(asyncio.Protocol):
         self.peer_worker = 0
         self.peer_key = 0
         self.out: list[bytes] = []  # written to the socket once per loop tick
+        self.out_size = 0  # bytes in ``out``
+        self.writing_paused = False  # more than half of --sendq waits in the output
+        self.local_peer: ClientProtocol | None = None  # the partner, when on this worker
+        # The session a #GOODBYE# or #CLOSE# is ending: until the matchmaker answers,
+        # its unconfirmed lines (``sent``) are kept, to send again to a new matchmaker.
+        self.ending = 0
         self.last_seen = hub.loop.time()  # for --idle-timeout
         self.request: m.ToMatchmakerRequest | None = m.Register(key)  # the one awaiting an answer
         self.sent: Unconfirmed | None = None  # in a session across workers
         self.recv_seq = 0  # the partner's last line written, in a session across workers
         self.swallow = 0  # answers already given early (a goodbye crossed by the partner's)
         self.last_session = 0  # the newest session this client has heard of
+        self.unacked = 0  # bytes of the partner's lines written here since the last Received
+        self.progress = 0  # bytes the socket had taken when the output was last seen moving
+        self.stalled_since = 0.0  # since when the backed-up output has not moved
 
     # ---- moving to another worker -------------------------------------------------
 
@@ -103,43 +120,40 @@ class ClientProtocol(asyncio.Protocol):
         transport = self.transport
         if self.closed or self.leaving or self.cid != cid or self.session or transport is None:
             return False
-        if self.swallow:  # an answer owed to a crossed goodbye is still on its way here
+        if self.swallow or self.eof:  # an answer owed to a crossed goodbye is on its way here
             return False
         if self.dialect.paced or transport.is_closing() or transport.get_write_buffer_size():
             return False
-        if self.pending:
-            if not isinstance(self.request, m.Connect):
-                return False
-        elif self.backlog:
-            return False
-        return EOF_MARK not in self.backlog
+        return not self.pending or isinstance(self.request, m.Connect)
 
     def export(self) -> tuple[Any, ...]:
-        """What the next worker needs to go on where this one stops (see ``arriving``)."""
+        """What the next worker needs to go on where this one stops (see ``arriving``).
+
+        The decoder carries every byte read and not yet handled.
+        """
         idle = self.hub.loop.time() - self.last_seen
         out = b"".join(self.out)
-        return (self.cid, self.request, list(self.backlog), self.decoder, idle, out,
-                self.last_session)  # fmt: skip
+        return (self.cid, self.request, self.decoder, idle, out, self.last_session)
 
     @classmethod
     def arriving(cls, hub: Hub, key: int, state: tuple[Any, ...]) -> ClientProtocol:
         """The protocol for a client another worker sent here, as ``export`` left it."""
-        cid, request, backlog, decoder, idle, out, last_session = state
+        cid, request, decoder, idle, out, last_session = state
         self = cls(hub, key)
         self.cid, self.request, self.pending = cid, request, request is not None
-        self.backlog.extend(backlog)
         self.decoder = decoder
         self.last_seen -= idle
         if out:
             self.out.append(out)
+            self.out_size = len(out)
         self.last_session = last_session
         return self
 
     def moved(self) -> None:
         """The socket is on its way to another worker: let go of it without a word."""
         self.closed = True
-        self.backlog.clear()
         self.out = []
+        self.out_size = 0
         if self.transport is not None:
             self.transport.abort()  # closes this process's descriptor only; no FIN, no RST
 
@@ -150,66 +164,108 @@ class ClientProtocol(asyncio.Protocol):
         self.transport = tcp = cast(asyncio.Transport, transport)
         hub = self.hub
         if self.dialect.paced:
-            self.output = PacedOutput(tcp, hub.loop, hub.linger, hub.config.legacy_pace)
+            self.output = PacedOutput(
+                tcp, hub.loop, hub.linger, hub.config.legacy_pace, self, hub.high, hub.low
+            )
         else:
-            self.output = DirectOutput(tcp, hub.loop, hub.linger)
+            self.output = DirectOutput(tcp, hub.loop, hub.linger, hub.high, hub.low)
         hub.attach(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = self.hub.loop.time()
         if self.closed or self.leaving:
             return
-        self.backlog.extend(self.decoder.feed(data))
+        self.decoder.receive(data)
         self.drain()
 
     def eof_received(self) -> bool:
+        if self.closed:  # closed with its input unread: it has read our last line
+            return False
         if self.leaving:
             return True
-        self.backlog.append(EOF_MARK)
+        self.eof = True
         self.drain()
         return True  # keep the socket open for the replies still to come
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
             self.closed = True
-            self.backlog.clear()
             self.hub.detach(self)
         self.hub.lost(self)
 
+    def pause_writing(self) -> None:
+        """More than half of ``--sendq`` waits for this client: stop adding to it."""
+        if not self.writing_paused:
+            self.writing_paused = True
+            self.progress = self.output.taken() if self.output is not None else 0
+            self.stalled_since = self.hub.loop.time()
+            self.hub.congested.add(self)
+
+    def resume_writing(self) -> None:
+        """The client has read most of its output: whoever waited on it goes on."""
+        if self.writing_paused:
+            self.writing_paused = False
+            self.hub.congested.discard(self)
+            self.hub.drained(self)
+
     # ---- lines in --------------------------------------------------------------------
 
+    def held(self) -> bool:
+        """Whether this client's next line must wait: what it makes has nowhere to go yet.
+
+        Its own output is backed up (its replies, or its partner's lines, wait
+        unread), its partner here is backed up, or more of its lines to a
+        partner on another worker than the window allows wait for confirmation.
+        """
+        hub = self.hub
+        if self.writing_paused or self.out_size > hub.tick:
+            return True
+        sent = self.sent
+        if sent is not None:
+            return self.session != 0 and sent.size > hub.window
+        peer = self.local_peer
+        return peer is not None and (peer.writing_paused or peer.out_size > hub.tick)
+
     def drain(self) -> None:
-        """Handle waiting lines until one needs the matchmaker's answer."""
-        backlog = self.backlog
-        while backlog and not self.pending and not self.closed:
-            event = backlog.popleft()
+        """Handle waiting lines until one needs the matchmaker's answer or must be held."""
+        decoder = self.decoder
+        held = False
+        while not self.pending and not self.closed:
+            if self.held():
+                held = True
+                break
+            event = decoder.next_event()
+            if event is None:
+                if self.eof:
+                    self.eof = False
+                    self.leave()
+                break
             try:
                 self.handle(event)
             except Exception:
                 log.exception("bug while handling a line from client %s; closing it", self.cid)
                 self.close(b"")
         transport = self.transport
-        if transport is None or self.closed:
+        if transport is None or self.closed or transport.is_closing():
             return
-        if transport.is_closing():
-            return
-        if backlog and not self.paused:
+        stop = held or (self.pending and (decoder.pending > 0 or self.eof))
+        if stop and not self.paused:
             self.paused = True
             transport.pause_reading()
-        elif not backlog and self.paused:
+        elif not stop and self.paused:
             self.paused = False
+            # idle means the client sent nothing, not that the server did not read
+            self.last_seen = self.hub.loop.time()
             transport.resume_reading()
 
-    def handle(self, event: Event | object) -> None:
+    def handle(self, event: str | ErrorCode) -> None:
         if isinstance(event, str):
             if self.session:
                 self.on_busy_line(event)
             else:
                 self.on_free_line(event)
-        elif isinstance(event, ErrorCode):
+        else:
             self.write(self.dialect.error(event))
-        else:  # EOF_MARK
-            self.leave()
 
     def on_busy_line(self, line: str) -> None:
         command = c.parse_busy(line)
@@ -217,7 +273,8 @@ class ClientProtocol(asyncio.Protocol):
             self.hub.relay(self, command.text)
         elif isinstance(command, c.Goodbye):
             session, self.session = self.session, 0  # nothing more is relayed either way
-            self.sent = None
+            self.ending = session
+            self.local_peer = None
             self.ask(m.Goodbye(self.cid, session, self.peer))
         else:
             self.leave()
@@ -242,10 +299,12 @@ class ClientProtocol(asyncio.Protocol):
 
     def leave(self) -> None:
         """``#CLOSE#`` or EOF: ``BYE`` comes once the matchmaker has freed the id."""
+        if self.session:
+            self.ending = self.session
         self.session = 0
-        self.sent = None
+        self.local_peer = None
         self.leaving = True
-        self.backlog.clear()
+        self.eof = False
         self.ask(m.Drop(self.cid, answer=True, key=self.key))
         self.cid = 0  # dropped already: detaching must not drop it again
 
@@ -265,15 +324,20 @@ class ClientProtocol(asyncio.Protocol):
     def answered(self) -> None:
         self.pending = False
         self.request = None
+        if self.ending:  # the session is over for good: its lines need no keeping
+            self.ending = 0
+            self.sent = None
         self.drain()
 
-    def paired(self, msg: m.Paired) -> None:
+    def paired(self, msg: m.Paired, local_peer: ClientProtocol | None) -> None:
         self.session, self.peer = msg.session, msg.peer
         self.last_session = msg.session
         self.peer_worker, self.peer_key = msg.peer_worker, msg.peer_key
+        self.local_peer = local_peer
         across = msg.peer_worker != self.hub.index
-        self.sent = Unconfirmed(self.hub.config.sendq) if across else None
+        self.sent = Unconfirmed() if across else None
         self.recv_seq = 0
+        self.unacked = 0
         self.write(self.dialect.connected(msg.peer, msg.requested))
         if msg.requested:
             self.answered()
@@ -282,7 +346,10 @@ class ClientProtocol(asyncio.Protocol):
         if self.session == session:
             self.session = 0
             self.sent = None
+            self.local_peer = None
             self.write(self.dialect.ended(peer))
+            if self.paused:  # held for a partner that is gone now
+                self.drain()
         elif isinstance(self.request, m.Goodbye) and self.request.session == session:
             # Both ends said goodbye at once and the partner's came first: this is our
             # ENDED. Answer now, before anything that follows (a new CONNECTED), and let
@@ -290,6 +357,25 @@ class ClientProtocol(asyncio.Protocol):
             self.write(self.dialect.ended(peer))
             self.swallow += 1
             self.answered()
+
+    def resend(self) -> tuple[m.ClientState | None, list[m.Relay]]:
+        """What a new matchmaker must hear of this client: its state, and lines it may have lost.
+
+        A client whose ``#GOODBYE#`` or ``#CLOSE#`` is not answered yet still
+        counts as in the session it is ending, so that the lines it sent before
+        are delivered before the end.
+        """
+        request = self.request
+        cid = request.cid if self.leaving and isinstance(request, m.Drop) else self.cid
+        session = self.session or self.ending
+        if not cid or (self.leaving and not session):
+            return None, []
+        state = m.ClientState(self.key, cid, session, self.peer if session else 0,
+                              self.last_session)  # fmt: skip
+        sent = self.sent
+        if sent is None or not session:
+            return state, []
+        return state, [m.Relay(cid, session, text, seq) for seq, text in sent]
 
     # ---- lines out ----------------------------------------------------------------------
 
@@ -299,10 +385,12 @@ class ClientProtocol(asyncio.Protocol):
         if not self.out:
             self.hub.mark_dirty(self)
         self.out.append(data)
+        self.out_size += len(data)
 
     def flush(self) -> None:
         """Write what this tick produced in one call; cut the client if it cannot keep up."""
         out, self.out = self.out, []
+        size, self.out_size = self.out_size, 0
         output = self.output
         if self.closed or output is None or not out:
             return
@@ -312,6 +400,19 @@ class ClientProtocol(asyncio.Protocol):
                 "client %s: send queue over %d bytes; cutting it", self.cid, self.hub.config.sendq
             )
             self.close(self.dialect.error(ErrorCode.SLOW_CONSUMER))
+        elif size > self.hub.tick and not self.writing_paused:
+            self.hub.drained(self)  # it held lines back, and the socket took it all
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Whether the backed-up output has not moved for ``timeout`` seconds."""
+        output = self.output
+        if output is None:
+            return False
+        taken = output.taken()
+        if taken != self.progress:
+            self.progress, self.stalled_since = taken, now
+            return False
+        return now - self.stalled_since > timeout
 
     def close(self, last: bytes) -> None:
         """Send what is queued and ``last``, close, and tell the matchmaker the client is gone.
@@ -322,9 +423,17 @@ class ClientProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.backlog.clear()
         self.hub.detach(self)
         if self.output is not None:
             self.out.append(last)
             out, self.out = self.out, []
-            self.output.finish(b"".join(out))
+            self.out_size = 0
+            data = b"".join(out)
+            if isinstance(self.output, DirectOutput) and self.transport is not None:
+                unread = self.paused or self.decoder.pending > 0 or unread_input(self.transport)
+                if unread and self.paused:
+                    self.paused = False
+                    self.transport.resume_reading()  # to discard it: see data_received
+                self.output.finish(data, unread)
+            else:
+                self.output.finish(data)

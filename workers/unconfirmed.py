@@ -4,8 +4,11 @@ A line to a partner on another worker travels through the matchmaker. If the
 matchmaker dies with lines in its hands, the sender's worker sends the lines
 not yet confirmed again to the new one, numbered, and the partner's worker
 drops the numbers it has already written. The partner's worker confirms what
-it has written every 50 ms (``workers.hub.CONFIRM_AFTER``), so this holds about
-50 ms worth of lines, and never more than ``limit`` bytes.
+it has written every 50 ms (``workers.hub.CONFIRM_AFTER``), or sooner after
+many bytes, and only while its client keeps up with them. Nothing here is ever
+dropped: the sender's reading pauses instead, once more than a window of bytes
+waits here (``ClientProtocol.held``), so this is credit-based flow control
+between two workers as well as the copy kept for a new matchmaker.
 """
 
 from __future__ import annotations
@@ -15,23 +18,20 @@ from collections.abc import Iterator
 
 
 class Unconfirmed:
-    """Numbered lines of one session, oldest first, up to ``limit`` bytes."""
+    """Numbered lines of one session, oldest first; ``size`` counts their characters."""
 
-    __slots__ = ("lines", "next_seq", "size", "limit")
+    __slots__ = ("lines", "next_seq", "size")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self) -> None:
         self.lines: deque[tuple[int, str]] = deque()
         self.next_seq = 1
         self.size = 0
-        self.limit = limit  # beyond it the oldest lines can no longer be sent again
 
     def add(self, text: str) -> int:
         seq = self.next_seq
         self.next_seq += 1
         self.lines.append((seq, text))
         self.size += len(text)
-        while self.size > self.limit and len(self.lines) > 1:
-            self.size -= len(self.lines.popleft()[1])
         return seq
 
     def confirm(self, seq: int) -> None:

@@ -108,15 +108,15 @@ class Server:
                     return i
         raise AssertionError(f"no worker holds the connection from {local}")
 
-    def connect(self) -> Client:
+    def connect(self, rcvbuf: int = 0) -> Client:
         """A new connection, nothing read yet; closed at teardown."""
-        c = Client(self.host, self.port)
+        c = Client(self.host, self.port, rcvbuf)
         self.opened.append(c)
         return c
 
-    def client(self) -> Client:
+    def client(self, rcvbuf: int = 0) -> Client:
         """A new client that has read its ``WELCOME``."""
-        c = self.connect()
+        c = self.connect(rcvbuf)
         c.welcome()
         return c
 
@@ -187,11 +187,22 @@ def title(p: psutil.Process) -> str:
         return ""
 
 
+def connect_to(host: str, port: int, rcvbuf: int = 0) -> socket.socket:
+    """A connected socket; ``rcvbuf`` set before connecting, so the window stays that small."""
+    if not rcvbuf:
+        return socket.create_connection((host, port), timeout=TIMEOUT)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(TIMEOUT)
+    sock.connect((host, port))
+    return sock
+
+
 class Client:
     """A line-protocol client on a blocking socket with deadlines."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+    def __init__(self, host: str, port: int, rcvbuf: int = 0) -> None:
+        self.sock = connect_to(host, port, rcvbuf)
         self.buf = b""
         self.id = 0
 
@@ -282,8 +293,8 @@ def two_clients(server: Server, placement: str) -> tuple[Client, Client]:
 class LegacyClient:
     """The original C++ client's side of the wire: 256-byte NUL-padded records."""
 
-    def __init__(self, host: str, port: int, garbage: bool = True) -> None:
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+    def __init__(self, host: str, port: int, garbage: bool = True, rcvbuf: int = 0) -> None:
+        self.sock = connect_to(host, port, rcvbuf)
         self.buf = b""
         self.garbage = garbage  # pad like the original: bytes after the NUL are junk
         self.times: list[float] = []  # when each record arrived, for pacing checks
