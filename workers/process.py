@@ -16,11 +16,10 @@ from typing import Any, NamedTuple
 
 from ipc import messages as m
 from ipc.channel import Link, Receiver, Sender
-from ipc.dialects import LegacyDialect, LineDialect
-from ipc.fdpass import LEGACY, recv_tagged
 from ipc.load import WorkerLoad
 from matchmaker.config import Config
 from matchmaker.proc import child_setup
+from workers.handoff import Handoffs
 from workers.hub import Hub
 from workers.migrate import Mover
 
@@ -121,24 +120,15 @@ async def serve(
     link = MatchmakerLink(loop, hub, pool, current)
     link.check()
     loop.add_signal_handler(signal.SIGUSR1, link.check)
-    handoff.setblocking(False)
+
+    def counted() -> None:
+        load.received[index] += 1
+
+    handoffs = Handoffs(handoff, hub.adopt, counted)
 
     def on_handoff() -> None:
-        while True:
-            try:
-                got = recv_tagged(handoff)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.error("hand-off channel failed: %s", exc)
-                loop.remove_reader(handoff.fileno())
-                return
-            if got is None:
-                loop.remove_reader(handoff.fileno())
-                return
-            fd, tag = got
-            load.received[index] += 1
-            hub.adopt(socket.socket(fileno=fd), LegacyDialect if tag == LEGACY else LineDialect)
+        if not handoffs.read():
+            loop.remove_reader(handoff.fileno())
 
     loop.add_reader(handoff.fileno(), on_handoff)
     mover = hub.mover = Mover(hub, moves.inbox, moves.outboxes)
@@ -155,7 +145,7 @@ async def serve(
     loop.remove_signal_handler(signal.SIGTERM)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already; the group's copy may follow
     hub.stopping = True
-    on_handoff()  # sockets accepted but not yet picked up get OUTAGE too
+    handoffs.read(limit=None)  # sockets accepted but not yet picked up get OUTAGE too
     loop.remove_reader(handoff.fileno())
     # half the shutdown budget: the supervisor still has to stop the matchmaker
     await hub.shutdown(min(config.linger, config.shutdown_timeout / 2))
