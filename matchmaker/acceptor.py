@@ -3,6 +3,11 @@
 It never reads a client socket (cf. gunicorn's design: "the arbiter never
 touches individual client sockets"): it accepts, passes the descriptor to a
 worker over that worker's Unix socket, and closes its own copy.
+
+It never waits on one worker either: a hand-over that would block (that
+worker's channel is full: it is stopped, stuck or swamped) goes to the next
+worker, and a client no worker can take now is told FULL and closed. One
+stuck worker used to stop the whole server's intake.
 """
 
 from __future__ import annotations
@@ -15,20 +20,39 @@ import socket
 import sys
 import time
 
+from ipc.dialects import LegacyDialect, LineDialect
+from ipc.errors import ErrorCode
 from ipc.fdpass import LEGACY, LINE, send_fd
 from ipc.load import WorkerLoad
-from matchmaker.proc import BOOT_ERROR, child_setup, exit_on_sigterm
+from matchmaker.proc import BOOT_ERROR, Tally, child_setup, exit_on_sigterm
 
 log = logging.getLogger("matchmaker.acceptor")
 
-#: accept() errors that mean "out of a resource for now": back off, don't spin.
-_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-#: How long to back off when out of descriptors; clients wait in the listen backlog.
+#: accept() errors that mean "out of descriptors": the spare one takes the client to refuse it.
+_NO_DESCRIPTOR = {errno.EMFILE, errno.ENFILE}
+#: accept() errors that mean "out of memory for now": back off, don't spin.
+_EXHAUSTED = {errno.ENOBUFS, errno.ENOMEM}
+#: accept() errors that belong to one connection, not the listener: accept(2) says to
+#: retry on these (Linux passes a pending network error of the new socket up).
+_CONNECTION_ERRORS = {
+    errno.ECONNABORTED,
+    errno.EPROTO,
+    errno.ENETDOWN,
+    errno.ENOPROTOOPT,
+    errno.EHOSTDOWN,
+    errno.ENONET,
+    errno.EHOSTUNREACH,
+    errno.EOPNOTSUPP,
+    errno.ENETUNREACH,
+    errno.EPERM,  # a firewall rule refused it
+}
+#: How long to back off when out of memory (or descriptors, with no spare left);
+#: clients wait in the listen backlog meanwhile.
 BACKOFF = 0.1
 
 
 class Placement:
-    """Picks the worker for the next connection.
+    """Orders the workers for the next connection: the first that takes it gets it.
 
     ``least-loaded`` counts each worker's live clients plus the sockets handed to
     it that it has not picked up yet, so a burst of connections spreads out even
@@ -42,28 +66,124 @@ class Placement:
         self.handed = list(load.received)
         self._next = 0
 
-    def choose(self) -> int:
-        """The next worker; one that is down is passed over while any other is up."""
+    def order(self) -> list[int]:
+        """Every worker, best first; those that are down come last."""
         n = len(self.handed)
-        start = self._next
-        load, up = self.load, self.load.up
-        candidates = [(start + step) % n for step in range(n)]
-        candidates = [i for i in candidates if up[i]] or candidates
-        if self.policy == "round-robin":
-            best = candidates[0]
-        else:
-            best = min(candidates, key=lambda i: load.live[i] + self.handed[i] - load.received[i])
-        self._next = (best + 1) % n
-        self.handed[best] += 1
-        return best
+        load = self.load
+        rotation = [(self._next + step) % n for step in range(n)]
+
+        def rank(i: int) -> tuple[int, int]:
+            busy = 0 if self.policy == "round-robin" else self.in_hand(i)
+            return (0 if load.up[i] else 1, busy)
+
+        return sorted(rotation, key=rank)  # stable: ties keep the round-robin rotation
+
+    def in_hand(self, i: int) -> int:
+        return int(self.load.live[i] + self.handed[i] - self.load.received[i])
+
+    def placed(self, worker: int) -> None:
+        self._next = (worker + 1) % len(self.handed)
+        self.handed[worker] += 1
 
 
-def serve(
-    listeners: dict[socket.socket, bytes],
-    handoffs: list[socket.socket],
-    placement: Placement,
-    parent: int,
-) -> None:
+class Reserve:
+    """One descriptor kept spare for when the acceptor has no other (EMFILE).
+
+    Without it a connection that cannot be accepted stays in the backlog and the
+    listener stays readable: the acceptor can only retry, and every client
+    behind waits with no answer. With it one connection is accepted, told FULL
+    and closed, and the spare taken back (the trick libev's documentation gives).
+    """
+
+    def __init__(self) -> None:
+        self.fd = self._take()
+
+    @staticmethod
+    def _take() -> int | None:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def shed(self, listener: socket.socket, tag: bytes) -> bool:
+        """Refuse one waiting connection on the spare descriptor; False if none could be had."""
+        if self.fd is None:
+            self.fd = self._take()
+            if self.fd is None:
+                return False
+        os.close(self.fd)
+        self.fd = None
+        try:
+            conn, _addr = listener.accept()
+        except OSError:
+            self.fd = self._take()
+            return False
+        with conn:
+            refuse(conn, tag)
+        self.fd = self._take()  # the client's descriptor is free again
+        return True
+
+
+def refuse(conn: socket.socket, tag: bytes) -> None:
+    """Tell the client FULL in its port's dialect without waiting; the caller closes it."""
+    dialect = LegacyDialect if tag == LEGACY else LineDialect
+    try:
+        conn.send(dialect.error(ErrorCode.FULL), socket.MSG_DONTWAIT)
+    except OSError:
+        pass  # gone already, or its buffer is full: it only misses the reason
+
+
+class Intake:
+    """Accepts a connection and hands it to a worker, or refuses it; never waits on one."""
+
+    def __init__(self, handoffs: list[socket.socket], placement: Placement) -> None:
+        self.handoffs = handoffs
+        self.placement = placement
+        self.reserve = Reserve()
+        self.refused = Tally(log, "no worker's hand-off channel takes more: client refused (FULL)")
+        self.shed = Tally(log, "accept: out of descriptors: client refused (FULL)")
+
+    def accept(self, listener: socket.socket, tag: bytes) -> None:
+        try:
+            conn, _addr = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in _NO_DESCRIPTOR and self.reserve.shed(listener, tag):
+                self.shed.note()
+                return
+            if exc.errno in _NO_DESCRIPTOR | _EXHAUSTED:
+                log.warning("accept: %s; backing off %.1fs", exc.strerror, BACKOFF)
+                time.sleep(BACKOFF)
+                return
+            if exc.errno in _CONNECTION_ERRORS:
+                return
+            raise
+        with conn:
+            self.hand_over(conn, tag)
+
+    def hand_over(self, conn: socket.socket, tag: bytes) -> bool:
+        """Pass ``conn`` to the first worker in the placement's order that takes it now.
+
+        A worker whose channel is full is skipped; when none takes it, the client
+        is refused. The caller closes its own copy either way.
+        """
+        for worker in self.placement.order():
+            try:
+                send_fd(self.handoffs[worker], conn.fileno(), tag, wait=False)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                log.error("could not hand a connection to worker %d: %s", worker + 1, exc)
+                continue
+            self.placement.placed(worker)
+            return True
+        self.refused.note()
+        refuse(conn, tag)
+        return False
+
+
+def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) -> None:
     """Accept on every listener until SIGTERM, or until the supervisor is gone.
 
     ``listeners`` maps each listening socket to the tag its connections carry
@@ -75,30 +195,7 @@ def serve(
             selector.register(listener, selectors.EVENT_READ, tag)
         while os.getppid() == parent:
             for key, _ in selector.select(timeout=1.0):  # wakes to notice a dead supervisor
-                accept_one(key.fileobj, key.data, handoffs, placement)  # type: ignore[arg-type]
-
-
-def accept_one(
-    listener: socket.socket, tag: bytes, handoffs: list[socket.socket], placement: Placement
-) -> None:
-    try:
-        conn, _addr = listener.accept()
-    except (BlockingIOError, InterruptedError):
-        return
-    except OSError as exc:
-        if exc.errno in _EXHAUSTED:
-            log.warning("accept: %s; backing off %.1fs", exc.strerror, BACKOFF)
-            time.sleep(BACKOFF)
-            return
-        if exc.errno == errno.ECONNABORTED:
-            return
-        raise
-    with conn:
-        worker = placement.choose()
-        try:
-            send_fd(handoffs[worker], conn.fileno(), tag)
-        except OSError as exc:
-            log.error("could not hand a connection to worker %d: %s", worker + 1, exc)
+                intake.accept(key.fileobj, key.data)  # type: ignore[arg-type]
 
 
 def main(
@@ -113,11 +210,11 @@ def main(
     try:
         parent = child_setup("acceptor", log_level)
         exit_on_sigterm()
-        placement = Placement(policy, load)
+        intake = Intake(handoffs, Placement(policy, load))
     except Exception:
         log.exception("acceptor failed to start")
         sys.exit(BOOT_ERROR)
     listeners = {listener: LINE}
     if legacy_listener is not None:
         listeners[legacy_listener] = LEGACY
-    serve(listeners, handoffs, placement, parent)
+    serve(listeners, intake, parent)
