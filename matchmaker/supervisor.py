@@ -128,13 +128,18 @@ class Supervisor:
         child.process = self._start_process(child.role, child.module, child.args)
 
     def raise_fd_limit(self) -> None:
-        """Every client is a descriptor in a worker (and briefly in the acceptor)."""
+        """Take every descriptor the hard limit allows (the children inherit the limit).
+
+        Every client is a descriptor in a worker, and so is every connection of a
+        burst beyond ``--max-clients`` until it has been told FULL: a limit of
+        just ``--max-clients`` plus a margin let 10,000 clients and a burst
+        overrun a worker.
+        """
         need = self.config.max_clients + FD_MARGIN
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft >= need:
-            return
-        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        target = max(soft, need) if hard == resource.RLIM_INFINITY else hard
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         if target < need:
             log.warning(
                 "open-file limit is %d, below the %d that --max-clients %d needs",
