@@ -19,11 +19,12 @@ import selectors
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 from ipc.dialects import LegacyDialect, LineDialect
 from ipc.errors import ErrorCode
 from ipc.fdpass import LEGACY, LINE, send_fd
-from ipc.load import WorkerLoad
+from ipc.load import SILENT_AFTER, WorkerLoad
 from matchmaker.proc import BOOT_ERROR, Tally, child_setup, exit_on_sigterm
 
 log = logging.getLogger("matchmaker.acceptor")
@@ -50,33 +51,49 @@ _CONNECTION_ERRORS = {
 #: clients wait in the listen backlog meanwhile.
 BACKOFF = 0.1
 
+#: Longest the acceptor sleeps with nothing to accept.
+WAKE = 0.5
+
 
 class Placement:
     """Orders the workers for the next connection: the first that takes it gets it.
 
-    ``least-loaded`` counts each worker's live clients plus the sockets handed to
-    it that it has not picked up yet, so a burst of connections spreads out even
-    before the workers report; ties go round robin.
+    Workers whose event loop beats come first, then those up but silent (stopped,
+    stuck or swamped: a client handed to one waits until it recovers or is
+    replaced), then those down. Within each, ``least-loaded`` counts each
+    worker's live clients plus the sockets handed to it that it has not picked
+    up yet, so a burst of connections spreads out even before the workers
+    report; ties go round robin.
     """
 
-    def __init__(self, policy: str, load: WorkerLoad) -> None:
+    def __init__(
+        self, policy: str, load: WorkerLoad, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.policy = policy
         self.load = load
+        self.clock = clock
         # a restarted acceptor starts from what the workers have picked up
         self.handed = list(load.received)
         self._next = 0
+        self.silent: set[int] = set()  # workers passed over, as last logged
 
     def order(self) -> list[int]:
-        """Every worker, best first; those that are down come last."""
+        """Every worker, best first."""
         n = len(self.handed)
-        load = self.load
+        now = self.clock()
         rotation = [(self._next + step) % n for step in range(n)]
 
         def rank(i: int) -> tuple[int, int]:
             busy = 0 if self.policy == "round-robin" else self.in_hand(i)
-            return (0 if load.up[i] else 1, busy)
+            return (self.standing(i, now), busy)
 
         return sorted(rotation, key=rank)  # stable: ties keep the round-robin rotation
+
+    def standing(self, i: int, now: float) -> int:
+        """0: up and beating; 1: up and silent; 2: down."""
+        if not self.load.up[i]:
+            return 2
+        return 0 if now - self.load.beat[i] < SILENT_AFTER else 1
 
     def in_hand(self, i: int) -> int:
         return int(self.load.live[i] + self.handed[i] - self.load.received[i])
@@ -84,6 +101,24 @@ class Placement:
     def placed(self, worker: int) -> None:
         self._next = (worker + 1) % len(self.handed)
         self.handed[worker] += 1
+
+    def review(self) -> None:
+        """Log each worker that falls silent, and each that beats again."""
+        now = self.clock()
+        for i in range(len(self.handed)):
+            standing = self.standing(i, now)
+            if standing == 1 and i not in self.silent:
+                self.silent.add(i)
+                silent_for = now - self.load.beat[i]
+                log.warning(
+                    "passing worker %d over: its event loop has been silent for %.1fs",
+                    i + 1,
+                    silent_for,
+                )
+            elif standing != 1 and i in self.silent:
+                self.silent.discard(i)
+                if standing == 0:
+                    log.info("worker %d beats again: it takes new clients", i + 1)
 
 
 class Reserve:
@@ -194,8 +229,10 @@ def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) ->
             listener.setblocking(False)
             selector.register(listener, selectors.EVENT_READ, tag)
         while os.getppid() == parent:
-            for key, _ in selector.select(timeout=1.0):  # wakes to notice a dead supervisor
+            # wakes to notice a dead supervisor and a silent worker
+            for key, _ in selector.select(timeout=WAKE):
                 intake.accept(key.fileobj, key.data)  # type: ignore[arg-type]
+            intake.placement.review()
 
 
 def main(

@@ -12,11 +12,12 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import Any, NamedTuple
 
 from ipc import messages as m
 from ipc.channel import Link, Receiver, Sender
-from ipc.load import WorkerLoad
+from ipc.load import BEAT_INTERVAL, WorkerLoad
 from matchmaker.config import Config
 from matchmaker.proc import child_setup
 from workers.handoff import Handoffs
@@ -101,6 +102,16 @@ class MatchmakerLink:
         self.hub.outbox.close()
 
 
+def beat(loop: asyncio.AbstractEventLoop, load: WorkerLoad, index: int) -> None:
+    """Tell the supervisor and the acceptor this loop runs; again in ``BEAT_INTERVAL``.
+
+    A timer on the loop itself, never a thread: a thread would go on beating
+    while the loop is stuck (gunicorn's workers notify from their own loop too).
+    """
+    load.beat[index] = time.monotonic()
+    loop.call_later(BEAT_INTERVAL, beat, loop, load, index)
+
+
 async def serve(
     index: int,
     config: Config,
@@ -134,6 +145,7 @@ async def serve(
     mover = hub.mover = Mover(hub, moves.inbox, moves.outboxes)
     loop.add_reader(moves.inbox.fileno(), mover.receive)
     hub.sweep_idle()
+    beat(loop, load, index)
     load.up[index] = 1
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

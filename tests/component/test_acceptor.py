@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import select
 import socket
+import time
 
 import pytest
 
 from ipc import legacy
 from ipc.fdpass import LEGACY, LINE, handoff_pair, recv_tagged, send_fd
-from ipc.load import WorkerLoad
+from ipc.load import SILENT_AFTER, WorkerLoad
 from matchmaker.acceptor import Intake, Placement
 from tests.component.test_fdpass import no_free_descriptor
 
@@ -30,6 +32,7 @@ class Server:
         self.load = WorkerLoad(multiprocessing.get_context("spawn"), WORKERS)
         for i in range(WORKERS):
             self.load.up[i] = 1
+            self.load.beat[i] = time.monotonic()
         self.intake = Intake([a for a, _ in self.pairs], Placement(policy, self.load))
         self.clients: list[socket.socket] = []
 
@@ -77,8 +80,13 @@ def server(request):
 
 def peer_of(fd: int, client: socket.socket) -> bool:
     """Whether ``fd`` is the server end of ``client``'s connection; closes ``fd``."""
+    return peer(fd) == client.getsockname()
+
+
+def peer(fd: int) -> tuple[str, int]:
+    """The client address of a received server end; closes it."""
     with socket.socket(fileno=fd) as sock:
-        return sock.getpeername() == client.getsockname()
+        return sock.getpeername()
 
 
 def read_all(client: socket.socket) -> bytes:
@@ -137,3 +145,24 @@ def test_out_of_descriptors_the_spare_one_refuses_the_client(server):
         assert server.intake.reserve.fd is not None  # taken back for the next time
     assert read_all(client) == b"ERROR FULL\n"
     assert all(server.received(w) == [] for w in range(WORKERS))
+
+
+def test_a_silent_worker_is_passed_over_while_another_beats(server, caplog):
+    """A stopped worker's channel holds ~280 clients before it refuses: they would wait
+    for its replacement. Once its beat is old, new clients go to the others."""
+    caplog.set_level(logging.INFO)
+    server.load.beat[0] = time.monotonic() - 2 * SILENT_AFTER
+    clients = [server.connect() for _ in range(4)]
+    assert server.received(0) == []
+    got = server.received(1) + server.received(2)
+    assert sorted(peer(fd) for fd, _ in got) == sorted(c.getsockname() for c in clients)
+    server.intake.placement.review()
+    assert "passing worker 1 over: its event loop has been silent for 3.0s" in caplog.text
+    server.fill(1)
+    server.fill(2)
+    last = server.connect()  # a silent worker still beats refusing the client
+    [(fd, _)] = server.received(0)
+    assert peer_of(fd, last)
+    server.load.beat[0] = time.monotonic()
+    server.intake.placement.review()
+    assert "worker 1 beats again" in caplog.text

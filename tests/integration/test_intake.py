@@ -12,15 +12,21 @@ import os
 import re
 import resource
 import selectors
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 
+import psutil
 import pytest
 
-from tests.integration.harness import Server
+from tests.integration.harness import Server, title
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+#: Short, so the test is; still 12 beats (ipc.load.BEAT_INTERVAL).
+WORKER_TIMEOUT = 3.0
 
 
 @pytest.fixture
@@ -107,6 +113,61 @@ class Crowd:
         self.selector.close()
         for sock in self.socks:
             sock.close()
+
+
+def worker_holding(server: Server, sock: socket.socket) -> int | None:
+    """1-based index of the worker that holds the server end of ``sock``, if any."""
+    local = sock.getsockname()
+    for i in range(1, server.workers + 1):
+        with suppress(AssertionError, psutil.Error):
+            for conn in psutil.Process(server.pid_of(f"worker {i}")).net_connections("tcp"):
+                if conn.raddr and (conn.raddr.ip, conn.raddr.port) == local:
+                    return i
+    return None
+
+
+def new_pid(server: Server, name: str, old: int) -> int | None:
+    for p in psutil.Process(server.proc.pid).children():
+        if title(p) == f"matchmaker: {name}" and p.pid != old:
+            return p.pid
+    return None
+
+
+@pytest.mark.parametrize("policy", ["least-loaded", "round-robin"])
+def test_a_stopped_worker_is_passed_over_and_replaced(start_server, many_fds, policy):
+    """One SIGSTOPped worker used to stop the whole server's intake: of 700 new clients
+    278 got WELCOME, and none after them. Now the acceptor passes over the silent worker
+    and the supervisor replaces it, whose replacement serves the clients left waiting."""
+    server = start_server("--placement", policy, "--worker-timeout", str(WORKER_TIMEOUT))
+    stopped = server.pid_of("worker 1")
+    os.kill(stopped, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    crowds: list[Crowd] = []
+    try:
+        # placed at once, while worker 1's beat is fresh: the first goes to worker 1
+        early = Crowd(server, 4)
+        crowds.append(early)
+        wait_for(
+            lambda: "passing worker 1 over" in server.log(),
+            10.0,
+            "the acceptor to pass over the stopped worker",
+        )
+        crowd = Crowd(server, 700)
+        crowds.append(crowd)
+        crowd.expect_welcomes(timeout=6.0)
+        replaced = stopped_at + WORKER_TIMEOUT + 5.0 - time.monotonic()
+        wait_for(lambda: new_pid(server, "worker 1", stopped), replaced, "a new worker 1")
+        assert re.search(r"worker 1 killed by SIGKILL: event loop silent for", server.log())
+        early.expect_welcomes(timeout=10.0)
+        assert 1 in [worker_holding(server, sock) for sock in early.socks]
+        more = Crowd(server, 10)  # the replacement takes new clients too
+        crowds.append(more)
+        more.expect_welcomes(timeout=6.0)
+    finally:
+        with suppress(ProcessLookupError):
+            os.kill(stopped, signal.SIGCONT)
+        for c in crowds:
+            c.close()
 
 
 def test_a_descriptor_flood_passes_and_fresh_clients_are_served(start_server, many_fds):
