@@ -6,8 +6,9 @@ worker over that worker's Unix socket, and closes its own copy.
 
 It never waits on one worker either: a hand-over that would block (that
 worker's channel is full: it is stopped, stuck or swamped) goes to the next
-worker, and a client no worker can take now is told FULL and closed. One
-stuck worker used to stop the whole server's intake.
+worker, and a client no worker makes room for within ``HOLD`` is told FULL
+and closed; a worker whose event loop has gone silent gets no new client
+while another beats. One stuck worker used to stop the whole server's intake.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import selectors
 import socket
 import sys
@@ -54,16 +56,26 @@ BACKOFF = 0.1
 #: Longest the acceptor sleeps with nothing to accept.
 WAKE = 0.5
 
+#: When no worker it may use takes a client at once, how long the acceptor waits
+#: for one of their channels to make room before it refuses the client. A worker
+#: takes up to 256 hand-overs per loop iteration, so a burst bigger than its
+#: channel (about 280) clears in milliseconds; new connections wait in the
+#: listen backlog meanwhile, the queue they belong in.
+HOLD = 0.5
+
+#: A worker's standing in ``Placement``: its loop beats; it is up but silent; it is down.
+BEATING, SILENT, DOWN = 0, 1, 2
+
 
 class Placement:
-    """Orders the workers for the next connection: the first that takes it gets it.
+    """Chooses which workers may take the next connection, best first.
 
-    Workers whose event loop beats come first, then those up but silent (stopped,
-    stuck or swamped: a client handed to one waits until it recovers or is
-    replaced), then those down. Within each, ``least-loaded`` counts each
-    worker's live clients plus the sockets handed to it that it has not picked
-    up yet, so a burst of connections spreads out even before the workers
-    report; ties go round robin.
+    Only workers whose event loop beats, while any does: one up but silent
+    (stopped, stuck, swamped) would keep a client waiting until it recovers
+    or is replaced, and one down until its replacement runs. ``least-loaded``
+    counts each worker's live clients plus the sockets handed to it that it
+    has not picked up yet, so a burst of connections spreads out even before
+    the workers report; ties go round robin.
     """
 
     def __init__(
@@ -78,22 +90,23 @@ class Placement:
         self.silent: set[int] = set()  # workers passed over, as last logged
 
     def order(self) -> list[int]:
-        """Every worker, best first."""
+        """The beating workers best first; if none beats, every worker (silent before down)."""
         n = len(self.handed)
         now = self.clock()
         rotation = [(self._next + step) % n for step in range(n)]
+        standing = {i: self.standing(i, now) for i in rotation}
 
         def rank(i: int) -> tuple[int, int]:
             busy = 0 if self.policy == "round-robin" else self.in_hand(i)
-            return (self.standing(i, now), busy)
+            return (standing[i], busy)
 
-        return sorted(rotation, key=rank)  # stable: ties keep the round-robin rotation
+        ranked = sorted(rotation, key=rank)  # stable: ties keep the round-robin rotation
+        return [i for i in ranked if standing[i] == BEATING] or ranked
 
     def standing(self, i: int, now: float) -> int:
-        """0: up and beating; 1: up and silent; 2: down."""
         if not self.load.up[i]:
-            return 2
-        return 0 if now - self.load.beat[i] < SILENT_AFTER else 1
+            return DOWN
+        return BEATING if now - self.load.beat[i] < SILENT_AFTER else SILENT
 
     def in_hand(self, i: int) -> int:
         return int(self.load.live[i] + self.handed[i] - self.load.received[i])
@@ -107,7 +120,7 @@ class Placement:
         now = self.clock()
         for i in range(len(self.handed)):
             standing = self.standing(i, now)
-            if standing == 1 and i not in self.silent:
+            if standing == SILENT and i not in self.silent:
                 self.silent.add(i)
                 silent_for = now - self.load.beat[i]
                 log.warning(
@@ -115,9 +128,9 @@ class Placement:
                     i + 1,
                     silent_for,
                 )
-            elif standing != 1 and i in self.silent:
+            elif standing != SILENT and i in self.silent:
                 self.silent.discard(i)
-                if standing == 0:
+                if standing == BEATING:
                     log.info("worker %d beats again: it takes new clients", i + 1)
 
 
@@ -175,7 +188,8 @@ class Intake:
         self.handoffs = handoffs
         self.placement = placement
         self.reserve = Reserve()
-        self.refused = Tally(log, "no worker's hand-off channel takes more: client refused (FULL)")
+        self.hold = HOLD
+        self.refused = Tally(log, "no worker's hand-off channel has room: client refused (FULL)")
         self.shed = Tally(log, "accept: out of descriptors: client refused (FULL)")
 
     def accept(self, listener: socket.socket, tag: bytes) -> None:
@@ -198,12 +212,23 @@ class Intake:
             self.hand_over(conn, tag)
 
     def hand_over(self, conn: socket.socket, tag: bytes) -> bool:
-        """Pass ``conn`` to the first worker in the placement's order that takes it now.
+        """Pass ``conn`` to the first worker in the placement's order that takes it.
 
-        A worker whose channel is full is skipped; when none takes it, the client
-        is refused. The caller closes its own copy either way.
+        A worker whose channel is full is skipped. When none takes it at once,
+        the acceptor waits up to ``hold`` seconds for one to make room (all of
+        them, never one), then refuses the client. The caller closes its copy.
         """
-        for worker in self.placement.order():
+        workers = self.placement.order()
+        if self._offer(conn, tag, workers):
+            return True
+        if self._room(workers) and self._offer(conn, tag, workers):
+            return True
+        self.refused.note()
+        refuse(conn, tag)
+        return False
+
+    def _offer(self, conn: socket.socket, tag: bytes, workers: list[int]) -> bool:
+        for worker in workers:
             try:
                 send_fd(self.handoffs[worker], conn.fileno(), tag, wait=False)
             except BlockingIOError:
@@ -213,9 +238,14 @@ class Intake:
                 continue
             self.placement.placed(worker)
             return True
-        self.refused.note()
-        refuse(conn, tag)
         return False
+
+    def _room(self, workers: list[int]) -> bool:
+        """Wait up to ``hold`` seconds for any of ``workers``' channels to take a message."""
+        poll = select.poll()
+        for worker in workers:
+            poll.register(self.handoffs[worker], select.POLLOUT)
+        return bool(poll.poll(self.hold * 1000))
 
 
 def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) -> None:

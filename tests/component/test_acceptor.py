@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import select
 import socket
+import threading
 import time
 
 import pytest
@@ -34,6 +35,7 @@ class Server:
             self.load.up[i] = 1
             self.load.beat[i] = time.monotonic()
         self.intake = Intake([a for a, _ in self.pairs], Placement(policy, self.load))
+        self.intake.hold = 0.05  # how long a client may wait for a full channel to make room
         self.clients: list[socket.socket] = []
 
     def connect(self, tag: bytes = LINE) -> socket.socket:
@@ -53,6 +55,13 @@ class Server:
             except BlockingIOError:
                 return sent
             sent += 1
+
+    def drain(self, worker: int, count: int) -> None:
+        """Read and close ``count`` hand-overs, as a worker that catches up."""
+        for _ in range(count):
+            got = recv_tagged(self.pairs[worker][1])
+            assert got is not None
+            os.close(got[0])
 
     def received(self, worker: int) -> list[tuple[int, bytes]]:
         got = []
@@ -121,7 +130,7 @@ def test_a_refused_legacy_client_hears_full_in_its_dialect(server):
     assert read_all(client) == legacy.record(legacy.ABORT)
 
 
-def test_a_worker_that_is_down_gets_clients_only_when_no_other_takes_them(server):
+def test_a_worker_that_is_down_gets_no_client_while_another_beats(server):
     server.load.up[0] = 0
     first, second = server.connect(), server.connect()
     assert server.received(0) == []
@@ -129,9 +138,9 @@ def test_a_worker_that_is_down_gets_clients_only_when_no_other_takes_them(server
     assert all(peer_of(fd, c) for (fd, _), c in zip(got, (first, second), strict=True))
     server.fill(1)
     server.fill(2)
-    third = server.connect()
-    [(fd, _)] = server.received(0)  # its replacement will read it
-    assert peer_of(fd, third)
+    refused = server.connect()  # its replacement may take a while to start
+    assert read_all(refused) == b"ERROR FULL\n"
+    assert server.received(0) == []
 
 
 def test_out_of_descriptors_the_spare_one_refuses_the_client(server):
@@ -149,20 +158,42 @@ def test_out_of_descriptors_the_spare_one_refuses_the_client(server):
 
 def test_a_silent_worker_is_passed_over_while_another_beats(server, caplog):
     """A stopped worker's channel holds ~280 clients before it refuses: they would wait
-    for its replacement. Once its beat is old, new clients go to the others."""
+    for its replacement. Once its beat is old, new clients go to the others only."""
     caplog.set_level(logging.INFO)
     server.load.beat[0] = time.monotonic() - 2 * SILENT_AFTER
     clients = [server.connect() for _ in range(4)]
-    assert server.received(0) == []
     got = server.received(1) + server.received(2)
     assert sorted(peer(fd) for fd, _ in got) == sorted(c.getsockname() for c in clients)
     server.intake.placement.review()
     assert "passing worker 1 over: its event loop has been silent for 3.0s" in caplog.text
     server.fill(1)
     server.fill(2)
-    last = server.connect()  # a silent worker still beats refusing the client
-    [(fd, _)] = server.received(0)
-    assert peer_of(fd, last)
+    refused = server.connect()  # not queued behind the silent worker
+    assert read_all(refused) == b"ERROR FULL\n"
+    assert server.received(0) == []
     server.load.beat[0] = time.monotonic()
     server.intake.placement.review()
     assert "worker 1 beats again" in caplog.text
+
+
+def test_when_no_worker_beats_every_one_may_take_clients(server):
+    """Workers still starting, or a machine too loaded for any beat: nobody is passed over."""
+    for worker in range(WORKERS):
+        server.load.beat[worker] = 0.0
+    clients = [server.connect() for _ in range(WORKERS)]
+    got = [peer(fd) for w in range(WORKERS) for fd, _ in server.received(w)]
+    assert sorted(got) == sorted(c.getsockname() for c in clients)
+
+
+def test_a_client_waits_for_a_full_channel_to_make_room(server):
+    """A burst bigger than the channels is paced to the workers, not refused."""
+    filled = [server.fill(worker) for worker in range(WORKERS)]
+    server.intake.hold = 10.0
+    reader = threading.Timer(0.1, server.drain, args=(1, filled[1]))  # worker 2 catches up
+    reader.start()
+    try:
+        client = server.connect()
+    finally:
+        reader.join()
+    [(fd, _)] = server.received(1)
+    assert peer_of(fd, client)
