@@ -31,10 +31,8 @@ from matchmaker.proc import BOOT_ERROR, Tally, child_setup, exit_on_sigterm
 
 log = logging.getLogger("matchmaker.acceptor")
 
-#: accept() errors that mean "out of descriptors": the spare one takes the client to refuse it.
-_NO_DESCRIPTOR = {errno.EMFILE, errno.ENFILE}
-#: accept() errors that mean "out of memory for now": back off, don't spin.
-_EXHAUSTED = {errno.ENOBUFS, errno.ENOMEM}
+#: accept() errors that mean "out of a resource for now": back off, don't spin.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 #: accept() errors that belong to one connection, not the listener: accept(2) says to
 #: retry on these (Linux passes a pending network error of the new socket up).
 _CONNECTION_ERRORS = {
@@ -49,9 +47,14 @@ _CONNECTION_ERRORS = {
     errno.ENETUNREACH,
     errno.EPERM,  # a firewall rule refused it
 }
-#: How long to back off when out of memory (or descriptors, with no spare left);
-#: clients wait in the listen backlog meanwhile.
+#: How long to back off when out of descriptors or memory; clients wait in the
+#: listen backlog meanwhile, and are served once the shortage ends.
 BACKOFF = 0.1
+
+#: Out of descriptors for this long, the shortage is no passing one: the spare
+#: descriptor (``Reserve``) takes the waiting clients one by one to refuse them
+#: with FULL, rather than leave them hanging in the backlog with no answer.
+SHED_AFTER = 5.0
 
 #: Longest the acceptor sleeps with nothing to accept.
 WAKE = 0.5
@@ -190,7 +193,12 @@ class Intake:
         self.reserve = Reserve()
         self.hold = HOLD
         self.refused = Tally(log, "no worker's hand-off channel has room: client refused (FULL)")
-        self.shed = Tally(log, "accept: out of descriptors: client refused (FULL)")
+        self.shed = Tally(
+            log, f"accept: out of descriptors for {SHED_AFTER:g}s: client refused (FULL)"
+        )
+        self.backoffs: dict[int, Tally] = {}
+        self.short_since: float | None = None  # out of descriptors since
+        self.shed_after = SHED_AFTER
 
     def accept(self, listener: socket.socket, tag: bytes) -> None:
         try:
@@ -198,18 +206,30 @@ class Intake:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            if exc.errno in _NO_DESCRIPTOR and self.reserve.shed(listener, tag):
-                self.shed.note()
-                return
-            if exc.errno in _NO_DESCRIPTOR | _EXHAUSTED:
-                log.warning("accept: %s; backing off %.1fs", exc.strerror, BACKOFF)
-                time.sleep(BACKOFF)
-                return
-            if exc.errno in _CONNECTION_ERRORS:
-                return
-            raise
+            if exc.errno in _EXHAUSTED:
+                self.back_off(listener, tag, exc)
+            elif exc.errno not in _CONNECTION_ERRORS:
+                raise
+            return
+        self.short_since = None
         with conn:
             self.hand_over(conn, tag)
+
+    def back_off(self, listener: socket.socket, tag: bytes, exc: OSError) -> None:
+        """Out of a resource: wait a moment, or refuse a client if descriptors ran out long ago."""
+        assert exc.errno is not None
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            now = time.monotonic()
+            if self.short_since is None:
+                self.short_since = now
+            if now - self.short_since >= self.shed_after and self.reserve.shed(listener, tag):
+                self.shed.note()
+                return
+        if exc.errno not in self.backoffs:
+            what = f"accept: {exc.strerror}; backing off {BACKOFF:g}s, clients wait in the backlog"
+            self.backoffs[exc.errno] = Tally(log, what)
+        self.backoffs[exc.errno].note()
+        time.sleep(BACKOFF)
 
     def hand_over(self, conn: socket.socket, tag: bytes) -> bool:
         """Pass ``conn`` to the first worker in the placement's order that takes it.

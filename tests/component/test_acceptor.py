@@ -143,12 +143,26 @@ def test_a_worker_that_is_down_gets_no_client_while_another_beats(server):
     assert server.received(0) == []
 
 
-def test_out_of_descriptors_the_spare_one_refuses_the_client(server):
-    """At EMFILE a connection stayed in the backlog with no answer, the acceptor
-    sleeping and retrying; now the spare descriptor takes it to say FULL."""
+def test_out_of_descriptors_a_client_waits_in_the_backlog_and_is_served_after(server):
     client = socket.create_connection(server.listener.getsockname(), timeout=5)
     server.clients.append(client)
     assert select.select([server.listener], [], [], 5)[0]
+    with no_free_descriptor():
+        server.intake.accept(server.listener, LINE)  # backs off
+    assert server.intake.short_since is not None
+    server.intake.accept(server.listener, LINE)
+    got = [fd for w in range(WORKERS) for fd, _ in server.received(w)]
+    assert [peer_of(fd, client) for fd in got] == [True]
+    assert server.intake.short_since is None
+
+
+def test_out_of_descriptors_for_long_the_spare_one_refuses_the_client(server):
+    """Left in the backlog while the acceptor retried, a client hung with no answer for
+    as long as the shortage lasted; now the spare descriptor takes it to say FULL."""
+    client = socket.create_connection(server.listener.getsockname(), timeout=5)
+    server.clients.append(client)
+    assert select.select([server.listener], [], [], 5)[0]
+    server.intake.shed_after = 0.0
     with no_free_descriptor():
         server.intake.accept(server.listener, LINE)
         assert server.intake.reserve.fd is not None  # taken back for the next time

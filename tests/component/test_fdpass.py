@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import socket
@@ -19,6 +20,7 @@ def open_fds():
 
 @pytest.fixture
 def no_leak():
+    gc.collect()  # sockets earlier tests left in garbage cycles close now, not mid-test
     before = open_fds()
     yield
     assert open_fds() == before
