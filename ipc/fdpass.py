@@ -26,21 +26,40 @@ def handoff_pair() -> tuple[socket.socket, socket.socket]:
 LINE, LEGACY = b"F", b"L"
 
 
-def send_fd(channel: socket.socket, fd: int, tag: bytes = LINE) -> None:
-    """Send ``fd`` (the caller still owns and must close its copy)."""
-    socket.send_fds(channel, [tag], [fd])
+class Dropped(Exception):
+    """A hand-over arrived without its descriptor; the channel itself is fine, read on.
+
+    Either the receiver is at its descriptor limit (``MSG_CTRUNC``: the kernel
+    closed the descriptor it could not install, so that client is gone), or the
+    message carried none.
+    """
+
+
+def send_fd(channel: socket.socket, fd: int, tag: bytes = LINE, *, wait: bool = True) -> None:
+    """Send ``fd`` (the caller still owns and must close its copy).
+
+    With ``wait=False`` a full channel raises ``BlockingIOError`` at once
+    instead of blocking until its reader catches up (which a stopped reader never does).
+    """
+    rights = array.array("i", [fd])
+    flags = 0 if wait else socket.MSG_DONTWAIT  # socket.send_fds drops its flags (3.11)
+    channel.sendmsg([tag], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)], flags)
 
 
 def recv_tagged(channel: socket.socket) -> tuple[int, bytes] | None:
-    """Receive one descriptor and its tag; None when the channel is closed or carried none.
+    """Receive one descriptor and its tag; None only when the channel is closed.
 
-    Raises ``BlockingIOError`` on a non-blocking channel with nothing waiting.
+    Raises ``Dropped`` for a hand-over without its descriptor, and
+    ``BlockingIOError`` on a non-blocking channel with nothing waiting.
     """
-    msg, fds, _flags, _addr = socket.recv_fds(channel, 1, 4)
-    if not fds:
-        return None
+    msg, fds, flags, _addr = socket.recv_fds(channel, 1, 4)
     for extra in fds[1:]:  # never expected; never leaked either
         os.close(extra)
+    if not fds:
+        if not msg:  # every hand-over has a tag byte: an empty read is the end of the channel
+            return None
+        cut = flags & socket.MSG_CTRUNC
+        raise Dropped("descriptor limit reached" if cut else "no descriptor in the message")
     # received descriptors are inheritable: a client socket must never leak into a child
     os.set_inheritable(fds[0], False)
     return fds[0], msg

@@ -1,22 +1,33 @@
 """Per-worker counters in shared memory, for the acceptor to place connections by.
 
 Each slot has exactly one writer for each counter (the worker for ``live``,
-``received`` and ``up``; the supervisor resets them when a worker dies), so
-plain unsynchronised integers are enough.
+``received``, ``up`` and ``beat``; the supervisor resets them when a worker
+dies), so plain unsynchronised numbers are enough.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+#: How often a worker's event loop writes its ``beat``.
+BEAT_INTERVAL = 0.25
+
+#: A worker whose last beat is older than this (six beats missed) is stopped,
+#: stuck or swamped: the acceptor passes it over while another worker beats, so
+#: new clients do not queue behind it for the seconds until it is replaced.
+SILENT_AFTER = 1.5
+
 
 class WorkerLoad:
-    """``live`` clients, sockets ``received`` so far, and whether a worker is ``up``."""
+    """``live`` clients, sockets ``received`` so far, whether a worker is ``up``, and its
+    last ``beat``: ``time.monotonic()`` (one clock for every process on Linux), 0 before
+    its loop first ran."""
 
     def __init__(self, ctx: Any, workers: int) -> None:
         self.live = ctx.RawArray("q", workers)
         self.received = ctx.RawArray("q", workers)
         self.up = ctx.RawArray("b", workers)
+        self.beat = ctx.RawArray("d", workers)
 
     def __len__(self) -> int:
         return len(self.live)
@@ -25,3 +36,4 @@ class WorkerLoad:
         """Called by the supervisor when the worker in ``slot`` died."""
         self.up[slot] = 0
         self.live[slot] = 0
+        self.beat[slot] = 0.0

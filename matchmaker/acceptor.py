@@ -3,6 +3,12 @@
 It never reads a client socket (cf. gunicorn's design: "the arbiter never
 touches individual client sockets"): it accepts, passes the descriptor to a
 worker over that worker's Unix socket, and closes its own copy.
+
+It never waits on one worker either: a hand-over that would block (that
+worker's channel is full: it is stopped, stuck or swamped) goes to the next
+worker, and a client no worker makes room for within ``HOLD`` is told FULL
+and closed; a worker whose event loop has gone silent gets no new client
+while another beats. One stuck worker used to stop the whole server's intake.
 """
 
 from __future__ import annotations
@@ -10,60 +16,259 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import selectors
 import socket
 import sys
 import time
+from collections.abc import Callable
 
+from ipc.dialects import LegacyDialect, LineDialect
+from ipc.errors import ErrorCode
 from ipc.fdpass import LEGACY, LINE, send_fd
-from ipc.load import WorkerLoad
-from matchmaker.proc import BOOT_ERROR, child_setup, exit_on_sigterm
+from ipc.load import SILENT_AFTER, WorkerLoad
+from matchmaker.proc import BOOT_ERROR, Tally, child_setup, exit_on_sigterm
 
 log = logging.getLogger("matchmaker.acceptor")
 
 #: accept() errors that mean "out of a resource for now": back off, don't spin.
 _EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-#: How long to back off when out of descriptors; clients wait in the listen backlog.
+#: accept() errors that belong to one connection, not the listener: accept(2) says to
+#: retry on these (Linux passes a pending network error of the new socket up).
+_CONNECTION_ERRORS = {
+    errno.ECONNABORTED,
+    errno.EPROTO,
+    errno.ENETDOWN,
+    errno.ENOPROTOOPT,
+    errno.EHOSTDOWN,
+    errno.ENONET,
+    errno.EHOSTUNREACH,
+    errno.EOPNOTSUPP,
+    errno.ENETUNREACH,
+    errno.EPERM,  # a firewall rule refused it
+}
+#: How long to back off when out of descriptors or memory; clients wait in the
+#: listen backlog meanwhile, and are served once the shortage ends.
 BACKOFF = 0.1
+
+#: Out of descriptors for this long, the shortage is no passing one: the spare
+#: descriptor (``Reserve``) takes the waiting clients one by one to refuse them
+#: with FULL, rather than leave them hanging in the backlog with no answer.
+SHED_AFTER = 5.0
+
+#: Longest the acceptor sleeps with nothing to accept.
+WAKE = 0.5
+
+#: When no worker it may use takes a client at once, how long the acceptor waits
+#: for one of their channels to make room before it refuses the client. A worker
+#: takes up to 256 hand-overs per loop iteration, so a burst bigger than its
+#: channel (about 280) clears in milliseconds; new connections wait in the
+#: listen backlog meanwhile, the queue they belong in.
+HOLD = 0.5
+
+#: A worker's standing in ``Placement``: its loop beats; it is up but silent; it is down.
+BEATING, SILENT, DOWN = 0, 1, 2
 
 
 class Placement:
-    """Picks the worker for the next connection.
+    """Chooses which workers may take the next connection, best first.
 
-    ``least-loaded`` counts each worker's live clients plus the sockets handed to
-    it that it has not picked up yet, so a burst of connections spreads out even
-    before the workers report; ties go round robin.
+    Only workers whose event loop beats, while any does: one up but silent
+    (stopped, stuck, swamped) would keep a client waiting until it recovers
+    or is replaced, and one down until its replacement runs. ``least-loaded``
+    counts each worker's live clients plus the sockets handed to it that it
+    has not picked up yet, so a burst of connections spreads out even before
+    the workers report; ties go round robin.
     """
 
-    def __init__(self, policy: str, load: WorkerLoad) -> None:
+    def __init__(
+        self, policy: str, load: WorkerLoad, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.policy = policy
         self.load = load
+        self.clock = clock
         # a restarted acceptor starts from what the workers have picked up
         self.handed = list(load.received)
         self._next = 0
+        self.silent: set[int] = set()  # workers passed over, as last logged
 
-    def choose(self) -> int:
-        """The next worker; one that is down is passed over while any other is up."""
+    def order(self) -> list[int]:
+        """The beating workers best first; if none beats, every worker (silent before down)."""
         n = len(self.handed)
-        start = self._next
-        load, up = self.load, self.load.up
-        candidates = [(start + step) % n for step in range(n)]
-        candidates = [i for i in candidates if up[i]] or candidates
-        if self.policy == "round-robin":
-            best = candidates[0]
-        else:
-            best = min(candidates, key=lambda i: load.live[i] + self.handed[i] - load.received[i])
-        self._next = (best + 1) % n
-        self.handed[best] += 1
-        return best
+        now = self.clock()
+        rotation = [(self._next + step) % n for step in range(n)]
+        standing = {i: self.standing(i, now) for i in rotation}
+
+        def rank(i: int) -> tuple[int, int]:
+            busy = 0 if self.policy == "round-robin" else self.in_hand(i)
+            return (standing[i], busy)
+
+        ranked = sorted(rotation, key=rank)  # stable: ties keep the round-robin rotation
+        return [i for i in ranked if standing[i] == BEATING] or ranked
+
+    def standing(self, i: int, now: float) -> int:
+        if not self.load.up[i]:
+            return DOWN
+        return BEATING if now - self.load.beat[i] < SILENT_AFTER else SILENT
+
+    def in_hand(self, i: int) -> int:
+        return int(self.load.live[i] + self.handed[i] - self.load.received[i])
+
+    def placed(self, worker: int) -> None:
+        self._next = (worker + 1) % len(self.handed)
+        self.handed[worker] += 1
+
+    def review(self) -> None:
+        """Log each worker that falls silent, and each that beats again."""
+        now = self.clock()
+        for i in range(len(self.handed)):
+            standing = self.standing(i, now)
+            if standing == SILENT and i not in self.silent:
+                self.silent.add(i)
+                silent_for = now - self.load.beat[i]
+                log.warning(
+                    "passing worker %d over: its event loop has been silent for %.1fs",
+                    i + 1,
+                    silent_for,
+                )
+            elif standing != SILENT and i in self.silent:
+                self.silent.discard(i)
+                if standing == BEATING:
+                    log.info("worker %d beats again: it takes new clients", i + 1)
 
 
-def serve(
-    listeners: dict[socket.socket, bytes],
-    handoffs: list[socket.socket],
-    placement: Placement,
-    parent: int,
-) -> None:
+class Reserve:
+    """One descriptor kept spare for when the acceptor has no other (EMFILE).
+
+    Without it a connection that cannot be accepted stays in the backlog and the
+    listener stays readable: the acceptor can only retry, and every client
+    behind waits with no answer. With it one connection is accepted, told FULL
+    and closed, and the spare taken back (the trick libev's documentation gives).
+    """
+
+    def __init__(self) -> None:
+        self.fd = self._take()
+
+    @staticmethod
+    def _take() -> int | None:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def shed(self, listener: socket.socket, tag: bytes) -> bool:
+        """Refuse one waiting connection on the spare descriptor; False if none could be had."""
+        if self.fd is None:
+            self.fd = self._take()
+            if self.fd is None:
+                return False
+        os.close(self.fd)
+        self.fd = None
+        try:
+            conn, _addr = listener.accept()
+        except OSError:
+            self.fd = self._take()
+            return False
+        with conn:
+            refuse(conn, tag)
+        self.fd = self._take()  # the client's descriptor is free again
+        return True
+
+
+def refuse(conn: socket.socket, tag: bytes) -> None:
+    """Tell the client FULL in its port's dialect without waiting; the caller closes it."""
+    dialect = LegacyDialect if tag == LEGACY else LineDialect
+    try:
+        conn.send(dialect.error(ErrorCode.FULL), socket.MSG_DONTWAIT)
+    except OSError:
+        pass  # gone already, or its buffer is full: it only misses the reason
+
+
+class Intake:
+    """Accepts a connection and hands it to a worker, or refuses it; never waits on one."""
+
+    def __init__(self, handoffs: list[socket.socket], placement: Placement) -> None:
+        self.handoffs = handoffs
+        self.placement = placement
+        self.reserve = Reserve()
+        self.hold = HOLD
+        self.refused = Tally(log, "no worker's hand-off channel has room: client refused (FULL)")
+        self.shed = Tally(
+            log, f"accept: out of descriptors for {SHED_AFTER:g}s: client refused (FULL)"
+        )
+        self.backoffs: dict[int, Tally] = {}
+        self.short_since: float | None = None  # out of descriptors since
+        self.shed_after = SHED_AFTER
+
+    def accept(self, listener: socket.socket, tag: bytes) -> None:
+        try:
+            conn, _addr = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in _EXHAUSTED:
+                self.back_off(listener, tag, exc)
+            elif exc.errno not in _CONNECTION_ERRORS:
+                raise
+            return
+        self.short_since = None
+        with conn:
+            self.hand_over(conn, tag)
+
+    def back_off(self, listener: socket.socket, tag: bytes, exc: OSError) -> None:
+        """Out of a resource: wait a moment, or refuse a client if descriptors ran out long ago."""
+        assert exc.errno is not None
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            now = time.monotonic()
+            if self.short_since is None:
+                self.short_since = now
+            if now - self.short_since >= self.shed_after and self.reserve.shed(listener, tag):
+                self.shed.note()
+                return
+        if exc.errno not in self.backoffs:
+            what = f"accept: {exc.strerror}; backing off {BACKOFF:g}s, clients wait in the backlog"
+            self.backoffs[exc.errno] = Tally(log, what)
+        self.backoffs[exc.errno].note()
+        time.sleep(BACKOFF)
+
+    def hand_over(self, conn: socket.socket, tag: bytes) -> bool:
+        """Pass ``conn`` to the first worker in the placement's order that takes it.
+
+        A worker whose channel is full is skipped. When none takes it at once,
+        the acceptor waits up to ``hold`` seconds for one to make room (all of
+        them, never one), then refuses the client. The caller closes its copy.
+        """
+        workers = self.placement.order()
+        if self._offer(conn, tag, workers):
+            return True
+        if self._room(workers) and self._offer(conn, tag, workers):
+            return True
+        self.refused.note()
+        refuse(conn, tag)
+        return False
+
+    def _offer(self, conn: socket.socket, tag: bytes, workers: list[int]) -> bool:
+        for worker in workers:
+            try:
+                send_fd(self.handoffs[worker], conn.fileno(), tag, wait=False)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                log.error("could not hand a connection to worker %d: %s", worker + 1, exc)
+                continue
+            self.placement.placed(worker)
+            return True
+        return False
+
+    def _room(self, workers: list[int]) -> bool:
+        """Wait up to ``hold`` seconds for any of ``workers``' channels to take a message."""
+        poll = select.poll()
+        for worker in workers:
+            poll.register(self.handoffs[worker], select.POLLOUT)
+        return bool(poll.poll(self.hold * 1000))
+
+
+def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) -> None:
     """Accept on every listener until SIGTERM, or until the supervisor is gone.
 
     ``listeners`` maps each listening socket to the tag its connections carry
@@ -74,31 +279,10 @@ def serve(
             listener.setblocking(False)
             selector.register(listener, selectors.EVENT_READ, tag)
         while os.getppid() == parent:
-            for key, _ in selector.select(timeout=1.0):  # wakes to notice a dead supervisor
-                accept_one(key.fileobj, key.data, handoffs, placement)  # type: ignore[arg-type]
-
-
-def accept_one(
-    listener: socket.socket, tag: bytes, handoffs: list[socket.socket], placement: Placement
-) -> None:
-    try:
-        conn, _addr = listener.accept()
-    except (BlockingIOError, InterruptedError):
-        return
-    except OSError as exc:
-        if exc.errno in _EXHAUSTED:
-            log.warning("accept: %s; backing off %.1fs", exc.strerror, BACKOFF)
-            time.sleep(BACKOFF)
-            return
-        if exc.errno == errno.ECONNABORTED:
-            return
-        raise
-    with conn:
-        worker = placement.choose()
-        try:
-            send_fd(handoffs[worker], conn.fileno(), tag)
-        except OSError as exc:
-            log.error("could not hand a connection to worker %d: %s", worker + 1, exc)
+            # wakes to notice a dead supervisor and a silent worker
+            for key, _ in selector.select(timeout=WAKE):
+                intake.accept(key.fileobj, key.data)  # type: ignore[arg-type]
+            intake.placement.review()
 
 
 def main(
@@ -113,11 +297,11 @@ def main(
     try:
         parent = child_setup("acceptor", log_level)
         exit_on_sigterm()
-        placement = Placement(policy, load)
+        intake = Intake(handoffs, Placement(policy, load))
     except Exception:
         log.exception("acceptor failed to start")
         sys.exit(BOOT_ERROR)
     listeners = {listener: LINE}
     if legacy_listener is not None:
         listeners[legacy_listener] = LEGACY
-    serve(listeners, handoffs, placement, parent)
+    serve(listeners, intake, parent)

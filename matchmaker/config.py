@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, fields
 
 from ipc.codec import DEFAULT_MAX_LINE
+from ipc.load import BEAT_INTERVAL
 from matchmaker.table import DEFAULT_MAX_CLIENTS
 
 #: Default for ``--sendq``: 1 MiB may wait to be sent to one client before it is
@@ -40,6 +41,19 @@ DEFAULT_STALL_TIMEOUT = 30.0
 #: per read() and loses whatever was coalesced behind it; 20 ms between records
 #: keeps them apart on any link it was ever used on.
 DEFAULT_LEGACY_PACE = 0.02
+
+#: Default for ``--worker-timeout``: a worker whose event loop has not run for
+#: 5 s is killed and replaced. The loop beats every ``ipc.load.BEAT_INTERVAL``
+#: (0.25 s) from a timer, so that is 20 beats missed: far more than a busy loop
+#: ever runs late (a long callback, a burst of new clients, a GC pause, a loaded
+#: machine), which matters because the kill cuts every client of that worker;
+#: yet short enough that clients queued to a stuck worker are served by its
+#: replacement within seconds. (gunicorn's default, 30 s, is for workers that
+#: may spend that long on one request; ours never block.)
+DEFAULT_WORKER_TIMEOUT = 5.0
+
+#: The shortest ``--worker-timeout`` taken: four beats.
+MIN_WORKER_TIMEOUT = 4 * BEAT_INTERVAL
 
 PLACEMENTS = ("least-loaded", "round-robin")
 LOOPS = ("auto", "uvloop", "asyncio")
@@ -75,6 +89,7 @@ class Config:
     linger: float = DEFAULT_LINGER
     idle_timeout: float = 0.0
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT
     legacy_port: int | None = None
     legacy_pace: float = DEFAULT_LEGACY_PACE
     loop: str = "asyncio"
@@ -109,6 +124,15 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _worker_timeout(text: str) -> float:
+    value = float(text)
+    if not value >= MIN_WORKER_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_WORKER_TIMEOUT:g} s (four heartbeats), not {text}"
+        )
     return value
 
 
@@ -209,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.stall_timeout,
         help="cut a client that reads none of its backed-up output (over half of --sendq) "
         "for this many seconds (ERROR SLOW_CONSUMER)",
+    )
+    parser.add_argument(
+        "--worker-timeout",
+        type=_worker_timeout,
+        default=DEFAULTS.worker_timeout,
+        help="kill and replace a worker whose event loop has not run for this many seconds",
     )
     parser.add_argument(
         "--loop",

@@ -1,4 +1,4 @@
-"""What every child process does first, and the flag its blocking loop checks.
+"""What every child process does first, the flag its blocking loop checks, and its logging.
 
 Children ignore SIGINT: Ctrl-C in a terminal reaches the whole process group,
 and the supervisor alone decides the order of the shutdown. SIGTERM from the
@@ -11,6 +11,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from types import FrameType
 
 import setproctitle
@@ -46,3 +48,33 @@ def exit_on_sigterm() -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, handle)
+
+
+class Tally:
+    """Counts an event that floods come in, and logs it at most once per ``interval`` seconds.
+
+    A descriptor flood repeats one failure thousands of times a second; a line
+    every few seconds with the count says as much, and keeps the log (and the
+    process writing it) usable.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        interval: float = 5.0,
+        level: int = logging.WARNING,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.message, self.interval, self.level = logger, message, interval, level
+        self.clock = clock
+        self.count = 0  # since the last line logged
+        self._logged = -interval
+
+    def note(self) -> None:
+        self.count += 1
+        now = self.clock()
+        if now - self._logged >= self.interval:
+            self.logger.log(self.level, "%s (%d since last logged)", self.message, self.count)
+            self.count = 0
+            self._logged = now

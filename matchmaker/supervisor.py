@@ -3,7 +3,10 @@
 It never touches a client socket. Signal handlers only queue the signal (cf.
 gunicorn's arbiter); the loop blocks in ``multiprocessing.connection.wait`` on
 every child's sentinel plus the ``set_wakeup_fd`` pipe, so a signal or a dead
-child is noticed at once, without polling.
+child is noticed at once. It also wakes every ``BEAT_CHECK`` seconds to look at
+the workers' heartbeats: a worker whose event loop is stuck (or stopped) is
+alive to its sentinel, so only its silence tells; it is killed and restarted
+(cf. gunicorn's ``murder_workers``).
 
 Shutdown order: the acceptor first (no new clients), then the workers (each
 sends ``OUTAGE`` to its clients and closes them), then the matchmaker; whatever
@@ -45,6 +48,9 @@ CHILD_DIED = 1
 #: not unlucky, and restarting would only loop (cf. gunicorn's WORKER_BOOT_ERROR).
 MAX_RESTARTS, RESTART_WINDOW = 5, 30.0
 
+#: How often the supervisor looks at the workers' heartbeats (``ipc.load``).
+BEAT_CHECK = 0.5
+
 #: Seconds after the first SIGINT/SIGTERM in which another is taken for the same one.
 SIGNAL_DEBOUNCE = 0.25
 
@@ -66,17 +72,21 @@ class Child:
     args: tuple[Any, ...]
     restarts: list[float] = field(default_factory=list)
     slot: int = -1  # a worker's index
+    cause: str = ""  # why the supervisor killed it, for the log of its death
 
     @property
     def alive(self) -> bool:
         return self.process.exitcode is None
 
 
-def describe_exit(code: int | None) -> str:
+def describe_exit(code: int | None, cause: str = "") -> str:
+    """How a child ended; ``cause`` is why the supervisor killed it, if it did."""
     if code is None:
         return "still running"
     if code < 0:
         name = signal.Signals(-code).name
+        if cause:
+            return f"killed by {name}: {cause}"
         hint = " (perhaps out of memory?)" if code == -signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exited with status {code}"
@@ -97,6 +107,7 @@ class Supervisor:
         self.links: Links | None = None
         self.load: WorkerLoad | None = None
         self._wakeup_r = -1
+        self._checked = 0.0  # when the heartbeats were last looked at
 
     # ---- start ------------------------------------------------------------------
 
@@ -125,16 +136,22 @@ class Supervisor:
     def respawn(self, child: Child) -> None:
         child.process.join()  # reaped already; releases its sentinel
         child.process.close()
+        child.cause = ""
         child.process = self._start_process(child.role, child.module, child.args)
 
     def raise_fd_limit(self) -> None:
-        """Every client is a descriptor in a worker (and briefly in the acceptor)."""
+        """Take every descriptor the hard limit allows (the children inherit the limit).
+
+        Every client is a descriptor in a worker, and so is every connection of a
+        burst beyond ``--max-clients`` until it has been told FULL: a limit of
+        just ``--max-clients`` plus a margin let 10,000 clients and a burst
+        overrun a worker.
+        """
         need = self.config.max_clients + FD_MARGIN
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft >= need:
-            return
-        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        target = max(soft, need) if hard == resource.RLIM_INFINITY else hard
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         if target < need:
             log.warning(
                 "open-file limit is %d, below the %d that --max-clients %d needs",
@@ -242,13 +259,15 @@ class Supervisor:
             raise
         status = 0
         force = False
+        self._checked = time.monotonic()
         while True:
-            self._wait(None)
+            self._wait(BEAT_CHECK)
             signals = self._pending_signals()
             if signals:
                 log.info("%s: shutting down", signal.Signals(signals[0]).name)
                 self.stopping_since = time.monotonic()
                 break
+            self.kill_silent_workers()
             if not self.handle_deaths():
                 status = CHILD_DIED
                 break
@@ -262,7 +281,7 @@ class Supervisor:
             if child.alive:
                 continue
             code = child.process.exitcode
-            log.error("%s %s", child.role, describe_exit(code))
+            log.error("%s %s", child.role, describe_exit(code, child.cause))
             now = time.monotonic()
             child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW]
             child.restarts.append(now)
@@ -279,6 +298,33 @@ class Supervisor:
                 if child.role == "matchmaker":
                     self._signal_workers(signal.SIGUSR1)  # move over, say hello
         return go_on
+
+    def kill_silent_workers(self) -> None:
+        """SIGKILL each worker whose event loop has not beaten for ``--worker-timeout`` s.
+
+        ``handle_deaths`` then restarts it like any dead worker. One that has not
+        beaten yet is still starting and is left alone.
+        """
+        assert self.load is not None
+        now = time.monotonic()
+        overslept, self._checked = now - self._checked > BEAT_CHECK + 1.0, now
+        if overslept:
+            # this process was stopped too (Ctrl-Z stops the whole group): every beat
+            # looks old; give the workers a round to beat again
+            return
+        timeout = self.config.worker_timeout
+        for child in self.children:
+            last = self.load.beat[child.slot] if child.slot >= 0 else 0.0
+            pid = child.process.pid
+            if not last or now - last <= timeout or not child.alive or pid is None:
+                continue
+            child.cause = f"event loop silent for {now - last:.1f}s (--worker-timeout {timeout:g})"
+            log.error("%s: %s; killing it", child.role, child.cause)
+            self.load.beat[child.slot] = 0.0  # once: the kill takes a moment to be reaped
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _move_all(self) -> bool:
         """The matchmaker died: every worker moves to a fresh link and tells the new one all."""

@@ -12,15 +12,15 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import Any, NamedTuple
 
 from ipc import messages as m
 from ipc.channel import Link, Receiver, Sender
-from ipc.dialects import LegacyDialect, LineDialect
-from ipc.fdpass import LEGACY, recv_tagged
-from ipc.load import WorkerLoad
+from ipc.load import BEAT_INTERVAL, WorkerLoad
 from matchmaker.config import Config
 from matchmaker.proc import child_setup
+from workers.handoff import Handoffs
 from workers.hub import Hub
 from workers.migrate import Mover
 
@@ -101,6 +101,16 @@ class MatchmakerLink:
         self.hub.outbox.close()
 
 
+def beat(loop: asyncio.AbstractEventLoop, load: WorkerLoad, index: int) -> None:
+    """Tell the supervisor and the acceptor this loop runs; again in ``BEAT_INTERVAL``.
+
+    A timer on the loop itself, never a thread: a thread would go on beating
+    while the loop is stuck (gunicorn's workers notify from their own loop too).
+    """
+    load.beat[index] = time.monotonic()
+    loop.call_later(BEAT_INTERVAL, beat, loop, load, index)
+
+
 async def serve(
     index: int,
     config: Config,
@@ -120,29 +130,21 @@ async def serve(
     link = MatchmakerLink(loop, hub, pool, current)
     link.check()
     loop.add_signal_handler(signal.SIGUSR1, link.check)
-    handoff.setblocking(False)
+
+    def counted() -> None:
+        load.received[index] += 1
+
+    handoffs = Handoffs(handoff, hub.adopt, counted)
 
     def on_handoff() -> None:
-        while True:
-            try:
-                got = recv_tagged(handoff)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.error("hand-off channel failed: %s", exc)
-                loop.remove_reader(handoff.fileno())
-                return
-            if got is None:
-                loop.remove_reader(handoff.fileno())
-                return
-            fd, tag = got
-            load.received[index] += 1
-            hub.adopt(socket.socket(fileno=fd), LegacyDialect if tag == LEGACY else LineDialect)
+        if not handoffs.read():
+            loop.remove_reader(handoff.fileno())
 
     loop.add_reader(handoff.fileno(), on_handoff)
     mover = hub.mover = Mover(hub, moves.inbox, moves.outboxes)
     loop.add_reader(moves.inbox.fileno(), mover.receive)
     hub.sweep()
+    beat(loop, load, index)
     load.up[index] = 1
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -154,7 +156,7 @@ async def serve(
     loop.remove_signal_handler(signal.SIGTERM)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already; the group's copy may follow
     hub.stopping = True
-    on_handoff()  # sockets accepted but not yet picked up get OUTAGE too
+    handoffs.read(limit=None)  # sockets accepted but not yet picked up get OUTAGE too
     loop.remove_reader(handoff.fileno())
     # half the shutdown budget: the supervisor still has to stop the matchmaker
     await hub.shutdown(min(config.linger, config.shutdown_timeout / 2))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import resource
 import socket
+from contextlib import contextmanager
 
 import pytest
 
 from ipc import fdpass
-from ipc.fdpass import handoff_pair, recv_fd, send_fd
+from ipc.fdpass import Dropped, handoff_pair, recv_fd, recv_tagged, send_fd
 
 
 def open_fds():
@@ -17,6 +20,7 @@ def open_fds():
 
 @pytest.fixture
 def no_leak():
+    gc.collect()  # sockets earlier tests left in garbage cycles close now, not mid-test
     before = open_fds()
     yield
     assert open_fds() == before
@@ -106,10 +110,51 @@ def test_recv_fd_returns_none_when_the_other_end_is_closed(no_leak):
         assert recv_fd(worker) is None
 
 
-def test_recv_fd_returns_none_for_a_message_without_fd(channel):
+def test_a_message_without_fd_is_dropped_not_taken_for_the_end(channel):
     acceptor, worker = channel
     acceptor.send(b"F")
-    assert recv_fd(worker) is None
+    with pytest.raises(Dropped):
+        recv_fd(worker)
+    a, b = socket.socketpair()
+    with a, b:
+        send_fd(acceptor, b.fileno())
+        fd = recv_fd(worker)  # the channel still works
+        assert fd is not None
+        os.close(fd)
+
+
+@contextmanager
+def no_free_descriptor():
+    """This process's soft RLIMIT_NOFILE set so that no new descriptor can be opened."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)  # descriptors are allocated lowest first
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_hand_over_truncated_at_the_descriptor_limit_is_dropped_and_the_channel_lives(
+    channel,
+):
+    """A worker at its limit got the hand-over without its descriptor (MSG_CTRUNC) and took
+    that for a closed channel, so it never read another one."""
+    acceptor, worker = channel
+    client, far = socket.socketpair()
+    with client:
+        send_fd(acceptor, far.fileno(), fdpass.LEGACY)
+        far.close()  # the acceptor's copy: the kernel held the only other one
+        with no_free_descriptor(), pytest.raises(Dropped, match="descriptor limit"):
+            recv_tagged(worker)
+        assert client.recv(16) == b""  # the socket that could not be installed is closed
+    a, b = socket.socketpair()
+    with a, b:
+        send_fd(acceptor, b.fileno(), fdpass.LEGACY)
+        got = recv_tagged(worker)
+        assert got is not None and got[1] == fdpass.LEGACY
+        os.close(got[0])
 
 
 def test_nonblocking_recv_with_nothing_waiting_raises(channel):
@@ -142,6 +187,26 @@ def test_extra_fds_in_one_message_are_closed(channel):
         assert os.fstat(fd).st_ino == os.fstat(a.fileno()).st_ino
         os.close(fd)
     # the no_leak fixture checks that the second descriptor was closed
+
+
+def test_a_full_channel_refuses_at_once_without_wait(channel):
+    """The acceptor must never block on one worker's channel (a stopped worker never reads)."""
+    acceptor, worker = channel
+    worker.setblocking(False)
+    a, b = socket.socketpair()
+    with a, b:
+        sent = 0
+        with pytest.raises(BlockingIOError):
+            while sent < 100_000:
+                send_fd(acceptor, b.fileno(), wait=False)
+                sent += 1
+        assert sent > 0
+        for _ in range(sent):  # every one that was sent arrives, and none more
+            fd = recv_fd(worker)
+            assert fd is not None
+            os.close(fd)
+        with pytest.raises(BlockingIOError):
+            recv_fd(worker)
 
 
 def test_send_to_a_closed_channel_raises_and_leaks_nothing(no_leak):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,10 +17,10 @@ def start_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., Serve
         "placement" in request.fixturenames and request.getfixturevalue("placement") == "relayed"
     )
 
-    def start(*args: str, workers: int = 2) -> Server:
+    def start(*args: str, workers: int = 2, **options: Any) -> Server:
         if relayed:  # sessions across workers stay there, relayed through the matchmaker
             args = (*args, "--migrate", "off")
-        server = Server(*args, workers=workers)
+        server = Server(*args, workers=workers, **options)
         started.append(server)
         return server
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -25,7 +26,10 @@ TIMEOUT = 10.0
 class Server:
     """``python -m matchmaker`` on 127.0.0.1 and a free port, in its own process group."""
 
-    def __init__(self, *args: str, workers: int = 2) -> None:
+    def __init__(
+        self, *args: str, workers: int = 2, preexec_fn: Callable[[], None] | None = None
+    ) -> None:
+        """``preexec_fn`` runs in the server's process before it starts (e.g. to set limits)."""
         self.stderr = tempfile.TemporaryFile()
         cmd = [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", "0"]
         cmd += ["--workers", str(workers), "--placement", "round-robin", *args]
@@ -35,6 +39,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             start_new_session=True,
+            preexec_fn=preexec_fn,
         )
         self.host = "127.0.0.1"
         self.legacy_port = 0

@@ -17,7 +17,7 @@ import pytest
 from ipc.codec import DEFAULT_MAX_LINE
 from ipc.commands import VERBS
 from ipc.errors import ErrorCode
-from matchmaker.config import DEFAULT_SENDQ
+from matchmaker.config import DEFAULT_SENDQ, DEFAULT_WORKER_TIMEOUT, build_parser
 from matchmaker.table import DEFAULT_MAX_CLIENTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,6 +130,7 @@ def flag_help(help_text, flag):
         ("--port", "5000"),
         ("--host", "0.0.0.0"),
         ("--workers", "the CPU count"),
+        ("--worker-timeout", str(DEFAULT_WORKER_TIMEOUT)),
     ],
 )
 def test_help_names_each_flag_and_its_default(help_text, flag, default):
@@ -149,7 +150,23 @@ def test_help_points_at_the_protocol_document(help_text):
         "--port",
         "--host",
         "--workers",
+        "--worker-timeout",
     ],
 )
 def test_help_states_each_default_once(help_text, flag):
     assert flag_help(help_text, flag).count("(default:") == 1
+
+
+def test_readme_flag_table_has_every_flag():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `--")]
+    documented = {row.split("`")[1] for row in rows}
+    flags = {
+        option
+        for action in build_parser()._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    assert flags == documented
+    timeout_row = next(row for row in rows if row.startswith("| `--worker-timeout`"))
+    assert f"| `{DEFAULT_WORKER_TIMEOUT}` |" in timeout_row

@@ -1,0 +1,213 @@
+"""The acceptor's hand-over over real channels: a full one is skipped, never waited on."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import select
+import socket
+import threading
+import time
+
+import pytest
+
+from ipc import legacy
+from ipc.fdpass import LEGACY, LINE, handoff_pair, recv_tagged, send_fd
+from ipc.load import SILENT_AFTER, WorkerLoad
+from matchmaker.acceptor import Intake, Placement
+from tests.component.test_fdpass import no_free_descriptor
+
+WORKERS = 3
+
+
+class Server:
+    """An acceptor's ends: a listener, a hand-off channel per worker, and the shared load."""
+
+    def __init__(self, policy: str) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.pairs = [handoff_pair() for _ in range(WORKERS)]
+        for _, worker_end in self.pairs:
+            worker_end.setblocking(False)
+        self.load = WorkerLoad(multiprocessing.get_context("spawn"), WORKERS)
+        for i in range(WORKERS):
+            self.load.up[i] = 1
+            self.load.beat[i] = time.monotonic()
+        self.intake = Intake([a for a, _ in self.pairs], Placement(policy, self.load))
+        self.intake.hold = 0.05  # how long a client may wait for a full channel to make room
+        self.clients: list[socket.socket] = []
+
+    def connect(self, tag: bytes = LINE) -> socket.socket:
+        """A client whose connection the acceptor has just taken (or refused)."""
+        client = socket.create_connection(self.listener.getsockname(), timeout=5)
+        self.clients.append(client)
+        assert select.select([self.listener], [], [], 5)[0], "connection never queued"
+        self.intake.accept(self.listener, tag)
+        return client
+
+    def fill(self, worker: int) -> int:
+        """Hand worker ``worker`` sockets until its channel takes no more (it never reads)."""
+        sent = 0
+        while True:
+            try:
+                send_fd(self.pairs[worker][0], self.listener.fileno(), wait=False)
+            except BlockingIOError:
+                return sent
+            sent += 1
+
+    def drain(self, worker: int, count: int) -> None:
+        """Read and close ``count`` hand-overs, as a worker that catches up."""
+        for _ in range(count):
+            got = recv_tagged(self.pairs[worker][1])
+            assert got is not None
+            os.close(got[0])
+
+    def received(self, worker: int) -> list[tuple[int, bytes]]:
+        got = []
+        while True:
+            try:
+                one = recv_tagged(self.pairs[worker][1])
+            except BlockingIOError:
+                return got
+            assert one is not None
+            got.append(one)
+
+    def close(self) -> None:
+        for sock in [self.listener, *self.clients, *(end for p in self.pairs for end in p)]:
+            sock.close()
+        if self.intake.reserve.fd is not None:
+            os.close(self.intake.reserve.fd)
+
+
+@pytest.fixture(params=["least-loaded", "round-robin"])
+def server(request):
+    s = Server(request.param)
+    yield s
+    s.close()
+
+
+def peer_of(fd: int, client: socket.socket) -> bool:
+    """Whether ``fd`` is the server end of ``client``'s connection; closes ``fd``."""
+    return peer(fd) == client.getsockname()
+
+
+def peer(fd: int) -> tuple[str, int]:
+    """The client address of a received server end; closes it."""
+    with socket.socket(fileno=fd) as sock:
+        return sock.getpeername()
+
+
+def read_all(client: socket.socket) -> bytes:
+    data = b""
+    while chunk := client.recv(4096):
+        data += chunk
+    return data
+
+
+def test_a_full_channel_is_skipped_and_the_next_worker_takes_the_client(server):
+    """The acceptor blocked in sendmsg on a stopped worker's channel: no client got in."""
+    server.fill(0)
+    server.fill(1)
+    client = server.connect()
+    [(fd, tag)] = server.received(2)
+    assert tag == LINE and peer_of(fd, client)
+    assert server.intake.placement.handed[2] == 1
+
+
+def test_when_every_channel_is_full_the_client_hears_full_and_is_closed(server):
+    for worker in range(WORKERS):
+        assert server.fill(worker) > 0
+    client = server.connect()
+    assert read_all(client) == b"ERROR FULL\n"
+    assert server.intake.placement.handed == [0, 0, 0]
+
+
+def test_a_refused_legacy_client_hears_full_in_its_dialect(server):
+    for worker in range(WORKERS):
+        server.fill(worker)
+    client = server.connect(LEGACY)
+    assert read_all(client) == legacy.record(legacy.ABORT)
+
+
+def test_a_worker_that_is_down_gets_no_client_while_another_beats(server):
+    server.load.up[0] = 0
+    first, second = server.connect(), server.connect()
+    assert server.received(0) == []
+    got = server.received(1) + server.received(2)
+    assert all(peer_of(fd, c) for (fd, _), c in zip(got, (first, second), strict=True))
+    server.fill(1)
+    server.fill(2)
+    refused = server.connect()  # its replacement may take a while to start
+    assert read_all(refused) == b"ERROR FULL\n"
+    assert server.received(0) == []
+
+
+def test_out_of_descriptors_a_client_waits_in_the_backlog_and_is_served_after(server):
+    client = socket.create_connection(server.listener.getsockname(), timeout=5)
+    server.clients.append(client)
+    assert select.select([server.listener], [], [], 5)[0]
+    with no_free_descriptor():
+        server.intake.accept(server.listener, LINE)  # backs off
+    assert server.intake.short_since is not None
+    server.intake.accept(server.listener, LINE)
+    got = [fd for w in range(WORKERS) for fd, _ in server.received(w)]
+    assert [peer_of(fd, client) for fd in got] == [True]
+    assert server.intake.short_since is None
+
+
+def test_out_of_descriptors_for_long_the_spare_one_refuses_the_client(server):
+    """Left in the backlog while the acceptor retried, a client hung with no answer for
+    as long as the shortage lasted; now the spare descriptor takes it to say FULL."""
+    client = socket.create_connection(server.listener.getsockname(), timeout=5)
+    server.clients.append(client)
+    assert select.select([server.listener], [], [], 5)[0]
+    server.intake.shed_after = 0.0
+    with no_free_descriptor():
+        server.intake.accept(server.listener, LINE)
+        assert server.intake.reserve.fd is not None  # taken back for the next time
+    assert read_all(client) == b"ERROR FULL\n"
+    assert all(server.received(w) == [] for w in range(WORKERS))
+
+
+def test_a_silent_worker_is_passed_over_while_another_beats(server, caplog):
+    """A stopped worker's channel holds ~280 clients before it refuses: they would wait
+    for its replacement. Once its beat is old, new clients go to the others only."""
+    caplog.set_level(logging.INFO)
+    server.load.beat[0] = time.monotonic() - 2 * SILENT_AFTER
+    clients = [server.connect() for _ in range(4)]
+    got = server.received(1) + server.received(2)
+    assert sorted(peer(fd) for fd, _ in got) == sorted(c.getsockname() for c in clients)
+    server.intake.placement.review()
+    assert "passing worker 1 over: its event loop has been silent for 3.0s" in caplog.text
+    server.fill(1)
+    server.fill(2)
+    refused = server.connect()  # not queued behind the silent worker
+    assert read_all(refused) == b"ERROR FULL\n"
+    assert server.received(0) == []
+    server.load.beat[0] = time.monotonic()
+    server.intake.placement.review()
+    assert "worker 1 beats again" in caplog.text
+
+
+def test_when_no_worker_beats_every_one_may_take_clients(server):
+    """Workers still starting, or a machine too loaded for any beat: nobody is passed over."""
+    for worker in range(WORKERS):
+        server.load.beat[worker] = 0.0
+    clients = [server.connect() for _ in range(WORKERS)]
+    got = [peer(fd) for w in range(WORKERS) for fd, _ in server.received(w)]
+    assert sorted(got) == sorted(c.getsockname() for c in clients)
+
+
+def test_a_client_waits_for_a_full_channel_to_make_room(server):
+    """A burst bigger than the channels is paced to the workers, not refused."""
+    filled = [server.fill(worker) for worker in range(WORKERS)]
+    server.intake.hold = 10.0
+    reader = threading.Timer(0.1, server.drain, args=(1, filled[1]))  # worker 2 catches up
+    reader.start()
+    try:
+        client = server.connect()
+    finally:
+        reader.join()
+    [(fd, _)] = server.received(1)
+    assert peer_of(fd, client)

@@ -1,0 +1,103 @@
+"""workers.handoff over a real hand-off channel: truncated hand-overs are read past."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import pytest
+
+from ipc.dialects import LegacyDialect, LineDialect
+from ipc.fdpass import LEGACY, handoff_pair, send_fd
+from tests.component.test_fdpass import no_free_descriptor
+from workers.handoff import BATCH, Handoffs
+
+
+class Worker:
+    """A worker's side: what it adopted and how many hand-overs it counted."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        self.adopted: list[tuple[socket.socket, object]] = []
+        self.counted = 0
+        self.handoffs = Handoffs(channel, self.adopt, self.count)
+
+    def adopt(self, sock: socket.socket, dialect: object) -> None:
+        self.adopted.append((sock, dialect))
+
+    def count(self) -> None:
+        self.counted += 1
+
+    def close(self) -> None:
+        for sock, _ in self.adopted:
+            sock.close()
+
+
+@pytest.fixture
+def channel():
+    acceptor, worker_end = handoff_pair()
+    worker = Worker(worker_end)
+    yield acceptor, worker
+    worker.close()
+    acceptor.close()
+    worker_end.close()
+
+
+def test_sockets_are_adopted_in_their_port_dialect(channel):
+    acceptor, worker = channel
+    a, b = socket.socketpair()
+    with a, b:
+        send_fd(acceptor, a.fileno())
+        send_fd(acceptor, b.fileno(), LEGACY)
+        assert worker.handoffs.read() is True
+    assert [d for _, d in worker.adopted] == [LineDialect, LegacyDialect]
+    assert worker.counted == 2
+
+
+def test_a_truncated_hand_over_is_counted_logged_and_read_past(channel, caplog):
+    """At its descriptor limit a worker stopped reading hand-overs for good."""
+    acceptor, worker = channel
+    lost, lost_far = socket.socketpair()
+    kept, kept_far = socket.socketpair()
+    with lost, kept, kept_far:
+        send_fd(acceptor, lost_far.fileno())
+        lost_far.close()
+        with no_free_descriptor():
+            assert worker.handoffs.read() is True
+        assert lost.recv(1) == b""  # the kernel closed what it could not install
+        send_fd(acceptor, kept_far.fileno())
+        assert worker.handoffs.read() is True
+        assert worker.counted == 2  # the acceptor's count of in-flight hand-overs stays right
+        [(sock, _)] = worker.adopted
+        assert os.path.samestat(os.fstat(sock.fileno()), os.fstat(kept_far.fileno()))
+    assert "without its descriptor" in caplog.text
+
+
+def test_a_flood_of_dropped_hand_overs_logs_one_line(channel, caplog):
+    acceptor, worker = channel
+    for _ in range(100):
+        acceptor.send(b"F")  # a hand-over with no descriptor
+    with caplog.at_level(logging.WARNING):
+        assert worker.handoffs.read() is True
+    assert worker.counted == 100
+    assert caplog.text.count("without its descriptor") == 1
+
+
+def test_a_burst_is_taken_in_batches_so_the_loop_runs_in_between(channel):
+    acceptor, worker = channel
+    a, b = socket.socketpair()
+    with a, b:
+        worker.handoffs.channel.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        acceptor.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        for _ in range(BATCH + 10):
+            send_fd(acceptor, a.fileno())
+        assert worker.handoffs.read() is True
+        assert len(worker.adopted) == BATCH
+        assert worker.handoffs.read() is True
+        assert len(worker.adopted) == BATCH + 10
+
+
+def test_the_end_of_the_channel_stops_the_reading(channel):
+    acceptor, worker = channel
+    acceptor.close()
+    assert worker.handoffs.read() is False
