@@ -53,7 +53,8 @@ class Load:
     transcripts: list[Transcript] = field(default_factory=list)
     #: uid -> the client's local TCP port, to find which worker served it
     ports: dict[int, int] = field(default_factory=dict)
-    #: uid -> (``time.monotonic()`` before it connected, and once it was done with)
+    #: uid -> ``time.monotonic()`` before it connected, and when the server closed it (or,
+    #: if it did not, when the user gave up on it)
     spans: dict[int, tuple[float, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -81,6 +82,7 @@ class Conn:
         self.sent = 0
         self.ids: list[int] = []  # FREE ids from the last CLIENTS line
         self.closed = False  # the server closed the connection
+        self.closed_at = 0.0  # time.monotonic() when it saw the close
         self.tail = ""  # a last line the close cut short
         self.gone = False  # this side sent #CLOSE# or shut its sending side
         self.news = asyncio.Event()  # set on every line read
@@ -96,6 +98,7 @@ class Conn:
         except (ConnectionError, ValueError):
             pass  # reset, or a line over the reader's limit: the transcript shows the rest
         self.closed = True
+        self.closed_at = time.monotonic()
         self.news.set()
 
     def seen(self, text: str, counters: _Counters) -> None:
@@ -220,11 +223,11 @@ class User:
             pump.cancel()
             writer.close()
             try:
-                await writer.wait_closed()
-            except OSError:
-                pass
+                await asyncio.wait_for(writer.wait_closed(), self.plan.grace)
+            except (OSError, TimeoutError):
+                pass  # a server that reads nothing more must not hold the load up
             self.out.transcripts.append(conn.transcript())
-            self.out.spans[uid] = (opened, time.monotonic())
+            self.out.spans[uid] = (opened, conn.closed_at or time.monotonic())
         return bool(conn.cid)
 
     async def free(self, conn: Conn) -> None:

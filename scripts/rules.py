@@ -93,7 +93,7 @@ class Report:
     lines_sent: int = 0
     #: ``ERROR`` lines received, by code
     errors: Counter[str] = field(default_factory=Counter)
-    #: connections the server closed without ``BYE``
+    #: connections the server closed without ``BYE`` (``CUTS``), severed ones aside
     cut: int = 0
     #: connections cut by the death of the process that held them
     severed: int = 0
@@ -521,7 +521,7 @@ def _count(report: Report, t: Transcript) -> None:
             report.errors[text.split(" ")[1]] += 1
         elif text.startswith("CLIENTS") and not well_formed(text):
             report.violations.append(Violation("reply", t.uid, f"malformed: {text[:80]!r}"))
-    report.cut += bool(recv) and recv[-1] in CUTS
+    report.cut += bool(recv) and recv[-1] in CUTS and not t.severed
     report.severed += t.severed
 
 

@@ -412,6 +412,15 @@ def test_a_killed_worker_before_welcome_or_connected():
     assert_legal(a, b)
 
 
+def test_a_client_moving_when_its_worker_died_may_get_outage():
+    """Freed with the dead worker while its socket was in flight, it lands to find its id
+    given away: OUTAGE. That counts as the death's doing, not as a cut by the server."""
+    a = conn(1, 1, "> CONNECT 2", "> GET", "< OUTAGE", severed=True)
+    assert_legal(a)
+    assert check([a]).cut == 0
+    assert check([replace(a, severed=False)]).cut == 1
+
+
 def test_a_line_cut_short_only_by_a_death():
     assert_legal(conn(1, 1, "> PING", "< PONG", severed=True, tail="CLIEN"))
     ended = conn(1, 1, "> PING", "< PONG", "> #CLOSE#", "< BYE", tail="CLIEN")
