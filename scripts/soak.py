@@ -51,7 +51,7 @@ PERSON_PAUSE = (0.1, 0.6)
 #: last operations and the closes undisturbed.
 CHAOS_QUIET = 3.0
 #: Seconds within which a client that was moving when its worker was killed lands and
-#: is told ``OUTAGE``: the replacement worker starts and picks it up first.
+#: is closed: the replacement worker starts and picks it up first.
 LANDING = 5.0
 
 
@@ -73,6 +73,8 @@ class Outcome:
     survivors: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     chaos: Chaos | None = None
+    #: severed connections that no killed process held: moving when their worker died
+    moving: int = 0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -265,7 +267,7 @@ def soak(args: argparse.Namespace, log: IO[bytes]) -> Outcome:
             if out.chaos is not None:
                 out.chaos.stop()  # every stopped child continued before anything else
         if out.chaos is not None:
-            sever(out.load, out.chaos.actions)
+            out.moving = sever(out.load, out.chaos.actions)
         out.load_cpu = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
         sampler.stop()
         out.samples = list(sampler.samples)  # the load only: settling would dilute the CPU
@@ -282,27 +284,33 @@ def soak(args: argparse.Namespace, log: IO[bytes]) -> Outcome:
     return out
 
 
-def sever(result: Load, actions: list[Action]) -> None:
-    """Mark the connections a kill cut.
+def sever(result: Load, actions: list[Action]) -> int:
+    """Mark the connections a kill cut; how many of them no killed process held.
 
     Those the killed process held while they were open; and those that were moving
-    to or from a killed worker (no process holds a socket in flight): the server
-    frees such a client with the worker, so once it lands it gets ``OUTAGE`` if its
-    id went to someone else meanwhile (README, Faults).
+    to or from a killed worker, which no process holds while the socket is in flight:
+    the server frees such a client with the worker (README, Faults) and closes it when
+    it lands, with ``OUTAGE`` or without a word. Which clients were moving cannot be
+    seen from outside, so a connection that was open when a worker was killed and was
+    closed by the server without ``BYE`` within ``LANDING`` seconds counts as one.
     """
     kills = [a for a in actions if a.what == "kill"]
     workers = [a for a in kills if role(a.title) == "worker"]
+    moved = 0
     for n, t in enumerate(result.transcripts):
         port, span = result.ports.get(t.uid), result.spans.get(t.uid)
         if port is None or span is None:
             continue
         opened, closed = span
-        held = any(port in a.ports and opened <= a.clock <= closed for a in kills)
-        last = [text for kind, text in t.events if kind == "recv"][-1:]
-        moving = t.closed and last == ["OUTAGE"]
-        moving = moving and any(opened <= a.clock <= closed <= a.clock + LANDING for a in workers)
-        if held or moving:
+        if any(port in a.ports and opened <= a.clock <= closed for a in kills):
             result.transcripts[n] = replace(t, severed=True)
+            continue
+        last = [text for kind, text in t.events if kind == "recv"][-1:]
+        cut = t.closed and not {"BYE", "ERROR SLOW_CONSUMER", "ERROR IDLE"} & set(last)
+        if cut and any(opened <= a.clock <= closed <= a.clock + LANDING for a in workers):
+            result.transcripts[n] = replace(t, severed=True)
+            moved += 1
+    return moved
 
 
 def judge(out: Outcome) -> None:
@@ -359,7 +367,11 @@ def summary(out: Outcome) -> str:
         + (", ".join(f"{c} {n}" for c, n in report.errors.most_common()) or "none"),
         f"rule violations: {len(report.violations)} {by_rule or ''}"
         f"(checked in {out.check_seconds:.1f} s)   cut by the server: {report.cut}"
-        + (f"   severed by kills: {report.severed}" if out.chaos is not None else ""),
+        + (
+            f"   severed by kills: {report.severed} ({out.moving} moving)"
+            if out.chaos is not None
+            else ""
+        ),
     ]
     lines += [f"  {v}" for v in report.violations[:20]]
     if out.chaos is not None:
