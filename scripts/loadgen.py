@@ -2,9 +2,12 @@
 
 Each user connects, acts on what it believes (FREE or in a session, from the
 lines it has read), and reconnects as a new client after ``#CLOSE#`` or after
-closing its sending side, until its operations or the time run out. Every
-connection records what it sent and received, in the order it saw them (a
-``rules.Transcript``), for ``scripts.rules.check``.
+closing its sending side, until its operations or the time run out. A
+connection that is refused, reset or closed before its ``WELCOME`` is tried
+again, a few times in a row at most. Every connection records what it sent
+and received, in the order it saw them (a ``rules.Transcript``), for
+``scripts.rules.check``, and when it was open (``Load.spans``), so the soak's
+chaos can tell which connections a killed process cut.
 
 Beliefs lag behind the server on purpose: a user may chat after its partner
 left, or send commands while a CONNECTED is on its way to it. Those races are
@@ -39,6 +42,8 @@ class Plan:
     person_pause: tuple[float, float] = (0.05, 0.3)
     #: seconds a closing connection may wait for BYE and the server's close
     grace: float = 10.0
+    #: connections in a row without a WELCOME (refused, reset, cut) before a user gives up
+    retries: int = 5
 
 
 @dataclass
@@ -48,6 +53,9 @@ class Load:
     transcripts: list[Transcript] = field(default_factory=list)
     #: uid -> the client's local TCP port, to find which worker served it
     ports: dict[int, int] = field(default_factory=dict)
+    #: uid -> ``time.monotonic()`` before it connected, and when the server closed it (or,
+    #: if it did not, when the user gave up on it)
+    spans: dict[int, tuple[float, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -74,6 +82,8 @@ class Conn:
         self.sent = 0
         self.ids: list[int] = []  # FREE ids from the last CLIENTS line
         self.closed = False  # the server closed the connection
+        self.closed_at = 0.0  # time.monotonic() when it saw the close
+        self.tail = ""  # a last line the close cut short
         self.gone = False  # this side sent #CLOSE# or shut its sending side
         self.news = asyncio.Event()  # set on every line read
 
@@ -81,10 +91,14 @@ class Conn:
         """Read until the server closes the connection."""
         try:
             while line := await self.reader.readline():
+                if not line.endswith(b"\n"):  # only a dying server process leaves one
+                    self.tail = line.decode(errors="replace")
+                    break
                 self.seen(line.decode().removesuffix("\n"), counters)
         except (ConnectionError, ValueError):
             pass  # reset, or a line over the reader's limit: the transcript shows the rest
         self.closed = True
+        self.closed_at = time.monotonic()
         self.news.set()
 
     def seen(self, text: str, counters: _Counters) -> None:
@@ -144,7 +158,8 @@ class Conn:
             pass
 
     def transcript(self) -> Transcript:
-        return Transcript(self.uid, self.cid, self.born, tuple(self.events), self.closed)
+        events = tuple(self.events)
+        return Transcript(self.uid, self.cid, self.born, events, self.closed, self.tail)
 
 
 class User:
@@ -162,19 +177,28 @@ class User:
         self.ops = plan.ops or 1 << 60
 
     async def run(self, deadline: float) -> None:
-        """Connect again and again; give up once the server fails to welcome us."""
+        """Connect again and again; give up after ``retries`` connections in a row that
+        the server did not welcome (it may be dead: no point hammering it)."""
+        failures = 0
         while self.ops > 0 and time.monotonic() < deadline:
-            if not await self.connection(deadline):
+            if await self.connection(deadline):
+                failures = 0
+                continue
+            failures += 1
+            if failures >= self.plan.retries:
                 return
+            await asyncio.sleep(self.rng.uniform(0.05, 0.2) * failures)  # back off, then retry
 
     async def connection(self, deadline: float) -> bool:
         """One connection, from connect to close; whether it was welcomed."""
         self.counters.uid += 1
         uid = self.counters.uid
+        opened = time.monotonic()
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-        except OSError:
+        except OSError:  # refused or reset: the transcript shows no WELCOME
             self.out.transcripts.append(Transcript(uid, 0, 0, (), True))
+            self.out.spans[uid] = (opened, time.monotonic())
             return False
         conn = Conn(uid, reader, writer)
         self.out.ports[uid] = writer.get_extra_info("sockname")[1]
@@ -199,10 +223,11 @@ class User:
             pump.cancel()
             writer.close()
             try:
-                await writer.wait_closed()
-            except ConnectionError:
-                pass
+                await asyncio.wait_for(writer.wait_closed(), self.plan.grace)
+            except (OSError, TimeoutError):
+                pass  # a server that reads nothing more must not hold the load up
             self.out.transcripts.append(conn.transcript())
+            self.out.spans[uid] = (opened, conn.closed_at or time.monotonic())
         return bool(conn.cid)
 
     async def free(self, conn: Conn) -> None:

@@ -22,6 +22,13 @@ events explains both ends. The transcripts are then tied together:
    had the server relay in that session, in order; all of them if that end
    ended the session while the receiver stayed.
 
+A connection the soak's chaos cut by killing the process that held it is
+``severed``: its transcript may stop anywhere, as if the server had stopped
+there, owing answers, ``ENDED`` or ``BYE``, with a line cut short at the end;
+what its partner got of its lines may then fall short, from the end. Every
+other rule holds for it and its partners: no line lost in the middle, doubled,
+reordered or from someone else.
+
 Chat lines from the load generator read ``m <uid> <k> <seq> [padding]`` (the
 sender's connection, its count of CONNECTED lines when it sent, the line's
 index among its sent lines); they make every line unique and name the culprit.
@@ -59,6 +66,11 @@ class Transcript:
     events: tuple[Event, ...]
     #: the server closed the connection; False if the client gave up waiting
     closed: bool
+    #: what came after the last line break before the connection closed (a line cut short)
+    tail: str = ""
+    #: a server process that held the connection was killed while it was open (the soak's
+    #: chaos knows which): the connection may stop anywhere, without the lines it was owed
+    severed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +93,10 @@ class Report:
     lines_sent: int = 0
     #: ``ERROR`` lines received, by code
     errors: Counter[str] = field(default_factory=Counter)
-    #: connections the server closed without ``BYE``
+    #: connections the server closed without ``BYE`` (``CUTS``), severed ones aside
     cut: int = 0
+    #: connections cut by the death of the process that held them
+    severed: int = 0
     #: the two connections (uids) of every session that paired up
     pairs: list[tuple[int, int]] = field(default_factory=list)
 
@@ -206,6 +220,7 @@ class Replay:
     def __init__(self, t: Transcript, bounds: dict[int, Bound] | None = None) -> None:
         self.cid = t.cid
         self.closed = t.closed
+        self.severed = t.severed
         self.lines: list[str | None] = []  # None: the client shut its sending side
         self.before: list[int] = []  # lines received before each line was sent
         self.recv: list[str] = []
@@ -228,9 +243,12 @@ class Replay:
     def accepting(self, s: State) -> bool:
         if s.j != len(self.recv):
             return False
-        if self.closed:
+        if self.closed and not self.severed:
             return s.done
-        b = self.bounds.get(s.k)  # the client gave up waiting: its session may still be open
+        # The client gave up waiting, or the process that held it died: where the server got
+        # to is where it stopped, and the session may still have been open. The partner
+        # cannot have got more than was relayed; it may have got less only then.
+        b = self.bounds.get(s.k)
         return not s.busy or b is None or b.got is None or s.r >= len(b.got)
 
     def successors(self, s: State) -> list[Step]:
@@ -503,7 +521,8 @@ def _count(report: Report, t: Transcript) -> None:
             report.errors[text.split(" ")[1]] += 1
         elif text.startswith("CLIENTS") and not well_formed(text):
             report.violations.append(Violation("reply", t.uid, f"malformed: {text[:80]!r}"))
-    report.cut += bool(recv) and recv[-1] in CUTS
+    report.cut += bool(recv) and recv[-1] in CUTS and not t.severed
+    report.severed += t.severed
 
 
 def check(transcripts: Iterable[Transcript]) -> Report:
@@ -515,12 +534,17 @@ def check(transcripts: Iterable[Transcript]) -> Report:
         report.connections += 1
         _count(report, t)
         recv = [text for kind, text in t.events if kind == "recv"]
+        if t.tail and not t.severed:  # only a process's death cuts a line short
+            detail = f"id {t.cid}: the connection closed in the middle of {t.tail[:80]!r}"
+            report.violations.append(Violation("partial-line", t.uid, detail))
+        if not recv and t.severed and t.closed:
+            continue  # its acceptor or worker died before it could say WELCOME
         if not recv or recv[0] != f"WELCOME {t.cid}":
             report.violations.append(Violation("welcome", t.uid, f"first line {recv[:1]}"))
             continue
         if not t.closed:
             report.violations.append(Violation("unfinished", t.uid, f"id {t.cid}: never closed"))
-        if not t.closed or recv[-1] in CUTS:
+        if not t.closed or t.severed or recv[-1] in CUTS:
             lenient.add(t.cid)  # a cut client is paired and unpaired unseen
         conns[t.uid] = _conn(t)
     partner = _pair(conns, lenient, report)

@@ -5,12 +5,20 @@
 and exits non-zero on any rule violation, descriptor leak, cut client,
 restarted or crashed process, or unclean shutdown. The defaults suit a 2-core
 machine: one worker per core and 200 users, half of them bots.
+
+With ``--chaos`` it also kills and stops the server's children at random during
+the load (``scripts/chaos.py``). Then a child may be restarted as often as it
+was killed, and the clients a killed process held may be cut off
+(``Transcript.severed``); nothing else changes: every other connection must
+keep every rule, and the restarted server must end with the descriptors it
+started with, and stop cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import select
 import signal
@@ -19,11 +27,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO
 
 import psutil
 
+from scripts.chaos import ROLES, SIGNALS, Action, Chaos, ChaosPlan, role
 from scripts.loadgen import Load, Plan, load
 from scripts.rules import Report, check
 from scripts.sampler import PREFIX, Sample, Sampler, by_title, server_processes
@@ -38,6 +47,12 @@ SETTLE = 5.0
 #: Soak pacing: busy enough to keep the cores working, light enough to check in seconds.
 BOT_PAUSE = (0.002, 0.02)
 PERSON_PAUSE = (0.1, 0.6)
+#: Seconds at the end of the load left without chaos: the restarted server serves the
+#: last operations and the closes undisturbed.
+CHAOS_QUIET = 3.0
+#: Seconds within which a client that was moving when its worker was killed lands and
+#: is closed: the replacement worker starts and picks it up first.
+LANDING = 5.0
 
 
 @dataclass
@@ -57,6 +72,9 @@ class Outcome:
     stop_seconds: float = 0.0
     survivors: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    chaos: Chaos | None = None
+    #: severed connections that no killed process held: moving when their worker died
+    moving: int = 0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -66,7 +84,60 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     p.add_argument("--seed", type=int, default=1, help="seed of every user's choices")
     p.add_argument("--bots", type=float, default=0.5, help="share of bots (default 0.5)")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--transcripts",
+        metavar="FILE",
+        help="write every connection's transcript to FILE, one JSON object a line",
+    )
+    c = p.add_argument_group("chaos", "kill and stop the server's children during the load")
+    c.add_argument("--chaos", action="store_true", help="turn the chaos on (seeded by --seed)")
+    c.add_argument(
+        "--chaos-interval",
+        type=float,
+        nargs=2,
+        default=(2.0, 4.0),
+        metavar=("LOW", "HIGH"),
+        help="seconds between two actions (default 2 4)",
+    )
+    c.add_argument(
+        "--chaos-pause",
+        type=float,
+        nargs=2,
+        default=(0.2, 2.0),
+        metavar=("LOW", "HIGH"),
+        help="seconds a SIGSTOPped child stays stopped before its SIGCONT (default 0.2 2)",
+    )
+    c.add_argument(
+        "--chaos-actions", type=int, default=12, help="at most this many actions (default 12)"
+    )
+    c.add_argument(
+        "--chaos-roles",
+        default=",".join(ROLES),
+        help=f"children to pick from (default {','.join(ROLES)})",
+    )
+    c.add_argument(
+        "--chaos-signals",
+        default=",".join(SIGNALS),
+        help="kill (SIGKILL), stop (SIGSTOP, then SIGCONT), or both (the default)",
+    )
+    args = p.parse_args(argv)
+    for name, allowed in (("roles", ROLES), ("signals", SIGNALS)):
+        value = getattr(args, f"chaos_{name}")
+        if not value or not set(value.split(",")) <= set(allowed):
+            p.error(f"--chaos-{name}: a comma-separated list of {', '.join(allowed)}")
+    return args
+
+
+def chaos_plan(args: argparse.Namespace) -> ChaosPlan:
+    return ChaosPlan(
+        seed=args.seed,
+        interval=tuple(args.chaos_interval),
+        pause=tuple(args.chaos_pause),
+        actions=args.chaos_actions,
+        duration=max(0.0, args.duration - CHAOS_QUIET),
+        roles=tuple(args.chaos_roles.split(",")),
+        signals=tuple(args.chaos_signals.split(",")),
+    )
 
 
 class Server:
@@ -112,6 +183,8 @@ class Server:
 
     def stop(self) -> tuple[int | None, float]:
         """SIGTERM; the exit status and how long it took (None: it had to be killed)."""
+        known = set(self.pids)  # restarted children too
+        self.pids += [p.pid for p in server_processes(self.proc.pid) if p.pid not in known]
         started = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -184,7 +257,17 @@ def soak(args: argparse.Namespace, log: IO[bytes]) -> Outcome:
         sampler.start()
         out.start = fds(sampler.samples)
         cpu0, wall0 = time.process_time(), time.monotonic()
-        out.load = asyncio.run(load("127.0.0.1", server.port, plan))
+        if args.chaos:
+            out.chaos = Chaos(server.proc.pid, chaos_plan(args))
+            halt_on_signals(out.chaos)
+            out.chaos.start()
+        try:
+            out.load = asyncio.run(load("127.0.0.1", server.port, plan))
+        finally:
+            if out.chaos is not None:
+                out.chaos.stop()  # every stopped child continued before anything else
+        if out.chaos is not None:
+            out.moving = sever(out.load, out.chaos.actions)
         out.load_cpu = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
         sampler.stop()
         out.samples = list(sampler.samples)  # the load only: settling would dilute the CPU
@@ -201,6 +284,35 @@ def soak(args: argparse.Namespace, log: IO[bytes]) -> Outcome:
     return out
 
 
+def sever(result: Load, actions: list[Action]) -> int:
+    """Mark the connections a kill cut; how many of them no killed process held.
+
+    Those the killed process held while they were open; and those that were moving
+    to or from a killed worker, which no process holds while the socket is in flight:
+    the server frees such a client with the worker (README, Faults) and closes it when
+    it lands, with ``OUTAGE`` or without a word. Which clients were moving cannot be
+    seen from outside, so a connection that was open when a worker was killed and was
+    closed by the server without ``BYE`` within ``LANDING`` seconds counts as one.
+    """
+    kills = [a for a in actions if a.what == "kill"]
+    workers = [a for a in kills if role(a.title) == "worker"]
+    moved = 0
+    for n, t in enumerate(result.transcripts):
+        port, span = result.ports.get(t.uid), result.spans.get(t.uid)
+        if port is None or span is None:
+            continue
+        opened, closed = span
+        if any(port in a.ports and opened <= a.clock <= closed for a in kills):
+            result.transcripts[n] = replace(t, severed=True)
+            continue
+        last = [text for kind, text in t.events if kind == "recv"][-1:]
+        cut = t.closed and not {"BYE", "ERROR SLOW_CONSUMER", "ERROR IDLE"} & set(last)
+        if cut and any(opened <= a.clock <= closed <= a.clock + LANDING for a in workers):
+            result.transcripts[n] = replace(t, severed=True)
+            moved += 1
+    return moved
+
+
 def judge(out: Outcome) -> None:
     """Everything that makes the soak fail."""
     report = out.report
@@ -212,13 +324,28 @@ def judge(out: Outcome) -> None:
     for name, n in sorted(out.start.items()):
         if out.end.get(name, 0) > n + FD_SLACK:
             out.failures.append(f"{name}: {out.end[name]} descriptors at the end, {n} at start")
+    actions = out.chaos.actions if out.chaos is not None else []
+    kills = Counter(a.title for a in actions if a.what == "kill")
     for name, samples in by_title(out.samples).items():
-        if name.startswith(PREFIX) and len({s.pid for s in samples}) > 1:
-            out.failures.append(f"{name} was restarted during the load")
+        restarts = len({s.pid for s in samples}) - 1
+        if name.startswith(PREFIX) and restarts > kills[name]:
+            out.failures.append(
+                f"{name} was restarted {restarts} times during the load, killed {kills[name]}"
+            )
+    for name in sorted(set(out.start) - set(out.end)):
+        out.failures.append(f"{name} is missing at the end")
     if out.exit_status != 0:
         out.failures.append(f"exit status {out.exit_status} after SIGTERM (0 expected)")
     if out.survivors:
         out.failures.append(f"processes outlived the server: {out.survivors}")
+
+
+def write_transcripts(path: str, result: Load) -> None:
+    with open(path, "w") as f:
+        for t in result.transcripts:
+            port = result.ports.get(t.uid)
+            f.write(json.dumps({**asdict(t), "port": port, "span": result.spans.get(t.uid)}))
+            f.write("\n")
 
 
 def mib(n: float) -> str:
@@ -239,9 +366,16 @@ def summary(out: Outcome) -> str:
         "errors by code: "
         + (", ".join(f"{c} {n}" for c, n in report.errors.most_common()) or "none"),
         f"rule violations: {len(report.violations)} {by_rule or ''}"
-        f"(checked in {out.check_seconds:.1f} s)   cut by the server: {report.cut}",
+        f"(checked in {out.check_seconds:.1f} s)   cut by the server: {report.cut}"
+        + (
+            f"   severed by kills: {report.severed} ({out.moving} moving)"
+            if out.chaos is not None
+            else ""
+        ),
     ]
     lines += [f"  {v}" for v in report.violations[:20]]
+    if out.chaos is not None:
+        lines += out.chaos.summary()
     lines.append("")
     head = f"{'process':<26}{'peak RSS':>11}{'CPU avg':>9}{'CPU max':>9}{'threads':>9}"
     lines.append(f"{head}{'fds start':>11}{'fds end':>9}")
@@ -270,8 +404,30 @@ def summary(out: Outcome) -> str:
     return "\n".join(lines)
 
 
+def halt_on_signals(chaos: Chaos) -> None:
+    """On Ctrl-C or SIGTERM, halt the chaos at once, before the load winds down.
+
+    The users' last reads and closes need a server whose children all run again.
+    (With this handler in place, ``asyncio.run`` keeps it instead of its own.)
+    """
+
+    def interrupted(signum: int, frame: object) -> None:
+        chaos.halt()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)  # unwinds like Ctrl-C: the server is stopped on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with tempfile.TemporaryFile() as log:
         try:
             out = soak(args, log)
@@ -280,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"soak: {exc}\n{log.read().decode(errors='replace')[-4000:]}", file=sys.stderr)
             return 2
         print(summary(out))
+        if args.transcripts and out.load is not None:
+            write_transcripts(args.transcripts, out.load)
         if out.failures:
             log.seek(0)
             tail = log.read().decode(errors="replace")[-3000:]

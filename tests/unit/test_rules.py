@@ -6,7 +6,10 @@ broken here on purpose, once, and must be reported under its own name.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scripts.rules import (
+    Event,
     Transcript,
     check,
     clients_ok,
@@ -19,13 +22,21 @@ from scripts.rules import (
 WELCOME_SEQ = iter(range(1, 1_000_000))
 
 
-def conn(uid: int, cid: int, *script: str, closed: bool = True, born: int = 0) -> Transcript:
+def conn(
+    uid: int,
+    cid: int,
+    *script: str,
+    closed: bool = True,
+    born: int = 0,
+    severed: bool = False,
+    tail: str = "",
+) -> Transcript:
     """``> line`` sent, ``< line`` received, ``shut`` the sending side closed.
 
     ``> m`` sends the next attributable chat line (``message(uid, k, seq)``), so
     scripts stay short; what a partner receives is written out with ``m()``.
     """
-    events: list[tuple[str, str]] = [("recv", f"WELCOME {cid}")]
+    events: list[Event] = [("recv", f"WELCOME {cid}")]
     sent = connected = 0
     for item in script:
         if item == "shut":
@@ -40,7 +51,7 @@ def conn(uid: int, cid: int, *script: str, closed: bool = True, born: int = 0) -
             assert item.startswith("< "), item
             events.append(("recv", item[2:]))
             connected += item.startswith("< CONNECTED ")
-    return Transcript(uid, cid, born or uid, tuple(events), closed)  # type: ignore[arg-type]
+    return Transcript(uid, cid, born or uid, tuple(events), closed, tail, severed)
 
 
 def m(uid: int, k: int, seq: int) -> str:
@@ -363,6 +374,88 @@ def test_a_cut_client():
     b = conn(2, 2, "< CONNECTED 1", "< ENDED 1", "> #CLOSE#", "< BYE")
     assert_legal(a, b)
     assert check([a, b]).cut == 1
+
+
+# ---- connections cut by a killed worker or acceptor (the soak's chaos) --------------------
+
+
+def test_a_client_of_a_killed_worker_may_stop_anywhere():
+    """1's worker died in a session with 2, on another worker: 1's transcript just stops, its
+    GET unanswered; 2 gets ENDED 1 after only some of 1's lines (the rest died with it)."""
+    a = conn(
+        1, 1, "> CONNECT 2", "< CONNECTED 2", "> m", "> m", "> m", m(2, 1, 0), "> #GOODBYE#",
+        severed=True,
+    )  # fmt: skip
+    b = conn(
+        2, 2, "< CONNECTED 1", "> m", m(1, 1, 1), "< ENDED 1", "> m",
+        "< ERROR UNKNOWN_COMMAND m", "> #CLOSE#", "< BYE",
+    )  # fmt: skip
+    assert_legal(a, b)
+    assert check([a, b]).severed == 1
+    # without the death, 1 was owed its ENDED and BYE, and 2 the lines 1 sent
+    assert rules(replace(a, severed=False), b) == ["unanswered"]
+
+
+def test_both_ends_of_a_session_on_a_killed_worker():
+    a = conn(1, 1, "> CONNECT 2", "< CONNECTED 2", "> m", "> m", m(2, 1, 0), severed=True)
+    b = conn(2, 2, "< CONNECTED 1", "> m", "> m", m(1, 1, 1), severed=True)
+    assert_legal(a, b)
+
+
+def test_a_killed_worker_before_welcome_or_connected():
+    """Cut before its WELCOME (by the acceptor's or the worker's death), or before the
+    CONNECTED its partner, on another worker, got."""
+    assert_legal(Transcript(1, 0, 0, (), True, severed=True))
+    assert rules(Transcript(1, 0, 0, (), True)) == ["welcome"]
+    a = conn(1, 1, "> GET", severed=True)
+    b = conn(2, 2, "> CONNECT 1", "< CONNECTED 1", "< ENDED 1", "> #CLOSE#", "< BYE")
+    assert_legal(a, b)
+
+
+def test_a_client_moving_when_its_worker_died_may_get_outage():
+    """Freed with the dead worker while its socket was in flight, it lands to find its id
+    given away: OUTAGE. That counts as the death's doing, not as a cut by the server."""
+    a = conn(1, 1, "> CONNECT 2", "> GET", "< OUTAGE", severed=True)
+    assert_legal(a)
+    assert check([a]).cut == 0
+    assert check([replace(a, severed=False)]).cut == 1
+
+
+def test_a_line_cut_short_only_by_a_death():
+    assert_legal(conn(1, 1, "> PING", "< PONG", severed=True, tail="CLIEN"))
+    ended = conn(1, 1, "> PING", "< PONG", "> #CLOSE#", "< BYE", tail="CLIEN")
+    assert rules(ended) == ["partial-line"]
+
+
+def test_a_severed_client_keeps_every_other_rule():
+    a = conn(1, 1, "> CONNECT 2", "< CONNECTED 2", "> m", "> m", "> m", severed=True)
+
+    def partner(*got: str) -> Transcript:
+        return conn(2, 2, "< CONNECTED 1", *got, "< ENDED 1", "> #CLOSE#", "< BYE")
+
+    assert_legal(a, partner(m(1, 1, 1), m(1, 1, 2)))
+    assert rules(a, partner(m(1, 1, 1), m(1, 1, 3))) == ["gap"]
+    assert rules(a, partner(m(1, 1, 2), m(1, 1, 1))) == ["order"]
+    assert rules(a, partner(m(1, 1, 1), m(1, 1, 1))) == ["order"]
+    assert rules(a, partner(m(1, 1, 1), m(3, 0, 0))) == ["foreign"]
+    assert rules(conn(1, 1, "> PING", "< CLIENTS 1=FREE", severed=True)) == ["reply"]
+
+
+def test_a_goodbye_answered_before_the_death_owed_every_line():
+    """1's ENDED says the session was over before its worker died: 2, who stayed, must have
+    every line 1 sent before its goodbye. Had the death come first, lines may be missing."""
+    b = conn(2, 2, "< CONNECTED 1", m(1, 1, 1), "< ENDED 1", "> #CLOSE#", "< BYE")
+    answered = conn(
+        1, 1, "> CONNECT 2", "< CONNECTED 2", "> m", "> m", "> #GOODBYE#", "< ENDED 2",
+        severed=True,
+    )  # fmt: skip
+    # either 1's goodbye was answered and 2 lost a line, or 1's ENDED was 2's doing, which
+    # 2's own ENDED denies: the checker names the second
+    assert rules(answered, b) == ["unmatched-ended"]
+    unanswered = conn(
+        1, 1, "> CONNECT 2", "< CONNECTED 2", "> m", "> m", "> #GOODBYE#", severed=True
+    )
+    assert_legal(unanswered, b)
 
 
 # ---- small pieces -------------------------------------------------------------------------
