@@ -81,9 +81,16 @@ class MatchmakerLink:
         if index == self.using:
             return
         link = self.pool[index]
-        if self.inbox is not None:
+        old = self.inbox
+        if old is not None:
             log.warning("matchmaker restarted; moving to a fresh link")
-            self.loop.remove_reader(self.inbox.fileno())
+            self.loop.remove_reader(old.fileno())
+            self.inbox = None  # a read of it the loop had already queued finds nothing
+            # What the dead matchmaker wrote whole are decisions it made (a WELCOME,
+            # an ENDED): take them in before the hello, so that the hello says what
+            # came of them. What they make us send goes to the dead link: the hello
+            # carries every open request and unconfirmed line again.
+            self.hub.from_matchmaker(old.drain())
             self.hub.outbox.abandon()
             for client in self.hub.clients.values():
                 client.swallow = 0  # answers owed by the old matchmaker will never come
@@ -92,8 +99,12 @@ class MatchmakerLink:
         self.hub.outbox = Sender(link.up, self.loop, m.to_wire)
         self.using = index
         inbox = self.inbox = Receiver(link.down, m.from_wire)
-        self.loop.add_reader(inbox.fileno(), lambda: self.hub.from_matchmaker(inbox.drain()))
+        self.loop.add_reader(inbox.fileno(), self.read, inbox)
         self.hub.to_matchmaker(self.hub.hello())
+
+    def read(self, inbox: Receiver) -> None:
+        if inbox is self.inbox:  # not a link left behind
+            self.hub.from_matchmaker(inbox.drain())
 
     def close(self) -> None:
         if self.inbox is not None:

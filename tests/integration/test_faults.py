@@ -299,8 +299,9 @@ def test_a_second_sigint_kills_at_once(start_server):
 
 
 def test_slow_reader_memory_stays_bounded(start_server):
-    """A reader that never reads is cut at --sendq; worker memory does not follow the flood."""
-    server = start_server("--sendq", str(1 << 20))
+    """A reader that never reads is cut once it has read nothing for --stall-timeout;
+    worker memory does not follow the flood."""
+    server = start_server("--sendq", str(1 << 20), "--stall-timeout", "1")
     a, b = server.client(), server.client()
     pair(a, b)
     worker = psutil.Process(server.pid_of(f"worker {server.worker_of(b)}"))

@@ -198,7 +198,7 @@ def test_full_server_refuses_and_closes(start_server):
 
 
 def test_slow_consumer_is_cut_and_its_partner_told(start_server, placement):
-    server = start_server("--linger", "60")  # b reads after the flood
+    server = start_server("--linger", "60", "--stall-timeout", "1")  # b reads after the flood
     a, b = two_clients(server, placement)
     pair(a, b)
     line = b"f" * 1000 + b"\n"

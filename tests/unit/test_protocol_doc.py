@@ -170,3 +170,15 @@ def test_readme_flag_table_has_every_flag():
     assert flags == documented
     timeout_row = next(row for row in rows if row.startswith("| `--worker-timeout`"))
     assert f"| `{DEFAULT_WORKER_TIMEOUT}` |" in timeout_row
+
+
+def test_every_promise_about_faults_names_a_test_that_exists():
+    """Each row of "When a server process dies or stalls" cites tests; each must exist."""
+    section = DOC.split("## When a server process dies or stalls", 1)[1].split("\n## ", 1)[0]
+    cited = re.findall(r"`(test_\w+\.py)::(test_\w+)`", section)
+    assert len(cited) >= 10, cited
+    for module, name in cited:
+        source = (ROOT / "tests" / "integration" / module).read_text(encoding="utf-8")
+        assert re.search(rf"^def {name}\(", source, re.M), f"{module}::{name} does not exist"
+    rows = [row for row in section.splitlines() if row.startswith("| ") and "---" not in row]
+    assert all("`test_" in row for row in rows[1:]), "a promise without a test"
