@@ -101,6 +101,17 @@ class Placed(NamedTuple):
     request: ToMatchmakerRequest | None
 
 
+class Lost(NamedTuple):
+    """Client ``cid``, moving to this worker for ``session``, never arrived.
+
+    Its socket or its state could not be taken in: its id is free again,
+    unless the matchmaker has freed it already (and maybe given it away).
+    """
+
+    cid: int
+    session: int
+
+
 class ClientState(NamedTuple):
     """What a worker knows of one client, for a matchmaker that lost its table."""
 
@@ -204,7 +215,7 @@ class Ended(NamedTuple):
     peer: int
 
 
-ToMatchmaker = Register | Get | Connect | Relay | Received | Goodbye | Drop | Hello | Placed
+ToMatchmaker = Register | Get | Connect | Relay | Received | Goodbye | Drop | Hello | Placed | Lost
 ToWorker = Welcome | Answer | Refuse | Paired | Deliver | Confirm | Move | Ended
 
 

@@ -68,6 +68,7 @@ class Matchmaker:
             m.Drop: self._drop,
             m.Hello: self._hello,
             m.Placed: self._placed,
+            m.Lost: self._lost,
         }
 
     def handle(self, worker: int, batch: Sequence[m.ToMatchmaker]) -> None:
@@ -255,6 +256,15 @@ class Matchmaker:
             self._tell_ended(msg.cid, dropped[1])
         if msg.answer:  # even for an id a restarted matchmaker never knew
             self.outboxes[worker].send(m.Refuse(msg.key, "BYE"))
+
+    def _lost(self, worker: int, msg: m.Lost) -> None:
+        """A client moving to ``worker`` never arrived: free its id, if it is still moving."""
+        move = self.pending.get(msg.cid)
+        if move is None or (move.mover, move.session, move.to) != (msg.cid, msg.session, worker):
+            return  # freed already (its old worker died), or a new matchmaker never knew it
+        dropped = self._forget(msg.cid)
+        if dropped is not None:
+            self._tell_ended(msg.cid, dropped[1])
 
     def _hello(self, worker: int, msg: m.Hello) -> None:
         """A restarted worker's first word: it has no clients yet; answer what it asks."""

@@ -140,8 +140,8 @@ class Hub:
             log.warning("could not serve a handed-over socket: %s", task.exception())
             sock.close()
             if moved is not None:  # the matchmaker holds its id until told
-                self.arriving.pop(moved.key, None)
-                self.to_matchmaker(m.Drop(moved.cid))
+                session = self.arriving.pop(moved.key, 0)
+                self.to_matchmaker(m.Lost(moved.cid, session))
 
     def attach(self, client: ClientProtocol) -> None:
         self.connections.add(client)

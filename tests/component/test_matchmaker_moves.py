@@ -255,3 +255,23 @@ def test_a_deferred_request_of_a_client_gone_meanwhile_is_not_answered_to_its_id
     out = h.handle(1, m.Placed(25, a, 1, m.Connect(a, b)))
     assert (1, m.Answer(22, "CLIENTS 1=BUSY 2=BUSY")) not in out  # b's GET died with b
     assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]  # a pairs with the heir
+
+
+def test_a_client_lost_on_its_way_frees_its_id(h):
+    a, b = h.register(0, 10), h.register(1, 20)
+    h.handle(0, m.Connect(a, b))  # a moves to worker 1
+    assert h.handle(1, m.Lost(a, 1)) == [(1, m.Ended(20, 1, a))]  # b never heard; ignores it
+    assert h.mm.table.clients() == [(b, False)]
+    assert h.mm.pending == {}
+    assert h.mm.counts == [0, 1]
+
+
+def test_a_lost_client_whose_id_was_given_away_frees_nothing(h):
+    """Regression: a socket lost on its way was reported as a Drop of its id, which
+    freed the id's new holder if its old worker had died and the id been given away."""
+    a, b = h.register(0, 10), h.register(1, 20)
+    h.handle(0, m.Connect(a, b))  # a moves to worker 1
+    h.mm.worker_gone(0)
+    assert h.register(1, 21) == a
+    assert h.handle(1, m.Lost(a, 1)) == []
+    assert h.mm.table.clients() == [(a, False), (b, False)]

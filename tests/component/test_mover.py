@@ -57,7 +57,7 @@ def test_sockets_cut_off_by_the_descriptor_limit_release_every_id():
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert hub.arrived == []
-    assert hub.told == [m.Drop(100), m.Drop(101), m.Drop(102)]
+    assert hub.told == [m.Lost(100, 7), m.Lost(101, 7), m.Lost(102, 7)]
     for s in (inbox, out, *clients):
         s.close()
 
