@@ -14,7 +14,9 @@ client still gets its ``BYE``, at its own key). So a moved client need not
 hold its lines until its ``Placed`` is accepted: a worker's messages are
 handled in order, the ``Placed`` is decided first, and a refused client hears
 ``OUTAGE`` and nothing else. Requests waiting for a move keep the asker's
-table entry, which follows the asker if it moves and dies with it.
+table entry, which follows the asker if it moves and dies with it. A client
+that moves with its CONNECT unanswered takes it along: the copy from its old
+worker is void once the ``Placed`` is in, and it is asked from the ``Placed``.
 """
 
 from __future__ import annotations
@@ -221,16 +223,8 @@ class Matchmaker:
         if move is not None and (move.mover, move.session) != (msg.cid, msg.session):
             move = None  # it is the other end of someone else's move, not this one
         if me is not None and move is not None:
-            self.counts[move.to] -= 1  # counted there since the Move
-            self.counts[worker] += 1
-            me.addr = addr
-            other = self.table.get(move.other)
-            if other is not None and me.session == move.session:
-                requester, target = (me, other) if move.requester == me.id else (other, me)
-                self._start(Session(move.session, requester, target))
-                self._settle(move)  # the partner's CONNECTs get TALKING after CONNECTED
+            if self._landed(me, move, addr):
                 return
-            self._settle(move)  # the partner left while this one was moving
         elif me is None:
             # A matchmaker that never knew of the move, or a dead worker's client
             # that was in flight: it is alive here, so it keeps its id if it can.
@@ -245,8 +239,30 @@ class Matchmaker:
             return
         else:
             return  # known here already (its hello said so); so is its request
-        if msg.request is not None:  # the session it asked for is off: ask again
+        # The session it asked for is off, or its request is still on its way from
+        # the worker it left, where it no longer holds its id: it is asked from here.
+        if msg.request is not None:
             self.handle(worker, [msg.request])
+
+    def _landed(self, me: Entry[Addr], move: Pending, addr: Addr) -> bool:
+        """The mover of ``move`` lives at ``addr`` now: start the session if it is still on.
+
+        Whether the request the mover brought along (if any) is answered: by
+        ``CONNECTED`` if it formed the session, or as one that waits for a move
+        (this one, or its target's).
+        """
+        self.counts[move.to] -= 1  # counted there since the Move
+        self.counts[addr[0]] += 1
+        me.addr = addr
+        waited = any(asker is me for p in self.pending.values() for _, asker in p.deferred)
+        other = self.table.get(move.other)
+        if other is not None and me.session == move.session:
+            requester, target = (me, other) if move.requester == me.id else (other, me)
+            self._start(Session(move.session, requester, target))
+            self._settle(move)  # the partner's CONNECTs get TALKING after CONNECTED
+            return waited or requester is me
+        self._settle(move)  # the partner left while this one was moving
+        return waited
 
     def _paired(self, end: Entry[Addr], peer: Entry[Addr], sid: int, requested: bool) -> None:
         self._to(end, m.Paired(end.addr[1], sid, peer.id, peer.addr[0], peer.addr[1], requested))

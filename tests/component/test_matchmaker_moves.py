@@ -343,3 +343,34 @@ def test_a_lost_client_whose_id_was_given_away_frees_nothing(h):
     assert h.register(1, 21) == a
     assert h.handle(1, m.Lost(a, 1)) == []
     assert h.mm.table.clients() == [(a, False), (b, False)]
+
+
+def test_a_movers_connect_still_on_its_way_from_its_old_worker_is_answered_where_it_landed(h):
+    """a sent CONNECT just as b's CONNECT made it move: the copy from a's old worker
+    arrives after a's Placed, when that worker no longer holds a's id. The request a
+    brought along is answered from where it landed, and the late copy not again."""
+    a, b = h.register(0, 10), h.register(1, 20)
+    c = h.register(0, 11)
+    assert h.handle(1, m.Connect(b, a, 20)) == [(0, m.Move(10, a, 1, 1))]  # a's is fuller
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, c, 25))) == [
+        (1, m.Paired(25, 1, b, 1, 20, False)),
+        (1, m.Paired(20, 1, a, 1, 25, True)),
+        (1, m.Answer(25, f"ERROR TALKING {b}")),
+    ]
+    assert h.handle(0, m.Connect(a, c, 10)) == []
+
+
+def test_a_movers_connect_that_waited_for_the_move_is_answered_once(h):
+    """Regression: a's CONNECT waited for a's move, and its partner left meanwhile; the
+    CONNECT was answered when the move settled, and then once more from a's Placed."""
+    a, b = h.register(0, 10), h.register(1, 20)
+    c = h.register(1, 21)
+    h.register(0, 11)
+    h.register(0, 12)
+    assert h.handle(1, m.Connect(b, a, 20)) == [(0, m.Move(10, a, 1, 1))]
+    assert h.handle(0, m.Connect(a, c, 10)) == []  # waits for the move
+    h.handle(1, m.Drop(b, 20))
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, c, 25))) == [
+        (1, m.Paired(21, 2, a, 1, 25, False)),
+        (1, m.Paired(25, 2, c, 1, 21, True)),
+    ]
