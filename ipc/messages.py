@@ -6,10 +6,13 @@ several times faster. They travel in batches, one list per event-loop tick
 (``ipc.channel``).
 
 Workers name their clients by *key*, a number the worker never reuses; the
-matchmaker names them by id. A worker addresses the matchmaker by id, the
-matchmaker addresses a worker's client by key, so a message for a client that
-has gone can never reach the next client given the same id. Every message of
-a session carries the session's id so a late one can be recognised and dropped.
+matchmaker names them by id. The matchmaker addresses a worker's client by
+key, so a message for a client that has gone can never reach the next client
+given the same id. A request names its client by both: the matchmaker acts on
+it only if that key on that worker still holds the id, so a request from a
+socket that lost its id (a moved client refused on landing, say) is never
+answered to the id's next holder. Every message of a session carries the
+session's id so a late one can be recognised and dropped.
 """
 
 from __future__ import annotations
@@ -27,17 +30,19 @@ class Register(NamedTuple):
 
 
 class Get(NamedTuple):
-    """Client ``cid`` sent ``GET`` (``GET FREE`` with ``free_only``)."""
+    """Client ``cid`` (``key`` here) sent ``GET`` (``GET FREE`` with ``free_only``)."""
 
     cid: int
     free_only: bool
+    key: int
 
 
 class Connect(NamedTuple):
-    """Client ``cid`` sent ``CONNECT target``."""
+    """Client ``cid`` (``key`` here) sent ``CONNECT target``."""
 
     cid: int
     target: int
+    key: int
 
 
 class Relay(NamedTuple):
@@ -63,26 +68,33 @@ class Received(NamedTuple):
 
 
 class Goodbye(NamedTuple):
-    """Client ``cid`` sent ``#GOODBYE#`` in ``session`` with ``peer``; it waits for ``ENDED``."""
+    """Client ``cid`` (``key`` here) sent ``#GOODBYE#`` in ``session`` with ``peer``.
+
+    It waits for ``ENDED``.
+    """
 
     cid: int
     session: int
     peer: int
+    key: int
 
 
 class Drop(NamedTuple):
-    """Client ``cid`` is gone (``#CLOSE#``, EOF, reset, or cut by a limit).
+    """Client ``cid`` (``key`` here) is gone (``#CLOSE#``, EOF, reset, or cut by a limit).
 
-    With ``answer`` the client still waits for its ``BYE``: it is sent once the id
-    is free, so nobody who hears of the client's departure can still see it listed.
+    With ``answer`` the client still waits for its ``BYE``: it is sent to ``key``
+    once the id is free (or at once if the id is not the client's any more), so
+    nobody who hears of the client's departure can still see it listed.
     """
 
     cid: int
+    key: int
     answer: bool = False
-    key: int = 0  # where the BYE goes, even when the matchmaker no longer knows ``cid``
 
 
-#: A request that waits for an answer (at most one per client at a time).
+#: A request that waits for an answer (at most one per client at a time). Each
+#: has the client's ``key``: a client that moves to another worker takes its
+#: request along under its new key there.
 ToMatchmakerRequest = Register | Get | Connect | Goodbye | Drop
 
 
@@ -99,6 +111,17 @@ class Placed(NamedTuple):
     cid: int
     session: int
     request: ToMatchmakerRequest | None
+
+
+class Lost(NamedTuple):
+    """Client ``cid``, moving to this worker for ``session``, never arrived.
+
+    Its socket or its state could not be taken in: its id is free again,
+    unless the matchmaker has freed it already (and maybe given it away).
+    """
+
+    cid: int
+    session: int
 
 
 class ClientState(NamedTuple):
@@ -204,7 +227,7 @@ class Ended(NamedTuple):
     peer: int
 
 
-ToMatchmaker = Register | Get | Connect | Relay | Received | Goodbye | Drop | Hello | Placed
+ToMatchmaker = Register | Get | Connect | Relay | Received | Goodbye | Drop | Hello | Placed | Lost
 ToWorker = Welcome | Answer | Refuse | Paired | Deliver | Confirm | Move | Ended
 
 

@@ -3,6 +3,20 @@
 No rules of its own: every decision is ``ClientTable``'s. This module only
 turns queue messages into table calls and table results into queue messages,
 batching the replies per worker until its inbox is empty.
+
+A request is acted on only if it comes from the connection that holds its
+id: the table's address for the id must be the worker it came from and the
+key it names. An id can change hands while requests of its old holder are
+still on their way: a client moving when a worker dies is freed and its id
+given to a newcomer, and the moved socket, refused on landing, has drained
+its lines right after its ``Placed``. Such requests are dropped (a leaving
+client still gets its ``BYE``, at its own key). So a moved client need not
+hold its lines until its ``Placed`` is accepted: a worker's messages are
+handled in order, the ``Placed`` is decided first, and a refused client hears
+``OUTAGE`` and nothing else. Requests waiting for a move keep the asker's
+table entry, which follows the asker if it moves and dies with it. A client
+that moves with its CONNECT unanswered takes it along: the copy from its old
+worker is void once the ``Placed`` is in, and it is asked from the ``Placed``.
 """
 
 from __future__ import annotations
@@ -35,8 +49,8 @@ class Pending(NamedTuple):
     other: int
     to: int
     requester: int  # which end sent the CONNECT
-    # requests that must wait for the move (worker, request, the asker's entry then)
-    deferred: list[tuple[int, m.Get | m.Connect, Entry[Addr] | None]]
+    # requests that must wait for the move, with the asker's entry then
+    deferred: list[tuple[m.Get | m.Connect, Entry[Addr]]]
 
 
 class Matchmaker:
@@ -68,6 +82,7 @@ class Matchmaker:
             m.Drop: self._drop,
             m.Hello: self._hello,
             m.Placed: self._placed,
+            m.Lost: self._lost,
         }
 
     def handle(self, worker: int, batch: Sequence[m.ToMatchmaker]) -> None:
@@ -82,10 +97,10 @@ class Matchmaker:
     def worker_gone(self, worker: int) -> None:
         """Worker ``worker`` died: its clients are gone; their partners elsewhere hear ENDED."""
         # A client on its way to the dead worker went down with it. The dead
-        # worker's own clients go first, so nothing they asked is answered
+        # worker's own clients go first, and nothing they asked is answered
         # (their keys may belong to the new worker's clients).
-        for move in self.pending.values():  # its clients' keys may be reused: never answer
-            move.deferred[:] = [d for d in move.deferred if d[0] != worker]
+        for move in self.pending.values():
+            move.deferred[:] = [d for d in move.deferred if d[1].addr[0] != worker]
         moving = [p.mover for p in self.pending.values() if p.to == worker]
         here = [e.id for e in self.table.entries() if e.addr[0] == worker]
         gone = here + [cid for cid in dict.fromkeys(moving) if cid not in here]
@@ -113,7 +128,8 @@ class Matchmaker:
             if requester is not None and self.pending.get(requester.id) is None:
                 # It was the target, and the requester still waits for its CONNECT's
                 # answer: now that the target is gone, it is OFFLINE.
-                self._connect(requester.addr[0], m.Connect(requester.id, cid))
+                worker, key = requester.addr
+                self._connect(worker, m.Connect(requester.id, cid, key))
         elif move is not None:  # the partner is still on its way, and will ask again
             del self.pending[cid]
         return dropped
@@ -122,17 +138,24 @@ class Matchmaker:
         """The move is over: forget it, and handle what waited for it.
 
         Only requests whose askers are still the clients they were: an id
-        given to a newcomer meanwhile must not inherit its old holder's requests.
+        given to a newcomer meanwhile (a new entry) must not inherit its old
+        holder's requests. An asker that moved meanwhile is answered where it
+        lives now.
         """
         del self.pending[move.mover]
         if self.pending.get(move.other) is move:
             del self.pending[move.other]
-        for worker, request, asker in move.deferred:
+        for request, asker in move.deferred:
             if self.table.get(request.cid) is asker:
-                self.handle(worker, [request])
+                worker, key = asker.addr
+                self.handle(worker, [request._replace(key=key)])
 
-    def _defer(self, move: Pending, worker: int, request: m.Get | m.Connect) -> None:
-        move.deferred.append((worker, request, self.table.get(request.cid)))
+    def _asker(self, worker: int, cid: int, key: int) -> Entry[Addr] | None:
+        """The entry of ``cid`` if ``key`` on ``worker`` holds it, else None."""
+        entry = self.table.get(cid)
+        if entry is None or entry.addr != (worker, key):
+            return None
+        return entry
 
     def _register(self, worker: int, msg: m.Register) -> None:
         try:
@@ -144,31 +167,30 @@ class Matchmaker:
         self._to(entry, m.Welcome(msg.key, entry.id))
 
     def _get(self, worker: int, msg: m.Get) -> None:
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None:
+            return  # the id is not the asker's (any more)
         move = self.pending.get(msg.cid)
         if move is not None:  # it would see itself BUSY before it hears CONNECTED
-            self._defer(move, worker, msg)
+            move.deferred.append((msg, me))
             return
-        entry = self.table.get(msg.cid)
-        if entry is not None:
-            self._to(
-                entry, m.Answer(entry.addr[1], clients_line(self.table.clients(msg.free_only)))
-            )
+        self._to(me, m.Answer(msg.key, clients_line(self.table.clients(msg.free_only))))
 
     def _connect(self, worker: int, msg: m.Connect) -> None:
-        me = self.table.get(msg.cid)
+        me = self._asker(worker, msg.cid, msg.key)
         if me is None:
-            return  # the requester left while its CONNECT was in flight
+            return  # the requester left while its CONNECT was in flight, or lost its id
         move = self.pending.get(msg.cid)
         if move is not None:
             # Its partner is on the way to its worker and it has not heard
             # CONNECTED yet: its answer (TALKING) must come after that.
-            self._defer(move, worker, msg)
+            move.deferred.append((msg, me))
             return
         move = self.pending.get(msg.target)
         if move is not None and move.mover == msg.target:
             # The target is on its way to another worker (FREE, if its partner left
             # meanwhile): a Move now would go where it was. It is asked once it lands.
-            self._defer(move, worker, msg)
+            move.deferred.append((msg, me))
             return
         try:
             session = self.table.connect(msg.cid, msg.target)
@@ -201,16 +223,8 @@ class Matchmaker:
         if move is not None and (move.mover, move.session) != (msg.cid, msg.session):
             move = None  # it is the other end of someone else's move, not this one
         if me is not None and move is not None:
-            self.counts[move.to] -= 1  # counted there since the Move
-            self.counts[worker] += 1
-            me.addr = addr
-            other = self.table.get(move.other)
-            if other is not None and me.session == move.session:
-                requester, target = (me, other) if move.requester == me.id else (other, me)
-                self._start(Session(move.session, requester, target))
-                self._settle(move)  # the partner's CONNECTs get TALKING after CONNECTED
+            if self._landed(me, move, addr):
                 return
-            self._settle(move)  # the partner left while this one was moving
         elif me is None:
             # A matchmaker that never knew of the move, or a dead worker's client
             # that was in flight: it is alive here, so it keeps its id if it can.
@@ -225,8 +239,30 @@ class Matchmaker:
             return
         else:
             return  # known here already (its hello said so); so is its request
-        if msg.request is not None:  # the session it asked for is off: ask again
+        # The session it asked for is off, or its request is still on its way from
+        # the worker it left, where it no longer holds its id: it is asked from here.
+        if msg.request is not None:
             self.handle(worker, [msg.request])
+
+    def _landed(self, me: Entry[Addr], move: Pending, addr: Addr) -> bool:
+        """The mover of ``move`` lives at ``addr`` now: start the session if it is still on.
+
+        Whether the request the mover brought along (if any) is answered: by
+        ``CONNECTED`` if it formed the session, or as one that waits for a move
+        (this one, or its target's).
+        """
+        self.counts[move.to] -= 1  # counted there since the Move
+        self.counts[addr[0]] += 1
+        me.addr = addr
+        waited = any(asker is me for p in self.pending.values() for _, asker in p.deferred)
+        other = self.table.get(move.other)
+        if other is not None and me.session == move.session:
+            requester, target = (me, other) if move.requester == me.id else (other, me)
+            self._start(Session(move.session, requester, target))
+            self._settle(move)  # the partner's CONNECTs get TALKING after CONNECTED
+            return waited or requester is me
+        self._settle(move)  # the partner left while this one was moving
+        return waited
 
     def _paired(self, end: Entry[Addr], peer: Entry[Addr], sid: int, requested: bool) -> None:
         self._to(end, m.Paired(end.addr[1], sid, peer.id, peer.addr[0], peer.addr[1], requested))
@@ -242,19 +278,30 @@ class Matchmaker:
             self._to(peer, m.Confirm(peer.addr[1], msg.session, msg.seq))
 
     def _goodbye(self, worker: int, msg: m.Goodbye) -> None:
-        me = self.table.get(msg.cid)
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None:
+            return  # the id, and any session it is in, is not the asker's
         # The requester hears ENDED as the answer to its goodbye, even a stale one (the
         # partner ended the session first): its worker ignored the partner's ENDED.
         self._tell_ended(msg.cid, self.table.goodbye(msg.cid, msg.session))
-        if me is not None:
-            self._to(me, m.Answer(me.addr[1], f"ENDED {msg.peer}"))
+        self._to(me, m.Answer(msg.key, f"ENDED {msg.peer}"))
 
     def _drop(self, worker: int, msg: m.Drop) -> None:
+        if self._asker(worker, msg.cid, msg.key) is not None:
+            dropped = self._forget(msg.cid)
+            if dropped is not None:
+                self._tell_ended(msg.cid, dropped[1])
+        if msg.answer:  # even for an id a restarted matchmaker never knew, or gave away
+            self.outboxes[worker].send(m.Refuse(msg.key, "BYE"))
+
+    def _lost(self, worker: int, msg: m.Lost) -> None:
+        """A client moving to ``worker`` never arrived: free its id, if it is still moving."""
+        move = self.pending.get(msg.cid)
+        if move is None or (move.mover, move.session, move.to) != (msg.cid, msg.session, worker):
+            return  # freed already (its old worker died), or a new matchmaker never knew it
         dropped = self._forget(msg.cid)
         if dropped is not None:
             self._tell_ended(msg.cid, dropped[1])
-        if msg.answer:  # even for an id a restarted matchmaker never knew
-            self.outboxes[worker].send(m.Refuse(msg.key, "BYE"))
 
     def _hello(self, worker: int, msg: m.Hello) -> None:
         """A restarted worker's first word: it has no clients yet; answer what it asks."""

@@ -140,8 +140,8 @@ class Hub:
             log.warning("could not serve a handed-over socket: %s", task.exception())
             sock.close()
             if moved is not None:  # the matchmaker holds its id until told
-                self.arriving.pop(moved.key, None)
-                self.to_matchmaker(m.Drop(moved.cid))
+                session = self.arriving.pop(moved.key, 0)
+                self.to_matchmaker(m.Lost(moved.cid, session))
 
     def attach(self, client: ClientProtocol) -> None:
         self.connections.add(client)
@@ -164,7 +164,7 @@ class Hub:
         if self.clients.pop(client.key, None) is not None:
             self.on_count(len(self.clients))
             if client.cid:
-                self.to_matchmaker(m.Drop(client.cid))
+                self.to_matchmaker(m.Drop(client.cid, client.key))
             elif client.leaving and client.request is not None:
                 self.departing[client.key] = client
         client.writing_paused = False
@@ -250,7 +250,7 @@ class Hub:
     def _welcome(self, msg: m.Welcome) -> None:
         client = self.clients.get(msg.key)
         if client is None:
-            self.to_matchmaker(m.Drop(msg.cid))  # it left before it got its id
+            self.to_matchmaker(m.Drop(msg.cid, msg.key))  # it left before it got its id
         else:
             client.welcome(msg.cid)
 

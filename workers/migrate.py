@@ -83,8 +83,8 @@ class Mover:
                 log.error("%d sockets came with unusable states; closing them", len(fds))
                 for fd in fds:
                     os.close(fd)
-                for _session, state in states or []:
-                    hub.to_matchmaker(m.Drop(state[0]))  # their ids must not stay taken
+                for session, state in states or []:
+                    hub.to_matchmaker(m.Lost(state[0], session))  # their ids must not stay taken
                 continue
             for fd, (session, state) in zip(fds, states, strict=True):
                 hub.arrive(socket.socket(fileno=fd), session, state)

@@ -137,9 +137,14 @@ class ClientProtocol(asyncio.Protocol):
 
     @classmethod
     def arriving(cls, hub: Hub, key: int, state: tuple[Any, ...]) -> ClientProtocol:
-        """The protocol for a client another worker sent here, as ``export`` left it."""
+        """The protocol for a client another worker sent here, as ``export`` left it.
+
+        Its request is its own here too, under its new key.
+        """
         cid, request, decoder, idle, out, last_session = state
         self = cls(hub, key)
+        if request is not None:
+            request = request._replace(key=key)
         self.cid, self.request, self.pending = cid, request, request is not None
         self.decoder = decoder
         self.last_seen -= idle
@@ -275,7 +280,7 @@ class ClientProtocol(asyncio.Protocol):
             session, self.session = self.session, 0  # nothing more is relayed either way
             self.ending = session
             self.local_peer = None
-            self.ask(m.Goodbye(self.cid, session, self.peer))
+            self.ask(m.Goodbye(self.cid, session, self.peer, self.key))
         else:
             self.leave()
 
@@ -286,9 +291,9 @@ class ClientProtocol(asyncio.Protocol):
             self.write(self.dialect.error(exc.code, exc.detail))
             return
         if isinstance(command, c.Get):
-            self.ask(m.Get(self.cid, command.free_only))
+            self.ask(m.Get(self.cid, command.free_only, self.key))
         elif isinstance(command, c.Connect):
-            self.ask(m.Connect(self.cid, command.target))
+            self.ask(m.Connect(self.cid, command.target, self.key))
         elif isinstance(command, c.Ping):
             self.write(self.dialect.pong())
         elif isinstance(command, c.Help):
@@ -305,7 +310,7 @@ class ClientProtocol(asyncio.Protocol):
         self.local_peer = None
         self.leaving = True
         self.eof = False
-        self.ask(m.Drop(self.cid, answer=True, key=self.key))
+        self.ask(m.Drop(self.cid, self.key, answer=True))
         self.cid = 0  # dropped already: detaching must not drop it again
 
     def ask(self, request: m.ToMatchmakerRequest) -> None:

@@ -50,12 +50,15 @@ class Harness:
     def pair(self, requester, target):
         """Pair two registered ids; return the session id."""
         worker = self.worker_of(requester)
-        out = self.handle(worker, m.Connect(requester, target))
+        out = self.handle(worker, m.Connect(requester, target, self.key_of(requester)))
         assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]
         return out[0][1].session
 
     def worker_of(self, cid):
         return self.mm.table.get(cid).addr[0]
+
+    def key_of(self, cid):
+        return self.mm.table.get(cid).addr[1]
 
 
 @pytest.fixture
@@ -82,7 +85,7 @@ def test_register_beyond_max_clients_is_refused():
     h.register(1, 2)
     assert h.handle(1, m.Register(3)) == [(1, m.Refuse(3, "ERROR FULL"))]
     assert len(h.mm.table) == 2
-    h.handle(0, m.Drop(1))
+    h.handle(0, m.Drop(1, 1))
     assert h.handle(1, m.Register(3)) == [(1, m.Welcome(3, 1))]
 
 
@@ -94,16 +97,16 @@ def test_get_answers_with_every_client(h):
     h.register(1, 20)
     h.register(1, 30)
     h.pair(1, 2)
-    assert h.handle(1, m.Get(3, False)) == [(1, m.Answer(30, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
-    assert h.handle(1, m.Get(3, True)) == [(1, m.Answer(30, "CLIENTS 3=FREE"))]
-    assert h.handle(0, m.Get(1, False)) == [(0, m.Answer(10, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
+    assert h.handle(1, m.Get(3, False, 30)) == [(1, m.Answer(30, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
+    assert h.handle(1, m.Get(3, True, 30)) == [(1, m.Answer(30, "CLIENTS 3=FREE"))]
+    assert h.handle(0, m.Get(1, False, 10)) == [(0, m.Answer(10, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
 
 
 def test_get_free_with_none_free(h):
     h.register(0, 10)
     h.register(0, 11)
     h.pair(1, 2)
-    assert h.handle(0, m.Get(1, True)) == [(0, m.Answer(10, "CLIENTS"))]
+    assert h.handle(0, m.Get(1, True, 10)) == [(0, m.Answer(10, "CLIENTS"))]
 
 
 # ---- connect -----------------------------------------------------------------------
@@ -112,7 +115,7 @@ def test_get_free_with_none_free(h):
 def test_connect_across_workers_tells_the_target_first(h):
     h.register(0, 10)  # id 1 on worker 0
     h.register(1, 20)  # id 2 on worker 1
-    assert h.handle(0, m.Connect(1, 2)) == [
+    assert h.handle(0, m.Connect(1, 2, 10)) == [
         (1, m.Paired(key=20, session=1, peer=1, peer_worker=0, peer_key=10, requested=False)),
         (0, m.Paired(key=10, session=1, peer=2, peer_worker=1, peer_key=20, requested=True)),
     ]
@@ -122,7 +125,7 @@ def test_connect_on_one_worker_tells_the_target_first(h):
     h.register(1, 10)  # id 1
     h.register(1, 11)  # id 2
     h.register(1, 12)  # id 3
-    out = h.handle(1, m.Connect(3, 1))
+    out = h.handle(1, m.Connect(3, 1, 12))
     assert out == [
         (1, m.Paired(key=10, session=1, peer=3, peer_worker=1, peer_key=12, requested=False)),
         (1, m.Paired(key=12, session=1, peer=1, peer_worker=1, peer_key=10, requested=True)),
@@ -135,7 +138,7 @@ def test_sessions_get_new_ids(h):
     h.register(0, 10)
     h.register(1, 20)
     first = h.pair(1, 2)
-    h.handle(0, m.Drop(1))
+    h.handle(0, m.Drop(1, 10))
     h.register(0, 11)  # id 1 again
     assert h.pair(2, 1) == first + 1
 
@@ -159,7 +162,7 @@ def test_connect_errors_answer_only_the_requester(requester, target, line):
     h.pair(2, 3)
     before = h.mm.table.clients()
     worker, key = keys[requester]
-    assert h.handle(worker, m.Connect(requester, target)) == [(worker, m.Answer(key, line))]
+    assert h.handle(worker, m.Connect(requester, target, key)) == [(worker, m.Answer(key, line))]
     assert h.mm.table.clients() == before
 
 
@@ -167,9 +170,9 @@ def test_crossed_connects_pair_once(h):
     """A->B and B->A in flight together: the first pairs, the second gets TALKING."""
     h.register(0, 10)
     h.register(1, 20)
-    first = h.handle(0, m.Connect(1, 2))
+    first = h.handle(0, m.Connect(1, 2, 10))
     assert [msg.requested for _, msg in first] == [False, True]
-    assert h.handle(1, m.Connect(2, 1)) == [(1, m.Answer(20, "ERROR TALKING 1"))]
+    assert h.handle(1, m.Connect(2, 1, 20)) == [(1, m.Answer(20, "ERROR TALKING 1"))]
 
 
 # ---- relay -------------------------------------------------------------------------
@@ -192,7 +195,7 @@ def test_relay_from_a_stale_session_is_dropped(h):
     h.register(1, 20)
     h.register(1, 30)
     old = h.pair(1, 2)
-    h.handle(0, m.Goodbye(1, old, 2))
+    h.handle(0, m.Goodbye(1, old, 2, 10))
     assert h.handle(0, m.Relay(1, old, "late")) == []
     assert h.handle(1, m.Relay(2, old, "late")) == []
     new = h.pair(1, 3)
@@ -205,7 +208,7 @@ def test_relay_from_a_dropped_id_given_to_someone_else_is_dropped(h):
     h.register(0, 10)
     h.register(1, 20)
     sid = h.pair(1, 2)
-    h.handle(1, m.Drop(2))
+    h.handle(1, m.Drop(2, 20))
     assert h.register(1, 21) == 2
     assert h.handle(1, m.Relay(2, sid, "ghost")) == []
 
@@ -217,7 +220,7 @@ def test_goodbye_ends_the_session_for_the_other_end(h):
     h.register(0, 10)
     h.register(1, 20)
     sid = h.pair(1, 2)
-    out = h.handle(0, m.Goodbye(1, sid, 2))
+    out = h.handle(0, m.Goodbye(1, sid, 2, 10))
     ended = [(w, msg) for w, msg in out if isinstance(msg, m.Ended)]
     assert ended == [(1, m.Ended(20, sid, 1))]  # only the other end gets Ended
     assert h.mm.table.clients() == [(1, False), (2, False)]
@@ -228,7 +231,7 @@ def test_goodbye_answers_the_requester_after_ending(h):
     h.register(0, 10)
     h.register(1, 20)
     sid = h.pair(1, 2)
-    assert h.handle(0, m.Goodbye(1, sid, 2)) == [
+    assert h.handle(0, m.Goodbye(1, sid, 2, 10)) == [
         (1, m.Ended(20, sid, 1)),
         (0, m.Answer(10, "ENDED 2")),
     ]
@@ -239,19 +242,19 @@ def test_stale_goodbye_ends_nothing(h):
     h.register(0, 10)
     h.register(1, 20)
     sid = h.pair(1, 2)
-    h.handle(1, m.Goodbye(2, sid, 1))
-    assert h.handle(0, m.Goodbye(1, sid, 2)) == [(0, m.Answer(10, "ENDED 2"))]
+    h.handle(1, m.Goodbye(2, sid, 1, 20))
+    assert h.handle(0, m.Goodbye(1, sid, 2, 10)) == [(0, m.Answer(10, "ENDED 2"))]
     h.register(1, 30)
     new = h.pair(2, 3)
     before = h.mm.table.clients()
-    assert h.handle(0, m.Goodbye(1, sid, 2)) == [(0, m.Answer(10, "ENDED 2"))]
+    assert h.handle(0, m.Goodbye(1, sid, 2, 10)) == [(0, m.Answer(10, "ENDED 2"))]
     assert h.mm.table.clients() == before
     assert h.mm.table.partner(2, new).id == 3
 
 
 def test_goodbye_from_an_unknown_client_is_ignored(h):
     h.register(0, 10)
-    assert h.handle(0, m.Goodbye(7, 1, 1)) == []
+    assert h.handle(0, m.Goodbye(7, 1, 1, 11)) == []
 
 
 # ---- drop --------------------------------------------------------------------------
@@ -261,16 +264,16 @@ def test_drop_of_a_paired_client_ends_the_session_and_frees_the_id(h):
     h.register(0, 10)
     h.register(1, 20)
     sid = h.pair(1, 2)
-    assert h.handle(1, m.Drop(2)) == [(0, m.Ended(10, sid, 2))]
+    assert h.handle(1, m.Drop(2, 20)) == [(0, m.Ended(10, sid, 2))]
     assert h.mm.table.clients() == [(1, False)]
     assert h.handle(1, m.Register(21)) == [(1, m.Welcome(21, 2))]
-    assert h.handle(0, m.Get(1, False)) == [(0, m.Answer(10, "CLIENTS 1=FREE 2=FREE"))]
+    assert h.handle(0, m.Get(1, False, 10)) == [(0, m.Answer(10, "CLIENTS 1=FREE 2=FREE"))]
 
 
 def test_drop_of_a_free_client_tells_no_one(h):
     h.register(0, 10)
     h.register(1, 20)
-    assert h.handle(1, m.Drop(2)) == []
+    assert h.handle(1, m.Drop(2, 20)) == []
     assert h.mm.table.clients() == [(1, False)]
 
 
@@ -278,25 +281,25 @@ def test_drop_with_answer_says_bye_after_the_partner_is_told(h):
     h.register(0, 10)
     h.register(1, 20)
     sid = h.pair(1, 2)
-    assert h.handle(1, m.Drop(2, True, 20)) == [(0, m.Ended(10, sid, 2)), (1, m.Refuse(20, "BYE"))]
+    assert h.handle(1, m.Drop(2, 20, True)) == [(0, m.Ended(10, sid, 2)), (1, m.Refuse(20, "BYE"))]
     assert 2 not in h.mm.table
 
 
 def test_drop_of_an_unknown_client_is_ignored(h):
     h.register(0, 10)
-    assert h.handle(0, m.Drop(5)) == []
+    assert h.handle(0, m.Drop(5, 12)) == []
     # but a leaving client always gets its BYE: a restarted matchmaker may never have known it
-    assert h.handle(0, m.Drop(5, True, 12)) == [(0, m.Refuse(12, "BYE"))]
-    h.handle(0, m.Drop(1))
-    assert h.handle(0, m.Drop(1)) == []
+    assert h.handle(0, m.Drop(5, 12, True)) == [(0, m.Refuse(12, "BYE"))]
+    h.handle(0, m.Drop(1, 10))
+    assert h.handle(0, m.Drop(1, 10)) == []
 
 
 def test_requests_from_a_dropped_client_get_nothing(h):
     h.register(0, 10)
     h.register(1, 20)
-    h.handle(0, m.Drop(1))
-    assert h.handle(0, m.Get(1, False)) == []
-    assert h.handle(0, m.Connect(1, 2)) == []
+    h.handle(0, m.Drop(1, 10))
+    assert h.handle(0, m.Get(1, False, 10)) == []
+    assert h.handle(0, m.Connect(1, 2, 10)) == []
     assert h.handle(0, m.Relay(1, 1, "x")) == []
     assert h.mm.table.clients() == [(2, False)]
 
@@ -309,10 +312,10 @@ def test_a_batch_is_handled_in_order(h):
         0,
         m.Register(10),
         m.Register(11),
-        m.Connect(1, 2),
+        m.Connect(1, 2, 10),
         m.Relay(1, 1, "hi"),
-        m.Goodbye(2, 1, 1),
-        m.Get(1, False),
+        m.Goodbye(2, 1, 1, 11),
+        m.Get(1, False, 10),
     )
     assert out == [
         (0, m.Welcome(10, 1)),
@@ -361,7 +364,7 @@ def test_restore_keeps_ids_sessions_and_answers_open_requests():
     h = Harness()
     h.mm.restore(
         {
-            0: m.Hello((state(10, 1, 7, 3), state(11, 2)), (m.Get(2, False),)),
+            0: m.Hello((state(10, 1, 7, 3), state(11, 2)), (m.Get(2, False, 11),)),
             1: m.Hello((state(20, 3, 7, 1),), (m.Register(21),)),
         }
     )
@@ -370,7 +373,7 @@ def test_restore_keeps_ids_sessions_and_answers_open_requests():
     h.log.clear()
     assert h.handle(0, m.Relay(1, 7, "still here", 5)) == [(1, m.Deliver(20, 7, "still here", 5))]
     h.handle(1, m.Register(22))
-    assert h.handle(0, m.Connect(2, 5)) == [
+    assert h.handle(0, m.Connect(2, 5, 11)) == [
         (1, m.Paired(22, 8, 2, 0, 11, False)),  # sessions go on above the highest known
         (0, m.Paired(11, 8, 5, 1, 22, True)),
     ]
@@ -389,7 +392,7 @@ def test_restore_completes_a_session_whose_connected_was_lost():
     h.mm.restore(
         {
             0: m.Hello((state(10, 1, 7, 2),), ()),
-            1: m.Hello((state(20, 2),), (m.Connect(2, 1),)),
+            1: m.Hello((state(20, 2),), (m.Connect(2, 1, 20),)),
         }
     )
     assert h.log == [(1, m.Paired(20, 7, 1, 0, 10, True))]  # answers 2's CONNECT
@@ -402,7 +405,7 @@ def test_restore_lets_an_open_goodbye_end_the_session():
     h.mm.restore(
         {
             0: m.Hello((state(10, 1, 7, 2),), ()),
-            1: m.Hello((state(20, 2, 0, 0, last_session=7),), (m.Goodbye(2, 7, 1),)),
+            1: m.Hello((state(20, 2, 0, 0, last_session=7),), (m.Goodbye(2, 7, 1, 20),)),
         }
     )
     assert h.log == [(0, m.Ended(10, 7, 2)), (1, m.Answer(20, "ENDED 1"))]
@@ -454,3 +457,42 @@ def test_a_worker_lost_before_the_table_is_rebuilt_is_forgotten():
     assert not starting.waiting
     assert h.log == [(1, m.Ended(20, 7, 1))]  # nobody welcomed under an old key
     assert h.mm.table.clients() == [(2, False)]
+
+
+# ---- requests from a connection that does not hold the id ---------------------------
+
+
+def test_requests_from_an_ids_old_holder_never_reach_its_heir(h):
+    """Regression: requests named their client only by id, and were answered to whoever
+    held the id when they arrived. A socket that lost its id (its Drop raced its last
+    request, a moved client refused on landing) had its answers written to the next
+    client given that id, which saw replies to lines it never sent."""
+    h.register(0, 10)  # id 1
+    h.register(1, 20)  # id 2
+    h.handle(0, m.Drop(1, 10))
+    assert h.register(1, 21) == 1  # the heir
+    before = h.mm.table.clients()
+    assert h.handle(0, m.Get(1, False, 10)) == []
+    assert h.handle(0, m.Connect(1, 2, 10)) == []
+    assert h.handle(0, m.Goodbye(1, 5, 2, 10)) == []
+    assert h.handle(0, m.Drop(1, 10)) == []  # does not free the heir's id
+    assert h.handle(0, m.Drop(1, 10, True)) == [(0, m.Refuse(10, "BYE"))]  # its own BYE only
+    assert h.mm.table.clients() == before
+    assert h.mm.table.get(1).addr == (1, 21)
+    # the heir's own requests are answered as ever
+    assert h.handle(1, m.Get(1, False, 21)) == [(1, m.Answer(21, "CLIENTS 1=FREE 2=FREE"))]
+    sid = h.pair(1, 2)
+    assert h.handle(1, m.Goodbye(1, sid, 2, 21)) == [
+        (1, m.Ended(20, sid, 1)),
+        (1, m.Answer(21, "ENDED 2")),
+    ]
+
+
+def test_the_same_key_on_another_worker_is_not_the_holder(h):
+    """Keys are per worker: key 10 on worker 1 is not key 10 on worker 0."""
+    h.register(0, 10)  # id 1
+    h.register(1, 20)  # id 2
+    assert h.handle(1, m.Get(1, False, 10)) == []
+    assert h.handle(1, m.Connect(1, 2, 10)) == []
+    assert h.handle(1, m.Drop(1, 10)) == []
+    assert h.mm.table.clients() == [(1, False), (2, False)]

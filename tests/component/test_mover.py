@@ -57,7 +57,7 @@ def test_sockets_cut_off_by_the_descriptor_limit_release_every_id():
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert hub.arrived == []
-    assert hub.told == [m.Drop(100), m.Drop(101), m.Drop(102)]
+    assert hub.told == [m.Lost(100, 7), m.Lost(101, 7), m.Lost(102, 7)]
     for s in (inbox, out, *clients):
         s.close()
 
@@ -79,5 +79,28 @@ def test_a_client_arriving_at_a_stopping_worker_gets_outage_at_once():
         assert theirs.recv(100) == b""  # and closed
         assert hub.clients == {} and hub.arriving == {}
         theirs.close()
+    finally:
+        loop.close()
+
+
+def test_an_arriving_client_takes_its_request_along_under_its_new_key():
+    """The matchmaker answers a request only to the key that holds the id: the CONNECT a
+    client moved with must name its key on the new worker, or it would never be answered
+    (a restarted matchmaker hears it in the hello)."""
+    import asyncio
+
+    from matchmaker.config import Config
+    from workers.hub import Hub
+    from workers.protocol import ClientProtocol
+
+    loop = asyncio.new_event_loop()
+    try:
+        hub = Hub(0, Config(), loop, outbox=None)  # type: ignore[arg-type]
+        state = (100, m.Connect(100, 3, 41), None, 0.0, b"", 0)
+        client = ClientProtocol.arriving(hub, 7, state)
+        assert client.request == m.Connect(100, 3, 7)
+        assert client.pending
+        idle = ClientProtocol.arriving(hub, 8, (101, None, None, 0.0, b"", 0))
+        assert idle.request is None and not idle.pending
     finally:
         loop.close()

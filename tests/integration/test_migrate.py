@@ -14,7 +14,7 @@ import socket
 import psutil
 import pytest
 
-from tests.integration.harness import LegacyClient, pair, two_clients
+from tests.integration.harness import LegacyClient, pair, serving, two_clients
 from tests.integration.test_faults import new_pid, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -257,3 +257,44 @@ def test_a_client_on_its_way_to_a_worker_that_dies_is_taken_in_by_its_replacemen
     assert server.worker_of(a) == dst  # the new worker
     a.send("GET")
     a.expect(f"CLIENTS {a.id}=FREE")
+
+
+def test_a_moved_client_refused_on_landing_gets_outage_and_its_lines_reach_no_one(
+    start_server,
+):
+    """Regression (soak --chaos, seeds 1 and 9): a target on its way to its partner's
+    worker lost its old worker, so the matchmaker freed it and gave its id to a newcomer.
+    Taken in at last, it was refused with OUTAGE, but the GET it had sent meanwhile was
+    answered to the newcomer, who saw CLIENTS for a line it never sent."""
+    server = start_server("--worker-timeout", "60")  # no worker is killed for being stopped
+    a, b, x3, p, x5 = (server.client() for _ in range(5))
+    src, dst = server.worker_of(a), server.worker_of(b)
+    assert [server.worker_of(c) for c in (x3, p, x5)] == [src, dst, src]
+    matchmaker = server.pid_of("matchmaker")
+    receiver = server.pid_of(f"worker {dst}")
+    os.kill(matchmaker, signal.SIGSTOP)  # b's CONNECT waits in the queue
+    try:
+        b.send(f"CONNECT {a.id}")  # a's worker is the fuller one: a moves to b's
+        p.quiet()  # b's worker has read the CONNECT, and passed it on, before this PING
+        os.kill(receiver, signal.SIGSTOP)  # a's socket will wait in its inbox
+    finally:
+        os.kill(matchmaker, signal.SIGCONT)
+    try:
+        wait_for(lambda: not holds(server, src, a), what="a handed over")
+        a.send("GET")  # read where a lands
+        old = server.pid_of(f"worker {src}")
+        os.kill(old, signal.SIGKILL)  # the matchmaker frees a with the rest of its clients
+        new = wait_for(lambda: new_pid(server, f"worker {src}", old), what="a new worker")
+        wait_for(lambda: serving(psutil.Process(new)), what="the new worker serving")
+        passed_over = f"passing worker {dst} over"  # the newcomer goes to the new worker
+        wait_for(lambda: passed_over in server.log(), what="the stopped worker passed over")
+        heir = server.client()
+        assert heir.id == a.id
+    finally:
+        os.kill(receiver, signal.SIGCONT)
+    a.expect("OUTAGE")
+    a.expect_closed()
+    b.expect(f"ERROR OFFLINE {a.id}")
+    heir.send("GET")
+    heir.expect(f"CLIENTS {a.id}=FREE {b.id}=FREE {p.id}=FREE")  # the first line it gets
+    heir.quiet()  # and nothing else came

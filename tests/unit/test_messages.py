@@ -24,9 +24,9 @@ def sample(cls):
     """One instance of ``cls`` with every field set to a non-default value."""
     if cls is m.Hello:  # the one message made of messages
         state = m.ClientState(3, 2**40, 9, 4)
-        return m.Hello((state, state), (m.Get(2, True), m.Drop(5, True, 7), m.Register(8)))
+        return m.Hello((state, state), (m.Get(2, True, 6), m.Drop(5, 7, True), m.Register(8)))
     if cls is m.Placed:  # carries the request the move answers
-        return m.Placed(4, 2**40, 9, m.Connect(2**40, 3))
+        return m.Placed(4, 2**40, 9, m.Connect(2**40, 3, 4))
     hints = typing.get_type_hints(cls)
     return cls(**{name: VALUES[hints[name]] for name in cls._fields})
 
