@@ -9,6 +9,8 @@ never make the server buffer more than that.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ipc.errors import ErrorCode
 
 #: Default inbound line limit in bytes, terminator excluded. Long enough for any
@@ -85,10 +87,21 @@ class LineDecoder:
     def feed(self, data: bytes) -> list[Event]:
         """Add bytes from the peer; return every line (or error) they completed."""
         self.receive(data)
-        events: list[Event] = []
-        while (event := self.next_event()) is not None:
-            events.append(event)
-        return events
+        return take_all(self)
+
+
+class Decoder(Protocol):
+    """What a connection needs of its framing: ``LineDecoder`` or ``ipc.legacy.RecordDecoder``."""
+
+    def next_event(self) -> Event | None: ...
+
+
+def take_all(decoder: Decoder) -> list[Event]:
+    """Every event the decoder's bytes complete now."""
+    events: list[Event] = []
+    while (event := decoder.next_event()) is not None:
+        events.append(event)
+    return events
 
 
 def encode(line: str) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ipc.codec import Event
+from ipc.codec import Event, take_all
 from ipc.errors import ErrorCode
 
 RECORD = 256
@@ -55,10 +55,7 @@ class RecordDecoder:
 
     def feed(self, data: bytes) -> list[Event]:
         self.receive(data)
-        events: list[Event] = []
-        while (event := self.next_event()) is not None:
-            events.append(event)
-        return events
+        return take_all(self)
 
 
 def _text(record: bytes) -> str:

@@ -347,3 +347,19 @@ def test_fuzz_state_continues_identically(case, max_line):
     split, _ = feed_chunks([*chunks, tail], max_line)
     assert split == whole
     assert whole[-1] == ("after" if max_line >= 5 else TOO_LONG)
+
+
+def test_lines_stay_bytes_until_taken_one_at_a_time():
+    """A paused connection holds its unread lines as one buffer, not one object each."""
+    decoder = LineDecoder(8)
+    decoder.receive(b"one\r\ntwo\n" + b"x" * 20 + b"\nthree")
+    assert decoder.pending == len(b"one\r\ntwo\n" + b"x" * 20 + b"\nthree")
+    assert decoder.next_event() == "one"
+    assert decoder.pending == len(b"two\n" + b"x" * 20 + b"\nthree")
+    assert decoder.next_event() == "two"
+    assert decoder.next_event() is ErrorCode.TOO_LONG
+    assert decoder.next_event() is None  # "three" is not ended yet
+    decoder.receive(b"\n")
+    assert decoder.next_event() == "three"
+    assert decoder.next_event() is None
+    assert decoder.pending == 0
