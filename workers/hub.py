@@ -30,8 +30,10 @@ log = logging.getLogger("workers.hub")
 #: per client every 50 ms keeps a sender's unconfirmed lines to what 50 ms carries.
 CONFIRM_AFTER = 0.05
 
-#: Bytes of output one client's lines may make in one loop tick (``Hub.tick``).
-TICK_OUTPUT = 1 << 16
+#: Bytes of output one client's lines may make in one loop tick (``Hub.tick``):
+#: one read's worth (asyncio and uvloop read up to 256 KiB at once), so a stream
+#: is passed on a read per tick without pausing the socket in between.
+TICK_OUTPUT = 1 << 18
 
 #: TCP keepalive for every client: a peer that vanished without a FIN or RST
 #: (power cut, cable pulled) is noticed after IDLE + INTERVAL * COUNT seconds.
@@ -185,11 +187,11 @@ class Hub:
             self.outbox.send(message)
 
     def drained(self, client: ClientProtocol) -> None:
-        """``client`` has read most of its output: go on with whoever waited for that."""
-        if client.paused:
+        """``client``'s output has room again: go on with whoever waited for that."""
+        if client.paused or client.decoder.pending:
             client.drain()
         peer = client.local_peer
-        if peer is not None and peer.paused:
+        if peer is not None and (peer.paused or peer.decoder.pending):
             peer.drain()
         if client in self.unconfirmed and self._confirm_timer is None:
             self._confirm_timer = self.loop.call_soon(self.confirm)

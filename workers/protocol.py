@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("workers.protocol")
 
+#: What ``ClientProtocol.held`` says: take the next line; wait for this tick's
+#: output to be written (reading goes on); wait for a reader (reading pauses).
+GO, NEXT_TICK, BACKED_UP = 0, 1, 2
+
 
 class ClientProtocol(asyncio.Protocol):
     """The worker's side of one client."""
@@ -215,29 +219,36 @@ class ClientProtocol(asyncio.Protocol):
 
     # ---- lines in --------------------------------------------------------------------
 
-    def held(self) -> bool:
+    def held(self) -> int:
         """Whether this client's next line must wait: what it makes has nowhere to go yet.
 
-        Its own output is backed up (its replies, or its partner's lines, wait
-        unread), its partner here is backed up, or more of its lines to a
-        partner on another worker than the window allows wait for confirmation.
+        ``BACKED_UP`` (its reading pauses): its own output is backed up (its
+        replies, or its partner's lines, wait unread), its partner here is backed
+        up, or more of its lines to a partner on another worker than the window
+        allows wait for confirmation. ``NEXT_TICK``: this tick's output, its own
+        or its partner's here, is full; it goes on once that has been written.
         """
         hub = self.hub
-        if self.writing_paused or self.out_size > hub.tick:
-            return True
+        if self.writing_paused:
+            return BACKED_UP
         sent = self.sent
         if sent is not None:
-            return self.session != 0 and sent.size > hub.window
-        peer = self.local_peer
-        return peer is not None and (peer.writing_paused or peer.out_size > hub.tick)
+            if self.session and sent.size > hub.window:
+                return BACKED_UP
+        elif (peer := self.local_peer) is not None:
+            if peer.writing_paused:
+                return BACKED_UP
+            if peer.out_size > hub.tick:
+                return NEXT_TICK
+        return NEXT_TICK if self.out_size > hub.tick else GO
 
     def drain(self) -> None:
         """Handle waiting lines until one needs the matchmaker's answer or must be held."""
         decoder = self.decoder
-        held = False
+        held = GO
         while not self.pending and not self.closed:
-            if self.held():
-                held = True
+            held = self.held()
+            if held:
                 break
             event = decoder.next_event()
             if event is None:
@@ -253,7 +264,10 @@ class ClientProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             return
-        stop = held or (self.pending and (decoder.pending > 0 or self.eof))
+        if held:  # a full tick pauses too once a read's worth of lines waits behind it
+            stop = held == BACKED_UP or decoder.pending > self.hub.tick
+        else:
+            stop = self.pending and (decoder.pending > 0 or self.eof)
         if stop and not self.paused:
             self.paused = True
             transport.pause_reading()
