@@ -9,7 +9,7 @@ never make the server buffer more than that.
 
 from __future__ import annotations
 
-from typing import Protocol
+import sys
 
 from ipc.errors import ErrorCode
 
@@ -49,7 +49,7 @@ class LineDecoder:
         return len(self._buf)
 
     def receive(self, data: bytes) -> None:
-        """Add bytes from the peer; ``next_event`` takes the lines out one at a time.
+        """Add bytes from the peer; ``take`` decodes the lines, a few at a time.
 
         Lines stay bytes until they are taken, so a connection that stops taking
         them (its reading paused) holds one read's worth of bytes, not one
@@ -57,51 +57,50 @@ class LineDecoder:
         """
         self._buf += data
 
-    def next_event(self) -> Event | None:
-        """The next complete line (or the error its bytes earned); None until more arrive."""
+    def take(self, limit: int) -> list[Event]:
+        """Up to ``limit`` complete lines (or the errors their bytes earned), oldest first."""
         buf = self._buf
-        while (nl := buf.find(b"\n", self._scanned)) >= 0:
-            end = nl - 1 if nl and buf[nl - 1] == _CR else nl
-            line = bytes(buf[:end]) if not self._discarding else b""
-            del buf[: nl + 1]  # O(1): a bytearray drops its head without copying
-            self._scanned = 0
+        events: list[Event] = []
+        start = 0
+        search = self._scanned
+        max_line = self.max_line
+        while (nl := buf.find(b"\n", search)) >= 0:
             if self._discarding:
                 self._discarding = False
-                continue
-            if end > self.max_line:
-                return ErrorCode.TOO_LONG
-            try:
-                return line.decode("utf-8")
-            except UnicodeDecodeError:
-                return ErrorCode.ENCODING
+            else:
+                end = nl - 1 if nl > start and buf[nl - 1] == _CR else nl
+                if end - start > max_line:
+                    events.append(ErrorCode.TOO_LONG)
+                else:
+                    try:
+                        events.append(buf[start:end].decode("utf-8"))
+                    except UnicodeDecodeError:
+                        events.append(ErrorCode.ENCODING)
+            start = search = nl + 1
+            if len(events) >= limit:
+                del buf[:start]
+                self._scanned = 0  # more lines may be complete: look again next time
+                return events
+        if start:
+            del buf[:start]
         if self._discarding:
             buf.clear()
-        elif len(buf) > self.max_line + 1:  # +1: a '\r' may still precede the '\n'
+        elif len(buf) > max_line + 1:  # +1: a '\r' may still precede the '\n'
+            events.append(ErrorCode.TOO_LONG)
             self._discarding = True
             buf.clear()
-            self._scanned = 0
-            return ErrorCode.TOO_LONG
         self._scanned = len(buf)
-        return None
+        return events
+
+    def next_event(self) -> Event | None:
+        """The next complete line (or the error its bytes earned); None until more arrive."""
+        events = self.take(1)
+        return events[0] if events else None
 
     def feed(self, data: bytes) -> list[Event]:
         """Add bytes from the peer; return every line (or error) they completed."""
         self.receive(data)
-        return take_all(self)
-
-
-class Decoder(Protocol):
-    """What a connection needs of its framing: ``LineDecoder`` or ``ipc.legacy.RecordDecoder``."""
-
-    def next_event(self) -> Event | None: ...
-
-
-def take_all(decoder: Decoder) -> list[Event]:
-    """Every event the decoder's bytes complete now."""
-    events: list[Event] = []
-    while (event := decoder.next_event()) is not None:
-        events.append(event)
-    return events
+        return self.take(sys.maxsize)
 
 
 def encode(line: str) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ipc.codec import Event, take_all
+from ipc.codec import Event
 from ipc.errors import ErrorCode
 
 RECORD = 256
@@ -45,17 +45,20 @@ class RecordDecoder:
     def receive(self, data: bytes) -> None:
         self._buf += data
 
-    def next_event(self) -> Event | None:
+    def take(self, limit: int) -> list[Event]:
         buf = self._buf
-        if len(buf) < RECORD:
-            return None
-        text = _text(bytes(buf[:RECORD]))
-        del buf[:RECORD]
-        return text
+        whole = min(len(buf) // RECORD, limit) * RECORD
+        events: list[Event] = [_text(bytes(buf[i : i + RECORD])) for i in range(0, whole, RECORD)]
+        del buf[:whole]
+        return events
+
+    def next_event(self) -> Event | None:
+        events = self.take(1)
+        return events[0] if events else None
 
     def feed(self, data: bytes) -> list[Event]:
         self.receive(data)
-        return take_all(self)
+        return self.take(len(self._buf))
 
 
 def _text(record: bytes) -> str:

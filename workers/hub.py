@@ -188,10 +188,10 @@ class Hub:
 
     def drained(self, client: ClientProtocol) -> None:
         """``client``'s output has room again: go on with whoever waited for that."""
-        if client.paused or client.decoder.pending:
+        if client.paused or client.ready or client.decoder.pending:
             client.drain()
         peer = client.local_peer
-        if peer is not None and (peer.paused or peer.decoder.pending):
+        if peer is not None and (peer.paused or peer.ready or peer.decoder.pending):
             peer.drain()
         if client in self.unconfirmed and self._confirm_timer is None:
             self._confirm_timer = self.loop.call_soon(self.confirm)

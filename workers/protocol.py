@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from ipc import commands as c
@@ -40,6 +41,11 @@ log = logging.getLogger("workers.protocol")
 #: output to be written (reading goes on); wait for a reader (reading pauses).
 GO, NEXT_TICK, BACKED_UP = 0, 1, 2
 
+#: Lines decoded at once. Checking ``held`` once per batch instead of once per
+#: line keeps a stream's per-line cost where it was; a batch of lines at most
+#: ``--max-line`` each is what a held client may overshoot by.
+BATCH = 64
+
 
 class ClientProtocol(asyncio.Protocol):
     """The worker's side of one client."""
@@ -52,6 +58,7 @@ class ClientProtocol(asyncio.Protocol):
         "cid",
         "transport",
         "decoder",
+        "ready",
         "eof",
         "pending",
         "paused",
@@ -84,6 +91,7 @@ class ClientProtocol(asyncio.Protocol):
         self.cid = 0  # 0 until WELCOME
         self.transport: asyncio.Transport | None = None
         self.decoder = dialect.decoder(hub.config.max_line)
+        self.ready: deque[str | ErrorCode] = deque()  # decoded, not yet handled (a batch)
         self.output: Output | None = None
         self.eof = False  # the client closed its sending side: #CLOSE# after its last line
         self.pending = True  # waiting for WELCOME
@@ -133,11 +141,12 @@ class ClientProtocol(asyncio.Protocol):
     def export(self) -> tuple[Any, ...]:
         """What the next worker needs to go on where this one stops (see ``arriving``).
 
-        The decoder carries every byte read and not yet handled.
+        The decoded lines and the decoder carry every byte read and not yet handled.
         """
         idle = self.hub.loop.time() - self.last_seen
         out = b"".join(self.out)
-        return (self.cid, self.request, self.decoder, idle, out, self.last_session)
+        return (self.cid, self.request, list(self.ready), self.decoder, idle, out,
+                self.last_session)  # fmt: skip
 
     @classmethod
     def arriving(cls, hub: Hub, key: int, state: tuple[Any, ...]) -> ClientProtocol:
@@ -145,8 +154,9 @@ class ClientProtocol(asyncio.Protocol):
 
         Its request is its own here too, under its new key.
         """
-        cid, request, decoder, idle, out, last_session = state
+        cid, request, ready, decoder, idle, out, last_session = state
         self = cls(hub, key)
+        self.ready.extend(ready)
         if request is not None:
             request = request._replace(key=key)
         self.cid, self.request, self.pending = cid, request, request is not None
@@ -161,6 +171,7 @@ class ClientProtocol(asyncio.Protocol):
     def moved(self) -> None:
         """The socket is on its way to another worker: let go of it without a word."""
         self.closed = True
+        self.ready.clear()
         self.out = []
         self.out_size = 0
         if self.transport is not None:
@@ -243,19 +254,26 @@ class ClientProtocol(asyncio.Protocol):
         return NEXT_TICK if self.out_size > hub.tick else GO
 
     def drain(self) -> None:
-        """Handle waiting lines until one needs the matchmaker's answer or must be held."""
+        """Handle waiting lines until one needs the matchmaker's answer or must be held.
+
+        Lines are decoded ``BATCH`` at a time, and ``held`` is asked once a batch:
+        a held client overshoots by a batch at most.
+        """
+        ready = self.ready
         decoder = self.decoder
         held = GO
         while not self.pending and not self.closed:
-            held = self.held()
-            if held:
-                break
-            event = decoder.next_event()
-            if event is None:
-                if self.eof:
-                    self.eof = False
-                    self.leave()
-                break
+            if not ready:
+                held = self.held()
+                if held:
+                    break
+                ready.extend(decoder.take(BATCH))
+                if not ready:
+                    if self.eof:
+                        self.eof = False
+                        self.leave()
+                    break
+            event = ready.popleft()
             try:
                 self.handle(event)
             except Exception:
@@ -267,7 +285,7 @@ class ClientProtocol(asyncio.Protocol):
         if held:  # a full tick pauses too once a read's worth of lines waits behind it
             stop = held == BACKED_UP or decoder.pending > self.hub.tick
         else:
-            stop = self.pending and (decoder.pending > 0 or self.eof)
+            stop = self.pending and bool(ready or decoder.pending or self.eof)
         if stop and not self.paused:
             self.paused = True
             transport.pause_reading()
@@ -324,6 +342,7 @@ class ClientProtocol(asyncio.Protocol):
         self.local_peer = None
         self.leaving = True
         self.eof = False
+        self.ready.clear()  # what follows #CLOSE# is never handled
         self.ask(m.Drop(self.cid, self.key, answer=True))
         self.cid = 0  # dropped already: detaching must not drop it again
 
@@ -449,7 +468,12 @@ class ClientProtocol(asyncio.Protocol):
             self.out_size = 0
             data = b"".join(out)
             if isinstance(self.output, DirectOutput) and self.transport is not None:
-                unread = self.paused or self.decoder.pending > 0 or unread_input(self.transport)
+                unread = (
+                    self.paused
+                    or bool(self.ready)
+                    or self.decoder.pending > 0
+                    or unread_input(self.transport)
+                )
                 if unread and self.paused:
                     self.paused = False
                     self.transport.resume_reading()  # to discard it: see data_received

@@ -96,11 +96,11 @@ def test_an_arriving_client_takes_its_request_along_under_its_new_key():
     loop = asyncio.new_event_loop()
     try:
         hub = Hub(0, Config(), loop, outbox=None)  # type: ignore[arg-type]
-        state = (100, m.Connect(100, 3, 41), None, 0.0, b"", 0)
+        state = (100, m.Connect(100, 3, 41), [], None, 0.0, b"", 0)
         client = ClientProtocol.arriving(hub, 7, state)
         assert client.request == m.Connect(100, 3, 7)
         assert client.pending
-        idle = ClientProtocol.arriving(hub, 8, (101, None, None, 0.0, b"", 0))
+        idle = ClientProtocol.arriving(hub, 8, (101, None, [], None, 0.0, b"", 0))
         assert idle.request is None and not idle.pending
     finally:
         loop.close()
