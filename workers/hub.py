@@ -57,15 +57,17 @@ class Hub:
         self.outbox = outbox
         self.on_count = on_count  # tells the acceptor how loaded this worker is
         self.linger = config.linger
-        # Flow control (ClientProtocol.held): past ``high`` bytes of output a client's
-        # writers are held, until no more than ``low`` are left; a sender may have
-        # ``window`` bytes of lines to another worker unconfirmed. Even a partner that
-        # pushes a whole window into an output just under ``high`` stays under --sendq.
-        self.high, self.low, self.window = config.sendq // 2, config.sendq // 8, config.sendq // 4
-        # what one client may add to an output in one loop tick before its lines are
-        # held to the next: bounds the replies built but not yet written, and shares
-        # the loop between clients
-        self.tick = min(self.high, TICK_OUTPUT)
+        # Flow control (ClientProtocol.held). What one client may add to an output in
+        # one loop tick (``tick``) before its lines wait for the next; past ``high``
+        # bytes waiting in an output its writers are held, until no more than ``low``
+        # are left; a sender may have ``window`` bytes of lines to another worker
+        # unconfirmed. A tick on top of ``high`` is half of --sendq, so even a partner
+        # that pushes a whole window into an output just under it stays under --sendq,
+        # and a client's replies and unread input together stay within it.
+        sendq = config.sendq
+        self.tick = min(sendq // 4, TICK_OUTPUT)
+        self.high, self.low = sendq // 2 - self.tick, sendq // 8
+        self.window = sendq // 4
         self.congested: set[ClientProtocol] = set()  # output over ``high``, not yet drained
         # Clients gone while their #CLOSE# waits for the matchmaker: a new matchmaker
         # must still hear of them (and of their last lines) until it is answered.

@@ -69,7 +69,6 @@ class ClientProtocol(asyncio.Protocol):
         "peer_worker",
         "peer_key",
         "out",
-        "out_size",
         "writing_paused",
         "local_peer",
         "ending",
@@ -102,8 +101,8 @@ class ClientProtocol(asyncio.Protocol):
         self.peer = 0
         self.peer_worker = 0
         self.peer_key = 0
-        self.out: list[bytes] = []  # written to the socket once per loop tick
-        self.out_size = 0  # bytes in ``out``
+        # written to the socket once per loop tick; one buffer, not one object per line
+        self.out = bytearray()
         self.writing_paused = False  # more than half of --sendq waits in the output
         self.local_peer: ClientProtocol | None = None  # the partner, when on this worker
         # The session a #GOODBYE# or #CLOSE# is ending: until the matchmaker answers,
@@ -144,7 +143,7 @@ class ClientProtocol(asyncio.Protocol):
         The decoded lines and the decoder carry every byte read and not yet handled.
         """
         idle = self.hub.loop.time() - self.last_seen
-        out = b"".join(self.out)
+        out = bytes(self.out)
         return (self.cid, self.request, list(self.ready), self.decoder, idle, out,
                 self.last_session)  # fmt: skip
 
@@ -163,8 +162,7 @@ class ClientProtocol(asyncio.Protocol):
         self.decoder = decoder
         self.last_seen -= idle
         if out:
-            self.out.append(out)
-            self.out_size = len(out)
+            self.out += out
         self.last_session = last_session
         return self
 
@@ -172,8 +170,7 @@ class ClientProtocol(asyncio.Protocol):
         """The socket is on its way to another worker: let go of it without a word."""
         self.closed = True
         self.ready.clear()
-        self.out = []
-        self.out_size = 0
+        self.out = bytearray()
         if self.transport is not None:
             self.transport.abort()  # closes this process's descriptor only; no FIN, no RST
 
@@ -249,9 +246,9 @@ class ClientProtocol(asyncio.Protocol):
         elif (peer := self.local_peer) is not None:
             if peer.writing_paused:
                 return BACKED_UP
-            if peer.out_size > hub.tick:
+            if len(peer.out) > hub.tick:
                 return NEXT_TICK
-        return NEXT_TICK if self.out_size > hub.tick else GO
+        return NEXT_TICK if len(self.out) > hub.tick else GO
 
     def drain(self) -> None:
         """Handle waiting lines until one needs the matchmaker's answer or must be held.
@@ -422,17 +419,16 @@ class ClientProtocol(asyncio.Protocol):
             return
         if not self.out:
             self.hub.mark_dirty(self)
-        self.out.append(data)
-        self.out_size += len(data)
+        self.out += data
 
     def flush(self) -> None:
         """Write what this tick produced in one call; cut the client if it cannot keep up."""
-        out, self.out = self.out, []
-        size, self.out_size = self.out_size, 0
+        out, self.out = self.out, bytearray()
         output = self.output
         if self.closed or output is None or not out:
             return
-        output.send(b"".join(out) if len(out) > 1 else out[0])
+        size = len(out)
+        output.send(bytes(out))
         if output.queued() > self.hub.config.sendq:
             log.info(
                 "client %s: send queue over %d bytes; cutting it", self.cid, self.hub.config.sendq
@@ -463,10 +459,8 @@ class ClientProtocol(asyncio.Protocol):
         self.closed = True
         self.hub.detach(self)
         if self.output is not None:
-            self.out.append(last)
-            out, self.out = self.out, []
-            self.out_size = 0
-            data = b"".join(out)
+            self.out += last
+            data, self.out = bytes(self.out), bytearray()
             if isinstance(self.output, DirectOutput) and self.transport is not None:
                 unread = (
                     self.paused
