@@ -32,7 +32,7 @@ DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_LINGER = 2.0
 
 #: Default for ``--stall-timeout``: a client whose output is backed up (more than
-#: half of ``--sendq`` waits for it, so its partner is held) and that reads none
+#: a quarter of ``--sendq`` waits for it, so its partner is held) and that reads none
 #: of it for this long is cut as a slow consumer, so that the partner it holds
 #: can go on. A client that reads at all, however slowly, is never cut for it.
 DEFAULT_STALL_TIMEOUT = 30.0
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sendq",
         type=_positive,
         default=DEFAULTS.sendq,
-        help="bytes that may wait to be sent to one client; past half of it the server stops "
+        help="bytes that may wait to be sent to one client; past a quarter of it the server stops "
         "reading whoever adds to it (more: ERROR SLOW_CONSUMER, closed)",
     )
     parser.add_argument(
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stall-timeout",
         type=_seconds,
         default=DEFAULTS.stall_timeout,
-        help="cut a client that reads none of its backed-up output (over half of --sendq) "
+        help="cut a client that reads none of its backed-up output (over a quarter of --sendq) "
         "for this many seconds (ERROR SLOW_CONSUMER)",
     )
     parser.add_argument(

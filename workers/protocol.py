@@ -103,7 +103,7 @@ class ClientProtocol(asyncio.Protocol):
         self.peer_key = 0
         # written to the socket once per loop tick; one buffer, not one object per line
         self.out = bytearray()
-        self.writing_paused = False  # more than half of --sendq waits in the output
+        self.writing_paused = False  # the output is over its high-water mark (Hub.high)
         self.local_peer: ClientProtocol | None = None  # the partner, when on this worker
         # The session a #GOODBYE# or #CLOSE# is ending: until the matchmaker answers,
         # its unconfirmed lines (``sent``) are kept, to send again to a new matchmaker.
@@ -211,7 +211,7 @@ class ClientProtocol(asyncio.Protocol):
         self.hub.lost(self)
 
     def pause_writing(self) -> None:
-        """More than half of ``--sendq`` waits for this client: stop adding to it."""
+        """The output is over its high-water mark (``Hub.high``): stop adding to it."""
         if not self.writing_paused:
             self.writing_paused = True
             self.progress = self.output.taken() if self.output is not None else 0
