@@ -34,7 +34,7 @@ import psutil
 
 from scripts.chaos import ROLES, SIGNALS, Action, Chaos, ChaosPlan, role
 from scripts.loadgen import Load, Plan, load
-from scripts.rules import Report, check
+from scripts.rules import CUTS, Report, Transcript, check
 from scripts.sampler import PREFIX, Sample, Sampler, by_title, server_processes
 
 #: How long the server may take to listen, to start its children, and to stop.
@@ -292,10 +292,13 @@ def sever(result: Load, actions: list[Action]) -> int:
     the server frees such a client with the worker (README, Faults) and closes it when
     it lands, with ``OUTAGE`` or without a word. Which clients were moving cannot be
     seen from outside, so a connection that was open when a worker was killed and was
-    closed by the server without ``BYE`` within ``LANDING`` seconds counts as one.
+    closed by the server without ``BYE`` within ``LANDING`` seconds counts as one; so
+    does one closed with ``OUTAGE`` within ``LANDING`` seconds of a matchmaker's kill
+    (in flight then, it was in no worker's hello, and its id could be given away).
     """
     kills = [a for a in actions if a.what == "kill"]
     workers = [a for a in kills if role(a.title) == "worker"]
+    matchmakers = [a for a in kills if role(a.title) == "matchmaker"]
     moved = 0
     for n, t in enumerate(result.transcripts):
         port, span = result.ports.get(t.uid), result.spans.get(t.uid)
@@ -308,6 +311,13 @@ def sever(result: Load, actions: list[Action]) -> int:
         last = [text for kind, text in t.events if kind == "recv"][-1:]
         cut = t.closed and not {"BYE", "ERROR SLOW_CONSUMER", "ERROR IDLE"} & set(last)
         if cut and any(opened <= a.clock <= closed <= a.clock + LANDING for a in workers):
+            result.transcripts[n] = replace(t, severed=True)
+            moved += 1
+        elif last == ["OUTAGE"] and any(
+            opened <= a.clock <= closed <= a.clock + LANDING for a in matchmakers
+        ):
+            # in flight between two workers when the matchmaker died, it was in no
+            # worker's hello, and a newcomer took its id first (docs/PROTOCOL.md)
             result.transcripts[n] = replace(t, severed=True)
             moved += 1
     return moved
@@ -352,6 +362,12 @@ def mib(n: float) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+def is_cut(t: Transcript) -> bool:
+    """Closed by the server with a cut (``rules.CUTS``), not by a kill: as ``Report.cut``."""
+    recv = [text for kind, text in t.events if kind == "recv"]
+    return bool(recv) and recv[-1] in CUTS and not t.severed
+
+
 def summary(out: Outcome) -> str:
     plan, report, result = out.plan, out.report, out.load
     assert report is not None and result is not None
@@ -374,6 +390,8 @@ def summary(out: Outcome) -> str:
         ),
     ]
     lines += [f"  {v}" for v in report.violations[:20]]
+    for t in [t for t in result.transcripts if is_cut(t)][:5]:  # what to look into
+        lines.append(f"  cut: connection {t.uid}, last events {t.events[-6:]}")
     if out.chaos is not None:
         lines += out.chaos.summary()
     lines.append("")
