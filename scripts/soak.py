@@ -316,8 +316,8 @@ def sever(result: Load, actions: list[Action]) -> int:
         elif last == ["OUTAGE"] and any(
             opened <= a.clock <= closed <= a.clock + LANDING for a in matchmakers
         ):
-            # in flight between two workers when the matchmaker died, it was in no
-            # worker's hello, and a newcomer took its id first (docs/PROTOCOL.md)
+            # handed over late by a stalled worker when the matchmaker died, it was in
+            # no worker's hello, and a newcomer took its id first (docs/PROTOCOL.md)
             result.transcripts[n] = replace(t, severed=True)
             moved += 1
     return moved

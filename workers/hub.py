@@ -93,6 +93,9 @@ class Hub:
         }
         self.mover: Mover | None = None  # set by the process once it can move clients
         self.arriving: dict[int, int] = {}  # key -> the session a client moved here for
+        self.landing: dict[int, ClientProtocol] = {}  # moved here, socket not served yet
+        # what a new matchmaker, told of a landing client in the hello, said to it early
+        self.waiting_for: dict[int, list[m.ToWorker]] = {}
         self.moving: dict[int, list[tuple[ClientProtocol, int]]] = {}  # by worker, this batch
 
     # ---- connections ------------------------------------------------------------------
@@ -124,6 +127,7 @@ class Hub:
         key = next(self._keys)
         client = ClientProtocol.arriving(self, key, state)
         self.arriving[key] = session
+        self.landing[key] = client
         self._serve(sock, lambda: client, client)
 
     def _serve(
@@ -145,12 +149,18 @@ class Hub:
             sock.close()
             if moved is not None:  # the matchmaker holds its id until told
                 session = self.arriving.pop(moved.key, 0)
+                self.landing.pop(moved.key, None)
+                self.waiting_for.pop(moved.key, None)
                 self.to_matchmaker(m.Lost(moved.cid, session))
+                # a new matchmaker heard of it in our hello: it holds the id here
+                self.to_matchmaker(m.Drop(moved.cid, moved.key))
 
     def attach(self, client: ClientProtocol) -> None:
         self.connections.add(client)
         session = self.arriving.pop(client.key, None)
+        self.landing.pop(client.key, None)
         if self.stopping:
+            self.waiting_for.pop(client.key, None)
             client.close(client.dialect.outage())
             return
         self.clients[client.key] = client
@@ -159,6 +169,8 @@ class Hub:
             self.to_matchmaker(m.Register(client.key))
             return
         self._placed(client, session)
+        for message in self.waiting_for.pop(client.key, ()):
+            self._dispatch[type(message)](message)
         if client.out:
             self.mark_dirty(client)
         client.drain()  # pauses reading while lines wait for the CONNECT's answer
@@ -220,12 +232,22 @@ class Hub:
 
     # ---- what the matchmaker says ------------------------------------------------------
 
-    def from_matchmaker(self, batches: list[list[m.ToWorker]]) -> None:
+    def from_matchmaker(self, batches: list[list[m.ToWorker]], last_words: bool = False) -> None:
+        """Carry out what the matchmaker says; ``last_words``: it is dead and replaced."""
         dispatch = self._dispatch
+        landing = self.landing
         for batch in batches:
             for message in batch:
-                dispatch[type(message)](message)
-        if self.moving:  # nothing was read from any client since the Moves were decided
+                if landing and message.key in landing:  # its socket is not served yet
+                    self.waiting_for.setdefault(message.key, []).append(message)
+                else:
+                    dispatch[type(message)](message)
+        if self.moving and last_words:
+            # A move a dead matchmaker ordered is void: the client stays, and the hello
+            # carries its request (or its partner's) to the new one, which decides anew.
+            # Moved now, it could land after its new worker's hello and lose its id.
+            self.moving = {}
+        elif self.moving:  # nothing was read from any client since the Moves were decided
             self.send_moving()
         if self.unconfirmed and self._confirm_timer is None:
             self._confirm_timer = self.loop.call_later(CONFIRM_AFTER, self.confirm)
@@ -281,7 +303,7 @@ class Hub:
         clients: list[m.ClientState] = []
         requests: list[m.ToMatchmakerRequest] = []
         lines: list[m.Relay] = []
-        for c in [*self.clients.values(), *self.departing.values()]:
+        for c in [*self.clients.values(), *self.departing.values(), *self.landing.values()]:
             state, resend = c.resend()
             if state is not None:
                 clients.append(state)

@@ -90,10 +90,15 @@ class MatchmakerLink:
             # an ENDED): take them in before the hello, so that the hello says what
             # came of them. What they make us send goes to the dead link: the hello
             # carries every open request and unconfirmed line again.
-            self.hub.from_matchmaker(old.drain())
+            self.hub.from_matchmaker(old.drain(), last_words=True)
             self.hub.outbox.abandon()
             for client in self.hub.clients.values():
                 client.swallow = 0  # answers owed by the old matchmaker will never come
+
+            # Clients other workers moved here and the dead matchmaker knew of: taken
+            # in now, they are in the hello, and the new one keeps their ids for them.
+            if self.hub.mover is not None:
+                self.hub.mover.receive()
 
         # a fresh sender even at start: the link may have moved since serve() looked
         self.hub.outbox = Sender(link.up, self.loop, m.to_wire)

@@ -202,7 +202,8 @@ def holds(server, worker: int, client) -> bool:
 
 def test_a_client_in_flight_through_a_matchmaker_restart_keeps_its_id_and_its_session(server):
     """The dead matchmaker knew of the move, the new one does not: the client, taken in by
-    its new worker, is known again by its id and its CONNECT is answered."""
+    its new worker, is known again by its id and its CONNECT is answered. Its new worker
+    takes it in before saying hello, so a newcomer cannot be given its id meanwhile."""
     a, b = two_clients(server, "cross")
     src, dst = server.worker_of(a), server.worker_of(b)
     receiver = server.pid_of(f"worker {dst}")
@@ -213,6 +214,7 @@ def test_a_client_in_flight_through_a_matchmaker_restart_keeps_its_id_and_its_se
         old = server.pid_of("matchmaker")
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: new_pid(server, "matchmaker", old), what="a new matchmaker")
+        newcomer = server.connect()  # registered once every worker said hello
     finally:
         os.kill(receiver, signal.SIGCONT)
     a.expect(f"CONNECTED {b.id}")
@@ -220,9 +222,11 @@ def test_a_client_in_flight_through_a_matchmaker_restart_keeps_its_id_and_its_se
     assert server.worker_of(a) == server.worker_of(b) == dst
     a.send("made it")
     b.expect("MSG made it")
+    newcomer.welcome()  # a's id was taken by the newcomer, and a got OUTAGE on landing
+    assert newcomer.id not in (a.id, b.id)
     c = server.client()
     c.send("GET")
-    c.expect(f"CLIENTS {a.id}=BUSY {b.id}=BUSY {c.id}=FREE")
+    c.expect(f"CLIENTS {a.id}=BUSY {b.id}=BUSY {newcomer.id}=FREE {c.id}=FREE")
 
 
 def test_a_client_that_outlives_the_worker_it_left_keeps_its_id_and_its_session(server):
