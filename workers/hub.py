@@ -21,6 +21,7 @@ from ipc.dialects import Dialect, LineDialect
 from ipc.errors import ErrorCode
 from matchmaker.config import Config
 from workers.migrate import Mover
+from workers.moving import Moving
 from workers.output import reset
 from workers.protocol import ClientProtocol
 
@@ -114,8 +115,9 @@ class Hub:
         key = next(self._keys)
         self._serve(sock, lambda: ClientProtocol(self, key, dialect))
 
-    def arrive(self, sock: socket.socket, session: int, state: tuple[Any, ...]) -> None:
-        """Serve a client another worker moved here for ``session`` (socket options came along)."""
+    def arrive(self, sock: socket.socket, state: Moving) -> None:
+        """Serve a client another worker moved here for ``state.session`` (its socket options
+        came along)."""
         sock.setblocking(False)
         if self.stopping:  # too late to serve it: it gets its OUTAGE here and now
             try:
@@ -126,7 +128,7 @@ class Hub:
             return
         key = next(self._keys)
         client = ClientProtocol.arriving(self, key, state)
-        self.arriving[key] = session
+        self.arriving[key] = state.session
         self.landing[key] = client
         self._serve(sock, lambda: client, client)
 

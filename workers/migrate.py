@@ -18,10 +18,11 @@ import logging
 import os
 import pickle
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ipc import messages as m
 from ipc.fdpass import MAX_MOVE_FDS, recv_move, send_move
+from workers.moving import Moving
 
 if TYPE_CHECKING:
     from workers.hub import Hub
@@ -57,7 +58,7 @@ class Mover:
                 fds.append(sock.fileno() if sock is not None else -1)
             if -1 in fds:  # never expected: a client to move has a live transport
                 continue
-            states = [(session, client.export()) for client, session in group]
+            states = [client.export(session) for client, session in group]
             try:
                 payload = pickle.dumps(states, pickle.HIGHEST_PROTOCOL)
                 send_move(self.outboxes[to], payload, fds)
@@ -83,16 +84,16 @@ class Mover:
                 log.error("%d sockets came with unusable states; closing them", len(fds))
                 for fd in fds:
                     os.close(fd)
-                for session, state in states or []:
-                    hub.to_matchmaker(m.Lost(state[0], session))  # their ids must not stay taken
+                for state in states or []:  # their ids must not stay taken
+                    hub.to_matchmaker(m.Lost(state.cid, state.session))
                 continue
-            for fd, (session, state) in zip(fds, states, strict=True):
-                hub.arrive(socket.socket(fileno=fd), session, state)
+            for fd, state in zip(fds, states, strict=True):
+                hub.arrive(socket.socket(fileno=fd), state)
 
 
-def _states(payload: bytes) -> list[tuple[int, Any]] | None:
+def _states(payload: bytes) -> list[Moving] | None:
     try:
-        states: list[tuple[int, Any]] = pickle.loads(payload)
+        states: list[Moving] = pickle.loads(payload)
     except Exception:
         log.exception("unreadable client states")
         return None

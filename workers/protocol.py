@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from ipc import commands as c
 from ipc import messages as m
 from ipc.dialects import Dialect, LineDialect
 from ipc.errors import ErrorCode, ProtocolError
+from workers.moving import Moving
 from workers.output import DirectOutput, Output, PacedOutput, unread_input
 from workers.unconfirmed import Unconfirmed
 
@@ -137,33 +138,31 @@ class ClientProtocol(asyncio.Protocol):
             return False
         return not self.pending or isinstance(self.request, m.Connect)
 
-    def export(self) -> tuple[Any, ...]:
+    def export(self, session: int) -> Moving:
         """What the next worker needs to go on where this one stops (see ``arriving``).
 
         The decoded lines and the decoder carry every byte read and not yet handled.
         """
         idle = self.hub.loop.time() - self.last_seen
-        out = bytes(self.out)
-        return (self.cid, self.request, list(self.ready), self.decoder, idle, out,
-                self.last_session)  # fmt: skip
+        return Moving(session, self.cid, self.request, tuple(self.ready), self.decoder, idle,
+                      bytes(self.out), self.last_session)  # fmt: skip
 
     @classmethod
-    def arriving(cls, hub: Hub, key: int, state: tuple[Any, ...]) -> ClientProtocol:
+    def arriving(cls, hub: Hub, key: int, state: Moving) -> ClientProtocol:
         """The protocol for a client another worker sent here, as ``export`` left it.
 
         Its request is its own here too, under its new key.
         """
-        cid, request, ready, decoder, idle, out, last_session = state
         self = cls(hub, key)
-        self.ready.extend(ready)
+        request = state.request
         if request is not None:
             request = request._replace(key=key)
-        self.cid, self.request, self.pending = cid, request, request is not None
-        self.decoder = decoder
-        self.last_seen -= idle
-        if out:
-            self.out += out
-        self.last_session = last_session
+        self.cid, self.request, self.pending = state.cid, request, request is not None
+        self.ready.extend(state.ready)
+        self.decoder = state.decoder
+        self.last_seen -= state.idle
+        self.out += state.out
+        self.last_session = state.last_session
         return self
 
     def moved(self) -> None:

@@ -10,6 +10,11 @@ import socket
 from ipc import messages as m
 from ipc.fdpass import move_pair, send_move
 from workers.migrate import Mover
+from workers.moving import Moving
+
+
+def moving(session: int, cid: int, request: m.ToMatchmakerRequest | None = None) -> Moving:
+    return Moving(session, cid, request, (), None, 0.0, b"", 0)
 
 
 class FakeHub:
@@ -22,15 +27,15 @@ class FakeHub:
     def to_matchmaker(self, message):
         self.told.append(message)
 
-    def arrive(self, sock, session, state):
-        self.arrived.append((session, state[0]))
+    def arrive(self, sock, state):
+        self.arrived.append((state.session, state.cid))
         sock.close()
 
 
 def test_moved_clients_arrive_with_their_sessions():
     inbox, out = move_pair()
     clients = [socket.socket() for _ in range(3)]
-    states = [(7 + i, (100 + i,)) for i in range(3)]  # (session, state); state[0] is the id
+    states = [moving(7 + i, 100 + i) for i in range(3)]
     send_move(out, pickle.dumps(states), [c.fileno() for c in clients])
     hub = FakeHub()
     Mover(hub, inbox, [out]).receive()
@@ -44,7 +49,7 @@ def test_sockets_cut_off_by_the_descriptor_limit_release_every_id():
     """A receiver at its fd limit gets some of the sockets (MSG_CTRUNC): all ids are dropped."""
     inbox, out = move_pair()
     clients = [socket.socket() for _ in range(3)]
-    states = [(7, (100 + i,)) for i in range(3)]
+    states = [moving(7, 100 + i) for i in range(3)]
     send_move(out, pickle.dumps(states), [c.fileno() for c in clients])
     hub = FakeHub()
     mover = Mover(hub, inbox, [out])
@@ -73,7 +78,7 @@ def test_a_client_arriving_at_a_stopping_worker_gets_outage_at_once():
         hub = Hub(0, Config(), loop, outbox=None)  # type: ignore[arg-type]
         hub.stopping = True
         ours, theirs = socket.socketpair()
-        hub.arrive(ours, 7, (100, None, [], None, 0.0, b"", 0))
+        hub.arrive(ours, moving(7, 100))
         theirs.settimeout(5)
         assert theirs.recv(100) == b"OUTAGE\n"
         assert theirs.recv(100) == b""  # and closed
@@ -96,11 +101,46 @@ def test_an_arriving_client_takes_its_request_along_under_its_new_key():
     loop = asyncio.new_event_loop()
     try:
         hub = Hub(0, Config(), loop, outbox=None)  # type: ignore[arg-type]
-        state = (100, m.Connect(100, 3, 41), [], None, 0.0, b"", 0)
-        client = ClientProtocol.arriving(hub, 7, state)
+        client = ClientProtocol.arriving(hub, 7, moving(9, 100, m.Connect(100, 3, 41)))
         assert client.request == m.Connect(100, 3, 7)
         assert client.pending
-        idle = ClientProtocol.arriving(hub, 8, (101, None, [], None, 0.0, b"", 0))
+        idle = ClientProtocol.arriving(hub, 8, moving(9, 101))
         assert idle.request is None and not idle.pending
+    finally:
+        loop.close()
+
+
+def test_a_client_crosses_whole_lines_bytes_and_output_in_one_record():
+    """export -> pickle -> arriving: lines decoded and not handled, bytes not decoded, output
+    not written and the request all arrive, in order, under the new key."""
+    import asyncio
+
+    from matchmaker.config import Config
+    from workers.hub import Hub
+    from workers.protocol import ClientProtocol
+
+    loop = asyncio.new_event_loop()
+    try:
+        hub = Hub(0, Config(), loop, outbox=None)  # type: ignore[arg-type]
+        client = ClientProtocol(hub, 3)
+        client.cid, client.request, client.last_session = 100, m.Connect(100, 5, 3), 4
+        client.decoder.receive(b"one\ntwo\nthr")
+        client.ready.append(client.decoder.take(1)[0])  # "one" decoded, "two" not yet
+        client.out += b"ERROR SELF\n"
+        state = pickle.loads(pickle.dumps(client.export(9)))
+        assert isinstance(state, Moving)
+        assert (state.session, state.cid, state.ready, state.out) == (
+            9,
+            100,
+            ("one",),
+            b"ERROR SELF\n",
+        )
+        there = ClientProtocol.arriving(hub, 8, state)
+        assert there.request == m.Connect(100, 5, 8) and there.pending
+        assert list(there.ready) == ["one"]
+        assert there.decoder.take(5) == ["two"]
+        there.decoder.receive(b"ee\n")
+        assert there.decoder.take(5) == ["three"]
+        assert bytes(there.out) == b"ERROR SELF\n" and there.last_session == 4
     finally:
         loop.close()
