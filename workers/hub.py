@@ -187,9 +187,8 @@ class Hub:
                 self.departing[client.key] = client
         client.writing_paused = False
         self.congested.discard(client)
-        peer = client.local_peer
-        if peer is not None and peer.paused and not peer.closed:
-            peer.drain()  # it waited for this client to read
+        if client.local_peer is not None:
+            client.local_peer.resume()  # it may have waited for this client to read
 
     def lost(self, client: ClientProtocol) -> None:
         self.connections.discard(client)
@@ -204,11 +203,9 @@ class Hub:
 
     def drained(self, client: ClientProtocol) -> None:
         """``client``'s output has room again: go on with whoever waited for that."""
-        if client.paused or client.ready or client.decoder.pending:
-            client.drain()
-        peer = client.local_peer
-        if peer is not None and (peer.paused or peer.ready or peer.decoder.pending):
-            peer.drain()
+        client.resume()
+        if client.local_peer is not None:
+            client.local_peer.resume()
         if client in self.unconfirmed and self._confirm_timer is None:
             self._confirm_timer = self.loop.call_soon(self.confirm)
 
@@ -337,8 +334,7 @@ class Hub:
         client = self.clients.get(msg.key)
         if client is not None and client.session == msg.session and client.sent is not None:
             client.sent.confirm(msg.seq)
-            if client.paused:
-                client.drain()
+            client.resume()
 
     def _move(self, msg: m.Move) -> None:
         client = self.clients.get(msg.key)

@@ -291,6 +291,11 @@ class ClientProtocol(asyncio.Protocol):
             self.last_seen = self.hub.loop.time()
             transport.resume_reading()
 
+    def resume(self) -> None:
+        """Go on with lines held back (by a full tick, a backed-up output, the window)."""
+        if not self.closed and (self.paused or self.ready or self.decoder.pending):
+            self.drain()
+
     def handle(self, event: str | ErrorCode) -> None:
         if isinstance(event, str):
             if self.session:
@@ -382,8 +387,7 @@ class ClientProtocol(asyncio.Protocol):
             self.sent = None
             self.local_peer = None
             self.write(self.dialect.ended(peer))
-            if self.paused:  # held for a partner that is gone now
-                self.drain()
+            self.resume()  # it may have been held for a partner that is gone now
         elif isinstance(self.request, m.Goodbye) and self.request.session == session:
             # Both ends said goodbye at once and the partner's came first: this is our
             # ENDED. Answer now, before anything that follows (a new CONNECTED), and let
