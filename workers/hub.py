@@ -20,6 +20,7 @@ from ipc.channel import Sender
 from ipc.dialects import Dialect, LineDialect
 from ipc.errors import ErrorCode
 from matchmaker.config import Config
+from workers.connection import Limits
 from workers.migrate import Mover
 from workers.moving import Moving
 from workers.output import reset
@@ -30,11 +31,6 @@ log = logging.getLogger("workers.hub")
 #: Confirming every line would double the matchmaker's traffic; one confirmation
 #: per client every 50 ms keeps a sender's unconfirmed lines to what 50 ms carries.
 CONFIRM_AFTER = 0.05
-
-#: Bytes of output one client's lines may make in one loop tick (``Hub.tick``):
-#: one read's worth (asyncio and uvloop read up to 256 KiB at once), so a stream
-#: is passed on a read per tick without pausing the socket in between.
-TICK_OUTPUT = 1 << 18
 
 #: TCP keepalive for every client: a peer that vanished without a FIN or RST
 #: (power cut, cable pulled) is noticed after IDLE + INTERVAL * COUNT seconds.
@@ -57,18 +53,7 @@ class Hub:
         self.loop = loop
         self.outbox = outbox
         self.on_count = on_count  # tells the acceptor how loaded this worker is
-        self.linger = config.linger
-        # Flow control (ClientProtocol.held). What one client may add to an output in
-        # one loop tick (``tick``) before its lines wait for the next; past ``high``
-        # bytes waiting in an output its writers are held, until no more than ``low``
-        # are left; a sender may have ``window`` bytes of lines to another worker
-        # unconfirmed. A tick on top of ``high`` is half of --sendq, so even a partner
-        # that pushes a whole window into an output just under it stays under --sendq,
-        # and a client's replies and unread input together stay within it.
-        sendq = config.sendq
-        self.tick = min(sendq // 4, TICK_OUTPUT)
-        self.high, self.low = sendq // 2 - self.tick, sendq // 8
-        self.window = sendq // 4
+        self.limits = Limits.of(index, config.sendq, config.max_line)  # flow control
         self.congested: set[ClientProtocol] = set()  # output over ``high``, not yet drained
         # Clients gone while their #CLOSE# waits for the matchmaker: a new matchmaker
         # must still hear of them (and of their last lines) until it is answered.
@@ -153,9 +138,10 @@ class Hub:
                 session = self.arriving.pop(moved.key, 0)
                 self.landing.pop(moved.key, None)
                 self.waiting_for.pop(moved.key, None)
-                self.to_matchmaker(m.Lost(moved.cid, session))
+                cid = moved.core.cid
+                self.to_matchmaker(m.Lost(cid, session))
                 # a new matchmaker heard of it in our hello: it holds the id here
-                self.to_matchmaker(m.Drop(moved.cid, moved.key))
+                self.to_matchmaker(m.Drop(cid, moved.key))
 
     def attach(self, client: ClientProtocol) -> None:
         self.connections.add(client)
@@ -163,7 +149,7 @@ class Hub:
         self.landing.pop(client.key, None)
         if self.stopping:
             self.waiting_for.pop(client.key, None)
-            client.close(client.dialect.outage())
+            client.close(client.core.dialect.outage())
             return
         self.clients[client.key] = client
         self.on_count(len(self.clients))
@@ -173,22 +159,21 @@ class Hub:
         self._placed(client, session)
         for message in self.waiting_for.pop(client.key, ()):
             self._dispatch[type(message)](message)
-        if client.out:
+        if client.core.out:
             self.mark_dirty(client)
         client.drain()  # pauses reading while lines wait for the CONNECT's answer
 
     def detach(self, client: ClientProtocol) -> None:
         """The client is closing or gone: forget it and tell the matchmaker."""
+        core = client.core
         if self.clients.pop(client.key, None) is not None:
             self.on_count(len(self.clients))
-            if client.cid:
-                self.to_matchmaker(m.Drop(client.cid, client.key))
-            elif client.leaving and client.request is not None:
+            if core.cid:
+                self.to_matchmaker(m.Drop(core.cid, client.key))
+            elif core.leaving and core.request is not None:
                 self.departing[client.key] = client
-        client.writing_paused = False
         self.congested.discard(client)
-        if client.local_peer is not None:
-            client.local_peer.resume()  # it may have waited for this client to read
+        self._resume_peer(client)  # it may have waited for this client to read
 
     def lost(self, client: ClientProtocol) -> None:
         self.connections.discard(client)
@@ -204,20 +189,14 @@ class Hub:
     def drained(self, client: ClientProtocol) -> None:
         """``client``'s output has room again: go on with whoever waited for that."""
         client.resume()
-        if client.local_peer is not None:
-            client.local_peer.resume()
+        self._resume_peer(client)
         if client in self.unconfirmed and self._confirm_timer is None:
             self._confirm_timer = self.loop.call_soon(self.confirm)
 
-    def relay(self, client: ClientProtocol, text: str) -> None:
-        """A line from ``client`` for its partner: directly if the partner is here."""
-        if client.sent is not None:  # the partner is on another worker
-            seq = client.sent.add(text)
-            self.to_matchmaker(m.Relay(client.cid, client.session, text, seq))
-            return
-        peer = self.clients.get(client.peer_key)
-        if peer is not None and peer.session == client.session:
-            peer.write(peer.dialect.msg(text))
+    def _resume_peer(self, client: ClientProtocol) -> None:
+        peer = client.core.local_peer
+        if peer is not None and (glue := self.clients.get(peer.key)) is not None:
+            glue.resume()
 
     def mark_dirty(self, client: ClientProtocol) -> None:
         if not self.dirty:
@@ -251,6 +230,11 @@ class Hub:
         if self.unconfirmed and self._confirm_timer is None:
             self._confirm_timer = self.loop.call_later(CONFIRM_AFTER, self.confirm)
 
+    def matchmaker_replaced(self) -> None:
+        """The matchmaker died: the answers it owed will never come."""
+        for client in self.clients.values():
+            client.core.matchmaker_replaced()
+
     def confirm(self) -> None:
         """Tell the senders' workers which lines arrived, so they can send more.
 
@@ -261,39 +245,29 @@ class Hub:
         self._confirm_timer = None
         held = set()
         for client in self.unconfirmed:
-            if client.writing_paused:
+            if client.core.writing_paused:
                 held.add(client)
             else:
-                self._received(client)
+                client.core.confirm()
         self.unconfirmed = held
-
-    def _received(self, client: ClientProtocol) -> None:
-        client.unacked = 0
-        if client.session and client.cid:
-            self.to_matchmaker(m.Received(client.cid, client.session, client.recv_seq))
 
     def _welcome(self, msg: m.Welcome) -> None:
         client = self.clients.get(msg.key)
         if client is None:
             self.to_matchmaker(m.Drop(msg.cid, msg.key))  # it left before it got its id
-        else:
-            client.welcome(msg.cid)
+        elif client.core.welcome(msg.cid):
+            client.drain()
 
     def _answer(self, msg: m.Answer) -> None:
         client = self.clients.get(msg.key)
-        if client is not None and client.swallow:
-            client.swallow -= 1
-        elif client is not None:
-            client.write(client.dialect.answer(msg.line))
-            client.answered()
+        if client is not None and client.core.answer(msg.line):
+            client.drain()
 
     def _refuse(self, msg: m.Refuse) -> None:
         self.departing.pop(msg.key, None)
         client = self.clients.get(msg.key)
         if client is not None:
-            client.request = None
-            client.cid = 0  # refused: its id, if it had one, is not its own (nothing to drop)
-            client.close(client.dialect.answer(msg.line))
+            client.close(client.core.refused(msg.line))
 
     def hello(self) -> m.Hello:
         """What a new matchmaker needs to know: every client, every open request, and
@@ -303,42 +277,34 @@ class Hub:
         requests: list[m.ToMatchmakerRequest] = []
         lines: list[m.Relay] = []
         for c in [*self.clients.values(), *self.departing.values(), *self.landing.values()]:
-            state, resend = c.resend()
+            state, resend = c.core.hello_state()
             if state is not None:
                 clients.append(state)
                 lines += resend
-            if c.request is not None:
-                requests.append(c.request)
+            if c.core.request is not None:
+                requests.append(c.core.request)
         return m.Hello(tuple(clients), tuple(requests), tuple(lines))
 
     def _paired(self, msg: m.Paired) -> None:
         client = self.clients.get(msg.key)
         if client is not None:  # else its Drop is on the way and will end the session
             here = self.clients.get(msg.peer_key) if msg.peer_worker == self.index else None
-            client.paired(msg, here)
+            if client.core.paired(msg, here.core if here is not None else None):
+                client.drain()
 
     def _deliver(self, msg: m.Deliver) -> None:
         client = self.clients.get(msg.key)
-        if client is None or client.session != msg.session:
-            return  # gone, or another session
-        self.unconfirmed.add(client)
-        if msg.seq <= client.recv_seq:
-            return  # sent again after a matchmaker restart: confirmed again, not written
-        client.recv_seq = msg.seq
-        client.write(client.dialect.msg(msg.text))
-        client.unacked += len(msg.text)
-        if client.unacked > self.window // 4 and not client.writing_paused:
-            self._received(client)  # the sender's window is filling: confirm now
+        if client is not None and client.core.deliver(msg):
+            self.unconfirmed.add(client)
 
     def _confirm(self, msg: m.Confirm) -> None:
         client = self.clients.get(msg.key)
-        if client is not None and client.session == msg.session and client.sent is not None:
-            client.sent.confirm(msg.seq)
+        if client is not None and client.core.confirmed(msg):
             client.resume()
 
     def _move(self, msg: m.Move) -> None:
         client = self.clients.get(msg.key)
-        if client is None or client.leaving:
+        if client is None or client.core.leaving:
             return  # it left; its Drop tells the matchmaker the move is off
         if self.mover is not None and not self.stopping and client.movable(msg.cid):
             self.moving.setdefault(msg.to, []).append((client, msg.session))
@@ -350,9 +316,9 @@ class Hub:
         moving, self.moving = self.moving, {}
         assert self.mover is not None
         for to, group in moving.items():
-            gone = set(self.mover.send(to, group))
-            for client, session in group:
-                if client in gone:
+            went = self.mover.send(to, [(c.fileno(), c.export(session)) for c, session in group])
+            for (client, session), gone in zip(group, went, strict=True):
+                if gone:
                     del self.clients[client.key]
                     client.moved()
                 else:
@@ -361,12 +327,13 @@ class Hub:
 
     def _placed(self, client: ClientProtocol, session: int) -> None:
         """Tell the matchmaker where a client it asked to move lives now (here, by key)."""
-        self.to_matchmaker(m.Placed(client.key, client.cid, session, client.request))
+        core = client.core
+        self.to_matchmaker(m.Placed(client.key, core.cid, session, core.request))
 
     def _ended(self, msg: m.Ended) -> None:
         client = self.clients.get(msg.key)
-        if client is not None:
-            client.ended(msg.session, msg.peer)
+        if client is not None and client.core.ended(msg.session, msg.peer):
+            client.resume()
 
     def sweep(self) -> None:
         """Once a second: cut clients idle past ``--idle-timeout``, or stalled past
@@ -376,18 +343,13 @@ class Hub:
         now = self.loop.time()
         config = self.config
         for client in [c for c in self.congested if c.stalled(now, config.stall_timeout)]:
-            log.info("client %s: read nothing of its output for %.0fs; cutting it", client.cid,
-                     config.stall_timeout)  # fmt: skip
-            client.close(client.dialect.error(ErrorCode.SLOW_CONSUMER))
+            log.info("client %s: read nothing of its output for %.0fs; cutting it",
+                     client.core.cid, config.stall_timeout)  # fmt: skip
+            client.close(client.core.dialect.error(ErrorCode.SLOW_CONSUMER))
         timeout = config.idle_timeout
         if timeout:
-            for client in list(self.clients.values()):
-                # a client whose reading is paused (or that waits for an answer) may have
-                # sent something nobody read yet: it is not idle
-                if client.paused or client.pending:
-                    continue
-                if now - client.last_seen > timeout:
-                    client.close(client.dialect.error(ErrorCode.IDLE))
+            for client in [c for c in self.clients.values() if c.idle(now, timeout)]:
+                client.close(client.core.dialect.error(ErrorCode.IDLE))
         interval = min(timeout / 4, 1.0) if timeout else 1.0
         self.loop.call_later(min(interval, config.stall_timeout / 4), self.sweep)
 
@@ -399,7 +361,7 @@ class Hub:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         for client in list(self.clients.values()):
-            client.close(client.dialect.outage())
+            client.close(client.core.dialect.outage())
         if self.connections:
             self._all_lost = asyncio.Event()
             try:

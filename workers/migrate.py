@@ -18,55 +18,57 @@ import logging
 import os
 import pickle
 import socket
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ipc import messages as m
 from ipc.fdpass import MAX_MOVE_FDS, recv_move, send_move
 from workers.moving import Moving
 
-if TYPE_CHECKING:
-    from workers.hub import Hub
-    from workers.protocol import ClientProtocol
-
 log = logging.getLogger("workers.migrate")
+
+
+class Receiver(Protocol):
+    """Where the clients that arrive go: the worker's ``workers.hub.Hub``."""
+
+    index: int
+
+    def arrive(self, sock: socket.socket, state: Moving) -> None: ...
+    def to_matchmaker(self, message: m.ToMatchmaker) -> None: ...
 
 
 class Mover:
     """This worker's end of the moves: sends clients to its siblings, takes theirs in."""
 
-    def __init__(self, hub: Hub, inbox: socket.socket, outboxes: list[socket.socket]) -> None:
+    def __init__(self, hub: Receiver, inbox: socket.socket, outboxes: list[socket.socket]) -> None:
         self.hub = hub
         self.inbox = inbox
         self.outboxes = outboxes  # by worker index
         for sock in (inbox, *outboxes):
             sock.setblocking(False)
 
-    def send(self, to: int, moving: list[tuple[ClientProtocol, int]]) -> list[ClientProtocol]:
-        """Hand clients (with their sessions) to worker ``to``; returns those that went.
+    def send(self, to: int, moving: list[tuple[int, Moving]]) -> list[bool]:
+        """Hand clients (their sockets' descriptors and states) to worker ``to``; says
+        which went.
 
         A tick's clients for one worker go in as few datagrams as fit. Those
         that cannot go (the receiver's queue is full) are left untouched: they
         stay, and their sessions are relayed.
         """
-        sent: list[ClientProtocol] = []
+        went: list[bool] = []
         for start in range(0, len(moving), MAX_MOVE_FDS):
             group = moving[start : start + MAX_MOVE_FDS]
-            fds = []
-            for client, _ in group:
-                transport = client.transport
-                sock = transport.get_extra_info("socket") if transport is not None else None
-                fds.append(sock.fileno() if sock is not None else -1)
-            if -1 in fds:  # never expected: a client to move has a live transport
-                continue
-            states = [client.export(session) for client, session in group]
-            try:
-                payload = pickle.dumps(states, pickle.HIGHEST_PROTOCOL)
-                send_move(self.outboxes[to], payload, fds)
-            except OSError as exc:
-                log.info("%d clients stay on worker %d: %s", len(group), self.hub.index + 1, exc)
-                continue
-            sent.extend(client for client, _ in group)
-        return sent
+            fds = [fd for fd, _ in group]
+            ok = -1 not in fds  # never expected: a client to move has a live socket
+            if ok:
+                try:
+                    payload = pickle.dumps([state for _, state in group], pickle.HIGHEST_PROTOCOL)
+                    send_move(self.outboxes[to], payload, fds)
+                except OSError as exc:
+                    log.info("%d clients stay on worker %d: %s", len(group), self.hub.index + 1,
+                             exc)  # fmt: skip
+                    ok = False
+            went += [ok] * len(group)
+        return went
 
     def receive(self) -> None:
         """Take in every client waiting in the inbox."""

@@ -92,8 +92,7 @@ class MatchmakerLink:
             # carries every open request and unconfirmed line again.
             self.hub.from_matchmaker(old.drain(), last_words=True)
             self.hub.outbox.abandon()
-            for client in self.hub.clients.values():
-                client.swallow = 0  # answers owed by the old matchmaker will never come
+            self.hub.matchmaker_replaced()
 
             # Clients other workers moved here and the dead matchmaker knew of: taken
             # in now, they are in the hello, and the new one keeps their ids for them.

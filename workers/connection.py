@@ -1,0 +1,494 @@
+"""One client as the worker sees it, without I/O: its state and the rules of its lines.
+
+The rules of a connection live here, in the shape of h11's ``Connection``
+under uvicorn's ``H11Protocol``: which request waits for the matchmaker, which
+lines wait behind it, what a line means while FREE, BUSY or leaving, which
+lines to a partner on another worker are not yet confirmed, when reading must
+pause. It never touches a socket, a loop or a clock. Bytes come in through
+``receive``, the matchmaker's messages through the methods named after them,
+the time as ``now``. What it makes goes out as bytes gathered in ``out``, as
+messages for the matchmaker handed to its ``Effects`` (which also hears that
+``out`` has something), and as what ``drain`` returns: read on, pause reading,
+or close. ``workers.protocol.ClientProtocol`` carries all of that between a
+``Connection`` and its transport; the component tests drive it directly.
+
+Order is the first rule. A client has at most one request waiting for the
+matchmaker (its id, a ``GET``, a ``CONNECT``); lines that arrive meanwhile wait
+in the decoder, undecoded, and reading pauses, so replies come in the order of
+the lines that caused them, and a line sent after ``CONNECT`` is handled as a
+message once the session has started.
+
+Backpressure is the second. The server takes a client's lines only while what
+they produce has somewhere to go: reading pauses while the client's own output
+is backed up (it does not read its replies), while its partner's output on this
+worker is backed up, or while too many of its lines to a partner on another
+worker are unconfirmed (``held``). TCP then pushes back on the sender; nothing
+it sent is dropped, and nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from ipc import commands as c
+from ipc import messages as m
+from ipc.dialects import Dialect
+from ipc.errors import ErrorCode, ProtocolError
+from workers.moving import Moving
+from workers.unconfirmed import Unconfirmed
+
+log = logging.getLogger("workers.connection")
+
+#: What ``Connection.held`` says: take the next line; wait for this tick's
+#: output to be written (reading goes on); wait for a reader (reading pauses).
+GO, NEXT_TICK, BACKED_UP = 0, 1, 2
+
+#: What ``Connection.drain`` says to do with the socket's reading.
+READ, PAUSE, FAILED = 0, 1, 2
+
+#: Lines decoded at once. Checking ``held`` once per batch instead of once per
+#: line keeps a stream's per-line cost where it was; a batch of lines at most
+#: ``--max-line`` each is what a held client may overshoot by.
+BATCH = 64
+
+#: Bytes of output one client's lines may make in one loop tick: one read's
+#: worth (asyncio and uvloop read up to 256 KiB at once), so a stream is passed
+#: on a read per tick without pausing the socket in between.
+TICK_OUTPUT = 1 << 18
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The flow-control sizes every connection of a worker shares, all from ``--sendq``.
+
+    What one client may add to an output in one loop tick (``tick``) before its
+    lines wait for the next; past ``high`` bytes waiting in an output its writers
+    are held, until no more than ``low`` are left; a sender may have ``window``
+    bytes of lines to another worker unconfirmed. A tick on top of ``high`` is
+    half of ``--sendq``, so even a partner that pushes a whole window into an
+    output just under it stays under ``--sendq``, and a client's replies and
+    unread input together stay within it.
+    """
+
+    worker: int  # this worker's index: a partner elsewhere is relayed, with confirmations
+    max_line: int
+    tick: int
+    high: int
+    low: int
+    window: int
+
+    @classmethod
+    def of(cls, worker: int, sendq: int, max_line: int) -> Limits:
+        tick = min(sendq // 4, TICK_OUTPUT)
+        return cls(worker, max_line, tick, sendq // 2 - tick, sendq // 8, sendq // 4)
+
+
+class Effects(Protocol):
+    """Where a connection's effects go: the transport glue, or a recorder in tests."""
+
+    def send(self, message: m.ToMatchmaker) -> None:
+        """A message for the matchmaker."""
+
+    def wrote(self) -> None:
+        """``out`` was empty and has bytes now: write them at the end of this tick."""
+
+
+class Connection:
+    """The worker's side of one client, from its first byte to its ``BYE``."""
+
+    __slots__ = (
+        "key",
+        "dialect",
+        "limits",
+        "effects",
+        "cid",
+        "decoder",
+        "ready",
+        "eof",
+        "request",
+        "closed",
+        "leaving",
+        "session",
+        "peer",
+        "peer_worker",
+        "peer_key",
+        "local_peer",
+        "out",
+        "writing_paused",
+        "ending",
+        "last_seen",
+        "sent",
+        "recv_seq",
+        "swallow",
+        "last_session",
+        "unacked",
+    )
+
+    def __init__(
+        self, key: int, dialect: Dialect, limits: Limits, effects: Effects, now: float
+    ) -> None:
+        self.key = key
+        self.dialect = dialect
+        self.limits = limits
+        self.effects = effects
+        self.cid = 0  # 0 until WELCOME, and again once dropped
+        self.decoder = dialect.decoder(limits.max_line)
+        self.ready: deque[str | ErrorCode] = deque()  # decoded, not yet handled (a batch)
+        self.eof = False  # the client closed its sending side: #CLOSE# after its last line
+        # The one request awaiting the matchmaker's answer; its id comes first.
+        self.request: m.ToMatchmakerRequest | None = m.Register(key)
+        self.closed = False
+        self.leaving = False  # sent #CLOSE# (or EOF): input is ignored until BYE
+        self.session = 0  # 0 while FREE
+        self.peer = 0
+        self.peer_worker = 0
+        self.peer_key = 0
+        self.local_peer: Connection | None = None  # the partner, when on this worker
+        # written to the socket once per loop tick; one buffer, not one object per line
+        self.out = bytearray()
+        self.writing_paused = False  # the output is over its high-water mark
+        # The session a #GOODBYE# or #CLOSE# is ending: until the matchmaker answers,
+        # its unconfirmed lines (``sent``) are kept, to send again to a new matchmaker.
+        self.ending = 0
+        self.last_seen = now  # for --idle-timeout
+        self.sent: Unconfirmed | None = None  # in a session across workers
+        self.recv_seq = 0  # the partner's last line written, in a session across workers
+        self.swallow = 0  # answers already given early (a goodbye crossed by the partner's)
+        self.last_session = 0  # the newest session this client has heard of
+        self.unacked = 0  # bytes of the partner's lines written here since the last Received
+
+    # ---- lines in ----------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> None:
+        """Bytes from the client; ``drain`` handles them."""
+        self.last_seen = now
+        if not (self.closed or self.leaving):
+            self.decoder.receive(data)
+
+    def receive_eof(self) -> bool:
+        """The client closed its sending side; whether the socket stays open for replies."""
+        if self.closed:  # closed with its input unread: it has read our last line
+            return False
+        if not self.leaving:
+            self.eof = True  # a #CLOSE# once its last line is handled (``drain``)
+        return True
+
+    def has_input(self) -> bool:
+        """Lines read and not yet handled."""
+        return bool(self.ready) or self.decoder.pending > 0
+
+    def held(self) -> int:
+        """Whether this client's next line must wait: what it makes has nowhere to go yet.
+
+        ``BACKED_UP`` (its reading pauses): its own output is backed up (its
+        replies, or its partner's lines, wait unread), its partner here is backed
+        up, or more of its lines to a partner on another worker than the window
+        allows wait for confirmation. ``NEXT_TICK``: this tick's output, its own
+        or its partner's here, is full; it goes on once that has been written.
+        """
+        if self.writing_paused:
+            return BACKED_UP
+        limits = self.limits
+        sent = self.sent
+        if sent is not None:
+            if self.session and sent.size > limits.window:
+                return BACKED_UP
+        elif (peer := self.local_peer) is not None:
+            if peer.writing_paused:
+                return BACKED_UP
+            if len(peer.out) > limits.tick:
+                return NEXT_TICK
+        return NEXT_TICK if len(self.out) > limits.tick else GO
+
+    def drain(self) -> int:
+        """Handle waiting lines until one needs the matchmaker's answer or must be held.
+
+        Lines are decoded ``BATCH`` at a time, and ``held`` is asked once a batch:
+        a held client overshoots by a batch at most. Says whether reading goes on
+        (``READ``), pauses (``PAUSE``), or the client must go (``FAILED``: a bug).
+        """
+        ready = self.ready
+        decoder = self.decoder
+        held = GO
+        while self.request is None and not self.closed:
+            if not ready:
+                held = self.held()
+                if held:
+                    break
+                ready.extend(decoder.take(BATCH))
+                if not ready:
+                    if self.eof:
+                        self.eof = False
+                        self.leave()
+                    break
+            event = ready.popleft()
+            try:
+                self.handle(event)
+            except Exception:
+                log.exception("bug while handling a line from client %s; closing it", self.cid)
+                return FAILED
+        if held:  # a full tick pauses too once a read's worth of lines waits behind it
+            stop = held == BACKED_UP or decoder.pending > self.limits.tick
+        else:
+            stop = self.request is not None and bool(ready or decoder.pending or self.eof)
+        return PAUSE if stop else READ
+
+    def handle(self, event: str | ErrorCode) -> None:
+        if isinstance(event, str):
+            if self.session:
+                self.on_busy_line(event)
+            else:
+                self.on_free_line(event)
+        else:
+            self.write(self.dialect.error(event))
+
+    def on_busy_line(self, line: str) -> None:
+        command = c.parse_busy(line)
+        if isinstance(command, c.Message):
+            self.relay(command.text)
+        elif isinstance(command, c.Goodbye):
+            session, self.session = self.session, 0  # nothing more is relayed either way
+            self.ending = session
+            self.local_peer = None
+            self.ask(m.Goodbye(self.cid, session, self.peer, self.key))
+        else:
+            self.leave()
+
+    def on_free_line(self, line: str) -> None:
+        try:
+            command = c.parse_free(line)
+        except ProtocolError as exc:
+            self.write(self.dialect.error(exc.code, exc.detail))
+            return
+        if isinstance(command, c.Get):
+            self.ask(m.Get(self.cid, command.free_only, self.key))
+        elif isinstance(command, c.Connect):
+            self.ask(m.Connect(self.cid, command.target, self.key))
+        elif isinstance(command, c.Ping):
+            self.write(self.dialect.pong())
+        elif isinstance(command, c.Help):
+            self.write(self.dialect.help())
+        elif isinstance(command, c.Close):
+            self.leave()
+        # None: a blank line, ignored
+
+    def relay(self, text: str) -> None:
+        """A line for the partner: numbered to the matchmaker, or straight into its output."""
+        sent = self.sent
+        if sent is not None:  # the partner is on another worker
+            self.effects.send(m.Relay(self.cid, self.session, text, sent.add(text)))
+            return
+        peer = self.local_peer
+        if peer is not None and peer.session == self.session:
+            peer.write(peer.dialect.msg(text))
+
+    def leave(self) -> None:
+        """``#CLOSE#`` or EOF: ``BYE`` comes once the matchmaker has freed the id."""
+        if self.session:
+            self.ending = self.session
+        self.session = 0
+        self.local_peer = None
+        self.leaving = True
+        self.eof = False
+        self.ready.clear()  # what follows #CLOSE# is never handled
+        self.ask(m.Drop(self.cid, self.key, answer=True))
+        self.cid = 0  # dropped already: detaching must not drop it again
+
+    def ask(self, request: m.ToMatchmakerRequest) -> None:
+        self.request = request
+        self.effects.send(request)
+
+    # ---- what the matchmaker says ------------------------------------------------------
+    # Each returns whether the client may go on with its lines (``drain``).
+
+    def welcome(self, cid: int) -> bool:
+        self.cid = cid
+        if self.dialect.welcomes:
+            self.write(self.dialect.welcome(cid))
+        return self.answered()
+
+    def answer(self, line: str) -> bool:
+        if self.swallow:  # given already, when the partner's goodbye crossed ours
+            self.swallow -= 1
+            return False
+        self.write(self.dialect.answer(line))
+        return self.answered()
+
+    def answered(self) -> bool:
+        self.request = None
+        if self.ending:  # the session is over for good: its lines need no keeping
+            self.ending = 0
+            self.sent = None
+        return True
+
+    def refused(self, line: str) -> bytes:
+        """The matchmaker will not have this client (full, or its id is not its own):
+        the last bytes to send it before closing."""
+        self.request = None
+        self.cid = 0  # refused: its id, if it had one, is not its own (nothing to drop)
+        return self.dialect.answer(line)
+
+    def paired(self, msg: m.Paired, local_peer: Connection | None) -> bool:
+        self.session, self.peer = msg.session, msg.peer
+        self.last_session = msg.session
+        self.peer_worker, self.peer_key = msg.peer_worker, msg.peer_key
+        self.local_peer = local_peer
+        if local_peer is not None and local_peer.session == msg.session:
+            local_peer.local_peer = self  # it heard first, before this one landed here
+        across = msg.peer_worker != self.limits.worker
+        self.sent = Unconfirmed() if across else None
+        self.recv_seq = 0
+        self.unacked = 0
+        self.write(self.dialect.connected(msg.peer, msg.requested))
+        return self.answered() if msg.requested else False
+
+    def deliver(self, msg: m.Deliver) -> bool:
+        """A partner's line from another worker; whether it is this session's (and is to
+        be confirmed). A line sent again after a matchmaker restart is confirmed again,
+        not written again."""
+        if self.session != msg.session:
+            return False
+        if msg.seq > self.recv_seq:
+            self.recv_seq = msg.seq
+            self.write(self.dialect.msg(msg.text))
+            self.unacked += len(msg.text)
+            if self.unacked > self.limits.window // 4 and not self.writing_paused:
+                self.confirm()  # the sender's window is filling: confirm now
+        return True
+
+    def confirm(self) -> None:
+        """Tell the partner's worker which of its lines were written here, so it can send
+        more (credit-based flow control between the two workers)."""
+        self.unacked = 0
+        if self.session and self.cid:
+            self.effects.send(m.Received(self.cid, self.session, self.recv_seq))
+
+    def confirmed(self, msg: m.Confirm) -> bool:
+        """The partner's worker wrote this client's lines up to ``msg.seq``."""
+        sent = self.sent
+        if self.session != msg.session or sent is None:
+            return False
+        sent.confirm(msg.seq)
+        return True
+
+    def ended(self, session: int, peer: int) -> bool:
+        if self.session == session:
+            self.session = 0
+            self.sent = None
+            self.local_peer = None
+            self.write(self.dialect.ended(peer))
+            return True  # it may have been held for a partner that is gone now
+        request = self.request
+        if isinstance(request, m.Goodbye) and request.session == session:
+            # Both ends said goodbye at once and the partner's came first: this is our
+            # ENDED. Answer now, before anything that follows (a new CONNECTED), and let
+            # the matchmaker's own answer to our stale goodbye pass unseen.
+            self.write(self.dialect.ended(peer))
+            self.swallow += 1
+            return self.answered()
+        return False
+
+    def matchmaker_replaced(self) -> None:
+        """Answers the dead matchmaker owed (to goodbyes answered early) will never come."""
+        self.swallow = 0
+
+    def hello_state(self) -> tuple[m.ClientState | None, list[m.Relay]]:
+        """What a new matchmaker must hear of this client: its state, and lines it may have lost.
+
+        A client whose ``#GOODBYE#`` or ``#CLOSE#`` is not answered yet still
+        counts as in the session it is ending, so that the lines it sent before
+        are delivered before the end.
+        """
+        request = self.request
+        cid = request.cid if self.leaving and isinstance(request, m.Drop) else self.cid
+        session = self.session or self.ending
+        if not cid or (self.leaving and not session):
+            return None, []
+        state = m.ClientState(self.key, cid, session, self.peer if session else 0,
+                              self.last_session)  # fmt: skip
+        sent = self.sent
+        if sent is None or not session:
+            return state, []
+        return state, [m.Relay(cid, session, text, seq) for seq, text in sent]
+
+    # ---- moving to another worker -----------------------------------------------------
+
+    def movable(self, cid: int) -> bool:
+        """Can this client go to another worker now, with nothing lost or reordered?
+
+        Only a line client that waits for nothing but, at most, the ``CONNECT``
+        the move answers; one that has half-closed, is leaving, or still has an
+        answer to skip stays. (Its socket must have sent everything too: the
+        transport's part.)
+        """
+        if self.closed or self.leaving or self.cid != cid or self.session:
+            return False
+        if self.swallow or self.eof or self.dialect.paced:
+            return False
+        return self.request is None or isinstance(self.request, m.Connect)
+
+    def export(self, session: int, now: float) -> Moving:
+        """What the next worker needs to go on where this one stops (see ``arriving``).
+
+        The decoded lines and the decoder carry every byte read and not yet handled.
+        """
+        return Moving(session, self.cid, self.request, tuple(self.ready), self.decoder,
+                      now - self.last_seen, bytes(self.out), self.last_session)  # fmt: skip
+
+    @classmethod
+    def arriving(
+        cls, key: int, state: Moving, dialect: Dialect, limits: Limits, effects: Effects, now: float
+    ) -> Connection:
+        """The connection of a client another worker sent here, as ``export`` left it.
+
+        Its request is its own here too, under its new key.
+        """
+        self = cls(key, dialect, limits, effects, now - state.idle)
+        request = state.request
+        self.request = request._replace(key=key) if request is not None else None
+        self.cid = state.cid
+        self.ready.extend(state.ready)
+        self.decoder = state.decoder
+        self.out += state.out
+        self.last_session = state.last_session
+        return self
+
+    # ---- lines out and the end ----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.out:
+            self.effects.wrote()
+        self.out += data
+
+    def take_output(self) -> bytearray:
+        """What this tick made, to write in one call."""
+        out, self.out = self.out, bytearray()
+        return out
+
+    def pause_writing(self) -> bool:
+        """The output is over its high-water mark: hold whoever writes to it. Whether
+        that is news."""
+        paused, self.writing_paused = self.writing_paused, True
+        return not paused
+
+    def resume_writing(self) -> bool:
+        """The client has read most of its output. Whether that is news."""
+        paused, self.writing_paused = self.writing_paused, False
+        return paused
+
+    def close(self) -> None:
+        """The connection is closing or gone: nothing more is handled or written, and
+        nobody waits for it to read."""
+        self.closed = True
+        self.writing_paused = False
+
+    def moved(self) -> None:
+        """The client went to another worker with everything ``export`` took."""
+        self.closed = True
+        self.ready.clear()
+        self.out = bytearray()
