@@ -176,6 +176,10 @@ class Connection:
             self.eof = True  # a #CLOSE# once its last line is handled (``drain``)
         return True
 
+    def reading_resumed(self, now: float) -> None:
+        """Idle means the client sent nothing, not that the server did not read it."""
+        self.last_seen = now
+
     def has_input(self) -> bool:
         """Lines read and not yet handled."""
         return bool(self.ready) or self.decoder.pending > 0

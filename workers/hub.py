@@ -1,9 +1,13 @@
 """One worker's clients, and its link to the matchmaker.
 
 The hub routes by key: what the matchmaker says about a key goes to that
-client if it is still here, and is dropped if not. Lines between two clients
-of this worker are relayed here without a trip through the matchmaker; the
-session id on both ends decides whether a line still belongs to a live session.
+client's ``Connection`` if it is still here, and is dropped if not; what a
+connection says goes on to the matchmaker. It owns what is the worker's, not
+one client's: its clients by key, the clients moving out and landing, the
+confirmations due, the clients whose output is backed up, the sweep of idle
+and stalled ones, and the hello a new matchmaker gets. Lines between two
+clients of this worker never come here: each connection writes into its
+partner's (``Connection.relay``).
 """
 
 from __future__ import annotations
@@ -83,6 +87,14 @@ class Hub:
         # what a new matchmaker, told of a landing client in the hello, said to it early
         self.waiting_for: dict[int, list[m.ToWorker]] = {}
         self.moving: dict[int, list[tuple[ClientProtocol, int]]] = {}  # by worker, this batch
+
+    def can_move(self, mover: Mover) -> None:
+        """Clients may move to other workers from now on, and arrive from them."""
+        self.mover = mover
+
+    def stop(self) -> None:
+        """Stopping: nothing more is sent to the matchmaker, and nobody new is served."""
+        self.stopping = True
 
     # ---- connections ------------------------------------------------------------------
 
@@ -357,7 +369,7 @@ class Hub:
 
     async def shutdown(self, timeout: float) -> None:
         """``OUTAGE`` to every client, then wait for their sockets to close."""
-        self.stopping = True
+        self.stop()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         for client in list(self.clients.values()):

@@ -21,7 +21,6 @@ import fcntl
 import socket
 import struct
 import termios
-from collections.abc import Callable
 from typing import Protocol
 
 from ipc.legacy import RECORD
@@ -147,7 +146,7 @@ class PacedOutput:
         "loop",
         "linger",
         "pace",
-        "pending",
+        "unsent",
         "next_at",
         "timer",
         "closing",
@@ -170,7 +169,7 @@ class PacedOutput:
     ) -> None:
         self.transport, self.loop, self.linger, self.pace = transport, loop, linger, pace
         self.writer, self.high, self.low = writer, high, low
-        self.pending = bytearray()
+        self.unsent = bytearray()
         self.next_at = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False
@@ -180,15 +179,15 @@ class PacedOutput:
         transport.set_write_buffer_limits(1 << 30)
 
     def send(self, data: bytes) -> None:
-        self.pending += data
-        if not self.paused and len(self.pending) > self.high:
+        self.unsent += data
+        if not self.paused and len(self.unsent) > self.high:
             self.paused = True
             self.writer.pause_writing()
         if self.timer is None:
             self._write_one()
 
     def queued(self) -> int:
-        return len(self.pending) + self.transport.get_write_buffer_size()
+        return len(self.unsent) + self.transport.get_write_buffer_size()
 
     def taken(self) -> int:
         transport = self.transport
@@ -210,16 +209,16 @@ class PacedOutput:
             # too soon, or the socket has not taken the last record: wait a pace
             self.timer = self.loop.call_at(max(self.next_at, now + self.pace), self._write_one)
             return
-        if self.pending:
-            chunk = bytes(self.pending[:RECORD])
-            del self.pending[:RECORD]
+        if self.unsent:
+            chunk = bytes(self.unsent[:RECORD])
+            del self.unsent[:RECORD]
             self.written += len(chunk)
             transport.write(chunk)
             self.next_at = now + self.pace
-            if self.paused and len(self.pending) <= self.low:
+            if self.paused and len(self.unsent) <= self.low:
                 self.paused = False
                 self.writer.resume_writing()
-        if self.pending:
+        if self.unsent:
             self.timer = self.loop.call_at(self.next_at, self._write_one)
         elif self.closing:
             transport.close()
@@ -227,17 +226,16 @@ class PacedOutput:
     def _give_up(self, taken: int) -> None:
         """``linger`` after the close: reset a client that read nothing meanwhile."""
         if self.transport.is_closing() and not self.transport.get_write_buffer_size():
-            if not self.pending:
+            if not self.unsent:
                 return  # flushed in time; the normal close is under way
         if self.taken() == taken:
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
-            self.pending.clear()
+            self.unsent.clear()
             reset(self.transport)
             return
         self.loop.call_later(self.linger, self._give_up, self.taken())
 
 
 Output = DirectOutput | PacedOutput
-OutputFactory = Callable[[asyncio.Transport], Output]

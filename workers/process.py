@@ -156,7 +156,8 @@ async def serve(
             loop.remove_reader(handoff.fileno())
 
     loop.add_reader(handoff.fileno(), on_handoff)
-    mover = hub.mover = Mover(hub, moves.inbox, moves.outboxes)
+    mover = Mover(hub, moves.inbox, moves.outboxes)
+    hub.can_move(mover)
     loop.add_reader(moves.inbox.fileno(), mover.receive)
     hub.sweep()
     beat(loop, load, index)
@@ -170,7 +171,7 @@ async def serve(
             pass
     loop.remove_signal_handler(signal.SIGTERM)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already; the group's copy may follow
-    hub.stopping = True
+    hub.stop()
     handoffs.read(limit=None)  # sockets accepted but not yet picked up get OUTAGE too
     loop.remove_reader(handoff.fileno())
     # half the shutdown budget: the supervisor still has to stop the matchmaker

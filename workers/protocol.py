@@ -142,8 +142,7 @@ class ClientProtocol(asyncio.Protocol):
                 transport.pause_reading()
         elif self.paused:
             self.paused = False
-            # idle means the client sent nothing, not that the server did not read
-            core.last_seen = self.host.loop.time()
+            core.reading_resumed(self.host.loop.time())
             transport.resume_reading()
 
     def resume(self) -> None:
