@@ -1,20 +1,61 @@
-"""How a connection's replies are written: protocol v1 lines or the original's records.
+"""How a connection's replies become bytes: protocol v1 lines or the original's records.
 
-No I/O here. A worker's connection holds one dialect and asks it for the bytes
-of each reply; the matchmaker always speaks v1 (its answers are v1 lines), and
-``LegacyDialect`` translates them. Every method returns the bytes to send.
+No I/O here. Replies are decided as typed objects (``ipc.replies``), by the
+matchmaker or by a worker's connection; a connection holds one ``Dialect`` and
+asks it for the bytes of each. v1 writes a reply's ``line()``; the legacy
+dialect translates it into the original client's words. ``msg`` is
+``render(Msg(text))`` without building the reply: it is on the path of every
+chat line.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ipc import legacy
 from ipc.codec import LineDecoder
 from ipc.commands import help_lines
-from ipc.errors import ErrorCode, ProtocolError
+from ipc.errors import ErrorCode
 from ipc.legacy import RecordDecoder, record, records
-from ipc.replies import Bye, Clients, Ended, Error, parse_reply
+from ipc.replies import (
+    Bye,
+    Clients,
+    Connected,
+    Ended,
+    Error,
+    HelpLine,
+    Msg,
+    Outage,
+    Pong,
+    Reply,
+    Unknown,
+    Welcome,
+)
 
-_HELP = "".join(line + "\n" for line in help_lines()).encode()
+Decoder = LineDecoder | RecordDecoder
+
+#: The reply to ``HELP``.
+HELP = tuple(HelpLine(line.removeprefix("HELP ")) for line in help_lines())
+
+#: Errors after which the server closes the connection: the original client knows
+#: only ABORT for them.
+_FATAL = (ErrorCode.FULL, ErrorCode.SLOW_CONSUMER, ErrorCode.IDLE)
+
+
+class Dialect(Protocol):
+    """What a connection needs of the words its client speaks."""
+
+    name: str
+    #: replies are written in records at a pace (the original client reads one per recv)
+    paced: bool
+    #: the client is told its id on arrival
+    welcomes: bool
+
+    def decoder(self, max_line: int) -> Decoder: ...
+
+    def render(self, reply: Reply) -> bytes: ...
+
+    def msg(self, text: str) -> bytes: ...
 
 
 class LineDialect:
@@ -29,44 +70,12 @@ class LineDialect:
         return LineDecoder(max_line)
 
     @staticmethod
-    def welcome(cid: int) -> bytes:
-        return b"WELCOME %d\n" % cid
-
-    @staticmethod
-    def answer(line: str) -> bytes:
-        return (line + "\n").encode()
-
-    @staticmethod
-    def connected(peer: int, requested: bool) -> bytes:
-        return b"CONNECTED %d\n" % peer
+    def render(reply: Reply) -> bytes:
+        return (reply.line() + "\n").encode()
 
     @staticmethod
     def msg(text: str) -> bytes:
         return b"MSG " + text.encode() + b"\n"
-
-    @staticmethod
-    def ended(peer: int) -> bytes:
-        return b"ENDED %d\n" % peer
-
-    @staticmethod
-    def error(code: ErrorCode, detail: str = "") -> bytes:
-        return (ProtocolError(code, detail).line() + "\n").encode()
-
-    @staticmethod
-    def pong() -> bytes:
-        return b"PONG\n"
-
-    @staticmethod
-    def help() -> bytes:
-        return _HELP
-
-    @staticmethod
-    def bye() -> bytes:
-        return b"BYE\n"
-
-    @staticmethod
-    def outage() -> bytes:
-        return b"OUTAGE\n"
 
 
 class LegacyDialect:
@@ -81,56 +90,37 @@ class LegacyDialect:
         return RecordDecoder()
 
     @staticmethod
-    def welcome(cid: int) -> bytes:
-        return b""
-
-    @staticmethod
-    def answer(line: str) -> bytes:
-        reply = parse_reply(line)
-        if isinstance(reply, Clients):
-            return record(legacy.get_reply(reply.entries))
-        if isinstance(reply, Error):
-            return LegacyDialect.error(reply.code)
-        if isinstance(reply, Ended):
-            return record(legacy.TERMINATED)
-        if isinstance(reply, Bye):
-            return record(legacy.ABORT)
-        return record(line)
-
-    @staticmethod
-    def connected(peer: int, requested: bool) -> bytes:
-        # the '%' marks the end that was asked
-        return record(f"CONNECT SUCCESS {peer}" if requested else f"CONNECT SUCCESS% {peer}")
+    def render(reply: Reply) -> bytes:
+        match reply:
+            case Msg(text):
+                return records("SEND ", text)
+            case Clients(entries):
+                return record(legacy.get_reply(entries))
+            case Error(code) if code in _FATAL:
+                return record(legacy.ABORT)  # the connection closes after it
+            case Error(code):
+                return record(legacy.error_reply(code))
+            case Connected(peer, requested):  # the '%' marks the end that was asked
+                return record(
+                    f"CONNECT SUCCESS {peer}" if requested else f"CONNECT SUCCESS% {peer}"
+                )
+            case Ended():
+                return record(legacy.TERMINATED)
+            case Bye():
+                return record(legacy.ABORT)
+            case Outage():
+                return record(legacy.OUTAGE)
+            case Welcome():
+                return b""
+            case Pong() | HelpLine() | Unknown():
+                return record(reply.line())
+        raise TypeError(f"no legacy words for {reply!r}")
 
     @staticmethod
     def msg(text: str) -> bytes:
         return records("SEND ", text)
 
-    @staticmethod
-    def ended(peer: int) -> bytes:
-        return record(legacy.TERMINATED)
 
-    @staticmethod
-    def error(code: ErrorCode, detail: str = "") -> bytes:
-        if code in (ErrorCode.FULL, ErrorCode.SLOW_CONSUMER, ErrorCode.IDLE):
-            return record(legacy.ABORT)  # the connection closes after it
-        return record(legacy.error_reply(code))
-
-    @staticmethod
-    def pong() -> bytes:
-        return record("PONG")
-
-    @staticmethod
-    def help() -> bytes:
-        return b"".join(record(line) for line in help_lines())
-
-    @staticmethod
-    def bye() -> bytes:
-        return record(legacy.ABORT)
-
-    @staticmethod
-    def outage() -> bytes:
-        return record(legacy.OUTAGE)
-
-
-Dialect = type[LineDialect] | type[LegacyDialect]
+# the classes themselves are the dialects: their methods are static
+LINE: Dialect = LineDialect
+LEGACY: Dialect = LegacyDialect

@@ -8,6 +8,10 @@ handling a client is a bug in the server, never the client's fault.
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ipc.replies import Error
 
 
 class ErrorCode(enum.Enum):
@@ -47,8 +51,13 @@ class ProtocolError(Exception):
         self.code = code
         self.detail = detail
 
+    @property
+    def reply(self) -> Error:
+        """The ``ERROR`` reply the client gets."""
+        from ipc.replies import Error  # replies name their codes from here
+
+        return Error(self.code, self.detail)
+
     def line(self) -> str:
         """The reply line, without its terminator."""
-        if self.detail:
-            return f"ERROR {self.code.value} {self.detail}"
-        return f"ERROR {self.code.value}"
+        return self.reply.line()

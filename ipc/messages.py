@@ -20,6 +20,8 @@ from __future__ import annotations
 import typing
 from typing import Any, NamedTuple
 
+from ipc import replies
+
 # ---- worker -> matchmaker ------------------------------------------------------
 
 
@@ -160,17 +162,36 @@ class Welcome(NamedTuple):
 
 
 class Answer(NamedTuple):
-    """The reply line to the request the client ``key`` has pending (``CLIENTS``, ``ERROR``)."""
+    """The reply to the request the client ``key`` is waiting on (``CLIENTS``, ``ERROR``,
+    ``ENDED``). Built with ``of`` and read as ``reply``: typed at both ends, a plain
+    tuple in between (``replies.pack``)."""
 
     key: int
-    line: str
+    packed: replies.Packed
+
+    @classmethod
+    def of(cls, key: int, reply: replies.Decided) -> Answer:
+        return cls(key, replies.pack(reply))
+
+    @property
+    def reply(self) -> replies.Decided:
+        return replies.unpack(self.packed)
 
 
 class Refuse(NamedTuple):
-    """Connection ``key`` gets the line (``ERROR FULL``, ``BYE``) and is closed."""
+    """Connection ``key`` gets the reply (``ERROR FULL``, ``BYE``, ``OUTAGE``) and is
+    closed. Built and read as ``Answer`` is."""
 
     key: int
-    line: str
+    packed: replies.Packed
+
+    @classmethod
+    def of(cls, key: int, reply: replies.Decided) -> Refuse:
+        return cls(key, replies.pack(reply))
+
+    @property
+    def reply(self) -> replies.Decided:
+        return replies.unpack(self.packed)
 
 
 class Paired(NamedTuple):

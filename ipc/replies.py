@@ -1,14 +1,19 @@
-"""What the server says: formatting for the server, parsing for the client.
+"""What the server says, as typed replies: built by the server, read by the client.
 
-No I/O here. Each reply is a frozen dataclass whose ``line()`` is its exact
-wire form (without the terminator) and ``parse_reply`` is its inverse, so the
-server's output and the client's reading of it cannot drift apart.
+No I/O here. Each reply is a frozen dataclass. The matchmaker decides replies
+as these objects (``pack`` and ``unpack`` carry them across a queue), a worker
+renders them to bytes through its connection's dialect (``ipc.dialects``),
+and the terminal client parses what it reads into them again. ``line()`` is a
+reply's one v1 wire form (without the terminator) and ``parse_reply`` its
+inverse, so the server's output and the client's reading of it cannot drift
+apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ipc.errors import ErrorCode
 
@@ -35,9 +40,14 @@ class Clients:
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """A session with ``peer`` started (sent to both ends)."""
+    """A session with ``peer`` started (sent to both ends).
+
+    ``requested`` marks the end that sent the ``CONNECT``. It is not part of the
+    v1 line (so it is no part of equality either); the legacy dialect shows it.
+    """
 
     peer: int
+    requested: bool = field(default=False, compare=False)
 
     def line(self) -> str:
         return f"CONNECTED {self.peer}"
@@ -176,3 +186,45 @@ def parse_reply(line: str) -> Reply:
     elif not rest:
         reply = _BARE.get(word)
     return reply if reply is not None else Unknown(line)
+
+
+#: The replies the matchmaker decides.
+Decided = Clients | Error | Ended | Bye | Outage
+
+#: The same, by their tag in ``pack``.
+_PACKED: tuple[type[Decided], ...] = (
+    Clients,
+    Error,
+    Ended,
+    Bye,
+    Outage,
+)
+_TAG = {cls: tag for tag, cls in enumerate(_PACKED)}
+_CODES = {code.value: code for code in ErrorCode}
+
+#: ``(tag, *fields)``, the fields as plain values (an error's code by its name)
+Packed = tuple[Any, ...]
+
+
+def pack(reply: Decided) -> Packed:
+    """A matchmaker's reply as a plain tuple: it crosses a queue pickled in C.
+
+    A dataclass (or an enum) would be pickled through Python code, several
+    times slower, on every request's answer.
+    """
+    tag = _TAG[type(reply)]
+    if isinstance(reply, Error):
+        return (tag, reply.code.value, reply.detail)
+    if isinstance(reply, Clients):
+        return (tag, reply.entries)
+    if isinstance(reply, Ended):
+        return (tag, reply.peer)
+    return (tag,)
+
+
+def unpack(packed: Packed) -> Decided:
+    """The reply ``pack`` made the tuple of."""
+    cls = _PACKED[packed[0]]
+    if cls is Error:
+        return Error(_CODES[packed[1]], packed[2])
+    return cls(*packed[1:])

@@ -23,10 +23,11 @@ import sys
 import time
 from collections.abc import Callable
 
-from ipc.dialects import LegacyDialect, LineDialect
+from ipc import dialects
 from ipc.errors import ErrorCode
 from ipc.fdpass import LEGACY, LINE, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
+from ipc.replies import Error
 from matchmaker.proc import BOOT_ERROR, Tally, child_setup, exit_on_sigterm
 
 log = logging.getLogger("matchmaker.acceptor")
@@ -177,9 +178,9 @@ class Reserve:
 
 def refuse(conn: socket.socket, tag: bytes) -> None:
     """Tell the client FULL in its port's dialect without waiting; the caller closes it."""
-    dialect = LegacyDialect if tag == LEGACY else LineDialect
+    dialect = dialects.LEGACY if tag == LEGACY else dialects.LINE
     try:
-        conn.send(dialect.error(ErrorCode.FULL), socket.MSG_DONTWAIT)
+        conn.send(dialect.render(Error(ErrorCode.FULL)), socket.MSG_DONTWAIT)
     except OSError:
         pass  # gone already, or its buffer is full: it only misses the reason
 

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from ipc import messages as m
 from ipc.channel import Links, Receiver, Sender
 from ipc.errors import ProtocolError
-from ipc.replies import clients_line
+from ipc.replies import Bye, Clients, Ended, Outage
 from matchmaker.proc import child_setup, exit_on_sigterm
 from matchmaker.table import ClientTable, Entry, Session
 
@@ -161,7 +161,7 @@ class Matchmaker:
         try:
             entry = self.table.register((worker, msg.key))
         except ProtocolError as exc:
-            self.outboxes[worker].send(m.Refuse(msg.key, exc.line()))
+            self.outboxes[worker].send(m.Refuse.of(msg.key, exc.reply))
             return
         self.counts[worker] += 1
         self._to(entry, m.Welcome(msg.key, entry.id))
@@ -174,7 +174,7 @@ class Matchmaker:
         if move is not None:  # it would see itself BUSY before it hears CONNECTED
             move.deferred.append((msg, me))
             return
-        self._to(me, m.Answer(msg.key, clients_line(self.table.clients(msg.free_only))))
+        self._to(me, m.Answer.of(msg.key, Clients(tuple(self.table.clients(msg.free_only)))))
 
     def _connect(self, worker: int, msg: m.Connect) -> None:
         me = self._asker(worker, msg.cid, msg.key)
@@ -195,7 +195,7 @@ class Matchmaker:
         try:
             session = self.table.connect(msg.cid, msg.target)
         except ProtocolError as exc:
-            self._to(me, m.Answer(me.addr[1], exc.line()))
+            self._to(me, m.Answer.of(me.addr[1], exc.reply))
             return
         a, b = session.a, session.b
         if self.migrate and a.addr[0] != b.addr[0]:
@@ -231,11 +231,11 @@ class Matchmaker:
             try:
                 me = self.table.admit(msg.cid, addr)
             except ProtocolError:
-                self.outboxes[worker].send(m.Refuse(msg.key, "OUTAGE"))
+                self.outboxes[worker].send(m.Refuse.of(msg.key, Outage()))
                 return
             self.counts[worker] += 1
         elif me.addr != addr:  # its id was given to a newer client meanwhile
-            self.outboxes[worker].send(m.Refuse(msg.key, "OUTAGE"))
+            self.outboxes[worker].send(m.Refuse.of(msg.key, Outage()))
             return
         else:
             return  # known here already (its hello said so); so is its request
@@ -284,7 +284,7 @@ class Matchmaker:
         # The requester hears ENDED as the answer to its goodbye, even a stale one (the
         # partner ended the session first): its worker ignored the partner's ENDED.
         self._tell_ended(msg.cid, self.table.goodbye(msg.cid, msg.session))
-        self._to(me, m.Answer(msg.key, f"ENDED {msg.peer}"))
+        self._to(me, m.Answer.of(msg.key, Ended(msg.peer)))
 
     def _drop(self, worker: int, msg: m.Drop) -> None:
         if self._asker(worker, msg.cid, msg.key) is not None:
@@ -292,7 +292,7 @@ class Matchmaker:
             if dropped is not None:
                 self._tell_ended(msg.cid, dropped[1])
         if msg.answer:  # even for an id a restarted matchmaker never knew, or gave away
-            self.outboxes[worker].send(m.Refuse(msg.key, "BYE"))
+            self.outboxes[worker].send(m.Refuse.of(msg.key, Bye()))
 
     def _lost(self, worker: int, msg: m.Lost) -> None:
         """A client moving to ``worker`` never arrived: free its id, if it is still moving."""

@@ -35,7 +35,8 @@ from typing import Protocol
 
 from ipc import commands as c
 from ipc import messages as m
-from ipc.dialects import Dialect
+from ipc import replies as r
+from ipc.dialects import HELP, Dialect
 from ipc.errors import ErrorCode, ProtocolError
 from workers.moving import Moving
 from workers.unconfirmed import Unconfirmed
@@ -247,7 +248,7 @@ class Connection:
             else:
                 self.on_free_line(event)
         else:
-            self.write(self.dialect.error(event))
+            self.write(self.dialect.render(r.Error(event)))
 
     def on_busy_line(self, line: str) -> None:
         command = c.parse_busy(line)
@@ -265,16 +266,16 @@ class Connection:
         try:
             command = c.parse_free(line)
         except ProtocolError as exc:
-            self.write(self.dialect.error(exc.code, exc.detail))
+            self.write(self.dialect.render(exc.reply))
             return
         if isinstance(command, c.Get):
             self.ask(m.Get(self.cid, command.free_only, self.key))
         elif isinstance(command, c.Connect):
             self.ask(m.Connect(self.cid, command.target, self.key))
         elif isinstance(command, c.Ping):
-            self.write(self.dialect.pong())
+            self.write(self.dialect.render(r.Pong()))
         elif isinstance(command, c.Help):
-            self.write(self.dialect.help())
+            self.write(b"".join(map(self.dialect.render, HELP)))
         elif isinstance(command, c.Close):
             self.leave()
         # None: a blank line, ignored
@@ -311,14 +312,14 @@ class Connection:
     def welcome(self, cid: int) -> bool:
         self.cid = cid
         if self.dialect.welcomes:
-            self.write(self.dialect.welcome(cid))
+            self.write(self.dialect.render(r.Welcome(cid)))
         return self.answered()
 
-    def answer(self, line: str) -> bool:
+    def answer(self, reply: r.Reply) -> bool:
         if self.swallow:  # given already, when the partner's goodbye crossed ours
             self.swallow -= 1
             return False
-        self.write(self.dialect.answer(line))
+        self.write(self.dialect.render(reply))
         return self.answered()
 
     def answered(self) -> bool:
@@ -328,12 +329,12 @@ class Connection:
             self.sent = None
         return True
 
-    def refused(self, line: str) -> bytes:
+    def refused(self, reply: r.Reply) -> bytes:
         """The matchmaker will not have this client (full, or its id is not its own):
         the last bytes to send it before closing."""
         self.request = None
         self.cid = 0  # refused: its id, if it had one, is not its own (nothing to drop)
-        return self.dialect.answer(line)
+        return self.dialect.render(reply)
 
     def paired(self, msg: m.Paired, local_peer: Connection | None) -> bool:
         self.session, self.peer = msg.session, msg.peer
@@ -346,7 +347,7 @@ class Connection:
         self.sent = Unconfirmed() if across else None
         self.recv_seq = 0
         self.unacked = 0
-        self.write(self.dialect.connected(msg.peer, msg.requested))
+        self.write(self.dialect.render(r.Connected(msg.peer, msg.requested)))
         return self.answered() if msg.requested else False
 
     def deliver(self, msg: m.Deliver) -> bool:
@@ -383,14 +384,14 @@ class Connection:
             self.session = 0
             self.sent = None
             self.local_peer = None
-            self.write(self.dialect.ended(peer))
+            self.write(self.dialect.render(r.Ended(peer)))
             return True  # it may have been held for a partner that is gone now
         request = self.request
         if isinstance(request, m.Goodbye) and request.session == session:
             # Both ends said goodbye at once and the partner's came first: this is our
             # ENDED. Answer now, before anything that follows (a new CONNECTED), and let
             # the matchmaker's own answer to our stale goodbye pass unseen.
-            self.write(self.dialect.ended(peer))
+            self.write(self.dialect.render(r.Ended(peer)))
             self.swallow += 1
             return self.answered()
         return False

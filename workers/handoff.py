@@ -12,7 +12,8 @@ import logging
 import socket
 from collections.abc import Callable
 
-from ipc.dialects import Dialect, LegacyDialect, LineDialect
+from ipc import dialects
+from ipc.dialects import Dialect
 from ipc.fdpass import LEGACY, Dropped, recv_tagged
 from matchmaker.proc import Tally
 
@@ -59,5 +60,7 @@ class Handoffs:
             fd, tag = got
             taken += 1
             self.counted()
-            self.adopt(socket.socket(fileno=fd), LegacyDialect if tag == LEGACY else LineDialect)
+            self.adopt(
+                socket.socket(fileno=fd), dialects.LEGACY if tag == LEGACY else dialects.LINE
+            )
         return True

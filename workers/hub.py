@@ -21,8 +21,9 @@ from typing import Any
 
 from ipc import messages as m
 from ipc.channel import Sender
-from ipc.dialects import Dialect, LineDialect
+from ipc.dialects import LINE, Dialect
 from ipc.errors import ErrorCode
+from ipc.replies import Error, Outage
 from matchmaker.config import Config
 from workers.connection import Limits
 from workers.migrate import Mover
@@ -98,7 +99,7 @@ class Hub:
 
     # ---- connections ------------------------------------------------------------------
 
-    def adopt(self, sock: socket.socket, dialect: Dialect = LineDialect) -> None:
+    def adopt(self, sock: socket.socket, dialect: Dialect = LINE) -> None:
         """Serve a socket the acceptor handed over, in the dialect of the port it came in on."""
         sock.setblocking(False)
         try:
@@ -118,7 +119,7 @@ class Hub:
         sock.setblocking(False)
         if self.stopping:  # too late to serve it: it gets its OUTAGE here and now
             try:
-                sock.send(LineDialect.outage())
+                sock.send(LINE.render(Outage()))
             except OSError:
                 pass
             sock.close()
@@ -161,7 +162,7 @@ class Hub:
         self.landing.pop(client.key, None)
         if self.stopping:
             self.waiting_for.pop(client.key, None)
-            client.close(client.core.dialect.outage())
+            client.close(client.core.dialect.render(Outage()))
             return
         self.clients[client.key] = client
         self.on_count(len(self.clients))
@@ -272,14 +273,14 @@ class Hub:
 
     def _answer(self, msg: m.Answer) -> None:
         client = self.clients.get(msg.key)
-        if client is not None and client.core.answer(msg.line):
+        if client is not None and client.core.answer(msg.reply):
             client.drain()
 
     def _refuse(self, msg: m.Refuse) -> None:
         self.departing.pop(msg.key, None)
         client = self.clients.get(msg.key)
         if client is not None:
-            client.close(client.core.refused(msg.line))
+            client.close(client.core.refused(msg.reply))
 
     def hello(self) -> m.Hello:
         """What a new matchmaker needs to know: every client, every open request, and
@@ -357,11 +358,11 @@ class Hub:
         for client in [c for c in self.congested if c.stalled(now, config.stall_timeout)]:
             log.info("client %s: read nothing of its output for %.0fs; cutting it",
                      client.core.cid, config.stall_timeout)  # fmt: skip
-            client.close(client.core.dialect.error(ErrorCode.SLOW_CONSUMER))
+            client.close(client.core.dialect.render(Error(ErrorCode.SLOW_CONSUMER)))
         timeout = config.idle_timeout
         if timeout:
             for client in [c for c in self.clients.values() if c.idle(now, timeout)]:
-                client.close(client.core.dialect.error(ErrorCode.IDLE))
+                client.close(client.core.dialect.render(Error(ErrorCode.IDLE)))
         interval = min(timeout / 4, 1.0) if timeout else 1.0
         self.loop.call_later(min(interval, config.stall_timeout / 4), self.sweep)
 
@@ -373,7 +374,7 @@ class Hub:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         for client in list(self.clients.values()):
-            client.close(client.core.dialect.outage())
+            client.close(client.core.dialect.render(Outage()))
         if self.connections:
             self._all_lost = asyncio.Event()
             try:

@@ -15,8 +15,9 @@ import logging
 from typing import TYPE_CHECKING, Protocol, cast
 
 from ipc import messages as m
-from ipc.dialects import Dialect, LineDialect
+from ipc.dialects import LINE, Dialect
 from ipc.errors import ErrorCode
+from ipc.replies import Error
 from workers.connection import FAILED, PAUSE, Connection
 from workers.moving import Moving
 from workers.output import DirectOutput, Output, PacedOutput, unread_input
@@ -49,7 +50,7 @@ class ClientProtocol(asyncio.Protocol):
 
     __slots__ = ("host", "core", "transport", "output", "paused", "progress", "stalled_since")
 
-    def __init__(self, host: Host, key: int, dialect: Dialect = LineDialect) -> None:
+    def __init__(self, host: Host, key: int, dialect: Dialect = LINE) -> None:
         self.host = host
         self.core = Connection(key, dialect, host.limits, self, host.loop.time())
         self.transport: asyncio.Transport | None = None
@@ -62,7 +63,7 @@ class ClientProtocol(asyncio.Protocol):
     def arriving(cls, host: Host, key: int, state: Moving) -> ClientProtocol:
         """The glue for a client another worker sent here, its core as it left the other."""
         self = cls(host, key)
-        self.core = Connection.arriving(key, state, LineDialect, host.limits, self,
+        self.core = Connection.arriving(key, state, LINE, host.limits, self,
                                         host.loop.time())  # fmt: skip
         return self
 
@@ -196,7 +197,7 @@ class ClientProtocol(asyncio.Protocol):
         sendq = self.host.config.sendq
         if output.queued() > sendq:
             log.info("client %s: send queue over %d bytes; cutting it", self.core.cid, sendq)
-            self.close(self.core.dialect.error(ErrorCode.SLOW_CONSUMER))
+            self.close(self.core.dialect.render(Error(ErrorCode.SLOW_CONSUMER)))
         elif size > self.host.limits.tick and not self.core.writing_paused:
             self.host.drained(self)  # it held lines back, and the socket took it all
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pickle
 
 from ipc import messages as m
-from ipc.dialects import Dialect, LegacyDialect, LineDialect
+from ipc.dialects import LEGACY, LINE, Dialect
+from ipc.replies import Clients, Ended, Welcome
 from workers.connection import BACKED_UP, GO, NEXT_TICK, PAUSE, READ, Connection, Limits
 from workers.moving import Moving
 
@@ -37,14 +38,14 @@ class Effects:
 
 
 def client(
-    key: int = 1, cid: int = 5, limits: Limits = LIMITS, dialect: Dialect = LineDialect
+    key: int = 1, cid: int = 5, limits: Limits = LIMITS, dialect: Dialect = LINE
 ) -> tuple[Connection, Effects]:
     effects = Effects()
     conn = Connection(key, dialect, limits, effects, now=0.0)
     assert effects.take() == [] and conn.request == m.Register(key)
     assert conn.welcome(cid)
     assert conn.drain() == READ
-    assert bytes(conn.take_output()) == dialect.welcome(cid)
+    assert bytes(conn.take_output()) == dialect.render(Welcome(cid))
     return conn, effects
 
 
@@ -66,7 +67,7 @@ def pair(conn: Connection, session: int, peer: int, *, here: Connection | None =
 
 def test_welcome_is_the_first_line_and_lines_before_it_wait():
     effects = Effects()
-    conn = Connection(1, LineDialect, LIMITS, effects, now=0.0)
+    conn = Connection(1, LINE, LIMITS, effects, now=0.0)
     conn.receive(b"PING\nGET\n", now=0.5)
     assert conn.drain() == PAUSE  # the id comes first
     assert out(conn) == b""
@@ -81,7 +82,7 @@ def test_replies_come_in_the_order_of_the_lines_while_a_request_waits():
     assert type_(conn, b"GET\nPING\nCONNECT\nHELP\n") == PAUSE
     assert effects.take() == [m.Get(5, False, 1)]
     assert out(conn) == b""  # PING waits behind GET, undecoded
-    assert conn.answer("CLIENTS 5=FREE")
+    assert conn.answer(Clients(((5, False),)))
     assert conn.drain() == READ
     assert out(conn).startswith(b"CLIENTS 5=FREE\nPONG\nERROR USAGE CONNECT <id>\n")
     assert effects.take() == []
@@ -122,9 +123,9 @@ def test_crossed_goodbyes_end_once_each_and_the_late_answer_is_swallowed():
     assert conn.drain() == READ  # GET went out and waits
     assert effects.take() == [m.Get(5, False, 1)]
     assert out(conn) == b"ENDED 6\n"
-    assert not conn.answer("ENDED 6")  # the matchmaker's own answer to our goodbye
+    assert not conn.answer(Ended(6))  # the matchmaker's own answer to our goodbye
     assert out(conn) == b""
-    assert conn.answer("CLIENTS 5=FREE 6=FREE")
+    assert conn.answer(Clients(((5, False), (6, False))))
     assert out(conn) == b"CLIENTS 5=FREE 6=FREE\n"
 
 
@@ -222,7 +223,7 @@ def test_a_new_matchmaker_hears_the_session_being_ended_and_its_unconfirmed_line
     assert state == m.ClientState(1, 5, 10, 6, 10)
     assert lines == [m.Relay(5, 10, "two", 2)]
     assert conn.request == m.Goodbye(5, 10, 6, 1)  # the hello asks it again
-    assert conn.answer("ENDED 6")
+    assert conn.answer(Ended(6))
     assert conn.hello_state() == (m.ClientState(1, 5, 0, 0, 10), [])
 
 
@@ -242,7 +243,7 @@ def test_eof_after_the_last_line_is_a_close():
     assert conn.receive_eof()
     assert conn.drain() == PAUSE
     assert effects.take() == [m.Get(5, False, 1)]
-    conn.answer("CLIENTS 5=FREE")
+    conn.answer(Clients(((5, False),)))
     assert conn.drain() == READ
     assert effects.take() == [m.Drop(5, 1, answer=True)]
 
@@ -273,7 +274,7 @@ def test_a_move_with_lines_in_flight_goes_on_where_it_stopped():
     conn.moved()
     assert conn.closed and out(conn) == b""
     effects = Effects()
-    there = Connection.arriving(8, state, LineDialect, LIMITS, effects, now=10.0)
+    there = Connection.arriving(8, state, LINE, LIMITS, effects, now=10.0)
     assert there.request == m.Connect(100, 6, 8) and there.last_seen == 7.0
     partner, _ = client(key=2, cid=6)
     assert not pair(partner, 9, 100, here=there)
@@ -286,8 +287,8 @@ def test_a_move_with_lines_in_flight_goes_on_where_it_stopped():
 
 
 def test_an_arriving_client_without_a_request_has_none_here():
-    state = Moving(9, 101, None, (), LineDialect.decoder(64), 0.0, b"", 4)
-    there = Connection.arriving(8, state, LineDialect, LIMITS, Effects(), now=0.0)
+    state = Moving(9, 101, None, (), LINE.decoder(64), 0.0, b"", 4)
+    there = Connection.arriving(8, state, LINE, LIMITS, Effects(), now=0.0)
     assert there.request is None and there.cid == 101 and there.last_session == 4
 
 
@@ -296,7 +297,7 @@ def test_who_may_not_move():
     conn.receive(b"GET\n", now=1.0)
     conn.drain()
     assert not conn.movable(5)  # waits for an answer that is not the move's
-    legacy, _ = client(dialect=LegacyDialect)
+    legacy, _ = client(dialect=LEGACY)
     assert not legacy.movable(5)  # paced output
 
 
@@ -320,5 +321,5 @@ def test_matchmaker_replaced_forgets_owed_answers():
     assert out(conn) == b"CONNECTED 6\n"
     conn.ended(10, 6)
     conn.matchmaker_replaced()
-    assert conn.answer("CLIENTS 5=FREE 6=FREE")
+    assert conn.answer(Clients(((5, False), (6, False))))
     assert out(conn) == b"ENDED 6\nCLIENTS 5=FREE 6=FREE\n"

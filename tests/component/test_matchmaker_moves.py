@@ -14,7 +14,7 @@ import pytest
 from ipc import messages as m
 from matchmaker.service import Matchmaker
 from matchmaker.table import ClientTable
-from tests.component.test_matchmaker_service import Harness
+from tests.component.test_matchmaker_service import Harness, answer, refuse
 
 
 class MoveHarness(Harness):
@@ -89,12 +89,12 @@ def test_the_partners_requests_wait_for_its_connected(h):
     c = h.register(0, 11)
     h.handle(0, m.Connect(a, b, 10))
     assert h.handle(1, m.Get(b, False, 20), m.Connect(b, c, 20)) == []
-    assert h.handle(0, m.Get(c, False, 11)) == [(0, m.Answer(11, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
+    assert h.handle(0, m.Get(c, False, 11)) == [(0, answer(11, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
     assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b, 25))) == [
         (1, m.Paired(20, 1, a, 1, 25, False)),
         (1, m.Paired(25, 1, b, 1, 20, True)),
-        (1, m.Answer(20, "CLIENTS 1=BUSY 2=BUSY 3=FREE")),
-        (1, m.Answer(20, f"ERROR TALKING {a}")),
+        (1, answer(20, "CLIENTS 1=BUSY 2=BUSY 3=FREE")),
+        (1, answer(20, f"ERROR TALKING {a}")),
     ]
 
 
@@ -105,7 +105,7 @@ def test_the_partner_leaving_during_the_move_answers_the_connect_again(h):
     h.handle(1, m.Get(b, False, 20))  # held for the move, void once b has gone
     assert h.handle(1, m.Drop(b, 20)) == [(0, m.Ended(10, 1, b))]  # a's old worker ignores it
     assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b, 25))) == [
-        (1, m.Answer(25, f"ERROR OFFLINE {b}"))
+        (1, answer(25, f"ERROR OFFLINE {b}"))
     ]
     assert h.mm.table.clients() == [(a, False)]
     assert h.mm.table.get(a).addr == (1, 25)
@@ -117,9 +117,9 @@ def test_the_mover_leaving_answers_what_its_partner_asked(h):
     h.handle(0, m.Connect(a, b, 10))
     h.handle(1, m.Get(b, True, 20))
     assert h.handle(0, m.Drop(a, 10, True)) == [
-        (1, m.Answer(20, f"CLIENTS {b}=FREE")),
+        (1, answer(20, f"CLIENTS {b}=FREE")),
         (1, m.Ended(20, 1, a)),  # b's worker ignores it: b never heard of the session
-        (0, m.Refuse(10, "BYE")),
+        (0, refuse(10, "BYE")),
     ]
     assert h.mm.pending == {}
 
@@ -155,7 +155,7 @@ def test_a_client_whose_id_went_to_someone_else_meanwhile_is_closed(h):
     h.mm.worker_gone(0)
     assert h.register(1, 21) == a  # the smallest free id
     h.log.clear()
-    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b, 25))) == [(1, m.Refuse(25, "OUTAGE"))]
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b, 25))) == [(1, refuse(25, "OUTAGE"))]
 
 
 def test_a_fresh_matchmaker_takes_in_a_client_it_never_heard_of(h):
@@ -201,9 +201,9 @@ def test_a_target_that_leaves_while_it_moves_gets_the_requester_offline(h):
     h.register(1, 21)
     assert h.handle(0, m.Connect(a, b, 10)) == [(1, m.Move(20, b, 1, 0))]  # b is the one moving
     assert h.handle(1, m.Drop(b, 20, True)) == [
-        (0, m.Answer(10, f"ERROR OFFLINE {b}")),  # a's CONNECT is answered, never left hanging
+        (0, answer(10, f"ERROR OFFLINE {b}")),  # a's CONNECT is answered, never left hanging
         (0, m.Ended(10, 1, b)),
-        (1, m.Refuse(20, "BYE")),
+        (1, refuse(20, "BYE")),
     ]
     assert h.mm.pending == {}
 
@@ -214,7 +214,7 @@ def test_a_target_lost_with_its_worker_gets_the_requester_offline(h):
     h.handle(0, m.Connect(a, b, 10))
     h.log.clear()
     h.mm.worker_gone(1)
-    assert h.log == [(0, m.Answer(10, f"ERROR OFFLINE {b}")), (0, m.Ended(10, 1, b))]
+    assert h.log == [(0, answer(10, f"ERROR OFFLINE {b}")), (0, m.Ended(10, 1, b))]
 
 
 def test_nothing_a_dead_workers_client_asked_is_answered(h):
@@ -241,7 +241,7 @@ def test_a_client_freed_while_it_moves_is_not_paired_until_it_lands(h):
     assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b, 25))) == [
         (1, m.Paired(25, 2, c, 1, 21, False)),  # c's CONNECT, now a has landed by c
         (1, m.Paired(21, 2, a, 1, 25, True)),
-        (1, m.Answer(25, f"ERROR TALKING {c}")),  # a's own CONNECT, asked again
+        (1, answer(25, f"ERROR TALKING {c}")),  # a's own CONNECT, asked again
     ]
     assert h.mm.pending == {}
 
@@ -253,7 +253,7 @@ def test_a_deferred_request_of_a_client_gone_meanwhile_is_not_answered_to_its_id
     h.handle(1, m.Drop(b, 20))  # b leaves; its id is free
     assert h.register(1, 22) == b  # and taken by a newcomer
     out = h.handle(1, m.Placed(25, a, 1, m.Connect(a, b, 25)))
-    assert (1, m.Answer(22, "CLIENTS 1=BUSY 2=BUSY")) not in out  # b's GET died with b
+    assert (1, answer(22, "CLIENTS 1=BUSY 2=BUSY")) not in out  # b's GET died with b
     assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]  # a pairs with the heir
 
 
@@ -266,7 +266,7 @@ def refused_mover(h):
     h.mm.worker_gone(0)  # a dies, and b with it for all the matchmaker can tell
     assert h.register(1, 22) == a
     assert h.register(1, 23) == b  # b's heir
-    assert h.handle(0, m.Placed(5, b, 1, None)) == [(0, m.Refuse(5, "OUTAGE"))]
+    assert h.handle(0, m.Placed(5, b, 1, None)) == [(0, refuse(5, "OUTAGE"))]
     return a, b
 
 
@@ -292,14 +292,14 @@ def test_a_client_refused_on_landing_is_not_answered_for_the_id_it_lost(h, reque
     assert h.mm.table.clients() == before
     assert h.mm.table.get(b).addr == (1, 23)
     # the heir's own requests still work
-    assert h.handle(1, m.Get(b, True, 23)) == [(1, m.Answer(23, "CLIENTS 1=FREE 2=FREE 3=FREE"))]
+    assert h.handle(1, m.Get(b, True, 23)) == [(1, answer(23, "CLIENTS 1=FREE 2=FREE 3=FREE"))]
     out = h.handle(1, m.Connect(b, a, 23))
     assert [(w, type(msg)) for w, msg in out] == [(1, m.Paired), (1, m.Paired)]
 
 
 def test_a_refused_client_leaving_hears_only_its_own_bye(h):
     _, b = refused_mover(h)
-    assert h.handle(0, m.Drop(b, 5, True)) == [(0, m.Refuse(5, "BYE"))]
+    assert h.handle(0, m.Drop(b, 5, True)) == [(0, refuse(5, "BYE"))]
     assert h.mm.table.clients() == [(1, False), (2, False), (3, False)]
     assert h.mm.table.get(b).addr == (1, 23)
 
@@ -321,7 +321,7 @@ def test_a_deferred_request_follows_its_asker_when_it_moves(h):
     assert out == [
         (1, m.Paired(20, 1, a, 1, 25, False)),
         (1, m.Paired(25, 1, b, 1, 20, True)),
-        (1, m.Answer(26, f"ERROR TALKING {d}")),  # c's CONNECT, at c's new key
+        (1, answer(26, f"ERROR TALKING {d}")),  # c's CONNECT, at c's new key
     ]
 
 
@@ -355,7 +355,7 @@ def test_a_movers_connect_still_on_its_way_from_its_old_worker_is_answered_where
     assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, c, 25))) == [
         (1, m.Paired(25, 1, b, 1, 20, False)),
         (1, m.Paired(20, 1, a, 1, 25, True)),
-        (1, m.Answer(25, f"ERROR TALKING {b}")),
+        (1, answer(25, f"ERROR TALKING {b}")),
     ]
     assert h.handle(0, m.Connect(a, c, 10)) == []
 

@@ -9,8 +9,18 @@ from __future__ import annotations
 import pytest
 
 from ipc import messages as m
+from ipc.replies import parse_reply
 from matchmaker.service import Matchmaker
 from matchmaker.table import ClientTable
+
+
+def answer(key: int, line: str) -> m.Answer:
+    """The typed answer whose v1 line is ``line``."""
+    return m.Answer.of(key, parse_reply(line))  # type: ignore[arg-type]
+
+
+def refuse(key: int, line: str) -> m.Refuse:
+    return m.Refuse.of(key, parse_reply(line))  # type: ignore[arg-type]
 
 
 class FakeOutbox:
@@ -83,7 +93,7 @@ def test_register_beyond_max_clients_is_refused():
     h = Harness(max_clients=2)
     h.register(0, 1)
     h.register(1, 2)
-    assert h.handle(1, m.Register(3)) == [(1, m.Refuse(3, "ERROR FULL"))]
+    assert h.handle(1, m.Register(3)) == [(1, refuse(3, "ERROR FULL"))]
     assert len(h.mm.table) == 2
     h.handle(0, m.Drop(1, 1))
     assert h.handle(1, m.Register(3)) == [(1, m.Welcome(3, 1))]
@@ -97,16 +107,16 @@ def test_get_answers_with_every_client(h):
     h.register(1, 20)
     h.register(1, 30)
     h.pair(1, 2)
-    assert h.handle(1, m.Get(3, False, 30)) == [(1, m.Answer(30, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
-    assert h.handle(1, m.Get(3, True, 30)) == [(1, m.Answer(30, "CLIENTS 3=FREE"))]
-    assert h.handle(0, m.Get(1, False, 10)) == [(0, m.Answer(10, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
+    assert h.handle(1, m.Get(3, False, 30)) == [(1, answer(30, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
+    assert h.handle(1, m.Get(3, True, 30)) == [(1, answer(30, "CLIENTS 3=FREE"))]
+    assert h.handle(0, m.Get(1, False, 10)) == [(0, answer(10, "CLIENTS 1=BUSY 2=BUSY 3=FREE"))]
 
 
 def test_get_free_with_none_free(h):
     h.register(0, 10)
     h.register(0, 11)
     h.pair(1, 2)
-    assert h.handle(0, m.Get(1, True, 10)) == [(0, m.Answer(10, "CLIENTS"))]
+    assert h.handle(0, m.Get(1, True, 10)) == [(0, answer(10, "CLIENTS"))]
 
 
 # ---- connect -----------------------------------------------------------------------
@@ -162,7 +172,7 @@ def test_connect_errors_answer_only_the_requester(requester, target, line):
     h.pair(2, 3)
     before = h.mm.table.clients()
     worker, key = keys[requester]
-    assert h.handle(worker, m.Connect(requester, target, key)) == [(worker, m.Answer(key, line))]
+    assert h.handle(worker, m.Connect(requester, target, key)) == [(worker, answer(key, line))]
     assert h.mm.table.clients() == before
 
 
@@ -172,7 +182,7 @@ def test_crossed_connects_pair_once(h):
     h.register(1, 20)
     first = h.handle(0, m.Connect(1, 2, 10))
     assert [msg.requested for _, msg in first] == [False, True]
-    assert h.handle(1, m.Connect(2, 1, 20)) == [(1, m.Answer(20, "ERROR TALKING 1"))]
+    assert h.handle(1, m.Connect(2, 1, 20)) == [(1, answer(20, "ERROR TALKING 1"))]
 
 
 # ---- relay -------------------------------------------------------------------------
@@ -233,7 +243,7 @@ def test_goodbye_answers_the_requester_after_ending(h):
     sid = h.pair(1, 2)
     assert h.handle(0, m.Goodbye(1, sid, 2, 10)) == [
         (1, m.Ended(20, sid, 1)),
-        (0, m.Answer(10, "ENDED 2")),
+        (0, answer(10, "ENDED 2")),
     ]
 
 
@@ -243,11 +253,11 @@ def test_stale_goodbye_ends_nothing(h):
     h.register(1, 20)
     sid = h.pair(1, 2)
     h.handle(1, m.Goodbye(2, sid, 1, 20))
-    assert h.handle(0, m.Goodbye(1, sid, 2, 10)) == [(0, m.Answer(10, "ENDED 2"))]
+    assert h.handle(0, m.Goodbye(1, sid, 2, 10)) == [(0, answer(10, "ENDED 2"))]
     h.register(1, 30)
     new = h.pair(2, 3)
     before = h.mm.table.clients()
-    assert h.handle(0, m.Goodbye(1, sid, 2, 10)) == [(0, m.Answer(10, "ENDED 2"))]
+    assert h.handle(0, m.Goodbye(1, sid, 2, 10)) == [(0, answer(10, "ENDED 2"))]
     assert h.mm.table.clients() == before
     assert h.mm.table.partner(2, new).id == 3
 
@@ -267,7 +277,7 @@ def test_drop_of_a_paired_client_ends_the_session_and_frees_the_id(h):
     assert h.handle(1, m.Drop(2, 20)) == [(0, m.Ended(10, sid, 2))]
     assert h.mm.table.clients() == [(1, False)]
     assert h.handle(1, m.Register(21)) == [(1, m.Welcome(21, 2))]
-    assert h.handle(0, m.Get(1, False, 10)) == [(0, m.Answer(10, "CLIENTS 1=FREE 2=FREE"))]
+    assert h.handle(0, m.Get(1, False, 10)) == [(0, answer(10, "CLIENTS 1=FREE 2=FREE"))]
 
 
 def test_drop_of_a_free_client_tells_no_one(h):
@@ -281,7 +291,7 @@ def test_drop_with_answer_says_bye_after_the_partner_is_told(h):
     h.register(0, 10)
     h.register(1, 20)
     sid = h.pair(1, 2)
-    assert h.handle(1, m.Drop(2, 20, True)) == [(0, m.Ended(10, sid, 2)), (1, m.Refuse(20, "BYE"))]
+    assert h.handle(1, m.Drop(2, 20, True)) == [(0, m.Ended(10, sid, 2)), (1, refuse(20, "BYE"))]
     assert 2 not in h.mm.table
 
 
@@ -289,7 +299,7 @@ def test_drop_of_an_unknown_client_is_ignored(h):
     h.register(0, 10)
     assert h.handle(0, m.Drop(5, 12)) == []
     # but a leaving client always gets its BYE: a restarted matchmaker may never have known it
-    assert h.handle(0, m.Drop(5, 12, True)) == [(0, m.Refuse(12, "BYE"))]
+    assert h.handle(0, m.Drop(5, 12, True)) == [(0, refuse(12, "BYE"))]
     h.handle(0, m.Drop(1, 10))
     assert h.handle(0, m.Drop(1, 10)) == []
 
@@ -324,8 +334,8 @@ def test_a_batch_is_handled_in_order(h):
         (0, m.Paired(10, 1, 2, 0, 11, True)),
         (0, m.Deliver(11, 1, "hi")),
         (0, m.Ended(10, 1, 2)),
-        (0, m.Answer(11, "ENDED 1")),
-        (0, m.Answer(10, "CLIENTS 1=FREE 2=FREE")),
+        (0, answer(11, "ENDED 1")),
+        (0, answer(10, "CLIENTS 1=FREE 2=FREE")),
     ]
 
 
@@ -368,7 +378,7 @@ def test_restore_keeps_ids_sessions_and_answers_open_requests():
             1: m.Hello((state(20, 3, 7, 1),), (m.Register(21),)),
         }
     )
-    assert h.log == [(0, m.Answer(11, "CLIENTS 1=BUSY 2=FREE 3=BUSY")), (1, m.Welcome(21, 4))]
+    assert h.log == [(0, answer(11, "CLIENTS 1=BUSY 2=FREE 3=BUSY")), (1, m.Welcome(21, 4))]
     assert h.mm.table.partner(1, 7).id == 3
     h.log.clear()
     assert h.handle(0, m.Relay(1, 7, "still here", 5)) == [(1, m.Deliver(20, 7, "still here", 5))]
@@ -408,7 +418,7 @@ def test_restore_lets_an_open_goodbye_end_the_session():
             1: m.Hello((state(20, 2, 0, 0, last_session=7),), (m.Goodbye(2, 7, 1, 20),)),
         }
     )
-    assert h.log == [(0, m.Ended(10, 7, 2)), (1, m.Answer(20, "ENDED 1"))]
+    assert h.log == [(0, m.Ended(10, 7, 2)), (1, answer(20, "ENDED 1"))]
     assert h.mm.table.clients() == [(1, False), (2, False)]
 
 
@@ -476,15 +486,15 @@ def test_requests_from_an_ids_old_holder_never_reach_its_heir(h):
     assert h.handle(0, m.Connect(1, 2, 10)) == []
     assert h.handle(0, m.Goodbye(1, 5, 2, 10)) == []
     assert h.handle(0, m.Drop(1, 10)) == []  # does not free the heir's id
-    assert h.handle(0, m.Drop(1, 10, True)) == [(0, m.Refuse(10, "BYE"))]  # its own BYE only
+    assert h.handle(0, m.Drop(1, 10, True)) == [(0, refuse(10, "BYE"))]  # its own BYE only
     assert h.mm.table.clients() == before
     assert h.mm.table.get(1).addr == (1, 21)
     # the heir's own requests are answered as ever
-    assert h.handle(1, m.Get(1, False, 21)) == [(1, m.Answer(21, "CLIENTS 1=FREE 2=FREE"))]
+    assert h.handle(1, m.Get(1, False, 21)) == [(1, answer(21, "CLIENTS 1=FREE 2=FREE"))]
     sid = h.pair(1, 2)
     assert h.handle(1, m.Goodbye(1, sid, 2, 21)) == [
         (1, m.Ended(20, sid, 1)),
-        (1, m.Answer(21, "ENDED 2")),
+        (1, answer(21, "ENDED 2")),
     ]
 
 

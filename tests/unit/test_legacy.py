@@ -5,9 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipc.dialects import LegacyDialect, LineDialect
+from ipc.dialects import LEGACY, LINE
 from ipc.errors import ErrorCode
 from ipc.legacy import RECORD, RecordDecoder, get_reply, record, records
+from ipc.replies import Connected, Error, Welcome, parse_reply
 
 
 def rec(text: bytes, pad: bytes = b"") -> bytes:
@@ -77,17 +78,17 @@ def test_get_reply_by_position_and_cut_to_fit():
 
 
 def test_dialects_translate_the_matchmaker_answers():
-    legacy = LegacyDialect
-    assert legacy.answer("CLIENTS 1=FREE 2=BUSY") == record("GET -1 0 1 ")
-    assert legacy.answer("ERROR OFFLINE 9") == record("CONNECT OFFLINE")
-    assert legacy.answer("ERROR TALKING 2") == record("CONNECT TALK")
-    assert legacy.answer("ERROR FULL") == record("ABORT")
-    assert legacy.answer("ENDED 2") == record("TERMINATED")
-    assert legacy.answer("BYE") == record("ABORT")
-    assert legacy.connected(3, requested=True) == record("CONNECT SUCCESS 3")
-    assert legacy.connected(3, requested=False) == record("CONNECT SUCCESS% 3")
-    assert legacy.error(ErrorCode.USAGE, "CONNECT <id>") == record("INVALID COMMAND")
-    assert legacy.welcome(4) == b"" and not legacy.welcomes
-    assert LineDialect.answer("ERROR OFFLINE 9") == b"ERROR OFFLINE 9\n"
-    assert LineDialect.msg("hi") == b"MSG hi\n"
-    assert LineDialect.connected(3, requested=False) == b"CONNECTED 3\n"
+    legacy = LEGACY
+    assert legacy.render(parse_reply("CLIENTS 1=FREE 2=BUSY")) == record("GET -1 0 1 ")
+    assert legacy.render(parse_reply("ERROR OFFLINE 9")) == record("CONNECT OFFLINE")
+    assert legacy.render(parse_reply("ERROR TALKING 2")) == record("CONNECT TALK")
+    assert legacy.render(parse_reply("ERROR FULL")) == record("ABORT")
+    assert legacy.render(parse_reply("ENDED 2")) == record("TERMINATED")
+    assert legacy.render(parse_reply("BYE")) == record("ABORT")
+    assert legacy.render(Connected(3, requested=True)) == record("CONNECT SUCCESS 3")
+    assert legacy.render(Connected(3, requested=False)) == record("CONNECT SUCCESS% 3")
+    assert legacy.render(Error(ErrorCode.USAGE, "CONNECT <id>")) == record("INVALID COMMAND")
+    assert legacy.render(Welcome(4)) == b"" and not legacy.welcomes
+    assert LINE.render(parse_reply("ERROR OFFLINE 9")) == b"ERROR OFFLINE 9\n"
+    assert LINE.msg("hi") == b"MSG hi\n"
+    assert LINE.render(Connected(3, requested=False)) == b"CONNECTED 3\n"

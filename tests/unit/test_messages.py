@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipc import messages as m
+from ipc import replies as r
+from ipc.errors import ErrorCode
 
 CLASSES = sorted(
     set(typing.get_args(m.ToMatchmaker)) | set(typing.get_args(m.ToWorker)),
@@ -27,6 +29,8 @@ def sample(cls):
         return m.Hello((state, state), (m.Get(2, True, 6), m.Drop(5, 7, True), m.Register(8)))
     if cls is m.Placed:  # carries the request the move answers
         return m.Placed(4, 2**40, 9, m.Connect(2**40, 3, 4))
+    if cls in (m.Answer, m.Refuse):  # carry a typed reply, packed
+        return cls.of(2**40, r.Error(ErrorCode.OFFLINE, VALUES[str]))
     hints = typing.get_type_hints(cls)
     return cls(**{name: VALUES[hints[name]] for name in cls._fields})
 
