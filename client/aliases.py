@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ipc.commands import CLOSE, GOODBYE
+from wire.commands import CLOSE, GOODBYE
 
 
 @dataclass(frozen=True, slots=True)

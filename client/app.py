@@ -28,10 +28,10 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from client.render import Output, Tone, paint
 from client.session import ClientSession, Outcome
-from ipc.codec import LineDecoder, encode
-from ipc.commands import CLOSE
-from ipc.errors import ErrorCode
-from ipc.replies import parse_reply
+from wire.codec import LineDecoder, encode
+from wire.commands import CLOSE
+from wire.errors import ErrorCode
+from wire.replies import parse_reply
 
 #: Longest line the client accepts from the server or stdin. ``CLIENTS`` for
 #: 10,000 clients is about 100 KB; 16 MiB leaves room for far larger servers and

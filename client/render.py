@@ -13,8 +13,8 @@ import enum
 import unicodedata
 from dataclasses import dataclass
 
-from ipc import replies
-from ipc.errors import ErrorCode
+from wire import replies
+from wire.errors import ErrorCode
 
 
 class Tone(enum.Enum):

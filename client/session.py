@@ -15,8 +15,8 @@ import enum
 from client import aliases, render
 from client.aliases import Send
 from client.render import Output, Tone
-from ipc import commands, replies
-from ipc.errors import ErrorCode, ProtocolError
+from wire import commands, replies
+from wire.errors import ErrorCode, ProtocolError
 
 
 class Outcome(enum.Enum):

@@ -1,6 +1,8 @@
-"""The wire protocol and the inter-process messages, as pure code.
+"""What the server's processes say to each other, and how it gets there.
 
-Everything here except ``channel`` and ``fdpass`` is free of I/O: bytes and
-values in, bytes and values out, so the server's workers and the terminal
-client share one codec and the unit tests need no sockets.
+``messages`` (what crosses between the workers and the matchmaker, pure),
+``channel`` (the batched pipes that carry them), ``fdpass`` (client sockets
+passed from the acceptor to a worker, and between workers) and ``load`` (how
+busy each worker is, in shared memory). Clients never see any of it: their
+protocol is ``wire``'s.
 """

@@ -20,7 +20,7 @@ from __future__ import annotations
 import typing
 from typing import Any, NamedTuple
 
-from ipc import replies
+from wire import replies
 
 # ---- worker -> matchmaker ------------------------------------------------------
 

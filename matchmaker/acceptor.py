@@ -23,12 +23,12 @@ import sys
 import time
 from collections.abc import Callable
 
-from ipc import dialects
-from ipc.errors import ErrorCode
 from ipc.fdpass import LEGACY, LINE, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
-from ipc.replies import Error
 from matchmaker.proc import BOOT_ERROR, Tally, child_setup, exit_on_sigterm
+from wire import dialects
+from wire.errors import ErrorCode
+from wire.replies import Error
 
 log = logging.getLogger("matchmaker.acceptor")
 

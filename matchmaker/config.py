@@ -1,7 +1,7 @@
 """Command-line flags of ``python -m matchmaker`` and the frozen ``Config`` they make.
 
 Every limit is a flag; each default is justified where it is defined (the
-line limit in ``ipc.codec``, the client limit in ``matchmaker.table``).
+line limit in ``wire.codec``, the client limit in ``matchmaker.table``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import importlib.util
 import os
 from dataclasses import dataclass, fields
 
-from ipc.codec import DEFAULT_MAX_LINE
 from ipc.load import BEAT_INTERVAL
 from matchmaker.table import DEFAULT_MAX_CLIENTS
+from wire.codec import DEFAULT_MAX_LINE
 
 #: Default for ``--sendq``: 1 MiB may wait to be sent to one client before it is
 #: cut as a slow consumer. InspIRCd's default sendq is 1 MB; ergo's is 96 KiB.

@@ -30,10 +30,10 @@ from typing import Any, NamedTuple
 
 from ipc import messages as m
 from ipc.channel import Links, Receiver, Sender
-from ipc.errors import ProtocolError
-from ipc.replies import Bye, Clients, Ended, Outage
 from matchmaker.proc import child_setup, exit_on_sigterm
 from matchmaker.table import ClientTable, Entry, Session
+from wire.errors import ProtocolError
+from wire.replies import Bye, Clients, Ended, Outage
 
 log = logging.getLogger("matchmaker.service")
 

@@ -17,7 +17,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ipc.errors import ErrorCode, ProtocolError
+from wire.errors import ErrorCode, ProtocolError
 
 #: Default for ``--max-clients``: the 10,000 idle clients the design is sized
 #: for (about 40 MiB of buffers at most); the acceptor's fd limit is raised to fit.

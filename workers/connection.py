@@ -33,11 +33,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from ipc import commands as c
 from ipc import messages as m
-from ipc import replies as r
-from ipc.dialects import HELP, Dialect
-from ipc.errors import ErrorCode, ProtocolError
+from wire import commands as c
+from wire import replies as r
+from wire.dialects import HELP, Dialect
+from wire.errors import ErrorCode, ProtocolError
 from workers.moving import Moving
 from workers.unconfirmed import Unconfirmed
 

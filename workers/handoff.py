@@ -12,10 +12,10 @@ import logging
 import socket
 from collections.abc import Callable
 
-from ipc import dialects
-from ipc.dialects import Dialect
 from ipc.fdpass import LEGACY, Dropped, recv_tagged
 from matchmaker.proc import Tally
+from wire import dialects
+from wire.dialects import Dialect
 
 log = logging.getLogger("workers.handoff")
 

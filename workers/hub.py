@@ -21,10 +21,10 @@ from typing import Any
 
 from ipc import messages as m
 from ipc.channel import Sender
-from ipc.dialects import LINE, Dialect
-from ipc.errors import ErrorCode
-from ipc.replies import Error, Outage
 from matchmaker.config import Config
+from wire.dialects import LINE, Dialect
+from wire.errors import ErrorCode
+from wire.replies import Error, Outage
 from workers.connection import Limits
 from workers.migrate import Mover
 from workers.moving import Moving

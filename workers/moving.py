@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipc import messages as m
-from ipc.errors import ErrorCode
+from wire.errors import ErrorCode
 
 
 @dataclass(frozen=True, slots=True)

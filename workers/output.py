@@ -23,7 +23,7 @@ import struct
 import termios
 from typing import Protocol
 
-from ipc.legacy import RECORD
+from wire.legacy import RECORD
 
 
 class Writer(Protocol):

@@ -15,9 +15,9 @@ import logging
 from typing import TYPE_CHECKING, Protocol, cast
 
 from ipc import messages as m
-from ipc.dialects import LINE, Dialect
-from ipc.errors import ErrorCode
-from ipc.replies import Error
+from wire.dialects import LINE, Dialect
+from wire.errors import ErrorCode
+from wire.replies import Error
 from workers.connection import FAILED, PAUSE, Connection
 from workers.moving import Moving
 from workers.output import DirectOutput, Output, PacedOutput, unread_input

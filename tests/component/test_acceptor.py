@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from ipc import legacy
 from ipc.fdpass import LEGACY, LINE, handoff_pair, recv_tagged, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
 from matchmaker.acceptor import Intake, Placement
 from tests.component.test_fdpass import no_free_descriptor
+from wire import legacy
 
 WORKERS = 3
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pickle
 
 from ipc import messages as m
-from ipc.dialects import LEGACY, LINE, Dialect
-from ipc.replies import Clients, Ended, Welcome
+from wire.dialects import LEGACY, LINE, Dialect
+from wire.replies import Clients, Ended, Welcome
 from workers.connection import BACKED_UP, GO, NEXT_TICK, PAUSE, READ, Connection, Limits
 from workers.moving import Moving
 

@@ -8,9 +8,9 @@ import socket
 
 import pytest
 
-from ipc.dialects import LegacyDialect, LineDialect
 from ipc.fdpass import LEGACY, handoff_pair, send_fd
 from tests.component.test_fdpass import no_free_descriptor
+from wire.dialects import LegacyDialect, LineDialect
 from workers.handoff import BATCH, Handoffs
 
 

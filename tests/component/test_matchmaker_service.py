@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from ipc import messages as m
-from ipc.replies import parse_reply
 from matchmaker.service import Matchmaker
 from matchmaker.table import ClientTable
+from wire.replies import parse_reply
 
 
 def answer(key: int, line: str) -> m.Answer:

@@ -261,7 +261,7 @@ def test_clients_that_never_read_their_replies_cost_at_most_their_limits(start_s
 
 
 def help_block() -> list[str]:
-    from ipc.commands import help_lines
+    from wire.commands import help_lines
 
     return list(help_lines())
 

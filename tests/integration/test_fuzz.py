@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipc.replies import Unknown, parse_reply
 from tests.integration.harness import Client, pair
+from wire.replies import Unknown, parse_reply
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from ipc.commands import help_lines
 from tests.integration.harness import Client, LegacyClient, Server, pair
+from wire.commands import help_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

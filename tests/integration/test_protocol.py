@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from ipc.commands import help_lines
 from tests.integration.harness import pair, two_clients
+from wire.commands import help_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

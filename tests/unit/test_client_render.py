@@ -16,8 +16,8 @@ from client.render import (
     render,
     visible,
 )
-from ipc import replies
-from ipc.errors import ErrorCode
+from wire import replies
+from wire.errors import ErrorCode
 
 NOON = datetime.time(12, 34, 56)
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from client.aliases import Send, help_lines
 from client.render import Output, Tone
 from client.session import ClientSession, Outcome
-from ipc import replies
-from ipc.errors import ErrorCode
+from wire import replies
+from wire.errors import ErrorCode
 
 NOON = datetime.time(12, 0, 0)
 

@@ -1,4 +1,4 @@
-"""ipc.codec: framing, the line limit, UTF-8 and resync, in every chunking.
+"""wire.codec: framing, the line limit, UTF-8 and resync, in every chunking.
 
 Every case is fed whole, byte by byte, in two halves at every split point and
 with trailing bytes of an unfinished line (cf. h11 ``tests/test_io.py``). The
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ipc.codec import DEFAULT_MAX_LINE, LineDecoder, encode
-from ipc.errors import ErrorCode
+from wire.codec import DEFAULT_MAX_LINE, LineDecoder, encode
+from wire.errors import ErrorCode
 
 TOO_LONG = ErrorCode.TOO_LONG
 ENCODING = ErrorCode.ENCODING

@@ -1,4 +1,4 @@
-"""ipc.commands: every verb parsed while FREE, control lines while BUSY, and HELP."""
+"""wire.commands: every verb parsed while FREE, control lines while BUSY, and HELP."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipc.commands import (
+from wire.commands import (
     CLOSE,
     GOODBYE,
     SESSION_HELP,
@@ -22,7 +22,7 @@ from ipc.commands import (
     parse_busy,
     parse_free,
 )
-from ipc.errors import ErrorCode, ProtocolError
+from wire.errors import ErrorCode, ProtocolError
 
 
 @pytest.mark.parametrize(

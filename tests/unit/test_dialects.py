@@ -1,4 +1,4 @@
-"""ipc.dialects and the reply model: one typed reply, rendered by each dialect, read back.
+"""wire.dialects and the reply model: one typed reply, rendered by each dialect, read back.
 
 What the matchmaker decides crosses a queue packed and comes back equal; what
 the v1 dialect writes, the client's parser reads back as the same reply; the
@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipc import messages as m
-from ipc.dialects import HELP, LEGACY, LINE
-from ipc.errors import ErrorCode, ProtocolError
-from ipc.legacy import record
-from ipc.replies import (
+from wire.dialects import HELP, LEGACY, LINE
+from wire.errors import ErrorCode, ProtocolError
+from wire.legacy import record
+from wire.replies import (
     Bye,
     Clients,
     Connected,

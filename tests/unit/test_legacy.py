@@ -1,14 +1,14 @@
-"""ipc.legacy and the legacy dialect: records both ways, the original words."""
+"""wire.legacy and the legacy dialect: records both ways, the original words."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipc.dialects import LEGACY, LINE
-from ipc.errors import ErrorCode
-from ipc.legacy import RECORD, RecordDecoder, get_reply, record, records
-from ipc.replies import Connected, Error, Welcome, parse_reply
+from wire.dialects import LEGACY, LINE
+from wire.errors import ErrorCode
+from wire.legacy import RECORD, RecordDecoder, get_reply, record, records
+from wire.replies import Connected, Error, Welcome, parse_reply
 
 
 def rec(text: bytes, pad: bytes = b"") -> bytes:

@@ -74,3 +74,17 @@ def test_enter_imports_the_role_module_and_runs_its_main(monkeypatch: pytest.Mon
 def test_every_role_module_has_a_main(name: str) -> None:
     module = __import__(name, fromlist=["main"])
     assert callable(module.main)
+
+
+def test_the_terminal_client_imports_the_wire_protocol_and_nothing_of_the_server() -> None:
+    probe = (
+        "import sys\nimport client.__main__, client.app\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('ipc', 'workers', 'matchmaker', 'wire'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = out.stdout.split()
+    assert "wire.replies" in loaded and "wire.codec" in loaded
+    assert [m for m in loaded if not m.startswith("wire")] == []

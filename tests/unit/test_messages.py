@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipc import messages as m
-from ipc import replies as r
-from ipc.errors import ErrorCode
+from wire import replies as r
+from wire.errors import ErrorCode
 
 CLASSES = sorted(
     set(typing.get_args(m.ToMatchmaker)) | set(typing.get_args(m.ToWorker)),

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ipc.codec import DEFAULT_MAX_LINE
-from ipc.commands import VERBS
-from ipc.errors import ErrorCode
 from matchmaker.config import DEFAULT_SENDQ, DEFAULT_WORKER_TIMEOUT, build_parser
 from matchmaker.table import DEFAULT_MAX_CLIENTS
+from wire.codec import DEFAULT_MAX_LINE
+from wire.commands import VERBS
+from wire.errors import ErrorCode
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")

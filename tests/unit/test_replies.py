@@ -1,4 +1,4 @@
-"""ipc.replies: each reply's exact wire line, and ``parse_reply`` as its inverse."""
+"""wire.replies: each reply's exact wire line, and ``parse_reply`` as its inverse."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipc.errors import ErrorCode, ProtocolError
-from ipc.replies import (
+from wire.errors import ErrorCode, ProtocolError
+from wire.replies import (
     Bye,
     Clients,
     Connected,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from ipc.errors import ErrorCode, ProtocolError
 from matchmaker.table import DEFAULT_MAX_CLIENTS, ClientTable, Entry
+from wire.errors import ErrorCode, ProtocolError
 
 
 def snapshot(table):

@@ -20,8 +20,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ipc.errors import ProtocolError
 from matchmaker.table import ClientTable
+from wire.errors import ProtocolError
 
 MAX_CLIENTS = 6
 

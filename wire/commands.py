@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ipc.errors import ErrorCode, ProtocolError
+from wire.errors import ErrorCode, ProtocolError
 
 #: ``ERROR UNKNOWN_COMMAND`` echoes at most this many characters of the word: a
 #: client that sends 4 KiB of garbage per line must not get 4 KiB back per line.

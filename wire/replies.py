@@ -2,7 +2,7 @@
 
 No I/O here. Each reply is a frozen dataclass. The matchmaker decides replies
 as these objects (``pack`` and ``unpack`` carry them across a queue), a worker
-renders them to bytes through its connection's dialect (``ipc.dialects``),
+renders them to bytes through its connection's dialect (``wire.dialects``),
 and the terminal client parses what it reads into them again. ``line()`` is a
 reply's one v1 wire form (without the terminator) and ``parse_reply`` its
 inverse, so the server's output and the client's reading of it cannot drift
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ipc.errors import ErrorCode
+from wire.errors import ErrorCode
 
 
 @dataclass(frozen=True, slots=True)

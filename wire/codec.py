@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from ipc.errors import ErrorCode
+from wire.errors import ErrorCode
 
 #: Default inbound line limit in bytes, terminator excluded. Long enough for any
 #: chat line a person types, short enough that 10,000 clients each holding a

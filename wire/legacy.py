@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ipc.codec import Event
-from ipc.errors import ErrorCode
+from wire.codec import Event
+from wire.errors import ErrorCode
 
 RECORD = 256
 
@@ -27,7 +27,7 @@ TEXT = RECORD - 1
 class RecordDecoder:
     """Splits a byte stream into 256-byte records and their text.
 
-    Same interface as ``ipc.codec.LineDecoder``. A trailing ``\\r``/``\\n`` is
+    Same interface as ``wire.codec.LineDecoder``. A trailing ``\\r``/``\\n`` is
     stripped; line breaks inside a record become spaces (a line-dialect partner
     must never receive a line break inside ``MSG``); bytes that are not UTF-8
     are replaced, since the original client has no way to hear an error.

@@ -11,7 +11,7 @@ import enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ipc.replies import Error
+    from wire.replies import Error
 
 
 class ErrorCode(enum.Enum):
@@ -54,7 +54,7 @@ class ProtocolError(Exception):
     @property
     def reply(self) -> Error:
         """The ``ERROR`` reply the client gets."""
-        from ipc.replies import Error  # replies name their codes from here
+        from wire.replies import Error  # replies name their codes from here
 
         return Error(self.code, self.detail)
 

@@ -1,6 +1,6 @@
 """How a connection's replies become bytes: protocol v1 lines or the original's records.
 
-No I/O here. Replies are decided as typed objects (``ipc.replies``), by the
+No I/O here. Replies are decided as typed objects (``wire.replies``), by the
 matchmaker or by a worker's connection; a connection holds one ``Dialect`` and
 asks it for the bytes of each. v1 writes a reply's ``line()``; the legacy
 dialect translates it into the original client's words. ``msg`` is
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ipc import legacy
-from ipc.codec import LineDecoder
-from ipc.commands import help_lines
-from ipc.errors import ErrorCode
-from ipc.legacy import RecordDecoder, record, records
-from ipc.replies import (
+from wire import legacy
+from wire.codec import LineDecoder
+from wire.commands import help_lines
+from wire.errors import ErrorCode
+from wire.legacy import RecordDecoder, record, records
+from wire.replies import (
     Bye,
     Clients,
     Connected,
