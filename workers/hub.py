@@ -277,7 +277,7 @@ class Hub:
         if client is None:
             self.to_matchmaker(m.Drop(msg.cid, msg.key))  # it left before it got its id
         else:
-            client.welcome(msg.cid)
+            client.welcome(msg.cid, msg.since)
 
     def _answer(self, msg: m.Answer) -> None:
         client = self.clients.get(msg.key)
@@ -361,7 +361,7 @@ class Hub:
 
     def _placed(self, client: ClientProtocol, session: int) -> None:
         """Tell the matchmaker where a client it asked to move lives now (here, by key)."""
-        self.to_matchmaker(m.Placed(client.key, client.cid, session, client.request))
+        self.to_matchmaker(m.Placed(client.key, client.cid, session, client.request, client.since))
 
     def _ended(self, msg: m.Ended) -> None:
         client = self.clients.get(msg.key)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -82,6 +83,7 @@ class ClientProtocol(asyncio.Protocol):
         "unacked",
         "progress",
         "stalled_since",
+        "since",
     )
 
     def __init__(self, hub: Hub, key: int, dialect: Dialect = LineDialect) -> None:
@@ -118,6 +120,7 @@ class ClientProtocol(asyncio.Protocol):
         self.unacked = 0  # bytes of the partner's lines written here since the last Received
         self.progress = 0  # bytes the socket had taken when the output was last seen moving
         self.stalled_since = 0.0  # since when the backed-up output has not moved
+        self.since = 0  # when the matchmaker gave it its id (Welcome.since); it keeps it
 
     # ---- moving to another worker -------------------------------------------------
 
@@ -145,7 +148,7 @@ class ClientProtocol(asyncio.Protocol):
         """
         idle = self.hub.loop.time() - self.last_seen
         return Moving(session, self.cid, self.request, tuple(self.ready), self.decoder, idle,
-                      bytes(self.out), self.last_session)  # fmt: skip
+                      bytes(self.out), self.last_session, self.since)  # fmt: skip
 
     @classmethod
     def arriving(cls, hub: Hub, key: int, state: Moving) -> ClientProtocol:
@@ -163,6 +166,7 @@ class ClientProtocol(asyncio.Protocol):
         self.last_seen -= state.idle
         self.out += state.out
         self.last_session = state.last_session
+        self.since = state.since
         return self
 
     def moved(self) -> None:
@@ -326,7 +330,8 @@ class ClientProtocol(asyncio.Protocol):
         if isinstance(command, c.Get):
             self.ask(m.Get(self.cid, command.free_only, self.key))
         elif isinstance(command, c.Connect):
-            self.ask(m.Connect(self.cid, command.target, self.key))
+            # stamped as it is read: a client given that id after now is not the one named
+            self.ask(m.Connect(self.cid, command.target, self.key, time.monotonic_ns()))
         elif isinstance(command, c.Ping):
             self.write(self.dialect.pong())
         elif isinstance(command, c.Help):
@@ -354,8 +359,8 @@ class ClientProtocol(asyncio.Protocol):
 
     # ---- what the matchmaker says -------------------------------------------------
 
-    def welcome(self, cid: int) -> None:
-        self.cid = cid
+    def welcome(self, cid: int, since: int) -> None:
+        self.cid, self.since = cid, since
         if self.dialect.welcomes:
             self.write(self.dialect.welcome(cid))
         self.answered()
@@ -409,7 +414,7 @@ class ClientProtocol(asyncio.Protocol):
         if not cid or (self.leaving and not session):
             return None, []
         state = m.ClientState(self.key, cid, session, self.peer if session else 0,
-                              self.last_session)  # fmt: skip
+                              self.last_session, self.since)  # fmt: skip
         sent = self.sent
         if sent is None or not session:
             return state, []

@@ -144,3 +144,39 @@ def test_a_client_crosses_whole_lines_bytes_and_output_in_one_record():
         assert bytes(there.out) == b"ERROR SELF\n" and there.last_session == 4
     finally:
         loop.close()
+
+
+class Outbox:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+
+def test_a_client_keeps_when_it_got_its_id_wherever_it_goes():
+    """A CONNECT names the holder its target had when it was read: the stamp each client
+    got with its id goes with it to its new worker, into its Placed and into the hello a
+    new matchmaker rebuilds the table from; its CONNECT keeps the moment it was read."""
+    import asyncio
+
+    from matchmaker.config import Config
+    from workers.hub import Hub
+    from workers.protocol import ClientProtocol
+
+    loop = asyncio.new_event_loop()
+    try:
+        old, new = Hub(0, Config(), loop, Outbox()), Hub(1, Config(), loop, Outbox())
+        client = old.clients[3] = ClientProtocol(old, 3)
+        old._welcome(m.Welcome(3, 100, 5_000))
+        assert (client.cid, client.since) == (100, 5_000)
+        client.request, client.pending = m.Connect(100, 5, 3, 7_000), True
+        there = ClientProtocol.arriving(new, 8, pickle.loads(pickle.dumps(client.export(9))))
+        assert there.since == 5_000
+        assert there.request == m.Connect(100, 5, 8, 7_000)
+        new._placed(there, 9)
+        assert new.outbox.sent == [m.Placed(8, 100, 9, m.Connect(100, 5, 8, 7_000), 5_000)]
+        state, _ = there.resend()
+        assert state is not None and state.since == 5_000
+    finally:
+        loop.close()
