@@ -84,6 +84,7 @@ class ClientProtocol(asyncio.Protocol):
         "progress",
         "stalled_since",
         "since",
+        "crossing",
     )
 
     def __init__(self, hub: Hub, key: int, dialect: Dialect = LineDialect) -> None:
@@ -121,6 +122,7 @@ class ClientProtocol(asyncio.Protocol):
         self.progress = 0  # bytes the socket had taken when the output was last seen moving
         self.stalled_since = 0.0  # since when the backed-up output has not moved
         self.since = 0  # when the matchmaker gave it its id (Welcome.since); it keeps it
+        self.crossing = False  # its next line may be a CONNECT that crossed its partner's
 
     # ---- moving to another worker -------------------------------------------------
 
@@ -310,6 +312,8 @@ class ClientProtocol(asyncio.Protocol):
             self.write(self.dialect.error(event))
 
     def on_busy_line(self, line: str) -> None:
+        if self.crossing and self.crossed(line):
+            return
         command = c.parse_busy(line)
         if isinstance(command, c.Message):
             self.hub.relay(self, command.text)
@@ -339,6 +343,25 @@ class ClientProtocol(asyncio.Protocol):
         elif isinstance(command, c.Close):
             self.leave()
         # None: a blank line, ignored
+
+    def crossed(self, line: str) -> bool:
+        """Whether ``line`` is this client's ``CONNECT`` to the partner that just paired it.
+
+        Asked only of the first line after another client's ``CONNECT`` paired
+        this one while nothing of its own waited for an answer: such a
+        ``CONNECT`` crossed the partner's, and had it been read a moment
+        earlier the matchmaker would have answered it ``ERROR TALKING``. It is
+        answered so here, and not relayed. Any other line is chat.
+        """
+        self.crossing = False
+        try:
+            command = c.parse_free(line)
+        except ProtocolError:
+            return False
+        if not isinstance(command, c.Connect) or command.target != self.peer:
+            return False
+        self.write(self.dialect.error(ErrorCode.TALKING, str(self.peer)))
+        return True
 
     def leave(self) -> None:
         """``#CLOSE#`` or EOF: ``BYE`` comes once the matchmaker has freed the id."""
@@ -382,6 +405,7 @@ class ClientProtocol(asyncio.Protocol):
         self.sent = Unconfirmed() if across else None
         self.recv_seq = 0
         self.unacked = 0
+        self.crossing = not msg.requested and not self.pending
         self.write(self.dialect.connected(msg.peer, msg.requested))
         if msg.requested:
             self.answered()
