@@ -1,8 +1,13 @@
 """The matchmaker process: worker reports in, table decisions, messages out.
 
-No rules of its own: every decision is ``ClientTable``'s. This module only
-turns queue messages into table calls and table results into queue messages,
-batching the replies per worker until its inbox is empty.
+Who may pair with whom, and which id a client gets, is ``ClientTable``'s
+to decide. This module turns queue messages into table calls and table
+results into queue messages, batching the replies per worker until its inbox
+is empty, and keeps the rules that are about processes rather than clients:
+whose requests count (below), which end of a session across workers moves
+and what waits for the move (``Pending``), the stamp each client gets with
+its id (``clock``), and how a fresh matchmaker rebuilds the table from the
+workers' hellos (``restore``).
 
 A request is acted on only if it comes from the connection that holds its
 id: the table's address for the id must be the worker it came from and the

@@ -30,7 +30,9 @@ from typing import Generic, TypeVar
 from ipc.errors import ErrorCode, ProtocolError
 
 #: Default for ``--max-clients``: the 10,000 idle clients the design is sized
-#: for (about 40 MiB of buffers at most); the acceptor's fd limit is raised to fit.
+#: for (about 40 MiB of buffers at most). The supervisor raises the soft
+#: open-file limit to the hard one for every process, and warns if that is still
+#: short of this plus a margin (``Supervisor.raise_fd_limit``).
 DEFAULT_MAX_CLIENTS = 10_000
 
 A = TypeVar("A")  # where a client lives; the table only stores and returns it
