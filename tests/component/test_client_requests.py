@@ -20,6 +20,8 @@ from workers.protocol import ClientProtocol
 
 
 class Outbox:
+    """Records what a hub sends the matchmaker."""
+
     def __init__(self):
         self.sent = []
 

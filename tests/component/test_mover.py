@@ -146,14 +146,6 @@ def test_a_client_crosses_whole_lines_bytes_and_output_in_one_record():
         loop.close()
 
 
-class Outbox:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, message):
-        self.sent.append(message)
-
-
 def test_a_client_keeps_when_it_got_its_id_wherever_it_goes():
     """A CONNECT names the holder its target had when it was read: the stamp each client
     got with its id goes with it to its new worker, into its Placed and into the hello a
@@ -161,6 +153,7 @@ def test_a_client_keeps_when_it_got_its_id_wherever_it_goes():
     import asyncio
 
     from matchmaker.config import Config
+    from tests.component.test_client_requests import Outbox
     from workers.hub import Hub
     from workers.protocol import ClientProtocol
 

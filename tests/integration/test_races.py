@@ -16,6 +16,7 @@ import socket
 import pytest
 
 from tests.integration.harness import Client, LegacyClient, Server, two_clients
+from tests.integration.test_invariants import drain_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -28,14 +29,6 @@ ROUNDS = 500
 def nodelay(client: Client) -> Client:
     client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return client
-
-
-def lines_until(client: Client, last: str) -> list[str]:
-    """The lines before ``last``; ``last`` is read too."""
-    lines = []
-    while (line := client.line()) != last:
-        lines.append(line)
-    return lines
 
 
 def gone(server: Server, *clients: Client) -> None:
@@ -66,13 +59,13 @@ def newcomer_race(server: Server, r: int) -> bool:
     else:
         a.send(f"CONNECT {t.id}")
         t.send("#CLOSE#")
-    assert lines_until(t, "BYE") in ([], [f"CONNECTED {a.id}"])  # paired before it left
+    assert drain_until(t, "BYE") in ([], [f"CONNECTED {a.id}"])  # paired before it left
     newcomer = nodelay(server.client())
     assert newcomer.id == t.id  # the smallest free id
     answer = a.line()
     assert answer in (f"CONNECTED {t.id}", f"ERROR OFFLINE {t.id}")
     newcomer.send("#CLOSE#")
-    stranger = lines_until(newcomer, "BYE")
+    stranger = drain_until(newcomer, "BYE")
     assert stranger in ([], [f"CONNECTED {a.id}"])
     if answer.startswith("CONNECTED"):
         a.expect(f"ENDED {t.id}")  # t left, or the newcomer did
@@ -109,9 +102,9 @@ def crossed_round(a: Client, b: Client, late: bool) -> list[str]:
     if not late:
         a.expect(f"CONNECTED {b.id}")
     b.expect(f"CONNECTED {a.id}")
-    extra = lines_until(a, "MSG sync") + lines_until(b, "MSG sync")
+    extra = drain_until(a, "MSG sync") + drain_until(b, "MSG sync")
     a.send("#GOODBYE#")
-    return extra + lines_until(a, f"ENDED {b.id}") + lines_until(b, f"ENDED {a.id}")
+    return extra + drain_until(a, f"ENDED {b.id}") + drain_until(b, f"ENDED {a.id}")
 
 
 def test_a_crossed_connect_is_answered_talking_and_never_relayed(start_server, placement):
