@@ -48,8 +48,8 @@ class Get(NamedTuple):
 class Connect(NamedTuple):
     """Client ``cid`` (``key`` here) sent ``CONNECT target``; its worker read it at ``asked``.
 
-    ``target`` must have held its id since then at the latest, or it is OFFLINE
-    (0, the earliest moment, leaves no holder but one stamped 0).
+    ``target`` must have held its id since then at the latest, or it is OFFLINE.
+    ``asked`` 0 is the earliest moment: only a client stamped 0 is that old.
     """
 
     cid: int
