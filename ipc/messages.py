@@ -13,6 +13,14 @@ it only if that key on that worker still holds the id, so a request from a
 socket that lost its id (a moved client refused on landing, say) is never
 answered to the id's next holder. Every message of a session carries the
 session's id so a late one can be recognised and dropped.
+
+Ids themselves are reused, so a ``CONNECT`` carries when its worker read it,
+and each client's id when it was given: a client given the id after the
+request was read is not the one it named (``matchmaker.table``). Both are
+``time.monotonic_ns()``, one clock for every process on the host, so the
+stamp of a client travels with it (``Welcome``, ``ClientState``, ``Placed``):
+it stays the one the matchmaker gave it, whichever worker holds it and
+whichever matchmaker is running.
 """
 
 from __future__ import annotations
@@ -40,11 +48,16 @@ class Get(NamedTuple):
 
 
 class Connect(NamedTuple):
-    """Client ``cid`` (``key`` here) sent ``CONNECT target``."""
+    """Client ``cid`` (``key`` here) sent ``CONNECT target``; its worker read it at ``asked``.
+
+    ``target`` must have held its id since then at the latest, or it is OFFLINE.
+    ``asked`` 0 is the earliest moment: only a client stamped 0 is that old.
+    """
 
     cid: int
     target: int
     key: int
+    asked: int = 0
 
 
 class Relay(NamedTuple):
@@ -113,6 +126,7 @@ class Placed(NamedTuple):
     cid: int
     session: int
     request: ToMatchmakerRequest | None
+    since: int = 0  # when it was given its id (``Welcome.since``)
 
 
 class Lost(NamedTuple):
@@ -134,6 +148,7 @@ class ClientState(NamedTuple):
     session: int  # 0 while FREE
     peer: int
     last_session: int = 0  # the newest session it has heard of, ended or not
+    since: int = 0  # when it was given its id (``Welcome.since``)
 
 
 class Hello(NamedTuple):
@@ -155,10 +170,14 @@ class Hello(NamedTuple):
 
 
 class Welcome(NamedTuple):
-    """Connection ``key`` is client ``cid`` now."""
+    """Connection ``key`` is client ``cid`` now, since ``since``.
+
+    The client keeps ``since`` wherever it goes: a new matchmaker must know it.
+    """
 
     key: int
     cid: int
+    since: int = 0
 
 
 class Answer(NamedTuple):

@@ -1,8 +1,13 @@
 """The matchmaker process: worker reports in, table decisions, messages out.
 
-No rules of its own: every decision is ``ClientTable``'s. This module only
-turns queue messages into table calls and table results into queue messages,
-batching the replies per worker until its inbox is empty.
+Who may pair with whom, and which id a client gets, is ``ClientTable``'s
+to decide. This module turns queue messages into table calls and table
+results into queue messages, batching the replies per worker until its inbox
+is empty, and keeps the rules that are about processes rather than clients:
+whose requests count (below), which end of a session across workers moves
+and what waits for the move (``Pending``), the stamp each client gets with
+its id (``clock``), and how a fresh matchmaker rebuilds the table from the
+workers' hellos (``restore``).
 
 A request is acted on only if it comes from the connection that holds its
 id: the table's address for the id must be the worker it came from and the
@@ -25,6 +30,7 @@ import logging
 import os
 import select
 import signal
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -60,14 +66,23 @@ class Matchmaker:
     client's socket to its partner's worker (the one holding more clients
     gives one up), so its lines never cross a queue; both ends hear
     ``CONNECTED`` once the move is done or refused.
+
+    ``clock`` stamps each client given an id; it must be the clock the workers
+    stamp requests with (``run`` passes ``time.monotonic_ns``). Without one,
+    every client is stamped 0, and no request is too old for its target.
     """
 
     def __init__(
-        self, table: ClientTable[Addr], outboxes: list[Sender], migrate: bool = False
+        self,
+        table: ClientTable[Addr],
+        outboxes: list[Sender],
+        migrate: bool = False,
+        clock: Callable[[], int] = lambda: 0,
     ) -> None:
         self.table = table
         self.outboxes = outboxes
         self.migrate = migrate
+        self.clock = clock
         self.pending: dict[int, Pending] = {}  # by the cid of either end
         # clients per worker, counting each moving client where it is going: several
         # sessions formed in one batch must not all move their clients to one worker
@@ -127,9 +142,10 @@ class Matchmaker:
             requester = self.table.get(moving.requester)
             if requester is not None and self.pending.get(requester.id) is None:
                 # It was the target, and the requester still waits for its CONNECT's
-                # answer: now that the target is gone, it is OFFLINE.
+                # answer: now that the target is gone, it is OFFLINE (asked at 0, so
+                # not even a newcomer with its id would do).
                 worker, key = requester.addr
-                self._connect(worker, m.Connect(requester.id, cid, key))
+                self._connect(worker, m.Connect(requester.id, cid, key, 0))
         elif move is not None:  # the partner is still on its way, and will ask again
             del self.pending[cid]
         return dropped
@@ -158,13 +174,14 @@ class Matchmaker:
         return entry
 
     def _register(self, worker: int, msg: m.Register) -> None:
+        since = self.clock()
         try:
-            entry = self.table.register((worker, msg.key))
+            entry = self.table.register((worker, msg.key), since)
         except ProtocolError as exc:
             self.outboxes[worker].send(m.Refuse.of(msg.key, exc.reply))
             return
         self.counts[worker] += 1
-        self._to(entry, m.Welcome(msg.key, entry.id))
+        self._to(entry, m.Welcome(msg.key, entry.id, since))
 
     def _get(self, worker: int, msg: m.Get) -> None:
         me = self._asker(worker, msg.cid, msg.key)
@@ -193,7 +210,7 @@ class Matchmaker:
             move.deferred.append((msg, me))
             return
         try:
-            session = self.table.connect(msg.cid, msg.target)
+            session = self.table.connect(msg.cid, msg.target, msg.asked)
         except ProtocolError as exc:
             self._to(me, m.Answer.of(me.addr[1], exc.reply))
             return
@@ -229,7 +246,7 @@ class Matchmaker:
             # A matchmaker that never knew of the move, or a dead worker's client
             # that was in flight: it is alive here, so it keeps its id if it can.
             try:
-                me = self.table.admit(msg.cid, addr)
+                me = self.table.admit(msg.cid, addr, msg.since)
             except ProtocolError:
                 self.outboxes[worker].send(m.Refuse.of(msg.key, Outage()))
                 return
@@ -331,7 +348,9 @@ class Matchmaker:
         last_session = 0
         for worker, hello in hellos.items():
             for st in hello.clients:
-                entries[st.cid] = Entry(st.cid, (worker, st.key), st.peer or None, st.session)
+                entries[st.cid] = Entry(
+                    st.cid, (worker, st.key), st.peer or None, st.session, st.since
+                )
                 heard[st.cid] = st.last_session
                 last_session = max(last_session, st.session, st.last_session)
             for req in hello.requests:
@@ -399,7 +418,7 @@ def run(
     using = [links.current[i] for i in slots]
     inboxes = [Receiver(links.link(i).up, m.from_wire) for i in slots]
     outboxes = [Sender(links.link(i).down, pack=m.to_wire) for i in slots]
-    matchmaker = Matchmaker(ClientTable(max_clients), outboxes, migrate)
+    matchmaker = Matchmaker(ClientTable(max_clients), outboxes, migrate, time.monotonic_ns)
     starting = Startup(matchmaker, len(slots))
     while not orphaned():
         blocked = [o for o in outboxes if o.blocked]

@@ -9,18 +9,30 @@ state as it was).
 Sessions get increasing ids that are never reused, so a line or a goodbye
 that belongs to an old session can always be recognised and dropped, even
 after both clients have paired again or their ids went to new clients.
+
+Client ids are reused (the smallest free one is given out), so an id alone
+cannot tell a ``CONNECT`` meant for the client that left from one meant for
+the newcomer that took its id. Each client therefore holds its id *since* a
+stamp, and each ``CONNECT`` says when it was *asked*: a holder newer than the
+request is not the client it named, and the requester hears OFFLINE. The
+stamps are opaque numbers here, compared and never read from a clock; the
+caller makes them on one clock for every process involved (on one host, the
+monotonic clock).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from wire.errors import ErrorCode, ProtocolError
 
 #: Default for ``--max-clients``: the 10,000 idle clients the design is sized
-#: for (about 40 MiB of buffers at most); the acceptor's fd limit is raised to fit.
+#: for (about 40 MiB of buffers at most). The supervisor raises the soft
+#: open-file limit to the hard one for every process, and warns if that is still
+#: short of this plus a margin (``Supervisor.raise_fd_limit``).
 DEFAULT_MAX_CLIENTS = 10_000
 
 A = TypeVar("A")  # where a client lives; the table only stores and returns it
@@ -34,6 +46,7 @@ class Entry(Generic[A]):
     addr: A
     peer: int | None = None
     session: int = 0  # 0 while FREE
+    since: float = 0.0  # when it was given its id: a request asked before is not for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +92,8 @@ class ClientTable(Generic[A]):
         heapq.heapify(self._freed)
         self._next_session = last_session + 1
 
-    def register(self, addr: A) -> Entry[A]:
-        """Give a new client the smallest free id; FULL at ``max_clients``."""
+    def register(self, addr: A, since: float = 0.0) -> Entry[A]:
+        """Give a new client the smallest free id, from ``since`` on; FULL at ``max_clients``."""
         if len(self._entries) >= self.max_clients:
             raise ProtocolError(ErrorCode.FULL)
         if self._freed:
@@ -88,15 +101,16 @@ class ClientTable(Generic[A]):
         else:
             cid = self._next_id
             self._next_id += 1
-        entry = Entry(cid, addr)
+        entry = Entry(cid, addr, since=since)
         self._entries[cid] = entry
         return entry
 
-    def admit(self, cid: int, addr: A) -> Entry[A]:
+    def admit(self, cid: int, addr: A, since: float = 0.0) -> Entry[A]:
         """Take back a client that keeps the id it had (one the table lost track of).
 
         FREE, and only if ``cid`` is free; else ``ProtocolError`` (FULL if the
-        table is full, OFFLINE if someone else holds the id now).
+        table is full, OFFLINE if someone else holds the id now). ``since`` is
+        when it was first given the id: it is the same client as before.
         """
         if cid in self._entries or cid < 1:
             raise ProtocolError(ErrorCode.OFFLINE, str(cid))
@@ -109,7 +123,7 @@ class ClientTable(Generic[A]):
         else:
             self._freed.remove(cid)
             heapq.heapify(self._freed)
-        entry = Entry(cid, addr)
+        entry = Entry(cid, addr, since=since)
         self._entries[cid] = entry
         return entry
 
@@ -120,8 +134,13 @@ class ClientTable(Generic[A]):
             return [(cid, False) for cid in sorted(entries) if not entries[cid].session]
         return [(cid, bool(entries[cid].session)) for cid in sorted(entries)]
 
-    def connect(self, requester: int, target: int) -> Session[A]:
-        """Pair two FREE clients, or raise the error the requester gets."""
+    def connect(self, requester: int, target: int, asked: float = math.inf) -> Session[A]:
+        """Pair two FREE clients, or raise the error the requester gets.
+
+        ``asked`` is when the request was made (by default, no matter when): a
+        client given the id ``target`` after that is not the one it named, so
+        the target is OFFLINE, as it was when the request was made.
+        """
         me = self._entries[requester]
         if me.session:
             # Someone paired with us while this CONNECT was in flight.
@@ -129,7 +148,7 @@ class ClientTable(Generic[A]):
         if target == requester:
             raise ProtocolError(ErrorCode.SELF)
         other = self._entries.get(target)
-        if other is None:
+        if other is None or other.since > asked:
             raise ProtocolError(ErrorCode.OFFLINE, str(target))
         if other.session:
             raise ProtocolError(ErrorCode.BUSY, str(target))

@@ -96,6 +96,11 @@ class Effects(Protocol):
     def wrote(self) -> None:
         """``out`` was empty and has bytes now: write them at the end of this tick."""
 
+    def stamp(self) -> int:
+        """Now, on the clock every process of the host shares (``time.monotonic_ns``):
+        when a ``CONNECT`` is read. A client given the id it names after that moment is
+        not the one it names."""
+
 
 class Connection:
     """The worker's side of one client, from its first byte to its ``BYE``."""
@@ -126,6 +131,8 @@ class Connection:
         "swallow",
         "last_session",
         "unacked",
+        "since",
+        "crossing",
     )
 
     def __init__(
@@ -160,6 +167,8 @@ class Connection:
         self.swallow = 0  # answers already given early (a goodbye crossed by the partner's)
         self.last_session = 0  # the newest session this client has heard of
         self.unacked = 0  # bytes of the partner's lines written here since the last Received
+        self.since = 0  # when the matchmaker gave it its id (Welcome.since); it keeps it
+        self.crossing = False  # its next line may be a CONNECT that crossed its partner's
 
     # ---- lines in ----------------------------------------------------------------------
 
@@ -251,6 +260,8 @@ class Connection:
             self.write(self.dialect.render(r.Error(event)))
 
     def on_busy_line(self, line: str) -> None:
+        if self.crossing and self.crossed(line):
+            return
         command = c.parse_busy(line)
         if isinstance(command, c.Message):
             self.relay(command.text)
@@ -271,7 +282,8 @@ class Connection:
         if isinstance(command, c.Get):
             self.ask(m.Get(self.cid, command.free_only, self.key))
         elif isinstance(command, c.Connect):
-            self.ask(m.Connect(self.cid, command.target, self.key))
+            # stamped as it is read: a client given that id after now is not the one named
+            self.ask(m.Connect(self.cid, command.target, self.key, self.effects.stamp()))
         elif isinstance(command, c.Ping):
             self.write(self.dialect.render(r.Pong()))
         elif isinstance(command, c.Help):
@@ -279,6 +291,25 @@ class Connection:
         elif isinstance(command, c.Close):
             self.leave()
         # None: a blank line, ignored
+
+    def crossed(self, line: str) -> bool:
+        """Whether ``line`` is this client's ``CONNECT`` to the partner that just paired it.
+
+        Asked only of the first line after another client's ``CONNECT`` paired
+        this one while nothing of its own waited for an answer: such a
+        ``CONNECT`` crossed the partner's, and had it been read a moment
+        earlier the matchmaker would have answered it ``ERROR TALKING``. It is
+        answered so here, and not relayed. Any other line is chat.
+        """
+        self.crossing = False
+        try:
+            command = c.parse_free(line)
+        except ProtocolError:
+            return False
+        if not isinstance(command, c.Connect) or command.target != self.peer:
+            return False
+        self.write(self.dialect.render(r.Error(ErrorCode.TALKING, str(self.peer))))
+        return True
 
     def relay(self, text: str) -> None:
         """A line for the partner: numbered to the matchmaker, or straight into its output."""
@@ -309,8 +340,8 @@ class Connection:
     # ---- what the matchmaker says ------------------------------------------------------
     # Each returns whether the client may go on with its lines (``drain``).
 
-    def welcome(self, cid: int) -> bool:
-        self.cid = cid
+    def welcome(self, cid: int, since: int) -> bool:
+        self.cid, self.since = cid, since
         if self.dialect.welcomes:
             self.write(self.dialect.render(r.Welcome(cid)))
         return self.answered()
@@ -347,6 +378,7 @@ class Connection:
         self.sent = Unconfirmed() if across else None
         self.recv_seq = 0
         self.unacked = 0
+        self.crossing = not msg.requested and self.request is None
         self.write(self.dialect.render(r.Connected(msg.peer, msg.requested)))
         return self.answered() if msg.requested else False
 
@@ -413,7 +445,7 @@ class Connection:
         if not cid or (self.leaving and not session):
             return None, []
         state = m.ClientState(self.key, cid, session, self.peer if session else 0,
-                              self.last_session)  # fmt: skip
+                              self.last_session, self.since)  # fmt: skip
         sent = self.sent
         if sent is None or not session:
             return state, []
@@ -441,7 +473,8 @@ class Connection:
         The decoded lines and the decoder carry every byte read and not yet handled.
         """
         return Moving(session, self.cid, self.request, tuple(self.ready), self.decoder,
-                      now - self.last_seen, bytes(self.out), self.last_session)  # fmt: skip
+                      now - self.last_seen, bytes(self.out), self.last_session,
+                      self.since)  # fmt: skip
 
     @classmethod
     def arriving(
@@ -459,6 +492,7 @@ class Connection:
         self.decoder = state.decoder
         self.out += state.out
         self.last_session = state.last_session
+        self.since = state.since
         return self
 
     # ---- lines out and the end ----------------------------------------------------------

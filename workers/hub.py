@@ -268,7 +268,7 @@ class Hub:
         client = self.clients.get(msg.key)
         if client is None:
             self.to_matchmaker(m.Drop(msg.cid, msg.key))  # it left before it got its id
-        elif client.core.welcome(msg.cid):
+        elif client.core.welcome(msg.cid, msg.since):
             client.drain()
 
     def _answer(self, msg: m.Answer) -> None:
@@ -341,7 +341,7 @@ class Hub:
     def _placed(self, client: ClientProtocol, session: int) -> None:
         """Tell the matchmaker where a client it asked to move lives now (here, by key)."""
         core = client.core
-        self.to_matchmaker(m.Placed(client.key, core.cid, session, core.request))
+        self.to_matchmaker(m.Placed(client.key, core.cid, session, core.request, core.since))
 
     def _ended(self, msg: m.Ended) -> None:
         client = self.clients.get(msg.key)

@@ -33,3 +33,5 @@ class Moving:
     out: bytes
     #: the newest session it has heard of
     last_session: int
+    #: when the matchmaker gave it its id (``Welcome.since``)
+    since: int = 0

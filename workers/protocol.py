@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Protocol, cast
 
 from ipc import messages as m
@@ -78,6 +79,9 @@ class ClientProtocol(asyncio.Protocol):
 
     def wrote(self) -> None:
         self.host.mark_dirty(self)
+
+    def stamp(self) -> int:
+        return time.monotonic_ns()
 
     # ---- asyncio callbacks --------------------------------------------------------------
 

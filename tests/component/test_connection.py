@@ -25,12 +25,17 @@ class Effects:
     def __init__(self) -> None:
         self.sent: list[m.ToMatchmaker] = []
         self.writes = 0  # times the output went from empty to not
+        self.clock = 1000  # what stamp() says: one tick more each time
 
     def send(self, message: m.ToMatchmaker) -> None:
         self.sent.append(message)
 
     def wrote(self) -> None:
         self.writes += 1
+
+    def stamp(self) -> int:
+        self.clock += 1
+        return self.clock
 
     def take(self) -> list[m.ToMatchmaker]:
         sent, self.sent = self.sent, []
@@ -43,7 +48,7 @@ def client(
     effects = Effects()
     conn = Connection(key, dialect, limits, effects, now=0.0)
     assert effects.take() == [] and conn.request == m.Register(key)
-    assert conn.welcome(cid)
+    assert conn.welcome(cid, 500)
     assert conn.drain() == READ
     assert bytes(conn.take_output()) == dialect.render(Welcome(cid))
     return conn, effects
@@ -71,7 +76,7 @@ def test_welcome_is_the_first_line_and_lines_before_it_wait():
     conn.receive(b"PING\nGET\n", now=0.5)
     assert conn.drain() == PAUSE  # the id comes first
     assert out(conn) == b""
-    assert conn.welcome(5)
+    assert conn.welcome(5, 500)
     assert conn.drain() == READ  # PING answered, GET waits with nothing behind it
     assert out(conn) == b"WELCOME 5\nPONG\n"
     assert effects.take() == [m.Get(5, False, 1)]
@@ -91,7 +96,7 @@ def test_replies_come_in_the_order_of_the_lines_while_a_request_waits():
 def test_a_line_sent_right_after_connect_is_a_message_once_the_session_starts():
     conn, effects = client()
     assert type_(conn, b"CONNECT 6\nhello there\n") == PAUSE
-    assert effects.take() == [m.Connect(5, 6, 1)]
+    assert effects.take() == [m.Connect(5, 6, 1, 1001)]
     assert pair(conn, 10, 6, requested=True)
     assert conn.drain() == READ
     assert out(conn) == b"CONNECTED 6\n"
@@ -220,11 +225,11 @@ def test_a_new_matchmaker_hears_the_session_being_ended_and_its_unconfirmed_line
     effects.take()
     assert not conn.confirmed(m.Confirm(1, 10, 2))  # ending: kept for a new matchmaker
     state, lines = conn.hello_state()
-    assert state == m.ClientState(1, 5, 10, 6, 10)
+    assert state == m.ClientState(1, 5, 10, 6, 10, 500)
     assert lines == [m.Relay(5, 10, "two", 2)]
     assert conn.request == m.Goodbye(5, 10, 6, 1)  # the hello asks it again
     assert conn.answer(Ended(6))
-    assert conn.hello_state() == (m.ClientState(1, 5, 0, 0, 10), [])
+    assert conn.hello_state() == (m.ClientState(1, 5, 0, 0, 10, 500), [])
 
 
 def test_a_client_leaving_still_reports_its_id_until_bye():
@@ -275,7 +280,8 @@ def test_a_move_with_lines_in_flight_goes_on_where_it_stopped():
     assert conn.closed and out(conn) == b""
     effects = Effects()
     there = Connection.arriving(8, state, LINE, LIMITS, effects, now=10.0)
-    assert there.request == m.Connect(100, 6, 8) and there.last_seen == 7.0
+    assert there.request == m.Connect(100, 6, 8, 1001) and there.last_seen == 7.0
+    assert there.since == 500  # when it got its id, wherever it goes
     partner, _ = client(key=2, cid=6)
     assert not pair(partner, 9, 100, here=there)
     assert pair(there, 9, 6, here=partner, requested=True)

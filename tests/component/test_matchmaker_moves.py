@@ -14,7 +14,7 @@ import pytest
 from ipc import messages as m
 from matchmaker.service import Matchmaker
 from matchmaker.table import ClientTable
-from tests.component.test_matchmaker_service import Harness, answer, refuse
+from tests.component.test_matchmaker_service import Clock, Harness, answer, refuse
 
 
 class MoveHarness(Harness):
@@ -374,3 +374,37 @@ def test_a_movers_connect_that_waited_for_the_move_is_answered_once(h):
         (1, m.Paired(21, 2, a, 1, 25, False)),
         (1, m.Paired(25, 2, c, 1, 21, True)),
     ]
+
+
+# ---- a CONNECT asked again after a move is still the one read before it ------------------
+
+
+def test_a_connect_brought_along_is_not_for_a_newcomer_given_its_target_id_meanwhile():
+    """a asks for t at 120 and moves for it; t leaves, and a newcomer is given t's id at
+    130, before a lands. a's CONNECT, asked again from where it landed, was read before the
+    newcomer had the id: OFFLINE, not a session with a stranger."""
+    clock = Clock(100)
+    h = Harness(migrate=True, clock=clock)
+    a = h.register(0, 10)
+    t = h.register(1, 20)
+    assert h.handle(0, m.Connect(a, t, 10, 120)) == [(0, m.Move(10, a, 1, 1))]
+    h.handle(1, m.Drop(t, 20, True))
+    clock.now = 130
+    assert h.register(0, 11) == t
+    assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, t, 25, 120), 100)) == [
+        (1, answer(25, f"ERROR OFFLINE {t}"))
+    ]
+    assert h.mm.table.clients() == [(a, False), (t, False)]
+
+
+def test_a_client_taken_back_after_its_old_worker_died_keeps_when_it_got_its_id():
+    clock = Clock(100)
+    h = Harness(migrate=True, clock=clock)
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.handle(0, m.Connect(a, b, 10, 120))
+    h.mm.worker_gone(0)  # a was in flight: freed, then taken back when it lands
+    clock.now = 200
+    out = h.handle(1, m.Placed(25, a, 1, m.Connect(a, b, 25, 120), 100))
+    assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]
+    assert h.mm.table.get(a).since == 100

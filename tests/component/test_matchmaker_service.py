@@ -40,11 +40,22 @@ class FakeOutbox:
         self.flushes += 1
 
 
+class Clock:
+    """A clock the test moves by hand (the matchmaker reads it for each new client)."""
+
+    def __init__(self, now=100):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
 class Harness:
-    def __init__(self, workers=2, max_clients=100):
+    def __init__(self, workers=2, max_clients=100, migrate=False, clock=None):
         self.log = []
         self.outboxes = [FakeOutbox(i, self.log) for i in range(workers)]
-        self.mm = Matchmaker(ClientTable(max_clients), self.outboxes)
+        options = {} if clock is None else {"clock": clock}
+        self.mm = Matchmaker(ClientTable(max_clients), self.outboxes, migrate, **options)
 
     def handle(self, worker, *messages):
         """Feed one batch; return (and forget) what it caused, as (worker, message)."""
@@ -183,6 +194,42 @@ def test_crossed_connects_pair_once(h):
     first = h.handle(0, m.Connect(1, 2, 10))
     assert [msg.requested for _, msg in first] == [False, True]
     assert h.handle(1, m.Connect(2, 1, 20)) == [(1, answer(20, "ERROR TALKING 1"))]
+
+
+# ---- ids change hands: a CONNECT is for the client that held the id when it was read ----
+
+
+def test_each_client_is_stamped_when_it_gets_its_id_and_its_worker_told():
+    clock = Clock(100)
+    h = Harness(clock=clock)
+    assert h.handle(0, m.Register(10)) == [(0, m.Welcome(10, 1, 100))]
+    clock.now = 150
+    assert h.handle(1, m.Register(20)) == [(1, m.Welcome(20, 2, 150))]
+    assert (h.mm.table.get(1).since, h.mm.table.get(2).since) == (100, 150)
+
+
+def test_a_connect_read_before_a_newcomer_took_the_id_is_offline():
+    """1 asks for 2 at 120; 2 leaves, and a newcomer is given id 2 at 130."""
+    clock = Clock(100)
+    h = Harness(clock=clock)
+    h.register(0, 10)
+    h.register(1, 20)
+    h.handle(1, m.Drop(2, 20, True))
+    clock.now = 130
+    assert h.register(1, 21) == 2
+    assert h.handle(0, m.Connect(1, 2, 10, 120)) == [(0, answer(10, "ERROR OFFLINE 2"))]
+    assert h.mm.table.clients() == [(1, False), (2, False)]
+    out = h.handle(0, m.Connect(1, 2, 10, 140))  # asked once the newcomer had the id
+    assert [(w, type(msg)) for w, msg in out] == [(1, m.Paired), (0, m.Paired)]
+
+
+def test_a_connect_read_after_the_target_got_its_id_pairs():
+    clock = Clock(100)
+    h = Harness(clock=clock)
+    h.register(0, 10)
+    h.register(1, 20)
+    out = h.handle(0, m.Connect(1, 2, 10, 100))
+    assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]
 
 
 # ---- relay -------------------------------------------------------------------------
@@ -366,8 +413,9 @@ def test_a_dead_workers_clients_are_freed_and_their_partners_told(h):
 # ---- a restarted matchmaker ----------------------------------------------------------
 
 
-def state(key, cid, session=0, peer=0, last_session=None):
-    return m.ClientState(key, cid, session, peer, session if last_session is None else last_session)
+def state(key, cid, session=0, peer=0, last_session=None, since=0):
+    last = session if last_session is None else last_session
+    return m.ClientState(key, cid, session, peer, last, since)
 
 
 def test_restore_keeps_ids_sessions_and_answers_open_requests():
@@ -387,6 +435,30 @@ def test_restore_keeps_ids_sessions_and_answers_open_requests():
         (1, m.Paired(22, 8, 2, 0, 11, False)),  # sessions go on above the highest known
         (0, m.Paired(11, 8, 5, 1, 22, True)),
     ]
+
+
+def test_restore_keeps_when_each_client_got_its_id():
+    """Requests in flight through a restart are judged by the stamps the clients had,
+    not by when the new matchmaker heard of them: 2 got its id at 110, 3 at 300; the
+    new matchmaker starts at 1000."""
+    clock = Clock(1000)
+    h = Harness(clock=clock)
+    h.mm.restore(
+        {
+            0: m.Hello(
+                (state(10, 1, since=100), state(11, 4, since=120)),
+                (m.Connect(1, 2, 10, 200), m.Connect(4, 3, 11, 250)),
+            ),
+            1: m.Hello((state(20, 2, since=110), state(21, 3, since=300)), (m.Register(22),)),
+        }
+    )
+    assert h.log == [
+        (1, m.Paired(20, 1, 1, 0, 10, False)),  # asked at 200 of the holder since 110
+        (0, m.Paired(10, 1, 2, 1, 20, True)),
+        (0, answer(11, "ERROR OFFLINE 3")),  # asked at 250 of a holder since 300
+        (1, m.Welcome(22, 5, 1000)),
+    ]
+    assert [h.mm.table.get(cid).since for cid in (1, 2, 3, 4, 5)] == [100, 110, 300, 120, 1000]
 
 
 def test_restore_ends_a_session_whose_other_end_is_gone():

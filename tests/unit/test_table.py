@@ -188,6 +188,62 @@ def test_refused_connect_does_not_use_a_session_id():
     assert table.connect(3, 1).id == first.id + 1
 
 
+# ---- connect: ids are reused, so a request is for the holder it was asked of ----------
+
+
+def test_a_holder_newer_than_the_request_is_offline_and_nothing_changes():
+    """A asks for 2 at time 5; 2 leaves and a newcomer takes id 2 at time 6."""
+    table = ClientTable()
+    table.register("a", since=1.0)
+    table.register("old 2", since=2.0)
+    table.drop(2)
+    assert table.register("newcomer", since=6.0).id == 2
+    assert refused(table, table.connect, 1, 2, 5.0) == "ERROR OFFLINE 2"
+    assert table.connect(1, 2, 6.5).b.addr == "newcomer"  # asked after it got the id
+
+
+def test_a_holder_older_than_the_request_pairs():
+    table = ClientTable()
+    table.register("a", since=5.0)
+    table.register("b", since=5.0)
+    assert table.connect(1, 2, 5.0).id == 1  # the same moment is not newer
+    assert table.get(2).since == 5.0
+
+
+def test_a_request_without_a_stamp_takes_any_holder():
+    table = ClientTable()
+    table.register("a", since=1.0)
+    table.register("b", since=1e9)
+    assert table.connect(1, 2).b.id == 2
+
+
+def test_the_stamp_is_checked_after_talking_and_self_and_before_busy():
+    table = ClientTable()
+    for name in "abcd":
+        table.register(name, since=10.0)
+    table.connect(1, 2, 11.0)
+    assert refused(table, table.connect, 1, 3, 0.0) == "ERROR TALKING 2"
+    assert refused(table, table.connect, 3, 3, 0.0) == "ERROR SELF"
+    assert refused(table, table.connect, 3, 1, 0.0) == "ERROR OFFLINE 1"  # not BUSY: not asked of
+    assert refused(table, table.connect, 3, 1, 11.0) == "ERROR BUSY 1"
+
+
+def test_a_client_taken_back_keeps_when_it_got_its_id():
+    table = ClientTable()
+    table.register("a", since=1.0)
+    assert table.admit(2, "moved", since=3.0).since == 3.0
+    assert table.connect(1, 2, 4.0).b.addr == "moved"
+    assert table.admit(5, "x").since == 0.0
+
+
+def test_restore_keeps_each_clients_stamp():
+    table = ClientTable()
+    table.restore([Entry(1, "a", since=1.0), Entry(3, "c", since=7.0)], last_session=4)
+    assert refused(table, table.connect, 1, 3, 6.0) == "ERROR OFFLINE 3"
+    assert table.connect(1, 3, 7.5).id == 5
+    assert table.register("b", since=9.0) == Entry(2, "b", since=9.0)
+
+
 # ---- partner ----------------------------------------------------------------------
 
 

@@ -1,14 +1,16 @@
 """matchmaker.table: a hypothesis state machine against a plain model.
 
-The model keeps, per id, the peer and session the table should hold, plus
-every session id ever given out. Each rule predicts the outcome from the
-model alone and checks the table against it; a refused move must leave the
-table exactly as it was.
+The model keeps, per id, the peer and session the table should hold and
+when the id was given (on a clock that ticks once per rule), plus every
+session id ever given out. Each rule predicts the outcome from the model
+alone and checks the table against it; a refused move must leave the table
+exactly as it was.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -31,7 +33,7 @@ def snapshot(table):
         len(table),
         table.clients(),
         table.clients(free_only=True),
-        sorted((e.id, e.addr, e.peer, e.session) for e in table.entries()),
+        sorted((e.id, e.addr, e.peer, e.session, e.since) for e in table.entries()),
     )
 
 
@@ -39,9 +41,14 @@ class TableMachine(RuleBasedStateMachine):
     @initialize()
     def start(self):
         self.table = ClientTable(MAX_CLIENTS)
-        self.model = {}  # id -> [addr, peer, session]
+        self.model = {}  # id -> [addr, peer, session, since]
         self.sessions = []  # every session id given out, in order
         self.addrs = itertools.count()
+        self.now = 0.0  # the clock that stamps ids and requests
+
+    def tick(self):
+        self.now += 1.0
+        return self.now
 
     def smallest_free(self):
         return next(i for i in itertools.count(1) if i not in self.model)
@@ -59,44 +66,50 @@ class TableMachine(RuleBasedStateMachine):
         """A session id that is current, stale, never given out, or 0."""
         return data.draw(st.sampled_from([0, *self.sessions, len(self.sessions) + 1]))
 
+    def any_moment(self, data):
+        """When a request was asked: before some ids were given, now, or unstamped."""
+        return data.draw(st.sampled_from([0.0, self.now / 2, self.now, math.inf]), label="asked")
+
     # ---- rules --------------------------------------------------------------
 
     @rule()
     def register(self):
-        addr = next(self.addrs)
+        addr, since = next(self.addrs), self.tick()
         if len(self.model) >= MAX_CLIENTS:
-            assert self.expect_refused(self.table.register, addr) == "ERROR FULL"
+            assert self.expect_refused(self.table.register, addr, since) == "ERROR FULL"
             return
         expected = self.smallest_free()
-        entry = self.table.register(addr)
+        entry = self.table.register(addr, since)
         assert (entry.id, entry.addr, entry.peer, entry.session) == (expected, addr, None, 0)
-        self.model[expected] = [addr, None, 0]
+        assert entry.since == since
+        self.model[expected] = [addr, None, 0, since]
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
     def connect(self, data):
         requester = data.draw(st.sampled_from(sorted(self.model)), label="requester")
         target = data.draw(st.integers(0, MAX_CLIENTS + 2), label="target")
-        _, peer, session = self.model[requester]
+        asked = self.any_moment(data)
+        _, peer, session, _ = self.model[requester]
         if session:
             error = f"ERROR TALKING {peer}"
         elif target == requester:
             error = "ERROR SELF"
-        elif target not in self.model:
-            error = f"ERROR OFFLINE {target}"
+        elif target not in self.model or self.model[target][3] > asked:
+            error = f"ERROR OFFLINE {target}"  # nobody, or a newcomer the request was not for
         elif self.model[target][2]:
             error = f"ERROR BUSY {target}"
         else:
             error = None
         if error is not None:
-            assert self.expect_refused(self.table.connect, requester, target) == error
+            assert self.expect_refused(self.table.connect, requester, target, asked) == error
             return
-        result = self.table.connect(requester, target)
+        result = self.table.connect(requester, target, asked)
         assert (result.a.id, result.b.id) == (requester, target)
         assert all(result.id > old for old in self.sessions)
         self.sessions.append(result.id)
-        self.model[requester][1:] = [target, result.id]
-        self.model[target][1:] = [requester, result.id]
+        self.model[requester][1:3] = [target, result.id]
+        self.model[target][1:3] = [requester, result.id]
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -116,8 +129,8 @@ class TableMachine(RuleBasedStateMachine):
         ended = self.table.goodbye(cid, session)
         assert ended is not None
         assert (ended.id, ended.a.id, ended.b.id) == (session, cid, peer)
-        self.model[cid][1:] = [None, 0]
-        self.model[peer][1:] = [None, 0]
+        self.model[cid][1:3] = [None, 0]
+        self.model[peer][1:3] = [None, 0]
 
     @rule(data=st.data())
     def partner(self, data):
@@ -137,36 +150,42 @@ class TableMachine(RuleBasedStateMachine):
             assert self.table.drop(cid) is None
             assert snapshot(self.table) == before
             return
-        addr, peer, session = self.model.pop(cid)
+        addr, peer, session, _ = self.model.pop(cid)
         entry, ended = self.table.drop(cid)
         assert (entry.id, entry.addr) == (cid, addr)
         if session:
             assert ended is not None
             assert (ended.id, ended.a.id, ended.b.id) == (session, cid, peer)
-            self.model[peer][1:] = [None, 0]
+            self.model[peer][1:3] = [None, 0]
         else:
             assert ended is None
 
     @rule(data=st.data())
     def admit(self, data):
-        """A client the table lost track of asks for its id back (any id, taken or not)."""
+        """A client the table lost track of asks for its id back (any id, taken or not).
+
+        It keeps when it was first given the id, which may be any moment so far.
+        """
         cid = data.draw(st.integers(0, MAX_CLIENTS + 3), label="cid")
         addr = next(self.addrs)
+        since = data.draw(st.sampled_from([0.0, self.now]), label="since")
         if cid < 1 or cid in self.model:
-            assert self.expect_refused(self.table.admit, cid, addr) == f"ERROR OFFLINE {cid}"
+            refusal = self.expect_refused(self.table.admit, cid, addr, since)
+            assert refusal == f"ERROR OFFLINE {cid}"
             return
         if len(self.model) >= MAX_CLIENTS:
-            assert self.expect_refused(self.table.admit, cid, addr) == "ERROR FULL"
+            assert self.expect_refused(self.table.admit, cid, addr, since) == "ERROR FULL"
             return
-        entry = self.table.admit(cid, addr)
+        entry = self.table.admit(cid, addr, since)
         assert (entry.id, entry.addr, entry.peer, entry.session) == (cid, addr, None, 0)
-        self.model[cid] = [addr, None, 0]
+        assert entry.since == since
+        self.model[cid] = [addr, None, 0, since]
 
     # ---- invariants -----------------------------------------------------------
 
     @invariant()
     def matches_the_model(self):
-        got = {e.id: [e.addr, e.peer, e.session] for e in self.table.entries()}
+        got = {e.id: [e.addr, e.peer, e.session, e.since] for e in self.table.entries()}
         assert got == self.model
         assert len(self.table.entries()) == len(self.table) == len(self.model)
 
