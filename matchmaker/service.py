@@ -5,7 +5,7 @@ to decide. This module turns queue messages into table calls and table
 results into queue messages, batching the replies per worker until its inbox
 is empty, and keeps the rules that are about processes rather than clients:
 whose requests count (below), which end of a session across workers moves
-and what waits for the move (``Pending``), the stamp each client gets with
+and what waits for the move (``MoveOrder``), the stamp each client gets with
 its id (``clock``), and how a fresh matchmaker rebuilds the table from the
 workers' hellos (``restore``).
 
@@ -47,7 +47,7 @@ log = logging.getLogger("matchmaker.service")
 Addr = tuple[int, int]
 
 
-class Pending(NamedTuple):
+class MoveOrder(NamedTuple):
     """A session formed across workers whose ``mover`` is being handed to worker ``to``."""
 
     session: int
@@ -83,7 +83,7 @@ class Matchmaker:
         self.outboxes = outboxes
         self.migrate = migrate
         self.clock = clock
-        self.pending: dict[int, Pending] = {}  # by the cid of either end
+        self.moves: dict[int, MoveOrder] = {}  # moves under way, by the cid of either end
         # clients per worker, counting each moving client where it is going: several
         # sessions formed in one batch must not all move their clients to one worker
         self.counts = [0] * len(outboxes)
@@ -114,9 +114,9 @@ class Matchmaker:
         # A client on its way to the dead worker went down with it. The dead
         # worker's own clients go first, and nothing they asked is answered
         # (their keys may belong to the new worker's clients).
-        for move in self.pending.values():
+        for move in self.moves.values():
             move.deferred[:] = [d for d in move.deferred if d[1].addr[0] != worker]
-        moving = [p.mover for p in self.pending.values() if p.to == worker]
+        moving = [p.mover for p in self.moves.values() if p.to == worker]
         here = [e.id for e in self.table.entries() if e.addr[0] == worker]
         gone = here + [cid for cid in dict.fromkeys(moving) if cid not in here]
         lost = set(gone)
@@ -132,7 +132,7 @@ class Matchmaker:
 
     def _forget(self, cid: int) -> tuple[Entry[Addr], Session[Addr] | None] | None:
         """Drop a client from the table, and from the move it was part of."""
-        move = self.pending.get(cid)
+        move = self.moves.get(cid)
         moving = move if move is not None and move.mover == cid else None
         dropped = self.table.drop(cid)
         if dropped is not None:  # a moving client is counted where it is going
@@ -140,17 +140,17 @@ class Matchmaker:
         if moving is not None:
             self._settle(moving)
             requester = self.table.get(moving.requester)
-            if requester is not None and self.pending.get(requester.id) is None:
+            if requester is not None and self.moves.get(requester.id) is None:
                 # It was the target, and the requester still waits for its CONNECT's
                 # answer: now that the target is gone, it is OFFLINE (asked at 0, so
                 # not even a newcomer with its id would do).
                 worker, key = requester.addr
                 self._connect(worker, m.Connect(requester.id, cid, key, 0))
         elif move is not None:  # the partner is still on its way, and will ask again
-            del self.pending[cid]
+            del self.moves[cid]
         return dropped
 
-    def _settle(self, move: Pending) -> None:
+    def _settle(self, move: MoveOrder) -> None:
         """The move is over: forget it, and handle what waited for it.
 
         Only requests whose askers are still the clients they were: an id
@@ -158,9 +158,9 @@ class Matchmaker:
         holder's requests. An asker that moved meanwhile is answered where it
         lives now.
         """
-        del self.pending[move.mover]
-        if self.pending.get(move.other) is move:
-            del self.pending[move.other]
+        del self.moves[move.mover]
+        if self.moves.get(move.other) is move:
+            del self.moves[move.other]
         for request, asker in move.deferred:
             if self.table.get(request.cid) is asker:
                 worker, key = asker.addr
@@ -187,7 +187,7 @@ class Matchmaker:
         me = self._asker(worker, msg.cid, msg.key)
         if me is None:
             return  # the id is not the asker's (any more)
-        move = self.pending.get(msg.cid)
+        move = self.moves.get(msg.cid)
         if move is not None:  # it would see itself BUSY before it hears CONNECTED
             move.deferred.append((msg, me))
             return
@@ -197,13 +197,13 @@ class Matchmaker:
         me = self._asker(worker, msg.cid, msg.key)
         if me is None:
             return  # the requester left while its CONNECT was in flight, or lost its id
-        move = self.pending.get(msg.cid)
+        move = self.moves.get(msg.cid)
         if move is not None:
             # Its partner is on the way to its worker and it has not heard
             # CONNECTED yet: its answer (TALKING) must come after that.
             move.deferred.append((msg, me))
             return
-        move = self.pending.get(msg.target)
+        move = self.moves.get(msg.target)
         if move is not None and move.mover == msg.target:
             # The target is on its way to another worker (FREE, if its partner left
             # meanwhile): a Move now would go where it was. It is asked once it lands.
@@ -218,8 +218,8 @@ class Matchmaker:
         if self.migrate and a.addr[0] != b.addr[0]:
             # the end on the fuller worker moves; the requester on a tie
             mover, other = (b, a) if self.counts[b.addr[0]] > self.counts[a.addr[0]] else (a, b)
-            move = Pending(session.id, mover.id, other.id, other.addr[0], a.id, [])
-            self.pending[mover.id] = self.pending[other.id] = move
+            move = MoveOrder(session.id, mover.id, other.id, other.addr[0], a.id, [])
+            self.moves[mover.id] = self.moves[other.id] = move
             self.counts[mover.addr[0]] -= 1
             self.counts[move.to] += 1
             self._to(mover, m.Move(mover.addr[1], mover.id, session.id, other.addr[0]))
@@ -236,7 +236,7 @@ class Matchmaker:
         """A moving client landed (or stayed put): record where, then start its session."""
         addr = (worker, msg.key)
         me = self.table.get(msg.cid)
-        move = self.pending.get(msg.cid)
+        move = self.moves.get(msg.cid)
         if move is not None and (move.mover, move.session) != (msg.cid, msg.session):
             move = None  # it is the other end of someone else's move, not this one
         if me is not None and move is not None:
@@ -261,7 +261,7 @@ class Matchmaker:
         if msg.request is not None:
             self.handle(worker, [msg.request])
 
-    def _landed(self, me: Entry[Addr], move: Pending, addr: Addr) -> bool:
+    def _landed(self, me: Entry[Addr], move: MoveOrder, addr: Addr) -> bool:
         """The mover of ``move`` lives at ``addr`` now: start the session if it is still on.
 
         Whether the request the mover brought along (if any) is answered: by
@@ -271,7 +271,7 @@ class Matchmaker:
         self.counts[move.to] -= 1  # counted there since the Move
         self.counts[addr[0]] += 1
         me.addr = addr
-        waited = any(asker is me for p in self.pending.values() for _, asker in p.deferred)
+        waited = any(asker is me for p in self.moves.values() for _, asker in p.deferred)
         other = self.table.get(move.other)
         if other is not None and me.session == move.session:
             requester, target = (me, other) if move.requester == me.id else (other, me)
@@ -313,7 +313,7 @@ class Matchmaker:
 
     def _lost(self, worker: int, msg: m.Lost) -> None:
         """A client moving to ``worker`` never arrived: free its id, if it is still moving."""
-        move = self.pending.get(msg.cid)
+        move = self.moves.get(msg.cid)
         if move is None or (move.mover, move.session, move.to) != (msg.cid, msg.session, worker):
             return  # freed already (its old worker died), or a new matchmaker never knew it
         dropped = self._forget(msg.cid)
@@ -380,7 +380,7 @@ class Matchmaker:
             self._to(e, m.Ended(e.addr[1], e.session, e.peer))
             e.session, e.peer = 0, None
         self.table.restore(list(entries.values()), last_session)
-        self.pending.clear()  # moves the dead matchmaker ordered end in Placed, or hellos
+        self.moves.clear()  # moves the dead matchmaker ordered end in Placed, or hellos
         self.counts = [0] * len(self.outboxes)
         for e in entries.values():
             self.counts[e.addr[0]] += 1

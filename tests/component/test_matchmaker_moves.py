@@ -121,7 +121,7 @@ def test_the_mover_leaving_answers_what_its_partner_asked(h):
         (1, m.Ended(20, 1, a)),  # b's worker ignores it: b never heard of the session
         (0, refuse(10, "BYE")),
     ]
-    assert h.mm.pending == {}
+    assert h.mm.moves == {}
 
 
 def test_a_client_lost_on_its_way_to_a_dead_worker_is_freed(h):
@@ -131,7 +131,7 @@ def test_a_client_lost_on_its_way_to_a_dead_worker_is_freed(h):
     h.log.clear()
     h.mm.worker_gone(1)
     assert h.mm.table.clients() == []
-    assert h.mm.pending == {}
+    assert h.mm.moves == {}
     assert h.mm.counts == [0, 0]
 
 
@@ -205,7 +205,7 @@ def test_a_target_that_leaves_while_it_moves_gets_the_requester_offline(h):
         (0, m.Ended(10, 1, b)),
         (1, refuse(20, "BYE")),
     ]
-    assert h.mm.pending == {}
+    assert h.mm.moves == {}
 
 
 def test_a_target_lost_with_its_worker_gets_the_requester_offline(h):
@@ -226,7 +226,7 @@ def test_nothing_a_dead_workers_client_asked_is_answered(h):
     h.mm.worker_gone(1)  # b dies, and a with it (it was on its way there)
     assert h.log == []
     assert h.mm.table.clients() == []
-    assert h.mm.pending == {}
+    assert h.mm.moves == {}
 
 
 def test_a_client_freed_while_it_moves_is_not_paired_until_it_lands(h):
@@ -243,7 +243,7 @@ def test_a_client_freed_while_it_moves_is_not_paired_until_it_lands(h):
         (1, m.Paired(21, 2, a, 1, 25, True)),
         (1, answer(25, f"ERROR TALKING {c}")),  # a's own CONNECT, asked again
     ]
-    assert h.mm.pending == {}
+    assert h.mm.moves == {}
 
 
 def test_a_deferred_request_of_a_client_gone_meanwhile_is_not_answered_to_its_ids_heir(h):
@@ -330,7 +330,7 @@ def test_a_client_lost_on_its_way_frees_its_id(h):
     h.handle(0, m.Connect(a, b, 10))  # a moves to worker 1
     assert h.handle(1, m.Lost(a, 1)) == [(1, m.Ended(20, 1, a))]  # b never heard; ignores it
     assert h.mm.table.clients() == [(b, False)]
-    assert h.mm.pending == {}
+    assert h.mm.moves == {}
     assert h.mm.counts == [0, 1]
 
 
