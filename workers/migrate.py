@@ -27,7 +27,7 @@ from workers.moving import Moving
 log = logging.getLogger("workers.migrate")
 
 
-class Receiver(Protocol):
+class Destination(Protocol):
     """Where the clients that arrive go: the worker's ``workers.hub.Hub``."""
 
     index: int
@@ -39,7 +39,9 @@ class Receiver(Protocol):
 class Mover:
     """This worker's end of the moves: sends clients to its siblings, takes theirs in."""
 
-    def __init__(self, hub: Receiver, inbox: socket.socket, outboxes: list[socket.socket]) -> None:
+    def __init__(
+        self, hub: Destination, inbox: socket.socket, outboxes: list[socket.socket]
+    ) -> None:
         self.hub = hub
         self.inbox = inbox
         self.outboxes = outboxes  # by worker index
