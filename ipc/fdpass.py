@@ -65,12 +65,6 @@ def recv_tagged(channel: socket.socket) -> tuple[int, bytes] | None:
     return fds[0], msg
 
 
-def recv_fd(channel: socket.socket) -> int | None:
-    """Like ``recv_tagged``, without the tag."""
-    got = recv_tagged(channel)
-    return None if got is None else got[0]
-
-
 # ---- moving a client between workers -------------------------------------------------
 
 #: Most bytes of client state, and most clients, one datagram moves. A receiving
