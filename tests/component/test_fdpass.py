@@ -216,6 +216,33 @@ def test_send_to_a_closed_channel_raises_and_leaks_nothing(no_leak):
         send_fd(acceptor, b.fileno())
 
 
+def test_several_descriptors_arrive_in_one_message_with_their_tag(channel):
+    sender, receiver = channel
+    a, b = socket.socketpair()
+    with a, b:
+        fdpass.send_fds(sender, [a.fileno(), b.fileno()], b"\x00\x00\x00\x07", wait=False)
+        got = fdpass.recv_fds(receiver, 2, 4)
+        assert got is not None
+        fds, tag = got
+        assert tag == b"\x00\x00\x00\x07"
+        for fd, original in zip(fds, (a, b), strict=True):
+            assert os.fstat(fd).st_ino == os.fstat(original.fileno()).st_ino
+            assert not os.get_inheritable(fd)
+            os.close(fd)
+
+
+def test_a_message_short_of_descriptors_is_dropped_and_what_came_is_closed(channel):
+    sender, receiver = channel
+    a, b = socket.socketpair()
+    with a, b:
+        fdpass.send_fds(sender, [a.fileno()], b"\x00\x00\x00\x01")
+        with pytest.raises(Dropped, match="1 of 2 descriptors"):
+            fdpass.recv_fds(receiver, 2, 4)
+    # the no_leak fixture checks that the one descriptor that came was closed
+    sender.close()
+    assert fdpass.recv_fds(receiver, 2, 4) is None
+
+
 # ---- moving clients between workers ---------------------------------------------------
 
 
