@@ -33,6 +33,7 @@ from ipc.channel import Links, Receiver, Sender
 from ipc.errors import ProtocolError
 from ipc.replies import clients_line
 from matchmaker.proc import child_setup, exit_on_sigterm
+from matchmaker.roles import Spawn
 from matchmaker.table import ClientTable, Entry, Session
 
 log = logging.getLogger("matchmaker.service")
@@ -489,13 +490,15 @@ def _drain_fd(fd: int) -> None:
         pass
 
 
-def main(log_level: str, max_clients: int, links: Links, migrate: bool = True) -> None:
+def main(spawn: Spawn) -> None:
     """Entry point of the matchmaker process (spawned by the supervisor)."""
-    parent = child_setup("matchmaker", log_level)
+    parent = child_setup(spawn.title, spawn.config.log_level)
     exit_on_sigterm()
     r, w = os.pipe()
     os.set_blocking(r, False)
     os.set_blocking(w, False)
     signal.set_wakeup_fd(w)
     signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # only wakes the loop
-    run(max_clients, links, r, lambda: os.getppid() != parent, migrate)
+    assert spawn.links is not None
+    config = spawn.config
+    run(config.max_clients, spawn.links, r, lambda: os.getppid() != parent, config.migrate)

@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
 
 from ipc.channel import Links
 from ipc.fdpass import handoff_pair, move_pair
@@ -35,6 +34,7 @@ from ipc.load import WorkerLoad
 from matchmaker import roles
 from matchmaker.config import Config
 from matchmaker.proc import BOOT_ERROR, setup_logging
+from matchmaker.roles import Spawn
 
 log = logging.getLogger("matchmaker.supervisor")
 
@@ -64,15 +64,21 @@ LINKS_PER_SLOT = 16
 
 @dataclass
 class Child:
-    """A child process, the role it plays, and how to start it again."""
+    """A child process and the record it was started with, to start it again."""
 
-    role: str
     process: BaseProcess
-    module: str  # the role's module (``matchmaker.roles``), imported by the child alone
-    args: tuple[Any, ...]
+    spawn: Spawn
     restarts: list[float] = field(default_factory=list)
-    slot: int = -1  # a worker's index
     cause: str = ""  # why the supervisor killed it, for the log of its death
+
+    @property
+    def role(self) -> str:
+        return self.spawn.title
+
+    @property
+    def slot(self) -> int:
+        """A worker's index; -1 for the others."""
+        return self.spawn.slot
 
     @property
     def alive(self) -> bool:
@@ -120,24 +126,24 @@ class Supervisor:
         sock.listen(cfg.backlog)
         return sock
 
-    def spawn(self, role: str, module: str, *args: Any) -> Child:
-        child = Child(role, self._start_process(role, module, args), module, args)
+    def spawn(self, spawn: Spawn) -> Child:
+        child = Child(self._start_process(spawn), spawn)
         self.children.append(child)
         return child
 
-    def _start_process(self, role: str, module: str, args: tuple[Any, ...]) -> BaseProcess:
+    def _start_process(self, spawn: Spawn) -> BaseProcess:
         process = self.ctx.Process(
-            target=roles.enter, args=(module, *args), name=role, daemon=False
+            target=roles.enter, args=(spawn.module, spawn), name=spawn.title, daemon=False
         )
         process.start()
-        log.debug("started %s (pid %s)", role, process.pid)
+        log.debug("started %s (pid %s)", spawn.title, process.pid)
         return process
 
     def respawn(self, child: Child) -> None:
         child.process.join()  # reaped already; releases its sentinel
         child.process.close()
         child.cause = ""
-        child.process = self._start_process(child.role, child.module, child.args)
+        child.process = self._start_process(child.spawn)
 
     def raise_fd_limit(self) -> None:
         """Take every descriptor the hard limit allows (the children inherit the limit).
@@ -180,32 +186,32 @@ class Supervisor:
         # Each worker's inbox for clients moved to it by the others; kept here
         # across the worker's restarts, like the listening socket.
         moves = [move_pair() for _ in range(cfg.workers)]
-        self.spawn(
-            "matchmaker", roles.MATCHMAKER, cfg.log_level, cfg.max_clients, self.links, cfg.migrate
-        )
+        self.spawn(Spawn("matchmaker", roles.MATCHMAKER, cfg, self.load, links=self.links))
         for i in range(cfg.workers):
-            child = self.spawn(
-                f"worker {i + 1}",
-                roles.WORKER,
-                i,
-                cfg,
-                pairs[i][1],
-                self.links.pools[i],
-                self.links.current,
-                self.load,
-                moves[i][0],
-                [send for _, send in moves],
+            self.spawn(
+                Spawn(
+                    f"worker {i + 1}",
+                    roles.WORKER,
+                    cfg,
+                    self.load,
+                    slot=i,
+                    handoffs=[pairs[i][1]],
+                    pool=self.links.pools[i],
+                    current=self.links.current,
+                    move_inbox=moves[i][0],
+                    move_outboxes=[send for _, send in moves],
+                )
             )
-            child.slot = i
         self.spawn(
-            "acceptor",
-            roles.ACCEPTOR,
-            cfg.log_level,
-            cfg.placement,
-            self.listener,
-            self.legacy_listener,
-            [a for a, _ in pairs],
-            self.load,
+            Spawn(
+                "acceptor",
+                roles.ACCEPTOR,
+                cfg,
+                self.load,
+                listener=self.listener,
+                legacy_listener=self.legacy_listener,
+                handoffs=[a for a, _ in pairs],
+            )
         )
         # The supervisor keeps both ends of every hand-off channel and the listener:
         # a restarted acceptor or worker takes over the same sockets, and the
@@ -258,7 +264,6 @@ class Supervisor:
             self.stop(force=True)
             raise
         status = 0
-        force = False
         self._checked = time.monotonic()
         while True:
             self._wait(BEAT_CHECK)
@@ -271,7 +276,7 @@ class Supervisor:
             if not self.handle_deaths():
                 status = CHILD_DIED
                 break
-        self.stop(force)
+        self.stop()
         return status
 
     def handle_deaths(self) -> bool:

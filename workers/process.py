@@ -20,6 +20,7 @@ from ipc.channel import Link, Receiver, Sender
 from ipc.load import BEAT_INTERVAL, WorkerLoad
 from matchmaker.config import Config
 from matchmaker.proc import child_setup
+from matchmaker.roles import Spawn
 from workers.handoff import Handoffs
 from workers.hub import Hub
 from workers.migrate import Mover
@@ -30,22 +31,17 @@ log = logging.getLogger("workers.process")
 ORPHAN_CHECK = 1.0
 
 
-def main(
-    index: int,
-    config: Config,
-    handoff: socket.socket,
-    pool: list[Link],
-    current: Any,
-    load: WorkerLoad,
-    inbox: socket.socket,
-    outboxes: list[socket.socket],
-) -> None:
-    """Run worker ``index`` (0-based; titled ``worker index+1``) until told to stop.
+def main(spawn: Spawn) -> None:
+    """Run worker ``spawn.slot`` (0-based; titled ``worker slot+1``) until told to stop.
 
-    ``pool`` is this slot's links; ``current[index]`` says which one is in use.
+    ``spawn.pool`` is this slot's links; ``spawn.current[slot]`` says which one is in use.
     """
-    parent = child_setup(f"worker {index + 1}", config.log_level)
-    run = serve(index, config, handoff, pool, current, load, parent, Moves(inbox, outboxes))
+    config = spawn.config
+    parent = child_setup(spawn.title, config.log_level)
+    assert spawn.move_inbox is not None
+    moves = Moves(spawn.move_inbox, spawn.move_outboxes)
+    handoff, pool, current = spawn.handoffs[0], spawn.pool, spawn.current
+    run = serve(spawn.slot, config, handoff, pool, current, spawn.load, parent, moves)
     if config.loop == "uvloop":
         import uvloop
 
