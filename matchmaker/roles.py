@@ -11,12 +11,12 @@ beyond ``dataclasses``: the types below are for the type checker only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import socket
 
-    from ipc.channel import Link, Links
+    from ipc.channel import Ends
     from ipc.load import WorkerLoad
     from matchmaker.config import Config
 
@@ -48,11 +48,10 @@ class Spawn:
     legacy_listener: socket.socket | None = None
     #: the acceptor: every worker's end of its hand-off channel; a worker: its own end
     handoffs: list[socket.socket] = field(default_factory=list)
-    #: the matchmaker: every worker slot's links (a queue each way)
-    links: Links | None = None
-    #: a worker: its slot's links, and which one is in use (``current[slot]``)
-    pool: list[Link] = field(default_factory=list)
-    current: Any = None
+    #: the matchmaker: its ends of every worker's link, by index; a worker: its own ends
+    links: list[Ends] = field(default_factory=list)
+    #: the matchmaker and the workers: where the ends of fresh links arrive from the supervisor
+    control: socket.socket | None = None
     #: a worker: its inbox for clients other workers move to it
     move_inbox: socket.socket | None = None
     #: a worker: every worker's sending end of those inboxes, by index

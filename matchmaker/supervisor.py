@@ -8,6 +8,12 @@ the workers' heartbeats: a worker whose event loop is stuck (or stopped) is
 alive to its sentinel, so only its silence tells; it is killed and restarted
 (cf. gunicorn's ``murder_workers``).
 
+Each worker talks to the matchmaker over a link of two pipes, used by no
+other process. When one end dies, the supervisor makes a fresh link at once,
+hands the survivor its ends over the survivor's control socket (fd passing)
+and starts the replacement with the others: no link outlives a process, and
+there is no limit to how often one may be replaced.
+
 Shutdown order: the acceptor first (no new clients), then the workers (each
 sends ``OUTAGE`` to its clients and closes them), then the matchmaker; whatever
 still runs at the deadline is killed, and every child is reaped.
@@ -28,7 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from ipc.channel import Links
+from ipc.channel import Ends, link, send_ends
 from ipc.fdpass import handoff_pair, move_pair
 from ipc.load import WorkerLoad
 from matchmaker import roles
@@ -38,7 +44,7 @@ from matchmaker.roles import Spawn
 
 log = logging.getLogger("matchmaker.supervisor")
 
-#: Descriptors beyond one per client: queues, pipes, logs, the listener.
+#: Descriptors beyond one per client: links, pipes, logs, the listener.
 FD_MARGIN = 256
 
 #: Exit status when a child died on its own (the server cannot go on without it).
@@ -54,13 +60,6 @@ BEAT_CHECK = 0.5
 #: Seconds after the first SIGINT/SIGTERM in which another is taken for the same one.
 SIGNAL_DEBOUNCE = 0.25
 
-#: Links (a queue each way) per worker slot, for the life of the server. A
-#: worker's or the matchmaker's restart moves slots to a fresh link, since a
-#: queue whose process was killed mid-message cannot be trusted again; when a
-#: slot has used them all the server halts rather than run on a doubtful one.
-#: 16 is 15 restarts; each link costs its processes 4 descriptors.
-LINKS_PER_SLOT = 16
-
 
 @dataclass
 class Child:
@@ -70,6 +69,8 @@ class Child:
     spawn: Spawn
     restarts: list[float] = field(default_factory=list)
     cause: str = ""  # why the supervisor killed it, for the log of its death
+    #: the supervisor's end of the socket fresh links reach it over (matchmaker, workers)
+    control: socket.socket | None = None
 
     @property
     def role(self) -> str:
@@ -110,7 +111,6 @@ class Supervisor:
         self.legacy_listener: socket.socket | None = None
         self.handoff_ends: list[socket.socket] = []
         self.stopping_since = 0.0
-        self.links: Links | None = None
         self.load: WorkerLoad | None = None
         self._wakeup_r = -1
         self._checked = 0.0  # when the heartbeats were last looked at
@@ -127,9 +127,17 @@ class Supervisor:
         return sock
 
     def spawn(self, spawn: Spawn) -> Child:
-        child = Child(self._start_process(spawn), spawn)
+        control = self._control(spawn)
+        child = Child(self._start_process(spawn), spawn, control=control)
         self.children.append(child)
         return child
+
+    def _control(self, spawn: Spawn) -> socket.socket | None:
+        """A fresh control socket for a child with links: the supervisor's end."""
+        if not spawn.links:
+            return None
+        ours, spawn.control = handoff_pair()
+        return ours
 
     def _start_process(self, spawn: Spawn) -> BaseProcess:
         process = self.ctx.Process(
@@ -137,12 +145,23 @@ class Supervisor:
         )
         process.start()
         log.debug("started %s (pid %s)", spawn.title, process.pid)
+        # The child has its own copies now. Its link ends are its alone, so that its
+        # death closes them: the other end sees the end of the pipe, not one kept open here.
+        if spawn.control is not None:
+            spawn.control.close()
+            spawn.control = None
+        for ends in spawn.links:
+            ends.close()
+        spawn.links = []  # a restart gets fresh ones
         return process
 
     def respawn(self, child: Child) -> None:
         child.process.join()  # reaped already; releases its sentinel
         child.process.close()
         child.cause = ""
+        if child.control is not None:
+            child.control.close()
+        child.control = self._control(child.spawn)
         child.process = self._start_process(child.spawn)
 
     def raise_fd_limit(self) -> None:
@@ -169,24 +188,19 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         self.raise_fd_limit()  # the children inherit it
-        # SIGUSR1 tells the matchmaker and the workers to look at their links. An
-        # ignored signal stays ignored across exec, so a child signalled while it
-        # is still starting lives (it reads its link at start anyway) until it
-        # installs its own handler.
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         self.listener = self.bind(cfg.port)
         host, port = self.listener.getsockname()[:2]
         if cfg.legacy_port is not None:
             self.legacy_listener = self.bind(cfg.legacy_port)
-        # Queues can only be handed to a process when it is spawned, so every link
-        # a restarted worker may need exists from the start.
-        self.links = Links(self.ctx, cfg.workers, pool=LINKS_PER_SLOT)
         self.load = WorkerLoad(self.ctx, cfg.workers)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
         # Each worker's inbox for clients moved to it by the others; kept here
         # across the worker's restarts, like the listening socket.
         moves = [move_pair() for _ in range(cfg.workers)]
-        self.spawn(Spawn("matchmaker", roles.MATCHMAKER, cfg, self.load, links=self.links))
+        links = [link() for _ in range(cfg.workers)]
+        self.spawn(
+            Spawn("matchmaker", roles.MATCHMAKER, cfg, self.load, links=[m for _, m in links])
+        )
         for i in range(cfg.workers):
             self.spawn(
                 Spawn(
@@ -196,8 +210,7 @@ class Supervisor:
                     self.load,
                     slot=i,
                     handoffs=[pairs[i][1]],
-                    pool=self.links.pools[i],
-                    current=self.links.current,
+                    links=[links[i][0]],
                     move_inbox=moves[i][0],
                     move_outboxes=[send for _, send in moves],
                 )
@@ -293,15 +306,13 @@ class Supervisor:
             if code == BOOT_ERROR or len(child.restarts) > MAX_RESTARTS:
                 log.error("%s cannot run; halting instead of restarting it", child.role)
                 go_on = False
-            elif child.slot >= 0 and not self._move_worker(child.slot):
-                go_on = False
-            elif child.role == "matchmaker" and not self._move_all():
-                go_on = False
-            else:
-                self.respawn(child)
-                log.info("%s restarted (pid %s)", child.role, child.process.pid)
-                if child.role == "matchmaker":
-                    self._signal_workers(signal.SIGUSR1)  # move over, say hello
+                continue
+            if child.slot >= 0:
+                self._relink_worker(child)
+            elif child.spawn.module == roles.MATCHMAKER:
+                self._relink_matchmaker(child)
+            self.respawn(child)
+            log.info("%s restarted (pid %s)", child.role, child.process.pid)
         return go_on
 
     def kill_silent_workers(self) -> None:
@@ -331,31 +342,48 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def _move_all(self) -> bool:
-        """The matchmaker died: every worker moves to a fresh link and tells the new one all."""
-        assert self.links is not None
-        for slot in range(self.config.workers):
-            if not self.links.advance(slot):
-                log.error("worker %d has used up its links; halting", slot + 1)
-                return False
-        return True
+    # ---- links ----------------------------------------------------------------------
 
-    def _signal_workers(self, signum: int) -> None:
+    def _relink_worker(self, worker: Child) -> None:
+        """A worker died: a fresh link for its slot, the matchmaker's ends handed over now.
+
+        The matchmaker frees the dead worker's clients when it gets them.
+        """
+        assert self.load is not None
+        self.load.down(worker.slot)
+        ours, theirs = link()
+        worker.spawn.links = [ours]
+        self._hand_over(self._matchmaker(), worker.slot, theirs)
+
+    def _relink_matchmaker(self, matchmaker: Child) -> None:
+        """The matchmaker died: a fresh link for every worker, who moves to it and says hello."""
+        fresh = [link() for _ in range(self.config.workers)]
+        matchmaker.spawn.links = [theirs for _, theirs in fresh]
         for child in self.children:
-            if child.slot >= 0 and child.alive and child.process.pid is not None:
-                os.kill(child.process.pid, signum)
+            if child.slot >= 0:
+                self._hand_over(child, child.slot, fresh[child.slot][0])
 
-    def _move_worker(self, slot: int) -> bool:
-        """Give a dead worker's slot a fresh link and tell the matchmaker to free its clients."""
-        assert self.links is not None and self.load is not None
-        self.load.down(slot)
-        if not self.links.advance(slot):
-            log.error("worker %d has used up its links; halting", slot + 1)
-            return False
-        matchmaker = next(c for c in self.children if c.role == "matchmaker")
-        if matchmaker.alive and matchmaker.process.pid is not None:
-            os.kill(matchmaker.process.pid, signal.SIGUSR1)
-        return True
+    def _hand_over(self, child: Child, slot: int, ends: Ends) -> None:
+        """Pass ``child`` its ``ends`` of ``slot``'s fresh link over its control socket.
+
+        A child that has died meanwhile gets a fresh link when its own death is
+        handled. One whose control socket is full (it has not read it for
+        hundreds of links) cannot be told, and is killed, to be restarted with one.
+        """
+        try:
+            if child.alive and child.control is not None:
+                send_ends(child.control, slot, ends)
+        except BlockingIOError:
+            log.error("%s takes no fresh link to the matchmaker; killing it", child.role)
+            child.cause = "it took no fresh link"
+            child.process.kill()
+        except OSError:
+            pass  # it is dead: its own restart links it afresh
+        finally:
+            ends.close()
+
+    def _matchmaker(self) -> Child:
+        return next(c for c in self.children if c.spawn.module == roles.MATCHMAKER)
 
     def stop(self, force: bool = False) -> None:
         """Stop every child in order, kill what is left at the deadline, reap all."""
