@@ -19,7 +19,6 @@ import os
 import select
 import selectors
 import socket
-import sys
 import time
 from collections.abc import Callable
 
@@ -27,7 +26,7 @@ from ipc.dialects import LegacyDialect, LineDialect
 from ipc.errors import ErrorCode
 from ipc.fdpass import LEGACY, LINE, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
-from matchmaker.proc import BOOT_ERROR, Tally, child_setup, exit_on_sigterm
+from matchmaker.proc import Tally, booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
 
 log = logging.getLogger("matchmaker.acceptor")
@@ -288,15 +287,12 @@ def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) ->
 
 def main(spawn: Spawn) -> None:
     """Entry point of the acceptor process (spawned by the supervisor)."""
-    try:
+    with booting(spawn.title):
         parent = child_setup(spawn.title, spawn.config.log_level)
         exit_on_sigterm()
         intake = Intake(spawn.handoffs, Placement(spawn.config.placement, spawn.load))
-    except Exception:
-        log.exception("acceptor failed to start")
-        sys.exit(BOOT_ERROR)
-    assert spawn.listener is not None
-    listeners = {spawn.listener: LINE}
-    if spawn.legacy_listener is not None:
-        listeners[spawn.legacy_listener] = LEGACY
+        assert spawn.listener is not None
+        listeners = {spawn.listener: LINE}
+        if spawn.legacy_listener is not None:
+            listeners[spawn.legacy_listener] = LEGACY
     serve(listeners, intake, parent)

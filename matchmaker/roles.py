@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from ipc.load import WorkerLoad
     from matchmaker.config import Config
 
+#: Exit status of a child that failed before it could serve (an import error, a
+#: setting it cannot run with): the supervisor stops the server rather than
+#: restart the child into the same failure (cf. gunicorn's WORKER_BOOT_ERROR).
+BOOT_ERROR = 3
+
 #: Each role's module, whose ``main`` is the process's entry point.
 ACCEPTOR = "matchmaker.acceptor"
 MATCHMAKER = "matchmaker.service"
@@ -59,5 +64,16 @@ class Spawn:
 
 
 def enter(module: str, *args: object) -> None:
-    """Runs in the child: import ``module`` and call its ``main(*args)`` (a ``Spawn``)."""
-    __import__(module, fromlist=["main"]).main(*args)
+    """Runs in the child: import ``module`` and call its ``main(*args)`` (a ``Spawn``).
+
+    A module that cannot be imported is a boot failure (``BOOT_ERROR``); what
+    its ``main`` does before it serves is too (``matchmaker.proc.booting``).
+    """
+    try:
+        main = __import__(module, fromlist=["main"]).main
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        raise SystemExit(BOOT_ERROR) from None
+    main(*args)

@@ -32,7 +32,7 @@ from ipc import messages as m
 from ipc.channel import Ends, Receiver, Sender, recv_ends
 from ipc.errors import ProtocolError
 from ipc.replies import clients_line
-from matchmaker.proc import child_setup, exit_on_sigterm
+from matchmaker.proc import booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
 from matchmaker.table import ClientTable, Entry, Session
 
@@ -505,10 +505,11 @@ def _wait(
 
 def main(spawn: Spawn) -> None:
     """Entry point of the matchmaker process (spawned by the supervisor)."""
-    parent = child_setup(spawn.title, spawn.config.log_level)
-    exit_on_sigterm()
-    assert spawn.control is not None
-    config = spawn.config
+    with booting(spawn.title):
+        parent = child_setup(spawn.title, spawn.config.log_level)
+        exit_on_sigterm()
+        assert spawn.control is not None
+        config = spawn.config
 
     def orphaned() -> bool:
         return os.getppid() != parent

@@ -39,20 +39,22 @@ from ipc.fdpass import handoff_pair, move_pair
 from ipc.load import WorkerLoad
 from matchmaker import roles
 from matchmaker.config import Config
-from matchmaker.proc import BOOT_ERROR, setup_logging
-from matchmaker.roles import Spawn
+from matchmaker.proc import setup_logging
+from matchmaker.roles import BOOT_ERROR, Spawn
 
 log = logging.getLogger("matchmaker.supervisor")
 
 #: Descriptors beyond one per client: links, pipes, logs, the listener.
 FD_MARGIN = 256
 
-#: Exit status when a child died on its own (the server cannot go on without it).
-CHILD_DIED = 1
-
-#: More restarts than this within RESTART_WINDOW seconds: something is broken,
-#: not unlucky, and restarting would only loop (cf. gunicorn's WORKER_BOOT_ERROR).
-MAX_RESTARTS, RESTART_WINDOW = 5, 30.0
+#: A child that dies after it has booted is always restarted: the server's
+#: clients are worth more than a halt. At once for its first QUICK_RESTARTS
+#: deaths within RESTART_WINDOW seconds; after more, the restart waits
+#: BACKOFF_FIRST seconds, doubling with each death up to BACKOFF_MAX, so a child
+#: that dies again and again costs a start a second, not a core. (One that
+#: fails while booting exits with BOOT_ERROR, and the server stops instead.)
+QUICK_RESTARTS, RESTART_WINDOW = 5, 30.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 1.0
 
 #: How often the supervisor looks at the workers' heartbeats (``ipc.load``).
 BEAT_CHECK = 0.5
@@ -67,8 +69,10 @@ class Child:
 
     process: BaseProcess
     spawn: Spawn
-    restarts: list[float] = field(default_factory=list)
+    restarts: list[float] = field(default_factory=list)  # when it died, within RESTART_WINDOW
     cause: str = ""  # why the supervisor killed it, for the log of its death
+    #: when a dead child is to be started again; None while it runs (or its death is unseen)
+    due: float | None = None
     #: the supervisor's end of the socket fresh links reach it over (matchmaker, workers)
     control: socket.socket | None = None
 
@@ -84,6 +88,13 @@ class Child:
     @property
     def alive(self) -> bool:
         return self.process.exitcode is None
+
+
+def restart_delay(deaths: int) -> float:
+    """Seconds to wait before restarting a child that died ``deaths`` times in RESTART_WINDOW."""
+    if deaths <= QUICK_RESTARTS:
+        return 0.0
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (deaths - QUICK_RESTARTS - 1))
 
 
 def describe_exit(code: int | None, cause: str = "") -> str:
@@ -159,6 +170,7 @@ class Supervisor:
         child.process.join()  # reaped already; releases its sentinel
         child.process.close()
         child.cause = ""
+        child.due = None
         if child.control is not None:
             child.control.close()
         child.control = self._control(child.spawn)
@@ -261,10 +273,16 @@ class Supervisor:
             found.append(self.signals.get_nowait())
         return found
 
-    def _wait(self, timeout: float | None) -> None:
-        # Every child's sentinel, dead or alive: filtering by ``alive`` would reap a
-        # child that just died and leave its death unseen until the next event.
-        sentinels = [c.process.sentinel for c in self.children]
+    def _wait(self) -> None:
+        """Until a signal, a death, the next heartbeat check or the next restart due."""
+        timeout = BEAT_CHECK
+        dues = [c.due for c in self.children if c.due is not None]
+        if dues:
+            timeout = max(0.0, min(timeout, min(dues) - time.monotonic()))
+        # Every child's sentinel, dead or alive, but for those waiting to restart (whose
+        # death is known): filtering by ``alive`` would reap a child that just died
+        # and leave its death unseen until the next event.
+        sentinels = [c.process.sentinel for c in self.children if c.due is None]
         multiprocessing.connection.wait([*sentinels, self._wakeup_r], timeout)
 
     # ---- run ----------------------------------------------------------------------
@@ -279,7 +297,7 @@ class Supervisor:
         status = 0
         self._checked = time.monotonic()
         while True:
-            self._wait(BEAT_CHECK)
+            self._wait()
             signals = self._pending_signals()
             if signals:
                 log.info("%s: shutting down", signal.Signals(signals[0]).name)
@@ -287,33 +305,50 @@ class Supervisor:
                 break
             self.kill_silent_workers()
             if not self.handle_deaths():
-                status = CHILD_DIED
+                status = BOOT_ERROR
                 break
+            self.restart_due()
         self.stop()
         return status
 
     def handle_deaths(self) -> bool:
-        """Restart dead workers and a dead acceptor; False when the server cannot go on."""
-        go_on = True
+        """Schedule the restart of every child that died; False if one failed to boot."""
         for child in self.children:
-            if child.alive:
+            if child.alive or child.due is not None:
                 continue
             code = child.process.exitcode
             log.error("%s %s", child.role, describe_exit(code, child.cause))
+            if code == BOOT_ERROR:
+                log.error(
+                    "%s failed to start (its log above says why); stopping the server",
+                    child.role,
+                )
+                return False
             now = time.monotonic()
             child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW]
             child.restarts.append(now)
-            if code == BOOT_ERROR or len(child.restarts) > MAX_RESTARTS:
-                log.error("%s cannot run; halting instead of restarting it", child.role)
-                go_on = False
-                continue
+            delay = restart_delay(len(child.restarts))
+            child.due = now + delay
+            if delay:
+                log.warning(
+                    "%s died %d times in %g s; restarting it in %.1f s",
+                    child.role,
+                    len(child.restarts),
+                    RESTART_WINDOW,
+                    delay,
+                )
             if child.slot >= 0:
                 self._relink_worker(child)
             elif child.spawn.module == roles.MATCHMAKER:
                 self._relink_matchmaker(child)
-            self.respawn(child)
-            log.info("%s restarted (pid %s)", child.role, child.process.pid)
-        return go_on
+        return True
+
+    def restart_due(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.due is not None and child.due <= now:
+                self.respawn(child)
+                log.info("%s restarted (pid %s)", child.role, child.process.pid)
 
     def kill_silent_workers(self) -> None:
         """SIGKILL each worker whose event loop has not beaten for ``--worker-timeout`` s.
@@ -366,10 +401,16 @@ class Supervisor:
     def _hand_over(self, child: Child, slot: int, ends: Ends) -> None:
         """Pass ``child`` its ``ends`` of ``slot``'s fresh link over its control socket.
 
-        A child that has died meanwhile gets a fresh link when its own death is
-        handled. One whose control socket is full (it has not read it for
-        hundreds of links) cannot be told, and is killed, to be restarted with one.
+        One waiting to be restarted is started with them. One that has died
+        unseen gets a fresh link when its death is handled. One whose control
+        socket is full (it has not read it for hundreds of links) cannot be told,
+        and is killed, to be restarted with one.
         """
+        if child.due is not None:
+            at = slot if child.slot < 0 else 0  # the matchmaker's ends are by slot
+            child.spawn.links[at], old = ends, child.spawn.links[at]
+            old.close()
+            return
         try:
             if child.alive and child.control is not None:
                 send_ends(child.control, slot, ends)
@@ -411,7 +452,7 @@ class Supervisor:
                 child.process.kill()
         for child in self.children:
             child.process.join()
-            if child.process.exitcode not in (0, None):
+            if child.due is None and child.process.exitcode not in (0, None):
                 log.info("%s %s", child.role, describe_exit(child.process.exitcode))
         log.info("stopped")
 

@@ -9,9 +9,8 @@ gets its SIGCONT, also when the soak is interrupted or fails.
 
 Before a kill the process is stopped and its TCP connections are listed, so the
 soak knows exactly which clients the kill cut (``Action.ports``): the only
-connections that may end without a word. The driver also keeps within the
-supervisor's own limit (``MAX_RESTARTS`` in ``RESTART_WINDOW``), so that the
-server never halts because of the chaos alone.
+connections that may end without a word. The supervisor restarts a killed
+child every time, so the chaos needs no budget of kills.
 """
 
 from __future__ import annotations
@@ -24,13 +23,10 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from matchmaker.supervisor import MAX_RESTARTS, RESTART_WINDOW
 from scripts.sampler import PREFIX, server_processes, title
 
 ROLES = ("worker", "matchmaker", "acceptor")
 SIGNALS = ("kill", "stop")
-#: Kills of one child within RESTART_WINDOW: below the supervisor's MAX_RESTARTS.
-KILLS_PER_WINDOW = MAX_RESTARTS - 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +131,7 @@ class Chaos:
 
     def _act(self) -> None:
         what = self._rng.choice(self.plan.signals)
-        targets = self._targets(what)
+        targets = self._targets()
         if not targets:
             return
         p = self._rng.choice(targets)
@@ -144,7 +140,7 @@ class Chaos:
         else:
             self._stop(p, self._rng.uniform(*self.plan.pause))
 
-    def _targets(self, what: str) -> list[psutil.Process]:
+    def _targets(self) -> list[psutil.Process]:
         """The children the plan allows, started a while ago, in a stable order."""
         now = time.time()
         found = []
@@ -157,16 +153,8 @@ class Chaos:
                 continue
             if not name.startswith(PREFIX) or role(name) not in self.plan.roles:
                 continue
-            if what == "kill" and not self._may_kill(name):
-                continue
             found.append((name, p))
         return [p for _, p in sorted(found, key=lambda x: x[0])]
-
-    def _may_kill(self, name: str) -> bool:
-        """Whether one more kill of ``name`` stays within the supervisor's limits."""
-        now = time.monotonic()
-        recent = [a for a in self.actions if a.title == name and now - a.clock < RESTART_WINDOW]
-        return sum(a.what == "kill" for a in recent) < KILLS_PER_WINDOW
 
     def _kill(self, p: psutil.Process) -> None:
         """SIGKILL, after listing the connections it holds (stopped, so it takes no more)."""

@@ -14,13 +14,15 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable, Coroutine
 from multiprocessing.connection import Connection
+from typing import Any
 
 from ipc import messages as m
 from ipc.channel import Ends, Receiver, Sender, recv_ends
 from ipc.fdpass import Dropped
 from ipc.load import BEAT_INTERVAL, WorkerLoad
-from matchmaker.proc import child_setup
+from matchmaker.proc import booting, child_setup
 from matchmaker.roles import Spawn
 from workers.handoff import Handoffs
 from workers.hub import Hub
@@ -34,13 +36,14 @@ ORPHAN_CHECK = 1.0
 
 def main(spawn: Spawn) -> None:
     """Run worker ``spawn.slot`` (0-based; titled ``worker slot+1``) until told to stop."""
-    parent = child_setup(spawn.title, spawn.config.log_level)
-    if spawn.config.loop == "uvloop":
-        import uvloop
+    with booting(spawn.title):
+        parent = child_setup(spawn.title, spawn.config.log_level)
+        run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+        if spawn.config.loop == "uvloop":
+            import uvloop
 
-        uvloop.run(serve(spawn, parent))
-    else:
-        asyncio.run(serve(spawn, parent))
+            run = uvloop.run
+    run(serve(spawn, parent))
 
 
 class MatchmakerLink:
@@ -127,34 +130,35 @@ def beat(loop: asyncio.AbstractEventLoop, load: WorkerLoad, index: int) -> None:
 
 
 async def serve(spawn: Spawn, parent: int) -> None:
-    loop = asyncio.get_running_loop()
-    index, config, load, handoff = spawn.slot, spawn.config, spawn.load, spawn.handoffs[0]
-    assert spawn.control is not None and spawn.move_inbox is not None
-    (ends,) = spawn.links
+    with booting(spawn.title):
+        loop = asyncio.get_running_loop()
+        index, config, load, handoff = spawn.slot, spawn.config, spawn.load, spawn.handoffs[0]
+        assert spawn.control is not None and spawn.move_inbox is not None
+        (ends,) = spawn.links
 
-    def count(n: int) -> None:
-        load.live[index] = n
+        def count(n: int) -> None:
+            load.live[index] = n
 
-    hub = Hub(index, config, loop, Sender(ends.outbox, loop, m.to_wire), count)
-    link = MatchmakerLink(loop, hub, spawn.control, ends.inbox)
+        hub = Hub(index, config, loop, Sender(ends.outbox, loop, m.to_wire), count)
+        link = MatchmakerLink(loop, hub, spawn.control, ends.inbox)
 
-    def counted() -> None:
-        load.received[index] += 1
+        def counted() -> None:
+            load.received[index] += 1
 
-    handoffs = Handoffs(handoff, hub.adopt, counted)
+        handoffs = Handoffs(handoff, hub.adopt, counted)
 
-    def on_handoff() -> None:
-        if not handoffs.read():
-            loop.remove_reader(handoff.fileno())
+        def on_handoff() -> None:
+            if not handoffs.read():
+                loop.remove_reader(handoff.fileno())
 
-    loop.add_reader(handoff.fileno(), on_handoff)
-    mover = hub.mover = Mover(hub, spawn.move_inbox, spawn.move_outboxes)
-    loop.add_reader(spawn.move_inbox.fileno(), mover.receive)
-    hub.sweep()
-    beat(loop, load, index)
-    load.up[index] = 1
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_reader(handoff.fileno(), on_handoff)
+        mover = hub.mover = Mover(hub, spawn.move_inbox, spawn.move_outboxes)
+        loop.add_reader(spawn.move_inbox.fileno(), mover.receive)
+        hub.sweep()
+        beat(loop, load, index)
+        load.up[index] = 1
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
     while not stop.is_set() and os.getppid() == parent:
         try:
             await asyncio.wait_for(stop.wait(), ORPHAN_CHECK)
