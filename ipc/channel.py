@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 CHUNK = 4000
 assert CHUNK + 5 <= select.PIPE_BUF
 
-#: First byte of every frame: more of this batch follows, or this frame ends it.
+#: First byte of each frame of a batch in several: more of it follows, or this one ends
+#: it. A batch that fits in one frame goes as it is: a pickle starts with PROTO (0x80).
 MORE, LAST = b"\x00", b"\x01"
+WHOLE = pickle.PROTO[0]
 
 
 class Ends(NamedTuple):
@@ -138,9 +140,12 @@ class Sender:
         frames = self._frames
         was_blocked = bool(frames)
         end = len(data)
-        for start in range(0, end - CHUNK, CHUNK):
-            frames.append(MORE + data[start : start + CHUNK])
-        frames.append(LAST + data[(end - 1) // CHUNK * CHUNK :])
+        if end <= CHUNK:
+            frames.append(data)
+        else:
+            for start in range(0, end - CHUNK, CHUNK):
+                frames.append(MORE + data[start : start + CHUNK])
+            frames.append(LAST + data[(end - 1) // CHUNK * CHUNK :])
         if not was_blocked:
             self.resume()
 
@@ -210,12 +215,15 @@ class Receiver:
             except (EOFError, OSError):  # the writer died; OSError: closed here
                 self.closed = True
                 break
-            parts.append(piece[1:])
-            if piece[:1] == LAST:
-                data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if piece[0] == WHOLE:
+                batch = pickle.loads(piece)
+            else:
+                parts.append(piece[1:])
+                if piece[:1] != LAST:
+                    continue
+                batch = pickle.loads(b"".join(parts))
                 parts.clear()
-                batch = pickle.loads(data)
-                batches.append(batch if self._unpack is None else self._unpack(batch))
+            batches.append(batch if self._unpack is None else self._unpack(batch))
         return batches
 
     def close(self) -> None:

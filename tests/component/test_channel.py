@@ -32,6 +32,9 @@ def frames(conn):
 
 
 def decode(pieces):
+    """The batch in ``pieces``: one whole pickle, or marked pieces of one."""
+    if len(pieces) == 1 and pieces[0][:1] == pickle.PROTO:
+        return pickle.loads(pieces[0])
     assert all(p[:1] == MORE for p in pieces[:-1]) and pieces[-1][:1] == LAST
     return pickle.loads(b"".join(p[1:] for p in pieces))
 
