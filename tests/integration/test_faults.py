@@ -117,6 +117,9 @@ def test_a_matchmaker_killed_30_times_under_traffic_loses_no_session_and_no_line
         pair(x, y)
     clients = f"CLIENTS {a.id}=BUSY {b.id}=BUSY {c.id}=BUSY {d.id}=BUSY {e.id}=BUSY"
     clients += f" {probe.id}=FREE {f.id}=BUSY"
+    survivors = [psutil.Process(server.proc.pid)]
+    survivors += [psutil.Process(server.pid_of(f"worker {i}")) for i in (1, 2)]
+    descriptors = [p.num_fds() for p in survivors]
     old = server.pid_of("matchmaker")
     for kill in range(30):
         sent = {}
@@ -136,6 +139,7 @@ def test_a_matchmaker_killed_30_times_under_traffic_loses_no_session_and_no_line
         new = server.pid_of("matchmaker")
         assert new != old
         old = new
+    assert [p.num_fds() for p in survivors] == descriptors  # each old link closed
     log = server.log()
     assert log.count("matchmaker restarted (pid") == 30
     assert "restarting it in 1.0 s" in log  # backed off, and never more than a second
