@@ -287,38 +287,42 @@ def test_batches_cross_to_a_spawned_process_and_back_and_on_a_fresh_link():
         mine.close()
 
 
-def test_fresh_ends_arrive_with_their_slot_and_work():
-    control, other = handoff_pair()
-    with control, other:
-        worker, matchmaker = link()
-        send_ends(control, 7, matchmaker)
-        matchmaker.close()  # the sender's copies; the receiver's must still work
-        got = recv_ends(other)
+@pytest.fixture
+def control():
+    """A control socket (the supervisor's end, a child's) and a fresh link to pass over it."""
+    ours, theirs = handoff_pair()
+    worker, matchmaker = link()
+    with ours, theirs:
+        yield ours, theirs, worker, matchmaker
+    worker.close()
+    matchmaker.close()
+
+
+def test_fresh_ends_arrive_with_their_slot_and_work(control):
+    ours, theirs, worker, matchmaker = control
+    send_ends(ours, 7, matchmaker)
+    matchmaker.close()  # the sender's copies; the receiver's must still work
+    got = recv_ends(theirs)
+    assert got is not None
+    slot, ends = got
+    assert slot == 7
+    round_trip(Sender(worker.outbox), Receiver(ends.inbox), [["up"]])
+    round_trip(Sender(ends.outbox), Receiver(worker.inbox), [["down"]])
+    ends.close()
+    ours.close()
+    assert recv_ends(theirs) is None  # the supervisor has gone
+
+
+def test_a_full_control_socket_refuses_at_once(control):
+    ours, theirs, _worker, matchmaker = control
+    with pytest.raises(BlockingIOError):
+        for _ in range(100_000):
+            send_ends(ours, 0, matchmaker)
+    theirs.setblocking(False)
+    while True:  # what was sent arrives, and is closed here
+        try:
+            got = recv_ends(theirs)
+        except BlockingIOError:
+            break
         assert got is not None
-        slot, ends = got
-        assert slot == 7
-        round_trip(Sender(worker.outbox), Receiver(ends.inbox), [["up"]])
-        round_trip(Sender(ends.outbox), Receiver(worker.inbox), [["down"]])
-        control.close()
-        assert recv_ends(other) is None  # the supervisor has gone
-        worker.close()
-        ends.close()
-
-
-def test_a_full_control_socket_refuses_at_once():
-    control, other = handoff_pair()
-    with control, other:
-        worker, matchmaker = link()
-        with pytest.raises(BlockingIOError):
-            for _ in range(100_000):
-                send_ends(control, 0, matchmaker)
-        worker.close()
-        matchmaker.close()
-        other.setblocking(False)
-        while True:  # what was sent is closed here
-            try:
-                got = recv_ends(other)
-            except BlockingIOError:
-                break
-            assert got is not None
-            got[1].close()
+        got[1].close()
