@@ -1,69 +1,113 @@
-"""The one small interface over ``multiprocessing`` queues.
+"""The link between one worker and the matchmaker: two ``multiprocessing`` pipes.
 
-Senders collect messages and write them as one list per event-loop tick, so
+Senders collect messages and write them as one batch per event-loop tick, so
 a burst of chat lines costs one pickle and one pipe write, not one per line.
-Receivers expose the queue's pipe as a file descriptor so a worker's event
-loop can wait on it next to its sockets instead of blocking a thread.
+Receivers expose their pipe's descriptor so a worker's event loop can wait on
+it next to its sockets instead of blocking a thread.
 
-Each queue has exactly one producer and one consumer. A process killed in
-the middle of a put or a get can leave its queue locked or holding half a
-message, so a queue is never reused once either end has died: each worker
-slot has a pool of links (a queue each way), and a restarted process moves
-its slot to the next unused link (``Links``).
-
-Having one producer and one consumer is also why the queues take no named
-semaphores (``one_to_one_queue``): a ``multiprocessing`` queue's locks only
-keep several producers, or several consumers, from interleaving on its pipe.
+Each pipe has one writer process and one reader process, and both ends are
+non-blocking. A batch goes out in frames (``Connection.send_bytes``) that fit
+in ``PIPE_BUF``, which a pipe writes whole or not at all: a process killed
+mid-batch leaves only whole frames behind, and a full pipe refuses a frame
+without taking part of it. A link is never reused once a process at one end
+has died: the supervisor makes a fresh one and hands the survivor its ends
+(``send_ends``) over the survivor's control socket.
 """
 
 from __future__ import annotations
 
-import multiprocessing.queues
 import os
 import pickle
-import struct
-import threading
+import select
+import socket
 from collections import deque
 from collections.abc import Callable
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ipc.fdpass import recv_fds, send_fds
 
 if TYPE_CHECKING:
     import asyncio
 
-#: Largest piece written at once. A pipe takes a write of at most PIPE_BUF
-#: (4096) bytes whole or not at all, so a process killed while sending can never
-#: leave half a frame behind for the reader to block on, and a full pipe refuses
-#: a frame without taking part of it.
+#: Most bytes of a batch in one frame. With the marker byte and the 4-byte length
+#: ``send_bytes`` puts in front, a frame stays within PIPE_BUF.
 CHUNK = 4000
+assert CHUNK + 5 <= select.PIPE_BUF
 
-_MORE, _LAST = b"\x00", b"\x01"
-_LENGTH = struct.Struct("!i")  # the frame header of ``multiprocessing.connection``
+#: First byte of each frame of a batch in several: more of it follows, or this one ends
+#: it. A batch that fits in one frame goes as it is: a pickle starts with PROTO (0x80).
+MORE, LAST = b"\x00", b"\x01"
+WHOLE = pickle.PROTO[0]
+
+
+class Ends(NamedTuple):
+    """One process's two ends of a link."""
+
+    inbox: Connection  # the pipe it reads
+    outbox: Connection  # the pipe it writes
+
+    def close(self) -> None:
+        self.inbox.close()
+        self.outbox.close()
+
+
+def link() -> tuple[Ends, Ends]:
+    """A fresh link: (the worker's ends, the matchmaker's ends)."""
+    up_in, up_out = Pipe(duplex=False)  # worker -> matchmaker
+    down_in, down_out = Pipe(duplex=False)  # matchmaker -> worker
+    return Ends(down_in, up_out), Ends(up_in, down_out)
+
+
+def send_ends(control: socket.socket, slot: int, ends: Ends) -> None:
+    """Pass ``ends`` (of worker ``slot``'s link) to the process at the other end of ``control``.
+
+    Never waits: a full control socket raises ``BlockingIOError``. The caller
+    still owns its copies and closes them.
+    """
+    fds = [ends.inbox.fileno(), ends.outbox.fileno()]
+    send_fds(control, fds, slot.to_bytes(4, "big"), wait=False)
+
+
+def recv_ends(control: socket.socket) -> tuple[int, Ends] | None:
+    """The next ``(slot, ends)`` from ``send_ends``; None once the supervisor has gone.
+
+    Raises ``BlockingIOError`` when none waits, and ``fdpass.Dropped`` when
+    they came without their descriptors (this process is at its limit).
+    """
+    got = recv_fds(control, 2, 4)
+    if got is None:
+        return None
+    (inbox, outbox), tag = got
+    ends = Ends(Connection(inbox, writable=False), Connection(outbox, readable=False))
+    return int.from_bytes(tag, "big"), ends
 
 
 class Sender:
-    """Batches messages for one queue; ``flush`` writes them as one frame (or a few).
+    """Batches messages for one pipe; ``flush`` writes them as one frame (or a few).
 
-    The frames go straight into the queue's pipe from the calling thread, in
-    the framing the queue's own reader expects, not through the queue's feeder
-    thread: handing every batch to a thread cost a lock, a wake-up and a GIL
-    hand-off per batch, on the path of every request and relayed line. The pipe
-    is non-blocking, so a full pipe never stalls the process: what it refuses
-    waits here, in order, and goes out once the pipe is writable again (with
-    ``loop``, the event loop watches for that; without, the owner checks
-    ``blocked`` and calls ``resume``).
+    The frames go into the pipe from the calling thread: no feeder thread, so
+    no lock, wake-up and GIL hand-off per batch on the path of every request
+    and relayed line. The pipe is non-blocking, so a full pipe never stalls
+    the process: what it refuses waits here, in order, and goes out once the
+    pipe is writable again (with ``loop``, the event loop watches for that;
+    without, the owner checks ``blocked`` and calls ``resume``). When the
+    reader has died, what is waiting is dropped: its replacement is told
+    everything again on a fresh link.
     """
 
-    __slots__ = ("_queue", "_fd", "_pending", "_frames", "_loop", "_pack", "_watched")
+    __slots__ = ("_conn", "_fd", "_pending", "_frames", "_loop", "_pack", "_watched")
 
     def __init__(
         self,
-        q: multiprocessing.queues.Queue[Any],
+        conn: Connection,
         loop: asyncio.AbstractEventLoop | None = None,
         pack: Callable[[list[Any]], Any] | None = None,
     ) -> None:
-        self._queue = q
+        self._conn = conn
         self._pack = pack  # what a batch becomes before pickling (e.g. plain tuples)
-        self._fd: int = q._writer.fileno()  # type: ignore[attr-defined]
+        self._fd = conn.fileno()
         os.set_blocking(self._fd, False)
         self._pending: list[Any] = []
         self._frames: deque[bytes] = deque()  # written in order once the pipe has room
@@ -88,29 +132,36 @@ class Sender:
         if not self._pending:
             return
         batch, self._pending = self._pending, []  # a batch that fails to pickle is not retried
+        if self._conn.closed:
+            return
         if self._pack is not None:
             batch = self._pack(batch)
         data = pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
         frames = self._frames
         was_blocked = bool(frames)
         end = len(data)
-        for start in range(0, end - CHUNK, CHUNK):
-            frames.append(_LENGTH.pack(CHUNK + 1) + _MORE + data[start : start + CHUNK])
-        last = data[(end - 1) // CHUNK * CHUNK :]
-        frames.append(_LENGTH.pack(len(last) + 1) + _LAST + last)
+        if end <= CHUNK:
+            frames.append(data)
+        else:
+            for start in range(0, end - CHUNK, CHUNK):
+                frames.append(MORE + data[start : start + CHUNK])
+            frames.append(LAST + data[(end - 1) // CHUNK * CHUNK :])
         if not was_blocked:
             self.resume()
 
     def resume(self) -> None:
         """Write waiting frames until the pipe is full or none is left."""
-        frames, fd = self._frames, self._fd
+        frames, send = self._frames, self._conn.send_bytes
         while frames:
             try:
-                os.write(fd, frames[0])
-            except BlockingIOError:
+                send(frames[0])
+            except BlockingIOError:  # nothing of the frame was written
                 if self._loop is not None and not self._watched:
-                    self._loop.add_writer(fd, self.resume)
+                    self._loop.add_writer(self._fd, self.resume)
                     self._watched = True
+                return
+            except BrokenPipeError:
+                self.abandon()
                 return
             frames.popleft()
         self._unwatch()
@@ -121,7 +172,7 @@ class Sender:
             self._watched = False
 
     def close(self) -> None:
-        """Flush what the pipe takes now; the process is leaving and will not wait."""
+        """Flush what the pipe takes now, then let go of it: the process is leaving."""
         self.flush()
         self.abandon()
 
@@ -130,146 +181,51 @@ class Sender:
         self._pending = []
         self._frames.clear()
         self._unwatch()
+        self._conn.close()
 
 
 class Receiver:
-    """Reads batches from one queue without blocking, from an event loop or a wait() loop."""
+    """Reads batches from one pipe without blocking, from an event loop or a wait() loop."""
 
-    __slots__ = ("_reader", "_parts", "_unpack")
+    __slots__ = ("_conn", "_fd", "_parts", "_unpack", "closed")
 
-    def __init__(
-        self,
-        q: multiprocessing.queues.Queue[Any],
-        unpack: Callable[[Any], list[Any]] | None = None,
-    ) -> None:
-        self._reader = q._reader  # type: ignore[attr-defined]
+    def __init__(self, conn: Connection, unpack: Callable[[Any], list[Any]] | None = None) -> None:
+        self._conn = conn
+        self._fd = conn.fileno()
         self._unpack = unpack  # undoes the sender's ``pack``
-        os.set_blocking(self._reader.fileno(), False)
+        os.set_blocking(self._fd, False)
         self._parts: list[bytes] = []  # pieces of a batch not yet complete
+        #: The writer has gone: nothing more will come (the pipe stays readable, at its end).
+        self.closed = False
 
     def fileno(self) -> int:
-        """Readable when a frame is waiting."""
-        return int(self._reader.fileno())
+        """Readable when a frame is waiting, or the writer has gone."""
+        return self._fd
 
     def drain(self) -> list[Any]:
         """Every complete batch waiting now, without blocking (frames are written whole)."""
         batches: list[Any] = []
         parts = self._parts
-        reader = self._reader
-        while True:
+        recv = self._conn.recv_bytes
+        while not self.closed:
             try:
-                piece = reader.recv_bytes()
+                piece = recv()
             except BlockingIOError:  # nothing waiting: a frame is there whole or not at all
-                return batches
-            parts.append(piece[1:])
-            if piece[:1] == _LAST:
-                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                break
+            except (EOFError, OSError):  # the writer died; OSError: closed here
+                self.closed = True
+                break
+            if piece[0] == WHOLE:
+                batch = pickle.loads(piece)
+            else:
+                parts.append(piece[1:])
+                if piece[:1] != LAST:
+                    continue
+                batch = pickle.loads(b"".join(parts))
                 parts.clear()
-                batch = pickle.loads(data)
-                batches.append(batch if self._unpack is None else self._unpack(batch))
+            batches.append(batch if self._unpack is None else self._unpack(batch))
+        return batches
 
-
-class _LocalLock:
-    """A queue's reader or writer lock, held only against this process's own threads.
-
-    A queue with one producer and one consumer process needs no lock between
-    processes, so it needs no named semaphore. Each named semaphore is a file in
-    /dev/shm that only multiprocessing's resource tracker removes when the server
-    is killed, and a SIGKILL to the whole process group kills the tracker too;
-    each also costs every process that opens it a page. Pickled, this arrives as
-    a fresh lock of the receiving process.
-    """
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        if not block:
-            return self._lock.acquire(False)
-        return self._lock.acquire(True, -1 if timeout is None else timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __reduce__(self) -> tuple[type[_LocalLock], tuple[()]]:
-        return (_LocalLock, ())
-
-
-class _Unbounded:
-    """A queue's ``BoundedSemaphore(maxsize)``, for a queue with no size limit.
-
-    ``ctx.Queue()`` has none either (its bound is SEM_VALUE_MAX), so there the
-    semaphore only counts; nothing here reads the count (``qsize``, ``full``).
-    """
-
-    __slots__ = ()
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        return True
-
-    def release(self) -> None:
-        pass
-
-
-class _OneToOne:
-    """What ``multiprocessing.queues.Queue`` asks its context for: its locks."""
-
-    @staticmethod
-    def Lock() -> _LocalLock:  # noqa: N802 (the context's method name)
-        return _LocalLock()
-
-    @staticmethod
-    def BoundedSemaphore(value: int) -> _Unbounded:  # noqa: N802
-        return _Unbounded()
-
-
-def one_to_one_queue() -> multiprocessing.queues.Queue[Any]:
-    """A ``multiprocessing`` queue (its pipe, its feeder thread) without named semaphores.
-
-    Only for one producer process and one consumer process, each using the
-    queue from one thread (the producer's feeder thread aside): that is what
-    the locks it leaves out would enforce between processes.
-    """
-    return multiprocessing.queues.Queue(ctx=_OneToOne())
-
-
-class Link(NamedTuple):
-    """The two queues between one worker and the matchmaker."""
-
-    up: multiprocessing.queues.Queue[Any]  # worker -> matchmaker
-    down: multiprocessing.queues.Queue[Any]  # matchmaker -> worker
-
-
-class Links:
-    """Per worker slot, a pool of links and the index of the one in use.
-
-    Built by the supervisor before any child starts (queues can only be handed
-    to a process when it is spawned); ``current`` is shared memory, so the
-    supervisor can move a slot to a fresh link and every process can see it.
-    """
-
-    def __init__(self, ctx: Any, workers: int, pool: int) -> None:
-        self.pools = [
-            [Link(one_to_one_queue(), one_to_one_queue()) for _ in range(pool)]
-            for _ in range(workers)
-        ]
-        self.current = ctx.RawArray("i", workers)
-
-    def link(self, slot: int) -> Link:
-        index: int = self.current[slot]
-        return self.pools[slot][index]
-
-    def advance(self, slot: int) -> bool:
-        """Move ``slot`` to its next unused link; False when the pool is used up."""
-        if self.current[slot] + 1 >= len(self.pools[slot]):
-            return False
-        self.current[slot] += 1
-        return True
+    def close(self) -> None:
+        self.closed = True
+        self._conn.close()

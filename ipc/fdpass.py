@@ -41,7 +41,12 @@ def send_fd(channel: socket.socket, fd: int, tag: bytes = LINE, *, wait: bool = 
     With ``wait=False`` a full channel raises ``BlockingIOError`` at once
     instead of blocking until its reader catches up (which a stopped reader never does).
     """
-    rights = array.array("i", [fd])
+    send_fds(channel, [fd], tag, wait=wait)
+
+
+def send_fds(channel: socket.socket, fds: list[int], tag: bytes, *, wait: bool = True) -> None:
+    """Send ``fds`` with ``tag`` in one message; like ``send_fd``."""
+    rights = array.array("i", fds)
     flags = 0 if wait else socket.MSG_DONTWAIT  # socket.send_fds drops its flags (3.11)
     channel.sendmsg([tag], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)], flags)
 
@@ -52,23 +57,30 @@ def recv_tagged(channel: socket.socket) -> tuple[int, bytes] | None:
     Raises ``Dropped`` for a hand-over without its descriptor, and
     ``BlockingIOError`` on a non-blocking channel with nothing waiting.
     """
-    msg, fds, flags, _addr = socket.recv_fds(channel, 1, 4)
-    for extra in fds[1:]:  # never expected; never leaked either
+    got = recv_fds(channel, 1, 1)
+    return None if got is None else (got[0][0], got[1])
+
+
+def recv_fds(channel: socket.socket, count: int, size: int) -> tuple[list[int], bytes] | None:
+    """Receive a message of ``count`` descriptors and a tag of ``size`` bytes, as ``recv_tagged``.
+
+    A message with fewer descriptors raises ``Dropped`` (those that came are closed).
+    """
+    msg, fds, flags, _addr = socket.recv_fds(channel, size, count + 3)
+    for extra in fds[count:]:  # never expected; never leaked either
         os.close(extra)
-    if not fds:
-        if not msg:  # every hand-over has a tag byte: an empty read is the end of the channel
+    if len(fds) < count:
+        for fd in fds:
+            os.close(fd)
+        if not msg and not fds:  # every message has a tag: an empty read is the end of the channel
             return None
-        cut = flags & socket.MSG_CTRUNC
-        raise Dropped("descriptor limit reached" if cut else "no descriptor in the message")
+        if flags & socket.MSG_CTRUNC:
+            raise Dropped("descriptor limit reached")
+        raise Dropped(f"{len(fds)} of {count} descriptors in the message")
     # received descriptors are inheritable: a client socket must never leak into a child
-    os.set_inheritable(fds[0], False)
-    return fds[0], msg
-
-
-def recv_fd(channel: socket.socket) -> int | None:
-    """Like ``recv_tagged``, without the tag."""
-    got = recv_tagged(channel)
-    return None if got is None else got[0]
+    for fd in fds[:count]:
+        os.set_inheritable(fd, False)
+    return fds[:count], msg
 
 
 # ---- moving a client between workers -------------------------------------------------
@@ -97,8 +109,7 @@ def send_move(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
     """
     if len(payload) > MAX_MOVE or len(fds) > MAX_MOVE_FDS:
         raise OSError(errno.EMSGSIZE, "too much to move at once")
-    rights = array.array("i", fds)
-    sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+    send_fds(sock, fds, payload)
 
 
 def recv_move(sock: socket.socket) -> tuple[bytes, list[int]]:

@@ -1,4 +1,4 @@
-"""What crosses the queues between the workers and the matchmaker process.
+"""What crosses the links between the workers and the matchmaker process.
 
 No I/O here. Messages are ``NamedTuple``s: immutable and typed; on the wire
 they are plain tuples tagged with their class (``to_wire``), which pickle

@@ -19,13 +19,13 @@ import os
 import select
 import selectors
 import socket
-import sys
 import time
 from collections.abc import Callable
 
 from ipc.fdpass import LEGACY, LINE, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
-from matchmaker.proc import BOOT_ERROR, Tally, child_setup, exit_on_sigterm
+from matchmaker.proc import Tally, booting, child_setup, exit_on_sigterm
+from matchmaker.roles import Spawn
 from wire import dialects
 from wire.errors import ErrorCode
 from wire.replies import Error
@@ -286,23 +286,14 @@ def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) ->
             intake.placement.review()
 
 
-def main(
-    log_level: str,
-    policy: str,
-    listener: socket.socket,
-    legacy_listener: socket.socket | None,
-    handoffs: list[socket.socket],
-    load: WorkerLoad,
-) -> None:
+def main(spawn: Spawn) -> None:
     """Entry point of the acceptor process (spawned by the supervisor)."""
-    try:
-        parent = child_setup("acceptor", log_level)
+    with booting(spawn.title):
+        parent = child_setup(spawn.title, spawn.config.log_level)
         exit_on_sigterm()
-        intake = Intake(handoffs, Placement(policy, load))
-    except Exception:
-        log.exception("acceptor failed to start")
-        sys.exit(BOOT_ERROR)
-    listeners = {listener: LINE}
-    if legacy_listener is not None:
-        listeners[legacy_listener] = LEGACY
+        intake = Intake(spawn.handoffs, Placement(spawn.config.placement, spawn.load))
+        assert spawn.listener is not None
+        listeners = {spawn.listener: LINE}
+        if spawn.legacy_listener is not None:
+            listeners[spawn.legacy_listener] = LEGACY
     serve(listeners, intake, parent)

@@ -12,14 +12,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 import setproctitle
 
-#: Exit status of a child that failed before it could serve: the supervisor
-#: halts rather than restart it into the same failure.
-BOOT_ERROR = 3
+from matchmaker.roles import BOOT_ERROR
 
 LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 
@@ -34,6 +33,21 @@ def child_setup(title: str, log_level: str) -> int:
     setup_logging(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return os.getppid()
+
+
+@contextmanager
+def booting(title: str) -> Iterator[None]:
+    """Around what a child does before it serves: any failure there exits with ``BOOT_ERROR``.
+
+    The supervisor stops the server on that status. A failure at this point
+    (a setting the child cannot run with, a module that does not load) would
+    only repeat at every restart.
+    """
+    try:
+        yield
+    except Exception:
+        logging.getLogger("matchmaker.proc").exception("%s failed to start", title)
+        sys.exit(BOOT_ERROR)
 
 
 def exit_on_sigterm() -> None:

@@ -1,13 +1,29 @@
-"""The one entry point every child process is spawned with.
+"""The one entry point every child process is spawned with, and the record it gets.
 
 A spawned child gets its target by reference, so whatever module the target
 lives in, the supervisor has imported it too. The roles' modules pull in
 asyncio, uvloop and ssl (the workers) or the table (the matchmaker); the
 supervisor runs none of that. So it spawns ``enter`` with the role's module
-by name, and only the child imports it. Keep this module free of imports.
+by name, and only the child imports it. Keep this module free of imports
+beyond ``dataclasses``: the types below are for the type checker only.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
+
+    from ipc.channel import Ends
+    from ipc.load import WorkerLoad
+    from matchmaker.config import Config
+
+#: Exit status of a child that failed before it could serve (an import error, a
+#: setting it cannot run with): the supervisor stops the server rather than
+#: restart the child into the same failure (cf. gunicorn's WORKER_BOOT_ERROR).
+BOOT_ERROR = 3
 
 #: Each role's module, whose ``main`` is the process's entry point.
 ACCEPTOR = "matchmaker.acceptor"
@@ -15,6 +31,49 @@ MATCHMAKER = "matchmaker.service"
 WORKER = "workers.process"
 
 
+@dataclass
+class Spawn:
+    """What the supervisor starts a child with, by name: its role and all it is handed.
+
+    One record for every role; each role reads the fields it needs. The
+    supervisor keeps it and starts the child from it again after a death.
+    """
+
+    #: the process's name for ``ps`` and the logs: ``acceptor``, ``matchmaker``, ``worker 2``
+    title: str
+    #: its role's module (``ACCEPTOR``, ``MATCHMAKER``, ``WORKER``)
+    module: str
+    config: Config
+    #: every worker's clients and heartbeat (read by the acceptor, written by the workers)
+    load: WorkerLoad
+    #: a worker's index, from 0
+    slot: int = -1
+    #: the acceptor: the listening sockets (the legacy one only with ``--legacy-port``)
+    listener: socket.socket | None = None
+    legacy_listener: socket.socket | None = None
+    #: the acceptor: every worker's end of its hand-off channel; a worker: its own end
+    handoffs: list[socket.socket] = field(default_factory=list)
+    #: the matchmaker: its ends of every worker's link, by index; a worker: its own ends
+    links: list[Ends] = field(default_factory=list)
+    #: the matchmaker and the workers: where the ends of fresh links arrive from the supervisor
+    control: socket.socket | None = None
+    #: a worker: its inbox for clients other workers move to it
+    move_inbox: socket.socket | None = None
+    #: a worker: every worker's sending end of those inboxes, by index
+    move_outboxes: list[socket.socket] = field(default_factory=list)
+
+
 def enter(module: str, *args: object) -> None:
-    """Runs in the child: import ``module`` and call its ``main(*args)``."""
-    __import__(module, fromlist=["main"]).main(*args)
+    """Runs in the child: import ``module`` and call its ``main(*args)`` (a ``Spawn``).
+
+    A module that cannot be imported is a boot failure (``BOOT_ERROR``); what
+    its ``main`` does before it serves is too (``matchmaker.proc.booting``).
+    """
+    try:
+        main = __import__(module, fromlist=["main"]).main
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        raise SystemExit(BOOT_ERROR) from None
+    main(*args)

@@ -29,14 +29,15 @@ from __future__ import annotations
 import logging
 import os
 import select
-import signal
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from ipc import messages as m
-from ipc.channel import Links, Receiver, Sender
-from matchmaker.proc import child_setup, exit_on_sigterm
+from ipc.channel import Ends, Receiver, Sender, recv_ends
+from matchmaker.proc import booting, child_setup, exit_on_sigterm
+from matchmaker.roles import Spawn
 from matchmaker.table import ClientTable, Entry, Session
 from wire.errors import ProtocolError
 from wire.replies import Bye, Clients, Ended, Outage
@@ -64,7 +65,7 @@ class Matchmaker:
 
     With ``migrate``, a session formed across two workers first moves one
     client's socket to its partner's worker (the one holding more clients
-    gives one up), so its lines never cross a queue; both ends hear
+    gives one up), so its lines never cross a link; both ends hear
     ``CONNECTED`` once the move is done or refused.
 
     ``clock`` stamps each client given an id; it must be the clock the workers
@@ -404,48 +405,69 @@ class Matchmaker:
 
 def run(
     max_clients: int,
-    links: Links,
-    wakeup: int,
+    links: list[Ends],
+    control: socket.socket,
     orphaned: Callable[[], bool],
     migrate: bool = True,
 ) -> None:
     """Serve until SIGTERM or ``orphaned()``, which is checked at least once a second.
 
-    ``wakeup`` becomes readable when the supervisor has moved a restarted
-    worker's slot to a fresh link (SIGUSR1 through ``signal.set_wakeup_fd``).
+    ``links`` are this end of every worker's link; when a worker dies, the
+    supervisor sends the ends of its replacement's fresh link over ``control``.
     """
-    slots = range(len(links.pools))
-    using = [links.current[i] for i in slots]
-    inboxes = [Receiver(links.link(i).up, m.from_wire) for i in slots]
-    outboxes = [Sender(links.link(i).down, pack=m.to_wire) for i in slots]
+    slots = range(len(links))
+    inboxes = [Receiver(ends.inbox, m.from_wire) for ends in links]
+    outboxes = [Sender(ends.outbox, pack=m.to_wire) for ends in links]
     matchmaker = Matchmaker(ClientTable(max_clients), outboxes, migrate, time.monotonic_ns)
     starting = Startup(matchmaker, len(slots))
+    control.setblocking(False)
+    watched = [control.fileno()]  # until the supervisor is gone
     while not orphaned():
         blocked = [o for o in outboxes if o.blocked]
-        ready, writable = _wait([*(r.fileno() for r in inboxes), wakeup], blocked, 1.0)
+        readers = [r.fileno() for r in inboxes if not r.closed]
+        ready, writable = _wait([*readers, *watched], blocked, 1.0)
         for outbox in writable:
             outbox.resume()
-        if wakeup in ready:
-            _drain_fd(wakeup)
-        for i in slots:
-            now = links.current[i]  # read once: the supervisor may move it again
-            if now != using[i]:  # worker i died; its replacement is on a fresh link
-                using[i] = now
-                outboxes[i].abandon()
-                inboxes[i] = Receiver(links.pools[i][now].up, m.from_wire)
-                outboxes[i] = Sender(links.pools[i][now].down, pack=m.to_wire)
+        replaced = set()
+        if watched and watched[0] in ready:
+            for slot, ends in fresh_links(control, watched):
+                # worker ``slot`` died; its replacement talks over a fresh link
+                replaced.add(slot)
+                inboxes[slot].close()
+                outboxes[slot].abandon()
+                inboxes[slot] = Receiver(ends.inbox, m.from_wire)
+                outboxes[slot] = Sender(ends.outbox, pack=m.to_wire)
                 if starting.waiting:
-                    starting.forget(i)
+                    starting.forget(slot)
                 else:
-                    matchmaker.worker_gone(i)
+                    matchmaker.worker_gone(slot)
+        for i in slots:
+            if i in replaced or inboxes[i].fileno() not in ready:
                 continue
-            if inboxes[i].fileno() in ready:
-                for batch in inboxes[i].drain():
-                    if starting.waiting:
-                        starting.take(i, batch)
-                    else:
-                        matchmaker.handle(i, batch)
+            for batch in inboxes[i].drain():
+                if starting.waiting:
+                    starting.take(i, batch)
+                else:
+                    matchmaker.handle(i, batch)
         matchmaker.flush()
+
+
+def fresh_links(control: socket.socket, watched: list[int]) -> Iterator[tuple[int, Ends]]:
+    """Every ``(slot, ends)`` waiting on ``control``; empties ``watched`` once it has closed.
+
+    Ends that came without their descriptors (at the descriptor limit) leave a
+    worker with no way to reach this matchmaker: ``fdpass.Dropped`` ends the
+    process, and its replacement starts with fresh links to every worker.
+    """
+    while True:
+        try:
+            got = recv_ends(control)
+        except BlockingIOError:
+            return
+        if got is None:  # the supervisor has gone; ``orphaned`` ends the loop
+            watched.clear()
+            return
+        yield got
 
 
 class Startup:
@@ -500,21 +522,15 @@ def _wait(
     return ready, writable
 
 
-def _drain_fd(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
-
-
-def main(log_level: str, max_clients: int, links: Links, migrate: bool = True) -> None:
+def main(spawn: Spawn) -> None:
     """Entry point of the matchmaker process (spawned by the supervisor)."""
-    parent = child_setup("matchmaker", log_level)
-    exit_on_sigterm()
-    r, w = os.pipe()
-    os.set_blocking(r, False)
-    os.set_blocking(w, False)
-    signal.set_wakeup_fd(w)
-    signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # only wakes the loop
-    run(max_clients, links, r, lambda: os.getppid() != parent, migrate)
+    with booting(spawn.title):
+        parent = child_setup(spawn.title, spawn.config.log_level)
+        exit_on_sigterm()
+        assert spawn.control is not None
+        config = spawn.config
+
+    def orphaned() -> bool:
+        return os.getppid() != parent
+
+    run(config.max_clients, spawn.links, spawn.control, orphaned, config.migrate)

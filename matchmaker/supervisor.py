@@ -8,6 +8,12 @@ the workers' heartbeats: a worker whose event loop is stuck (or stopped) is
 alive to its sentinel, so only its silence tells; it is killed and restarted
 (cf. gunicorn's ``murder_workers``).
 
+Each worker talks to the matchmaker over a link of two pipes, used by no
+other process. When one end dies, the supervisor makes a fresh link at once,
+hands the survivor its ends over the survivor's control socket (fd passing)
+and starts the replacement with the others: no link outlives a process, and
+there is no limit to how often one may be replaced.
+
 Shutdown order: the acceptor first (no new clients), then the workers (each
 sends ``OUTAGE`` to its clients and closes them), then the matchmaker; whatever
 still runs at the deadline is killed, and every child is reaped.
@@ -27,26 +33,28 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
 
-from ipc.channel import Links
+from ipc.channel import Ends, link, send_ends
 from ipc.fdpass import handoff_pair, move_pair
 from ipc.load import WorkerLoad
 from matchmaker import roles
 from matchmaker.config import Config
-from matchmaker.proc import BOOT_ERROR, setup_logging
+from matchmaker.proc import setup_logging
+from matchmaker.roles import BOOT_ERROR, Spawn
 
 log = logging.getLogger("matchmaker.supervisor")
 
-#: Descriptors beyond one per client: queues, pipes, logs, the listener.
+#: Descriptors beyond one per client: links, pipes, logs, the listener.
 FD_MARGIN = 256
 
-#: Exit status when a child died on its own (the server cannot go on without it).
-CHILD_DIED = 1
-
-#: More restarts than this within RESTART_WINDOW seconds: something is broken,
-#: not unlucky, and restarting would only loop (cf. gunicorn's WORKER_BOOT_ERROR).
-MAX_RESTARTS, RESTART_WINDOW = 5, 30.0
+#: A child that dies after it has booted is always restarted: the server's
+#: clients are worth more than a halt. At once for its first QUICK_RESTARTS
+#: deaths within RESTART_WINDOW seconds; after more, the restart waits
+#: BACKOFF_FIRST seconds, doubling with each death up to BACKOFF_MAX, so a child
+#: that dies again and again costs a start a second, not a core. (One that
+#: fails while booting exits with BOOT_ERROR, and the server stops instead.)
+QUICK_RESTARTS, RESTART_WINDOW = 5, 30.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 1.0
 
 #: How often the supervisor looks at the workers' heartbeats (``ipc.load``).
 BEAT_CHECK = 0.5
@@ -54,29 +62,39 @@ BEAT_CHECK = 0.5
 #: Seconds after the first SIGINT/SIGTERM in which another is taken for the same one.
 SIGNAL_DEBOUNCE = 0.25
 
-#: Links (a queue each way) per worker slot, for the life of the server. A
-#: worker's or the matchmaker's restart moves slots to a fresh link, since a
-#: queue whose process was killed mid-message cannot be trusted again; when a
-#: slot has used them all the server halts rather than run on a doubtful one.
-#: 16 is 15 restarts; each link costs its processes 4 descriptors.
-LINKS_PER_SLOT = 16
-
 
 @dataclass
 class Child:
-    """A child process, the role it plays, and how to start it again."""
+    """A child process and the record it was started with, to start it again."""
 
-    role: str
     process: BaseProcess
-    module: str  # the role's module (``matchmaker.roles``), imported by the child alone
-    args: tuple[Any, ...]
-    restarts: list[float] = field(default_factory=list)
-    slot: int = -1  # a worker's index
+    spawn: Spawn
+    restarts: list[float] = field(default_factory=list)  # when it died, within RESTART_WINDOW
     cause: str = ""  # why the supervisor killed it, for the log of its death
+    #: when a dead child is to be started again; None while it runs (or its death is unseen)
+    due: float | None = None
+    #: the supervisor's end of the socket fresh links reach it over (matchmaker, workers)
+    control: socket.socket | None = None
+
+    @property
+    def role(self) -> str:
+        return self.spawn.title
+
+    @property
+    def slot(self) -> int:
+        """A worker's index; -1 for the others."""
+        return self.spawn.slot
 
     @property
     def alive(self) -> bool:
         return self.process.exitcode is None
+
+
+def restart_delay(deaths: int) -> float:
+    """Seconds to wait before restarting a child that died ``deaths`` times in RESTART_WINDOW."""
+    if deaths <= QUICK_RESTARTS:
+        return 0.0
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (deaths - QUICK_RESTARTS - 1))
 
 
 def describe_exit(code: int | None, cause: str = "") -> str:
@@ -104,7 +122,6 @@ class Supervisor:
         self.legacy_listener: socket.socket | None = None
         self.handoff_ends: list[socket.socket] = []
         self.stopping_since = 0.0
-        self.links: Links | None = None
         self.load: WorkerLoad | None = None
         self._wakeup_r = -1
         self._checked = 0.0  # when the heartbeats were last looked at
@@ -120,24 +137,44 @@ class Supervisor:
         sock.listen(cfg.backlog)
         return sock
 
-    def spawn(self, role: str, module: str, *args: Any) -> Child:
-        child = Child(role, self._start_process(role, module, args), module, args)
+    def spawn(self, spawn: Spawn) -> Child:
+        control = self._control(spawn)
+        child = Child(self._start_process(spawn), spawn, control=control)
         self.children.append(child)
         return child
 
-    def _start_process(self, role: str, module: str, args: tuple[Any, ...]) -> BaseProcess:
+    def _control(self, spawn: Spawn) -> socket.socket | None:
+        """A fresh control socket for a child with links: the supervisor's end."""
+        if not spawn.links:
+            return None
+        ours, spawn.control = handoff_pair()
+        return ours
+
+    def _start_process(self, spawn: Spawn) -> BaseProcess:
         process = self.ctx.Process(
-            target=roles.enter, args=(module, *args), name=role, daemon=False
+            target=roles.enter, args=(spawn.module, spawn), name=spawn.title, daemon=False
         )
         process.start()
-        log.debug("started %s (pid %s)", role, process.pid)
+        log.debug("started %s (pid %s)", spawn.title, process.pid)
+        # The child has its own copies now. Its link ends are its alone, so that its
+        # death closes them: the other end sees the end of the pipe, not one kept open here.
+        if spawn.control is not None:
+            spawn.control.close()
+            spawn.control = None
+        for ends in spawn.links:
+            ends.close()
+        spawn.links = []  # a restart gets fresh ones
         return process
 
     def respawn(self, child: Child) -> None:
         child.process.join()  # reaped already; releases its sentinel
         child.process.close()
         child.cause = ""
-        child.process = self._start_process(child.role, child.module, child.args)
+        child.due = None
+        if child.control is not None:
+            child.control.close()
+        child.control = self._control(child.spawn)
+        child.process = self._start_process(child.spawn)
 
     def raise_fd_limit(self) -> None:
         """Take every descriptor the hard limit allows (the children inherit the limit).
@@ -163,49 +200,43 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         self.raise_fd_limit()  # the children inherit it
-        # SIGUSR1 tells the matchmaker and the workers to look at their links. An
-        # ignored signal stays ignored across exec, so a child signalled while it
-        # is still starting lives (it reads its link at start anyway) until it
-        # installs its own handler.
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         self.listener = self.bind(cfg.port)
         host, port = self.listener.getsockname()[:2]
         if cfg.legacy_port is not None:
             self.legacy_listener = self.bind(cfg.legacy_port)
-        # Queues can only be handed to a process when it is spawned, so every link
-        # a restarted worker may need exists from the start.
-        self.links = Links(self.ctx, cfg.workers, pool=LINKS_PER_SLOT)
         self.load = WorkerLoad(self.ctx, cfg.workers)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
         # Each worker's inbox for clients moved to it by the others; kept here
         # across the worker's restarts, like the listening socket.
         moves = [move_pair() for _ in range(cfg.workers)]
+        links = [link() for _ in range(cfg.workers)]
         self.spawn(
-            "matchmaker", roles.MATCHMAKER, cfg.log_level, cfg.max_clients, self.links, cfg.migrate
+            Spawn("matchmaker", roles.MATCHMAKER, cfg, self.load, links=[m for _, m in links])
         )
         for i in range(cfg.workers):
-            child = self.spawn(
-                f"worker {i + 1}",
-                roles.WORKER,
-                i,
-                cfg,
-                pairs[i][1],
-                self.links.pools[i],
-                self.links.current,
-                self.load,
-                moves[i][0],
-                [send for _, send in moves],
+            self.spawn(
+                Spawn(
+                    f"worker {i + 1}",
+                    roles.WORKER,
+                    cfg,
+                    self.load,
+                    slot=i,
+                    handoffs=[pairs[i][1]],
+                    links=[links[i][0]],
+                    move_inbox=moves[i][0],
+                    move_outboxes=[send for _, send in moves],
+                )
             )
-            child.slot = i
         self.spawn(
-            "acceptor",
-            roles.ACCEPTOR,
-            cfg.log_level,
-            cfg.placement,
-            self.listener,
-            self.legacy_listener,
-            [a for a, _ in pairs],
-            self.load,
+            Spawn(
+                "acceptor",
+                roles.ACCEPTOR,
+                cfg,
+                self.load,
+                listener=self.listener,
+                legacy_listener=self.legacy_listener,
+                handoffs=[a for a, _ in pairs],
+            )
         )
         # The supervisor keeps both ends of every hand-off channel and the listener:
         # a restarted acceptor or worker takes over the same sockets, and the
@@ -242,10 +273,16 @@ class Supervisor:
             found.append(self.signals.get_nowait())
         return found
 
-    def _wait(self, timeout: float | None) -> None:
-        # Every child's sentinel, dead or alive: filtering by ``alive`` would reap a
-        # child that just died and leave its death unseen until the next event.
-        sentinels = [c.process.sentinel for c in self.children]
+    def _wait(self) -> None:
+        """Until a signal, a death, the next heartbeat check or the next restart due."""
+        timeout = BEAT_CHECK
+        dues = [c.due for c in self.children if c.due is not None]
+        if dues:
+            timeout = max(0.0, min(timeout, min(dues) - time.monotonic()))
+        # Every child's sentinel, dead or alive, but for those waiting to restart (whose
+        # death is known): filtering by ``alive`` would reap a child that just died
+        # and leave its death unseen until the next event.
+        sentinels = [c.process.sentinel for c in self.children if c.due is None]
         multiprocessing.connection.wait([*sentinels, self._wakeup_r], timeout)
 
     # ---- run ----------------------------------------------------------------------
@@ -258,10 +295,9 @@ class Supervisor:
             self.stop(force=True)
             raise
         status = 0
-        force = False
         self._checked = time.monotonic()
         while True:
-            self._wait(BEAT_CHECK)
+            self._wait()
             signals = self._pending_signals()
             if signals:
                 log.info("%s: shutting down", signal.Signals(signals[0]).name)
@@ -269,35 +305,50 @@ class Supervisor:
                 break
             self.kill_silent_workers()
             if not self.handle_deaths():
-                status = CHILD_DIED
+                status = BOOT_ERROR
                 break
-        self.stop(force)
+            self.restart_due()
+        self.stop()
         return status
 
     def handle_deaths(self) -> bool:
-        """Restart dead workers and a dead acceptor; False when the server cannot go on."""
-        go_on = True
+        """Schedule the restart of every child that died; False if one failed to boot."""
         for child in self.children:
-            if child.alive:
+            if child.alive or child.due is not None:
                 continue
             code = child.process.exitcode
             log.error("%s %s", child.role, describe_exit(code, child.cause))
+            if code == BOOT_ERROR:
+                log.error(
+                    "%s failed to start (its log above says why); stopping the server",
+                    child.role,
+                )
+                return False
             now = time.monotonic()
             child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW]
             child.restarts.append(now)
-            if code == BOOT_ERROR or len(child.restarts) > MAX_RESTARTS:
-                log.error("%s cannot run; halting instead of restarting it", child.role)
-                go_on = False
-            elif child.slot >= 0 and not self._move_worker(child.slot):
-                go_on = False
-            elif child.role == "matchmaker" and not self._move_all():
-                go_on = False
-            else:
+            delay = restart_delay(len(child.restarts))
+            child.due = now + delay
+            if delay:
+                log.warning(
+                    "%s died %d times in %g s; restarting it in %.1f s",
+                    child.role,
+                    len(child.restarts),
+                    RESTART_WINDOW,
+                    delay,
+                )
+            if child.slot >= 0:
+                self._relink_worker(child)
+            elif child.spawn.module == roles.MATCHMAKER:
+                self._relink_matchmaker(child)
+        return True
+
+    def restart_due(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.due is not None and child.due <= now:
                 self.respawn(child)
                 log.info("%s restarted (pid %s)", child.role, child.process.pid)
-                if child.role == "matchmaker":
-                    self._signal_workers(signal.SIGUSR1)  # move over, say hello
-        return go_on
 
     def kill_silent_workers(self) -> None:
         """SIGKILL each worker whose event loop has not beaten for ``--worker-timeout`` s.
@@ -326,31 +377,54 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def _move_all(self) -> bool:
-        """The matchmaker died: every worker moves to a fresh link and tells the new one all."""
-        assert self.links is not None
-        for slot in range(self.config.workers):
-            if not self.links.advance(slot):
-                log.error("worker %d has used up its links; halting", slot + 1)
-                return False
-        return True
+    # ---- links ----------------------------------------------------------------------
 
-    def _signal_workers(self, signum: int) -> None:
+    def _relink_worker(self, worker: Child) -> None:
+        """A worker died: a fresh link for its slot, the matchmaker's ends handed over now.
+
+        The matchmaker frees the dead worker's clients when it gets them.
+        """
+        assert self.load is not None
+        self.load.down(worker.slot)
+        ours, theirs = link()
+        worker.spawn.links = [ours]
+        self._hand_over(self._matchmaker(), worker.slot, theirs)
+
+    def _relink_matchmaker(self, matchmaker: Child) -> None:
+        """The matchmaker died: a fresh link for every worker, who moves to it and says hello."""
+        fresh = [link() for _ in range(self.config.workers)]
+        matchmaker.spawn.links = [theirs for _, theirs in fresh]
         for child in self.children:
-            if child.slot >= 0 and child.alive and child.process.pid is not None:
-                os.kill(child.process.pid, signum)
+            if child.slot >= 0:
+                self._hand_over(child, child.slot, fresh[child.slot][0])
 
-    def _move_worker(self, slot: int) -> bool:
-        """Give a dead worker's slot a fresh link and tell the matchmaker to free its clients."""
-        assert self.links is not None and self.load is not None
-        self.load.down(slot)
-        if not self.links.advance(slot):
-            log.error("worker %d has used up its links; halting", slot + 1)
-            return False
-        matchmaker = next(c for c in self.children if c.role == "matchmaker")
-        if matchmaker.alive and matchmaker.process.pid is not None:
-            os.kill(matchmaker.process.pid, signal.SIGUSR1)
-        return True
+    def _hand_over(self, child: Child, slot: int, ends: Ends) -> None:
+        """Pass ``child`` its ``ends`` of ``slot``'s fresh link over its control socket.
+
+        One waiting to be restarted is started with them. One that has died
+        unseen gets a fresh link when its death is handled. One whose control
+        socket is full (it has not read it for hundreds of links) cannot be told,
+        and is killed, to be restarted with one.
+        """
+        if child.due is not None:
+            at = slot if child.slot < 0 else 0  # the matchmaker's ends are by slot
+            child.spawn.links[at], old = ends, child.spawn.links[at]
+            old.close()
+            return
+        try:
+            if child.alive and child.control is not None:
+                send_ends(child.control, slot, ends)
+        except BlockingIOError:
+            log.error("%s takes no fresh link to the matchmaker; killing it", child.role)
+            child.cause = "it took no fresh link"
+            child.process.kill()
+        except OSError:
+            pass  # it is dead: its own restart links it afresh
+        finally:
+            ends.close()
+
+    def _matchmaker(self) -> Child:
+        return next(c for c in self.children if c.spawn.module == roles.MATCHMAKER)
 
     def stop(self, force: bool = False) -> None:
         """Stop every child in order, kill what is left at the deadline, reap all."""
@@ -378,7 +452,7 @@ class Supervisor:
                 child.process.kill()
         for child in self.children:
             child.process.join()
-            if child.process.exitcode not in (0, None):
+            if child.due is None and child.process.exitcode not in (0, None):
                 log.info("%s %s", child.role, describe_exit(child.process.exitcode))
         log.info("stopped")
 

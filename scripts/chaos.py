@@ -9,9 +9,8 @@ gets its SIGCONT, also when the soak is interrupted or fails.
 
 Before a kill the process is stopped and its TCP connections are listed, so the
 soak knows exactly which clients the kill cut (``Action.ports``): the only
-connections that may end without a word. The driver also keeps within the
-supervisor's own limits (``MAX_RESTARTS`` in ``RESTART_WINDOW``, one link per
-restart), so that the server never halts because of the chaos alone.
+connections that may end without a word. The supervisor restarts a killed
+child every time, so the chaos needs no budget of kills.
 """
 
 from __future__ import annotations
@@ -20,21 +19,14 @@ import random
 import signal
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import psutil
 
-from matchmaker.supervisor import LINKS_PER_SLOT, MAX_RESTARTS, RESTART_WINDOW
 from scripts.sampler import PREFIX, server_processes, title
 
 ROLES = ("worker", "matchmaker", "acceptor")
 SIGNALS = ("kill", "stop")
-#: Kills of one child within RESTART_WINDOW: below the supervisor's MAX_RESTARTS.
-KILLS_PER_WINDOW = MAX_RESTARTS - 2
-#: Restarts that take a worker slot's link (its own, and every matchmaker's): fewer than
-#: the LINKS_PER_SLOT - 1 the supervisor allows, so it never runs out.
-LINK_BUDGET = LINKS_PER_SLOT - 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +131,7 @@ class Chaos:
 
     def _act(self) -> None:
         what = self._rng.choice(self.plan.signals)
-        targets = self._targets(what)
+        targets = self._targets()
         if not targets:
             return
         p = self._rng.choice(targets)
@@ -148,7 +140,7 @@ class Chaos:
         else:
             self._stop(p, self._rng.uniform(*self.plan.pause))
 
-    def _targets(self, what: str) -> list[psutil.Process]:
+    def _targets(self) -> list[psutil.Process]:
         """The children the plan allows, started a while ago, in a stable order."""
         now = time.time()
         found = []
@@ -161,26 +153,8 @@ class Chaos:
                 continue
             if not name.startswith(PREFIX) or role(name) not in self.plan.roles:
                 continue
-            if what == "kill" and not self._may_kill(name):
-                continue
             found.append((name, p))
         return [p for _, p in sorted(found, key=lambda x: x[0])]
-
-    def _may_kill(self, name: str) -> bool:
-        """Whether one more kill of ``name`` stays within the supervisor's limits."""
-        now = time.monotonic()
-        kills = Counter(a.title for a in self.actions if a.what == "kill")
-        recent = [a for a in self.actions if a.title == name and now - a.clock < RESTART_WINDOW]
-        if sum(a.what == "kill" for a in recent) >= KILLS_PER_WINDOW:
-            return False
-        # a worker's slot takes a fresh link when that worker dies, and when the matchmaker does
-        matchmaker = sum(n for t, n in kills.items() if role(t) == "matchmaker")
-        if role(name) == "worker":
-            return kills[name] + matchmaker < LINK_BUDGET
-        if role(name) == "matchmaker":
-            worst = max((n for t, n in kills.items() if role(t) == "worker"), default=0)
-            return worst + matchmaker < LINK_BUDGET
-        return True
 
     def _kill(self, p: psutil.Process) -> None:
         """SIGKILL, after listing the connections it holds (stopped, so it takes no more)."""

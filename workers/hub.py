@@ -243,6 +243,10 @@ class Hub:
         if self.unconfirmed and self._confirm_timer is None:
             self._confirm_timer = self.loop.call_later(CONFIRM_AFTER, self.confirm)
 
+    def use_outbox(self, outbox: Sender) -> None:
+        """What goes to the matchmaker goes through ``outbox`` from now on (a fresh link)."""
+        self.outbox = outbox
+
     def matchmaker_replaced(self) -> None:
         """The matchmaker died: the answers it owed will never come."""
         for client in self.clients.values():

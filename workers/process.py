@@ -1,7 +1,8 @@
 """Entry point of a worker process: one event loop, its hub, and two inputs.
 
 The loop waits on the hand-off socket (new clients from the acceptor), the
-matchmaker's queue (decisions and relayed lines) and the client sockets. It
+link from the matchmaker (decisions and relayed lines), the control socket
+(a fresh link when the matchmaker was replaced) and the client sockets. It
 stops on SIGTERM from the supervisor, or when the supervisor is gone.
 """
 
@@ -13,13 +14,16 @@ import os
 import signal
 import socket
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable, Coroutine
+from multiprocessing.connection import Connection
+from typing import Any
 
 from ipc import messages as m
-from ipc.channel import Link, Receiver, Sender
+from ipc.channel import Ends, Receiver, Sender, recv_ends
+from ipc.fdpass import Dropped
 from ipc.load import BEAT_INTERVAL, WorkerLoad
-from matchmaker.config import Config
-from matchmaker.proc import child_setup
+from matchmaker.proc import booting, child_setup
+from matchmaker.roles import Spawn
 from workers.handoff import Handoffs
 from workers.hub import Hub
 from workers.migrate import Mover
@@ -30,89 +34,87 @@ log = logging.getLogger("workers.process")
 ORPHAN_CHECK = 1.0
 
 
-def main(
-    index: int,
-    config: Config,
-    handoff: socket.socket,
-    pool: list[Link],
-    current: Any,
-    load: WorkerLoad,
-    inbox: socket.socket,
-    outboxes: list[socket.socket],
-) -> None:
-    """Run worker ``index`` (0-based; titled ``worker index+1``) until told to stop.
+def main(spawn: Spawn) -> None:
+    """Run worker ``spawn.slot`` (0-based; titled ``worker slot+1``) until told to stop."""
+    with booting(spawn.title):
+        parent = child_setup(spawn.title, spawn.config.log_level)
+        run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+        if spawn.config.loop == "uvloop":
+            import uvloop
 
-    ``pool`` is this slot's links; ``current[index]`` says which one is in use.
-    """
-    parent = child_setup(f"worker {index + 1}", config.log_level)
-    run = serve(index, config, handoff, pool, current, load, parent, Moves(inbox, outboxes))
-    if config.loop == "uvloop":
-        import uvloop
-
-        uvloop.run(run)
-    else:
-        asyncio.run(run)
-
-
-class Moves(NamedTuple):
-    """This worker's inbox for moved clients, and every worker's sending end (``migrate``)."""
-
-    inbox: socket.socket
-    outboxes: list[socket.socket]
+            run = uvloop.run
+    run(serve(spawn, parent))
 
 
 class MatchmakerLink:
     """This worker's end of its link, moved to a fresh one when the matchmaker restarts.
 
-    Every link starts with a hello: what this worker holds and what its clients
-    are waiting for, and the lines a dead matchmaker may have lost.
+    The supervisor sends the fresh link's ends over ``control``. Every link
+    starts with a hello: what this worker holds and what its clients are
+    waiting for, and the lines a dead matchmaker may have lost.
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, hub: Hub, pool: list[Link], current: Any
+        self, loop: asyncio.AbstractEventLoop, hub: Hub, control: socket.socket, inbox: Connection
     ) -> None:
-        self.loop, self.hub, self.pool, self.current = loop, hub, pool, current
-        self.using = -1
-        self.inbox: Receiver | None = None
+        self.loop, self.hub, self.control = loop, hub, control
+        self.inbox = self._listen(inbox)
+        control.setblocking(False)
+        loop.add_reader(control.fileno(), self.fresh)
 
-    def check(self) -> None:
-        """On SIGUSR1 (and at start): follow the supervisor to the slot's current link."""
-        index = self.current[self.hub.index]
-        if index == self.using:
-            return
-        link = self.pool[index]
-        old = self.inbox
-        if old is not None:
-            log.warning("matchmaker restarted; moving to a fresh link")
-            self.loop.remove_reader(old.fileno())
-            self.inbox = None  # a read of it the loop had already queued finds nothing
-            # What the dead matchmaker wrote whole are decisions it made (a WELCOME,
-            # an ENDED): take them in before the hello, so that the hello says what
-            # came of them. What they make us send goes to the dead link: the hello
-            # carries every open request and unconfirmed line again.
-            self.hub.from_matchmaker(old.drain(), last_words=True)
-            self.hub.outbox.abandon()
-            self.hub.matchmaker_replaced()
-
-            # Clients other workers moved here and the dead matchmaker knew of: taken
-            # in now, they are in the hello, and the new one keeps their ids for them.
-            if self.hub.mover is not None:
-                self.hub.mover.receive()
-
-        # a fresh sender even at start: the link may have moved since serve() looked
-        self.hub.outbox = Sender(link.up, self.loop, m.to_wire)
-        self.using = index
-        inbox = self.inbox = Receiver(link.down, m.from_wire)
+    def _listen(self, conn: Connection) -> Receiver:
+        """Read ``conn`` from now on, and say hello (over the hub's outbox, already there)."""
+        inbox = Receiver(conn, m.from_wire)
         self.loop.add_reader(inbox.fileno(), self.read, inbox)
         self.hub.to_matchmaker(self.hub.hello())
+        return inbox
+
+    def fresh(self) -> None:
+        """The supervisor sent a fresh link (or several): the matchmaker was replaced."""
+        while True:
+            try:
+                got = recv_ends(self.control)
+            except BlockingIOError:
+                return
+            except Dropped as exc:  # at the descriptor limit: no way to reach a matchmaker
+                log.error("could not take a fresh link to the matchmaker (%s); exiting", exc)
+                raise SystemExit(1) from exc
+            if got is None:  # the supervisor has gone; the orphan check ends this worker
+                self.loop.remove_reader(self.control.fileno())
+                return
+            self.move(got[1])
+
+    def move(self, ends: Ends) -> None:
+        log.warning("matchmaker restarted; moving to a fresh link")
+        old = self.inbox
+        self.loop.remove_reader(old.fileno())
+        # What the dead matchmaker wrote whole are decisions it made (a WELCOME,
+        # an ENDED): take them in before the hello, so that the hello says what
+        # came of them. What they make us send goes to the dead link: the hello
+        # carries every open request and unconfirmed line again.
+        self.hub.from_matchmaker(old.drain(), last_words=True)
+        old.close()
+        self.hub.outbox.abandon()
+        self.hub.matchmaker_replaced()
+
+        # Clients other workers moved here and the dead matchmaker knew of: taken
+        # in now, they are in the hello, and the new one keeps their ids for them.
+        if self.hub.mover is not None:
+            self.hub.mover.receive()
+        self.hub.use_outbox(Sender(ends.outbox, self.loop, m.to_wire))
+        self.inbox = self._listen(ends.inbox)
 
     def read(self, inbox: Receiver) -> None:
-        if inbox is self.inbox:  # not a link left behind
-            self.hub.from_matchmaker(inbox.drain())
+        if inbox is not self.inbox:  # a link left behind: a read the loop had already queued
+            return
+        batches = inbox.drain()
+        if inbox.closed:  # the matchmaker died: these are its last words; a fresh link follows
+            self.loop.remove_reader(inbox.fileno())
+        self.hub.from_matchmaker(batches, last_words=inbox.closed)
 
     def close(self) -> None:
-        if self.inbox is not None:
-            self.loop.remove_reader(self.inbox.fileno())
+        self.loop.remove_reader(self.control.fileno())
+        self.loop.remove_reader(self.inbox.fileno())
         self.hub.outbox.close()
 
 
@@ -126,44 +128,37 @@ def beat(loop: asyncio.AbstractEventLoop, load: WorkerLoad, index: int) -> None:
     loop.call_later(BEAT_INTERVAL, beat, loop, load, index)
 
 
-async def serve(
-    index: int,
-    config: Config,
-    handoff: socket.socket,
-    pool: list[Link],
-    current: Any,
-    load: WorkerLoad,
-    parent: int,
-    moves: Moves,
-) -> None:
-    loop = asyncio.get_running_loop()
+async def serve(spawn: Spawn, parent: int) -> None:
+    with booting(spawn.title):
+        loop = asyncio.get_running_loop()
+        index, config, load, handoff = spawn.slot, spawn.config, spawn.load, spawn.handoffs[0]
+        assert spawn.control is not None and spawn.move_inbox is not None
+        (ends,) = spawn.links
 
-    def count(n: int) -> None:
-        load.live[index] = n
+        def count(n: int) -> None:
+            load.live[index] = n
 
-    hub = Hub(index, config, loop, Sender(pool[current[index]].up), count)
-    link = MatchmakerLink(loop, hub, pool, current)
-    link.check()
-    loop.add_signal_handler(signal.SIGUSR1, link.check)
+        hub = Hub(index, config, loop, Sender(ends.outbox, loop, m.to_wire), count)
+        link = MatchmakerLink(loop, hub, spawn.control, ends.inbox)
 
-    def counted() -> None:
-        load.received[index] += 1
+        def counted() -> None:
+            load.received[index] += 1
 
-    handoffs = Handoffs(handoff, hub.adopt, counted)
+        handoffs = Handoffs(handoff, hub.adopt, counted)
 
-    def on_handoff() -> None:
-        if not handoffs.read():
-            loop.remove_reader(handoff.fileno())
+        def on_handoff() -> None:
+            if not handoffs.read():
+                loop.remove_reader(handoff.fileno())
 
-    loop.add_reader(handoff.fileno(), on_handoff)
-    mover = Mover(hub, moves.inbox, moves.outboxes)
-    hub.can_move(mover)
-    loop.add_reader(moves.inbox.fileno(), mover.receive)
-    hub.sweep()
-    beat(loop, load, index)
-    load.up[index] = 1
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_reader(handoff.fileno(), on_handoff)
+        mover = Mover(hub, spawn.move_inbox, spawn.move_outboxes)
+        hub.can_move(mover)
+        loop.add_reader(spawn.move_inbox.fileno(), mover.receive)
+        hub.sweep()
+        beat(loop, load, index)
+        load.up[index] = 1
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
     while not stop.is_set() and os.getppid() == parent:
         try:
             await asyncio.wait_for(stop.wait(), ORPHAN_CHECK)
@@ -177,6 +172,6 @@ async def serve(
     # half the shutdown budget: the supervisor still has to stop the matchmaker
     await hub.shutdown(min(config.linger, config.shutdown_timeout / 2))
     # clients other workers moved here meanwhile get OUTAGE too (Hub.arrive)
-    loop.remove_reader(moves.inbox.fileno())
+    loop.remove_reader(spawn.move_inbox.fileno())
     mover.receive()
     link.close()

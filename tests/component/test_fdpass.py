@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 
 from ipc import fdpass
-from ipc.fdpass import Dropped, handoff_pair, recv_fd, recv_tagged, send_fd
+from ipc.fdpass import LINE, Dropped, handoff_pair, recv_tagged, send_fd
 
 
 def open_fds():
@@ -24,6 +24,13 @@ def no_leak():
     before = open_fds()
     yield
     assert open_fds() == before
+
+
+def taken(worker):
+    """The descriptor of the next hand-over, which must be a protocol v1 one."""
+    got = recv_tagged(worker)
+    assert got is not None and got[1] == LINE
+    return got[0]
 
 
 @pytest.fixture
@@ -45,8 +52,7 @@ def test_passed_socket_works_after_the_sender_closes_its_copy(channel):
     with client:
         send_fd(acceptor, server_side.fileno())
         server_side.close()  # the acceptor's copy; the worker's must still work
-        fd = recv_fd(worker)
-        assert fd is not None
+        fd = taken(worker)
         with socket.socket(fileno=fd) as received:
             client.sendall(b"ping\n")
             assert received.recv(16) == b"ping\n"
@@ -60,8 +66,7 @@ def test_received_fd_is_a_new_descriptor_for_the_same_socket(channel):
     a, b = socket.socketpair()
     with a, b:
         send_fd(acceptor, b.fileno())
-        fd = recv_fd(worker)
-        assert fd is not None
+        fd = taken(worker)
         try:
             assert fd != b.fileno()
             assert os.fstat(fd).st_ino == os.fstat(b.fileno()).st_ino
@@ -76,8 +81,7 @@ def test_received_fd_is_not_inheritable(channel):
     with a, b:
         assert os.get_inheritable(b.fileno()) is False
         send_fd(acceptor, b.fileno())
-        fd = recv_fd(worker)
-        assert fd is not None
+        fd = taken(worker)
         try:
             assert os.get_inheritable(fd) is False
         finally:
@@ -91,8 +95,7 @@ def test_several_fds_arrive_in_order(channel):
         for _, far in pairs:
             send_fd(acceptor, far.fileno())
         for near, far in pairs:
-            fd = recv_fd(worker)
-            assert fd is not None
+            fd = taken(worker)
             with socket.socket(fileno=fd) as received:
                 assert os.fstat(received.fileno()).st_ino == os.fstat(far.fileno()).st_ino
                 near.sendall(b"x")
@@ -103,23 +106,22 @@ def test_several_fds_arrive_in_order(channel):
             far.close()
 
 
-def test_recv_fd_returns_none_when_the_other_end_is_closed(no_leak):
+def test_recv_tagged_returns_none_when_the_other_end_is_closed(no_leak):
     acceptor, worker = handoff_pair()
     with worker:
         acceptor.close()
-        assert recv_fd(worker) is None
+        assert recv_tagged(worker) is None
 
 
 def test_a_message_without_fd_is_dropped_not_taken_for_the_end(channel):
     acceptor, worker = channel
     acceptor.send(b"F")
     with pytest.raises(Dropped):
-        recv_fd(worker)
+        recv_tagged(worker)
     a, b = socket.socketpair()
     with a, b:
         send_fd(acceptor, b.fileno())
-        fd = recv_fd(worker)  # the channel still works
-        assert fd is not None
+        fd = taken(worker)  # the channel still works
         os.close(fd)
 
 
@@ -161,7 +163,7 @@ def test_nonblocking_recv_with_nothing_waiting_raises(channel):
     _, worker = channel
     worker.setblocking(False)
     with pytest.raises(BlockingIOError):
-        recv_fd(worker)
+        recv_tagged(worker)
 
 
 def test_nonblocking_recv_gets_a_waiting_fd(channel):
@@ -170,11 +172,10 @@ def test_nonblocking_recv_gets_a_waiting_fd(channel):
     a, b = socket.socketpair()
     with a, b:
         send_fd(acceptor, b.fileno())
-        fd = recv_fd(worker)
-        assert fd is not None
+        fd = taken(worker)
         os.close(fd)
     with pytest.raises(BlockingIOError):
-        recv_fd(worker)
+        recv_tagged(worker)
 
 
 def test_extra_fds_in_one_message_are_closed(channel):
@@ -182,8 +183,7 @@ def test_extra_fds_in_one_message_are_closed(channel):
     a, b = socket.socketpair()
     with a, b:
         socket.send_fds(acceptor, [b"F"], [a.fileno(), b.fileno()])
-        fd = recv_fd(worker)
-        assert fd is not None
+        fd = taken(worker)
         assert os.fstat(fd).st_ino == os.fstat(a.fileno()).st_ino
         os.close(fd)
     # the no_leak fixture checks that the second descriptor was closed
@@ -202,11 +202,10 @@ def test_a_full_channel_refuses_at_once_without_wait(channel):
                 sent += 1
         assert sent > 0
         for _ in range(sent):  # every one that was sent arrives, and none more
-            fd = recv_fd(worker)
-            assert fd is not None
+            fd = taken(worker)
             os.close(fd)
         with pytest.raises(BlockingIOError):
-            recv_fd(worker)
+            recv_tagged(worker)
 
 
 def test_send_to_a_closed_channel_raises_and_leaks_nothing(no_leak):
@@ -215,6 +214,33 @@ def test_send_to_a_closed_channel_raises_and_leaks_nothing(no_leak):
     a, b = socket.socketpair()
     with acceptor, a, b, pytest.raises(OSError):
         send_fd(acceptor, b.fileno())
+
+
+def test_several_descriptors_arrive_in_one_message_with_their_tag(channel):
+    sender, receiver = channel
+    a, b = socket.socketpair()
+    with a, b:
+        fdpass.send_fds(sender, [a.fileno(), b.fileno()], b"\x00\x00\x00\x07", wait=False)
+        got = fdpass.recv_fds(receiver, 2, 4)
+        assert got is not None
+        fds, tag = got
+        assert tag == b"\x00\x00\x00\x07"
+        for fd, original in zip(fds, (a, b), strict=True):
+            assert os.fstat(fd).st_ino == os.fstat(original.fileno()).st_ino
+            assert not os.get_inheritable(fd)
+            os.close(fd)
+
+
+def test_a_message_short_of_descriptors_is_dropped_and_what_came_is_closed(channel):
+    sender, receiver = channel
+    a, b = socket.socketpair()
+    with a, b:
+        fdpass.send_fds(sender, [a.fileno()], b"\x00\x00\x00\x01")
+        with pytest.raises(Dropped, match="1 of 2 descriptors"):
+            fdpass.recv_fds(receiver, 2, 4)
+    # the no_leak fixture checks that the one descriptor that came was closed
+    sender.close()
+    assert fdpass.recv_fds(receiver, 2, 4) is None
 
 
 # ---- moving clients between workers ---------------------------------------------------

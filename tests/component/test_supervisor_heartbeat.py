@@ -9,6 +9,7 @@ import pytest
 
 from ipc.load import WorkerLoad
 from matchmaker.config import Config, parse_args
+from matchmaker.roles import WORKER, Spawn
 from matchmaker.supervisor import BEAT_CHECK, Child, Supervisor, describe_exit
 
 TIMEOUT = 2.0
@@ -21,7 +22,8 @@ def supervisor():
     for slot in range(2):
         process = sup.ctx.Process(target=time.sleep, args=(60,), name=f"worker {slot + 1}")
         process.start()
-        sup.children.append(Child(f"worker {slot + 1}", process, "", (), slot=slot))
+        spawn = Spawn(f"worker {slot + 1}", WORKER, sup.config, sup.load, slot=slot)
+        sup.children.append(Child(process, spawn))
     sup._checked = time.monotonic()
     yield sup
     for child in sup.children:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
+from importlib.machinery import EXTENSION_SUFFIXES
 
 import psutil
 import pytest
 
-from tests.integration.harness import Client, pair, title, two_clients
+from matchmaker.roles import BOOT_ERROR
+from tests.integration.harness import ROOT, Client, pair, title, two_clients
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -96,6 +101,127 @@ def test_a_killed_matchmaker_is_replaced_and_nobody_notices(start_server, migrat
     b.expect(f"ENDED {a.id}")
     a.quiet()
     b.quiet()
+
+
+@pytest.mark.timeout(300)
+def test_a_matchmaker_killed_30_times_under_traffic_loses_no_session_and_no_line(start_server):
+    """Six deaths of the matchmaker within 30 s used to halt the server (OUTAGE to every
+    client), and each worker slot had links for 15 restarts. Each kill here comes once
+    the previous replacement answers, while lines cross it in both directions."""
+    server = start_server("--migrate", "off")  # every line between workers crosses it
+    a, b, c, d, e, probe = (server.client() for _ in range(6))
+    f = server.client()
+    assert [server.worker_of(x) for x in (a, b, c, d, e, f)] == [1, 2, 1, 2, 1, 1]
+    pairs = [(a, b), (d, c), (e, f)]  # across workers both ways, and within one
+    for x, y in pairs:
+        pair(x, y)
+    clients = f"CLIENTS {a.id}=BUSY {b.id}=BUSY {c.id}=BUSY {d.id}=BUSY {e.id}=BUSY"
+    clients += f" {probe.id}=FREE {f.id}=BUSY"
+    survivors = [psutil.Process(server.proc.pid)]
+    survivors += [psutil.Process(server.pid_of(f"worker {i}")) for i in (1, 2)]
+    descriptors = [p.num_fds() for p in survivors]
+    old = server.pid_of("matchmaker")
+    for kill in range(30):
+        sent = {}
+        for x, y in pairs:
+            for src, dst in ((x, y), (y, x)):
+                lines = [f"kill {kill} from {src.id} line {i}" for i in range(150)]
+                sent[dst] = [f"MSG {line}" for line in lines]
+                src.send("".join(line + "\n" for line in lines[:100]).encode())
+        os.kill(old, signal.SIGKILL)
+        for x, y in pairs:
+            for src, dst in ((x, y), (y, x)):
+                src.send("".join(line[4:] + "\n" for line in sent[dst][100:]).encode())
+        probe.send("GET")  # only a replacement can answer it
+        probe.expect(clients)
+        for dst, lines in sent.items():
+            assert [dst.line() for _ in lines] == lines, f"kill {kill}"
+        new = server.pid_of("matchmaker")
+        assert new != old
+        old = new
+    assert [p.num_fds() for p in survivors] == descriptors  # each old link closed
+    log = server.log()
+    assert log.count("matchmaker restarted (pid") == 30
+    assert "restarting it in 1.0 s" in log  # backed off, and never more than a second
+    for x, y in pairs:
+        x.send("#GOODBYE#")
+        x.expect(f"ENDED {y.id}")
+        y.expect(f"ENDED {x.id}")
+    probe.send("GET")
+    probe.expect(clients.replace("BUSY", "FREE"))
+
+
+#: ``python -c`` that runs the server with one role's module swapped for a missing one.
+BROKEN_ROLE = """
+import sys
+from matchmaker import roles
+setattr(roles, sys.argv[1], "tests.integration.no_such_module")
+from matchmaker.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+#: What the supervisor says when it stops because a child failed to start.
+STOPPED = re.escape(" failed to start (its log above says why); stopping the server")
+
+
+def run_to_its_end(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run a server (``python ARGS``) until it stops by itself: its status and its stderr.
+
+    Fails unless every process of its session has gone with it.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, *args, "--host", "127.0.0.1", "--port", "0", "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def group_gone() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(group_gone, what=f"every process of the server to exit: {err}")
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize(
+    ("role", "title"),
+    [("MATCHMAKER", "matchmaker"), ("WORKER", "worker [12]"), ("ACCEPTOR", "acceptor")],
+)
+def test_a_child_that_cannot_import_its_module_stops_the_server(role, title):
+    """A child that fails while booting would only fail again: no restart, a clear line."""
+    status, err = run_to_its_end("-c", BROKEN_ROLE, role)
+    assert status == BOOT_ERROR, err
+    assert "No module named 'tests.integration.no_such_module'" in err
+    assert re.search(title + STOPPED, err)
+    assert "restarted" not in err
+
+
+def test_a_child_that_cannot_start_its_event_loop_stops_the_server(tmp_path):
+    """--loop uvloop with a uvloop installed but broken: each worker fails as it boots."""
+    package = tmp_path / "uvloop"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('this uvloop is broken')\n")
+    (package / f"loop{EXTENSION_SUFFIXES[0]}").write_bytes(b"")  # found, as if compiled
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    status, err = run_to_its_end("-m", "matchmaker", "--loop", "uvloop", env=env)
+    assert status == BOOT_ERROR, err
+    assert re.search("worker [12] failed to start\n", err)  # its own log line, and why:
+    assert "ImportError: this uvloop is broken" in err
+    assert re.search("worker [12]" + STOPPED, err)
 
 
 def test_idle_clients_are_closed(start_server):
