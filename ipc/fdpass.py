@@ -1,9 +1,12 @@
-"""Passing client sockets between processes over AF_UNIX.
+"""Passing descriptors between processes over AF_UNIX.
 
-From the acceptor to a worker, and from one worker to another when a session
-forms across the two (so the pair is then relayed inside one process).
+Client sockets from the acceptor to a worker, and from one worker to another
+when a session forms across the two (so the pair is then relayed inside one
+process); and the two pipe ends of a fresh link from the supervisor to the
+process that outlived the other end of the old one (``ipc.channel.send_ends``).
 
 A hand-off (SOCK_SEQPACKET pair) carries one tag byte and one descriptor; a
+link's ends go the same way, two descriptors with the worker's index; a
 move (a datagram on the receiving worker's pair) carries the clients' states
 and their descriptors. Both ends close what they hold on every error path: a leaked
 descriptor here is a client socket nobody will ever close.

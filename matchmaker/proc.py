@@ -2,7 +2,9 @@
 
 Children ignore SIGINT: Ctrl-C in a terminal reaches the whole process group,
 and the supervisor alone decides the order of the shutdown. SIGTERM from the
-supervisor is the child's cue to stop.
+supervisor is the child's cue to stop. A child that fails before it serves
+says so with its exit status (``booting``), so that the supervisor stops the
+server instead of restarting it into the same failure.
 """
 
 from __future__ import annotations
