@@ -51,9 +51,15 @@ class ClientProtocol(asyncio.Protocol):
 
     __slots__ = ("host", "core", "transport", "output", "paused", "progress", "stalled_since")
 
-    def __init__(self, host: Host, key: int, dialect: Dialect = LINE) -> None:
+    def __init__(
+        self, host: Host, key: int, dialect: Dialect = LINE, state: Moving | None = None
+    ) -> None:
         self.host = host
-        self.core = Connection(key, dialect, host.limits, self, host.loop.time())
+        now = host.loop.time()
+        if state is None:
+            self.core = Connection(key, dialect, host.limits, self, now)
+        else:  # moved here from another worker: it goes on as it left the other
+            self.core = Connection.arriving(key, state, dialect, host.limits, self, now)
         self.transport: asyncio.Transport | None = None
         self.output: Output | None = None
         self.paused = False  # reading is paused
@@ -62,11 +68,8 @@ class ClientProtocol(asyncio.Protocol):
 
     @classmethod
     def arriving(cls, host: Host, key: int, state: Moving) -> ClientProtocol:
-        """The glue for a client another worker sent here, its core as it left the other."""
-        self = cls(host, key)
-        self.core = Connection.arriving(key, state, LINE, host.limits, self,
-                                        host.loop.time())  # fmt: skip
-        return self
+        """The glue for a client another worker sent here (only line clients move)."""
+        return cls(host, key, LINE, state)
 
     @property
     def key(self) -> int:
