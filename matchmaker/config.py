@@ -52,6 +52,12 @@ DEFAULT_LEGACY_PACE = 0.02
 #: may spend that long on one request; ours never block.)
 DEFAULT_WORKER_TIMEOUT = 5.0
 
+#: Default for ``--node-ttl``: a host that has not renewed its heartbeat in Redis
+#: for this long is dead to the others (it beats every quarter of it), as in
+#: Socket.IO's Redis adapter (a beat every 5 s); also how long a rebuilt Redis
+#: hands out no id, and how long sessions with other hosts outlive an outage.
+DEFAULT_NODE_TTL = 5.0
+
 #: The shortest ``--worker-timeout`` taken: four beats.
 MIN_WORKER_TIMEOUT = 4 * BEAT_INTERVAL
 
@@ -94,6 +100,11 @@ class Config:
     legacy_pace: float = DEFAULT_LEGACY_PACE
     loop: str = "asyncio"
     log_level: str = "INFO"
+    redis: str | None = None
+    node: str | None = None
+    node_ttl: float = DEFAULT_NODE_TTL
+    #: this run of the host, for the shared table: set by the supervisor
+    token: str = ""
 
 
 DEFAULTS = Config()
@@ -248,6 +259,25 @@ def build_parser() -> argparse.ArgumentParser:
         "uvloop when it is installed",
     )
     parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="share one client table with every host started with the same URL "
+        "(redis://HOST:PORT/DB; docs/CLUSTER.md); without it this host is on its own",
+    )
+    parser.add_argument(
+        "--node",
+        default=None,
+        help="this host's name in the shared table (default: HOSTNAME:PORT); unique per host",
+    )
+    parser.add_argument(
+        "--node-ttl",
+        type=_seconds,
+        default=DEFAULTS.node_ttl,
+        help="with --redis: seconds after which a silent host's clients are gone; also how "
+        "long sessions with other hosts outlive a Redis outage",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         default=DEFAULTS.log_level,
@@ -269,4 +299,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ns = vars(parser.parse_args(argv))  # one flag per Config field, same names
     ns["loop"] = _pick_loop(ns["loop"], parser)
     ns["migrate"] = ns["migrate"] == "on"
+    ns["token"] = ""
+    if ns["node"] is not None and (not ns["node"] or "|" in ns["node"]):
+        parser.error("--node: a non-empty name without '|'")
     return Config(**{f.name: ns[f.name] for f in fields(Config)})

@@ -28,6 +28,8 @@ BOOT_ERROR = 3
 #: Each role's module, whose ``main`` is the process's entry point.
 ACCEPTOR = "matchmaker.acceptor"
 MATCHMAKER = "matchmaker.service"
+#: the matchmaker of a host that shares its table through Redis (``--redis``)
+CLUSTER = "matchmaker.cluster"
 WORKER = "workers.process"
 
 

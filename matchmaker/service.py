@@ -215,6 +215,10 @@ class Matchmaker:
         except ProtocolError as exc:
             self._to(me, m.Answer.of(me.addr[1], exc.reply))
             return
+        self._formed(session)
+
+    def _formed(self, session: Session[Addr]) -> None:
+        """A session between two clients of this host: move one end first, or start it."""
         a, b = session.a, session.b
         if self.migrate and a.addr[0] != b.addr[0]:
             # the end on the fuller worker moves; the requester on a tie
@@ -365,6 +369,8 @@ class Matchmaker:
             p = entries.get(e.peer)
             if p is not None and p.session == e.session and p.peer == e.id:
                 continue
+            if p is None and self._elsewhere(e.peer):
+                continue  # its partner is on another host: the shared table says
             if p is not None and not p.session and heard.get(p.id, 0) < e.session:
                 # p never heard of this session: its CONNECTED was lost; or its
                 # goodbye is open, and ends the session properly below
@@ -394,6 +400,10 @@ class Matchmaker:
                 r for r in hello.requests if not (isinstance(r, m.Connect) and r.cid in answered)
             ]
             self.handle(worker, requests)
+
+    def _elsewhere(self, cid: int) -> bool:
+        """Whether a partner missing from this host's table may live on another host."""
+        return False
 
     def _tell_ended(self, leaver: int, session: Session[Addr] | None) -> None:
         """Tell the end that did not leave (the leaver was told by its worker)."""

@@ -27,10 +27,11 @@ import multiprocessing.connection
 import os
 import queue
 import resource
+import secrets
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -210,9 +211,13 @@ class Supervisor:
         # across the worker's restarts, like the listening socket.
         moves = [move_pair() for _ in range(cfg.workers)]
         links = [link() for _ in range(cfg.workers)]
-        self.spawn(
-            Spawn("matchmaker", roles.MATCHMAKER, cfg, self.load, links=[m for _, m in links])
-        )
+        module = roles.MATCHMAKER
+        if cfg.redis is not None:
+            node = cfg.node or f"{socket.gethostname()}:{port}"
+            # one token per run of this host: a restarted matchmaker is the same host
+            cfg = self.config = replace(cfg, node=node, token=secrets.token_hex(8))
+            module = roles.CLUSTER
+        self.spawn(Spawn("matchmaker", module, cfg, self.load, links=[m for _, m in links]))
         for i in range(cfg.workers):
             self.spawn(
                 Spawn(

@@ -158,12 +158,20 @@ class ClientTable(Generic[A]):
         other.peer, other.session = requester, sid
         return Session(sid, me, other)
 
+    def pair(self, requester: int, target: int, session: int) -> Session[A]:
+        """Record a session decided elsewhere (the table shared by several hosts)."""
+        me, other = self._entries[requester], self._entries[target]
+        me.peer, me.session = target, session
+        other.peer, other.session = requester, session
+        self._next_session = max(self._next_session, session + 1)
+        return Session(session, me, other)
+
     def partner(self, cid: int, session: int) -> Entry[A] | None:
         """The other end of ``session`` if ``cid`` is still in it, else None."""
         me = self._entries.get(cid)
         if me is None or me.session != session or me.peer is None:
             return None
-        return self._entries[me.peer]
+        return self._entries.get(me.peer)  # None for a partner on another host
 
     def goodbye(self, cid: int, session: int) -> Session[A] | None:
         """End ``session`` for both ends; None if it is already over (a stale goodbye)."""

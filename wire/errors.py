@@ -41,6 +41,9 @@ class ErrorCode(enum.Enum):
     SLOW_CONSUMER = "SLOW_CONSUMER"
     #: the client sent nothing for ``--idle-timeout`` seconds; the connection is closed.
     IDLE = "IDLE"
+    #: the command needs the table shared by several hosts (``--redis``), and it
+    #: cannot be reached now; nothing changed, the client may ask again.
+    UNAVAILABLE = "UNAVAILABLE"
 
 
 class ProtocolError(Exception):

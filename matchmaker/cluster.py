@@ -1,0 +1,786 @@
+"""The matchmaker of one host among several that share a client table in Redis.
+
+With ``--redis``, every decision about ids and sessions is a script in Redis
+(``matchmaker.shared``), so that every host sees one table; this host's own
+``ClientTable`` mirrors its own clients (their addresses here, their sessions)
+and keeps everything that is this host's business alone: moves between its
+workers, relays between them, its workers' deaths. Lines of a session between
+two hosts go to the partner's host on its Redis stream, and are kept here
+until that host confirms them, so that a Redis that was unreachable or lost
+its data gets them again (the partner's worker drops what it has had).
+
+One task (``pump``) does everything that reads or changes the state, in the
+order it arrived: the workers' messages and the entries of this host's stream.
+Only it calls Redis for decisions; a second task reads the stream and a third
+beats the heartbeat and reaps dead hosts. When Redis cannot be reached, the
+pump stops calling it: what needs the shared table is answered ``ERROR
+UNAVAILABLE``; goodbyes and departures are done here and told to Redis when it
+is back (``SYNC``); lines wait. After ``--node-ttl`` seconds without Redis,
+the sessions with other hosts end (the other hosts end them too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ipc import hosts
+from ipc import messages as m
+from ipc.channel import Ends, Receiver, Sender
+from matchmaker import shared
+from matchmaker.proc import booting, child_setup, exit_on_sigterm
+from matchmaker.roles import Spawn
+from matchmaker.service import Addr, Matchmaker, Startup, fresh_links
+from matchmaker.table import ClientTable, Entry, Session
+from wire.errors import ErrorCode
+from wire.replies import Bye, Clients, Ended, Error, Outage
+
+log = logging.getLogger("matchmaker.cluster")
+
+#: Redis is unreachable: the reply to what needs it.
+UNAVAILABLE = Error(ErrorCode.UNAVAILABLE)
+#: What a failed Redis call raises: the server is gone, slow, or restarting.
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Not a remote partner's worker: a session with another host is relayed, confirmed.
+ELSEWHERE = -1
+
+_DECISIONS = (m.Register, m.Get, m.Connect, m.Goodbye, m.Drop)
+
+
+class Clock:
+    """This host's monotonic stamps as wall-clock microseconds, which hosts share.
+
+    Workers stamp with ``time.monotonic_ns``; Redis compares a request's time
+    with the target's id's since across hosts, so both are put on the wall
+    clock here (hosts kept in step by NTP: a skew only matters for a request
+    that races with its target's id being given to a newcomer).
+    """
+
+    def __init__(self) -> None:
+        self.offset = time.time_ns() - time.monotonic_ns()
+
+    def wall_us(self, mono_ns: int) -> int:
+        return (mono_ns + self.offset) // 1000
+
+
+class ClusterMatchmaker(Matchmaker):
+    """The embedded matchmaker's rules, with the shared table deciding what hosts share."""
+
+    def __init__(
+        self,
+        table: ClientTable[Addr],
+        outboxes: list[Sender],
+        redis: aioredis.Redis,
+        node: str,
+        token: str,
+        node_ttl: float,
+        migrate: bool = True,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        super().__init__(table, outboxes, migrate, clock)
+        self.redis = redis
+        self.node = node
+        self.token = token
+        self.node_ttl = node_ttl
+        self.scripts = {name: redis.register_script(shared.source(name)) for name in shared.SCRIPTS}
+        self.wall = Clock()
+        self.remote: dict[int, str] = {}  # our client -> its partner's host ("" unknown yet)
+        self.outbound: dict[int, deque[tuple[int, str]]] = {}  # lines not yet confirmed
+        self.unacked: dict[int, list[tuple[int, bytes]]] = {}  # (seq, entry id) delivered here
+        self.heard: dict[int, int] = {}  # our client -> the newest session it was told of
+        self.parked: dict[int, hosts.PairedWith] = {}  # paired while moving between workers
+        self.progress: set[int] = set()  # our clients whose lines were confirmed since a beat
+        self.todo: deque[tuple[str, Any, Any]] = deque()  # ("w", worker, msg) / ("e", id, event)
+        self.nested: list[tuple[str, Any, Any]] | None = None
+        self.writes: list[tuple[str, str]] = []  # (stream, record) to append, in order
+        self.acks: list[bytes] = []
+        self.held: list[tuple[int, m.Register]] = []  # no id while the table is rebuilt
+        self.wake = asyncio.Event()
+        self.joined = asyncio.Event()  # registered under our token since the last SYNC
+        self.epoch = ""  # Redis's epoch at our last SYNC: another one means it lost its data
+        self.down_since: float | None = None  # Redis unreachable since (monotonic)
+        self.gave_up = False  # sessions with other hosts ended for this outage
+        self.dirty = False  # changed while Redis was unreachable: SYNC when it is back
+
+    # ---- what comes in ------------------------------------------------------------
+
+    def handle(self, worker: int, batch: Any) -> None:
+        items = [("w", worker, msg) for msg in batch]
+        if self.nested is not None:  # from inside a step: right after it, in order
+            self.nested.extend(items)
+        else:
+            self.todo.extend(items)
+            self.wake.set()
+
+    def event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        self.todo.append(("e", entry_id, fields))
+        self.wake.set()
+
+    def op(self, name: str, arg: Any = None) -> None:
+        self.todo.append(("o", name, arg))
+        self.wake.set()
+
+    async def pump(self) -> None:
+        """Handle everything in order, forever; a Redis call waits for its answer."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.todo:
+                kind, a, b = self.todo.popleft()
+                self.nested = []
+                try:
+                    if kind == "w":
+                        await self._step(a, b)
+                    elif kind == "e":
+                        self._event(a, b)
+                    else:
+                        await self._op(a, b)
+                except Exception:
+                    log.exception("while handling %s %r", kind, b)
+                nested, self.nested = self.nested, None
+                self.todo.extendleft(reversed(nested))
+                if not self.todo:
+                    await self._write()
+                self.flush()
+
+    async def _step(self, worker: int, msg: Any) -> None:
+        t = type(msg)
+        if t is m.Relay:
+            self._relay(worker, msg)
+        elif t is m.Received:
+            self._received(worker, msg)
+        elif t in _DECISIONS:
+            await self._write()  # lines go out before the goodbye that follows them
+            if t is m.Register:
+                await self._register_shared(worker, msg)
+            elif t is m.Get:
+                await self._get_shared(worker, msg)
+            elif t is m.Connect:
+                await self._connect_shared(worker, msg)
+            elif t is m.Goodbye:
+                await self._goodbye_shared(worker, msg)
+            else:
+                await self._drop_shared(worker, msg)
+        else:
+            self._handlers[t](worker, msg)
+
+    async def _op(self, name: str, arg: Any) -> None:
+        if name == "sync":
+            await self._sync()
+        elif name == "gone":
+            await self._worker_gone(arg)
+        elif name == "held":
+            held, self.held = self.held, []
+            for worker, msg in held:
+                await self._register_shared(worker, msg)
+        elif name == "give up":
+            self._give_up()
+        elif name == "resend":
+            await self._where()
+            self._resend(stalled_only=True)
+
+    # ---- Redis ----------------------------------------------------------------------
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def _lost_redis(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            log.error("Redis unreachable: %s", exc or type(exc).__name__)
+            self.down_since = time.monotonic()
+        self.dirty = True
+
+    async def _call(self, name: str, args: list[Any]) -> Any:
+        """A script's reply, or None when Redis cannot be reached (or answers nonsense)."""
+        if self.down:
+            return None
+        try:
+            return await self.scripts[name](args=args)
+        except _DOWN as exc:
+            self._lost_redis(exc)
+        except RedisError as exc:  # a key of the wrong type: someone else writes there
+            log.error("Redis refused %s: %s", name, exc)
+        return None
+
+    async def _write(self) -> None:
+        """Append the lines and confirmations waiting, acknowledge the entries handled."""
+        if not (self.writes or self.acks) or self.down:
+            self.writes.clear()  # lines wait in ``outbound``; confirmations come again
+            return
+        writes, self.writes = self.writes, []
+        acks, self.acks = self.acks, []
+        pipe = self.redis.pipeline(transaction=False)
+        for key, record in writes:
+            pipe.xadd(key, {"m": record}, nomkstream=True)  # a reaped host's stream stays gone
+        if acks:
+            key = shared.stream(self.node)
+            pipe.xack(key, shared.GROUP, *acks)
+            pipe.xdel(key, *acks)
+        try:
+            await pipe.execute(raise_on_error=False)
+        except _DOWN as exc:
+            self._lost_redis(exc)
+
+    def _send(self, node: str, event: hosts.Event) -> None:
+        if node and not self.down:
+            self.writes.append((shared.stream(node), hosts.encode(event)))
+
+    # ---- decisions ------------------------------------------------------------------
+
+    async def _register_shared(self, worker: int, msg: m.Register) -> None:
+        if len(self.table) >= self.table.max_clients:
+            self.outboxes[worker].send(m.Refuse.of(msg.key, Error(ErrorCode.FULL)))
+            return
+        if not self.joined.is_set() and not self.down:
+            self.held.append((worker, msg))  # the table is being (re)built
+            return
+        since = self.clock()
+        reply = await self._call("register", [self.node, self.token, self.wall.wall_us(since)])
+        if reply is None:
+            self.outboxes[worker].send(m.Refuse.of(msg.key, UNAVAILABLE))
+            return
+        status = _text(reply[0])
+        if status != "OK":
+            if status == "LOST":
+                self._rejoin()
+            self.held.append((worker, msg))
+            return
+        cid = int(reply[1])
+        try:
+            entry = self.table.admit(cid, (worker, msg.key), since)
+        except Exception:
+            log.error("Redis gave id %d, which this host holds already", cid)
+            await self._call("drop", [self.node, self.token, cid])
+            self.outboxes[worker].send(m.Refuse.of(msg.key, UNAVAILABLE))
+            return
+        self.counts[worker] += 1
+        self.heard[cid] = 0
+        self._to(entry, m.Welcome(msg.key, entry.id, since))
+
+    async def _get_shared(self, worker: int, msg: m.Get) -> None:
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None:
+            return
+        move = self.moves.get(msg.cid)
+        if move is not None:
+            move.deferred.append((msg, me))
+            return
+        if self.down:
+            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hkeys(shared.PREFIX + "owner")
+        pipe.hkeys(shared.PREFIX + "session")
+        try:
+            owners, busy = await pipe.execute()
+        except _DOWN as exc:
+            self._lost_redis(exc)
+            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
+            return
+        except RedisError as exc:
+            log.error("Redis refused GET: %s", exc)
+            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
+            return
+        in_session = {int(c) for c in busy}
+        if msg.free_only:
+            listed = [(c, False) for c in sorted(int(c) for c in owners) if c not in in_session]
+        else:
+            listed = [(c, c in in_session) for c in sorted(int(c) for c in owners)]
+        self._to(me, m.Answer.of(msg.key, Clients(tuple(listed))))
+
+    async def _connect_shared(self, worker: int, msg: m.Connect) -> None:
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None:
+            return
+        move = self.moves.get(msg.cid)
+        if move is not None:
+            move.deferred.append((msg, me))
+            return
+        move = self.moves.get(msg.target)
+        if move is not None and move.mover == msg.target:
+            move.deferred.append((msg, me))
+            return
+        asked = self.wall.wall_us(msg.asked) if msg.asked else 0
+        args = [self.node, self.token, msg.cid, msg.target, asked]
+        reply = await self._call("connect", args)
+        if reply is None:
+            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
+            return
+        status = _text(reply[0])
+        if status == "OK":
+            sid, node = int(reply[1]), _text(reply[2])
+            if node != self.node:
+                self._pair_remote(me, sid, msg.target, node, requested=True)
+                return
+            if msg.target not in self.table:
+                log.error("Redis paired %d with %d, unknown here", msg.cid, msg.target)
+                await self._call("goodbye", [self.node, self.token, msg.cid, sid])
+                self._to(me, m.Answer.of(msg.key, Error(ErrorCode.OFFLINE, str(msg.target))))
+                return
+            session = self.table.pair(msg.cid, msg.target, sid)
+            self.heard[msg.cid] = self.heard[msg.target] = sid
+            self._formed(session)
+        elif status == "TALKING":
+            peer, sid, node = int(reply[1]), int(reply[2]), _text(reply[3])
+            if me.session != sid and node and node != self.node:
+                self._pair_remote(me, sid, peer, node, requested=False)  # its news is on its way
+            self._to(me, m.Answer.of(msg.key, Error(ErrorCode.TALKING, str(peer))))
+        elif status == "LOST":
+            self._rejoin()
+            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
+        else:
+            detail = "" if status == "SELF" else str(msg.target)
+            self._to(me, m.Answer.of(msg.key, Error(ErrorCode(status), detail)))
+
+    async def _goodbye_shared(self, worker: int, msg: m.Goodbye) -> None:
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None:
+            return
+        if me.session == msg.session and msg.session:
+            reply = await self._call("goodbye", [self.node, self.token, msg.cid, msg.session])
+            if reply is None:
+                self.dirty = True  # told to Redis by the next SYNC
+            if msg.cid in self.remote:
+                self._clear_remote(me)
+            else:
+                self._tell_ended(msg.cid, self.table.goodbye(msg.cid, msg.session))
+        self._to(me, m.Answer.of(msg.key, Ended(msg.peer)))
+
+    async def _drop_shared(self, worker: int, msg: m.Drop) -> None:
+        if self._asker(worker, msg.cid, msg.key) is not None:
+            if await self._call("drop", [self.node, self.token, msg.cid]) is None:
+                self.dirty = True
+            dropped = self._forget(msg.cid)
+            if dropped is not None:
+                self._tell_ended(msg.cid, dropped[1])
+        if msg.answer:
+            self.outboxes[worker].send(m.Refuse.of(msg.key, Bye()))
+
+    async def _worker_gone(self, worker: int) -> None:
+        before = {e.id for e in self.table.entries()}
+        super().worker_gone(worker)
+        gone = before - {e.id for e in self.table.entries()}
+        if gone and await self._call("drop", [self.node, self.token, *sorted(gone)]) is None:
+            self.dirty = True
+
+    def worker_gone(self, worker: int) -> None:
+        self.op("gone", worker)
+
+    # ---- sessions with other hosts --------------------------------------------------
+
+    def _pair_remote(
+        self, me: Entry[Addr], sid: int, peer: int, node: str, requested: bool
+    ) -> None:
+        me.session, me.peer = sid, peer
+        self.remote[me.id] = node
+        self.outbound[me.id] = deque()
+        self.heard[me.id] = max(self.heard.get(me.id, 0), sid)
+        self._to(me, m.Paired(me.addr[1], sid, peer, ELSEWHERE, 0, requested))
+
+    def _clear_remote(self, me: Entry[Addr]) -> None:
+        """``me`` is out of its session with another host (it knows, or is told now)."""
+        me.session, me.peer = 0, None
+        self.remote.pop(me.id, None)
+        self.outbound.pop(me.id, None)
+        for _, entry_id in self.unacked.pop(me.id, ()):
+            self.acks.append(entry_id)
+
+    def _end_remote(self, me: Entry[Addr], peer: int) -> None:
+        sid = me.session
+        self._clear_remote(me)
+        self._to(me, m.Ended(me.addr[1], sid, peer))
+
+    def _end_local(self, cid: int, sid: int) -> None:
+        """Both ends here hear ``ENDED``: the shared table says their session is over."""
+        session = self.table.goodbye(cid, sid)
+        if session is not None:
+            self._tell_ended(session.a.id, session)
+            self._tell_ended(session.b.id, session)
+
+    def _forget(self, cid: int) -> tuple[Entry[Addr], Session[Addr] | None] | None:
+        me = self.table.get(cid)
+        if me is not None and cid in self.remote:
+            self._clear_remote(me)
+        self.heard.pop(cid, None)
+        self.parked.pop(cid, None)
+        return super()._forget(cid)
+
+    def _elsewhere(self, cid: int) -> bool:
+        return True
+
+    def _connect(self, worker: int, msg: m.Connect) -> None:
+        self.handle(worker, [msg])  # decided by Redis, in the pump
+
+    def _relay(self, worker: int, msg: m.Relay) -> None:
+        node = self.remote.get(msg.cid)
+        if node is None:
+            super()._relay(worker, msg)
+            return
+        me = self.table.get(msg.cid)
+        if me is None or me.session != msg.session or me.peer is None:
+            return
+        out = self.outbound[msg.cid]
+        if out and out[-1][0] >= msg.seq:
+            return  # sent again by a worker after a matchmaker restart: we still have it
+        out.append((msg.seq, msg.text))
+        self._send(node, hosts.Line(me.peer, msg.session, msg.seq, msg.text))
+
+    def _received(self, worker: int, msg: m.Received) -> None:
+        node = self.remote.get(msg.cid)
+        if node is None:
+            super()._received(worker, msg)
+            return
+        me = self.table.get(msg.cid)
+        if me is None or me.session != msg.session or me.peer is None:
+            return
+        unacked = self.unacked.get(msg.cid)
+        while unacked and unacked[0][0] <= msg.seq:
+            self.acks.append(unacked.pop(0)[1])
+        self._send(node, hosts.Confirmed(me.peer, msg.session, msg.seq))
+
+    def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """One entry of this host's stream: news for one of its clients."""
+        try:
+            event = hosts.decode(fields[b"m"].decode())
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            log.error("stream entry %s is not ours: %s", entry_id, exc)
+            self.acks.append(entry_id)
+            return
+        me = self.table.get(event.cid)
+        if type(event) is hosts.Line:
+            if me is not None and me.session == event.session and event.cid in self.remote:
+                self._to(me, m.Deliver(me.addr[1], event.session, event.text, event.seq))
+                self.unacked.setdefault(event.cid, []).append((event.seq, entry_id))
+                return  # acknowledged once its worker confirms it
+        elif type(event) is hosts.Confirmed:
+            if me is not None and me.session == event.session and event.cid in self.remote:
+                out = self.outbound[event.cid]
+                while out and out[0][0] <= event.seq:
+                    out.popleft()
+                self.progress.add(event.cid)
+                self._to(me, m.Confirm(me.addr[1], event.session, event.seq))
+        elif type(event) is hosts.EndedBy:
+            if me is not None and me.session == event.session:
+                if event.cid in self.remote:
+                    self._end_remote(me, event.peer)
+                else:  # a session of two clients here, ended by a lapsed rebuild
+                    self._end_local(event.cid, event.session)
+        elif type(event) is hosts.PairedWith:
+            self._paired_from(event)
+        self.acks.append(entry_id)
+
+    def _paired_from(self, event: hosts.PairedWith) -> None:
+        me = self.table.get(event.cid)
+        if me is None or me.session == event.session:
+            return  # gone (its drop ends the session for the requester), or known already
+        move = self.moves.get(event.cid)
+        if move is not None and move.mover == event.cid:
+            self.parked[event.cid] = event  # told once it has landed
+            return
+        if me.session:
+            log.error("client %d paired by %s while in session %d", me.id, event.node, me.session)
+            return
+        self._pair_remote(me, event.session, event.peer, event.node, requested=False)
+
+    def _placed(self, worker: int, msg: m.Placed) -> None:
+        super()._placed(worker, msg)
+        parked = self.parked.pop(msg.cid, None)
+        if parked is not None:
+            self._paired_from(parked)
+
+    # ---- faults ---------------------------------------------------------------------
+
+    def _rejoin(self) -> None:
+        if self.joined.is_set():
+            self.joined.clear()
+            self.op("sync")
+
+    def _give_up(self) -> None:
+        """Redis has been unreachable for ``--node-ttl``: sessions with other hosts end."""
+        ended = 0
+        for cid in list(self.remote):
+            me = self.table.get(cid)
+            if me is not None:
+                self._end_remote(me, me.peer or 0)
+                ended += 1
+        held, self.held = self.held, []
+        for worker, msg in held:
+            self.outboxes[worker].send(m.Refuse.of(msg.key, UNAVAILABLE))
+        log.error("Redis unreachable for %gs: %d sessions with other hosts ended",
+                  self.node_ttl, ended)  # fmt: skip
+
+    def _resend(self, stalled_only: bool = False) -> None:
+        """Lines not yet confirmed, again (the partner's worker drops what it has had).
+
+        ``stalled_only``: only for sessions with no confirmation since the last
+        heartbeat (an entry lost with a Redis that restarted, say): a timer, as
+        TCP retransmits, that costs nothing while lines are being confirmed.
+        """
+        progress, self.progress = self.progress, set()
+        for cid, node in self.remote.items():
+            me = self.table.get(cid)
+            if me is None or me.peer is None or (stalled_only and cid in progress):
+                continue
+            for seq, text in self.outbound.get(cid, ()):
+                self._send(node, hosts.Line(me.peer, me.session, seq, text))
+
+    async def _sync(self) -> None:
+        """Tell Redis everything this host holds; take its word for what it decided."""
+        entries = self.table.entries()
+        args: list[Any] = [self.node, self.token, self._alive_ms(), self.epoch, len(entries)]
+        for e in entries:
+            args += [e.id, self.wall.wall_us(int(e.since)), e.session, e.peer or 0,
+                     self.heard.get(e.id, 0)]  # fmt: skip
+        epoch = await self._epoch()
+        reply = await self._call("sync", args)
+        if reply is None or epoch is None:
+            return  # the next heartbeat tries again
+        self.down_since = None
+        self.gave_up = False
+        self.dirty = False
+        self.epoch = epoch
+        result = shared.synced(reply)
+        for cid in result.refused:
+            me = self.table.get(cid)
+            if me is not None:
+                log.warning("client %d lost its id to another host; closed", cid)
+                self._to(me, m.Refuse.of(me.addr[1], Outage()))
+                self._forget(cid)
+        for cid, sid, peer in result.ended:
+            me = self.table.get(cid)
+            if me is None or me.session != sid:
+                continue
+            if cid in self.remote:
+                self._end_remote(me, peer)
+            else:
+                self._end_local(cid, sid)
+        for cid, sid, peer, node in result.paired:
+            me = self.table.get(cid)
+            if me is None or me.session:
+                continue
+            if node == self.node and peer in self.table:
+                self.table.pair(cid, peer, sid)
+                self.heard[cid] = sid
+                self._paired(me, self.table.get(peer), sid, requested=False)  # type: ignore[arg-type]
+            else:
+                self._pair_remote(me, sid, peer, node, requested=False)
+        await self._where()
+        self.joined.set()
+        self._resend()
+        if self.held:
+            self.op("held")
+        log.info("registered %d clients in the shared table", len(entries))
+
+    async def _where(self) -> None:
+        """Find the host of each partner elsewhere that this process does not know yet."""
+        unknown = [cid for cid, e in ((e.id, e) for e in self.table.entries())
+                   if e.session and e.peer is not None and e.peer not in self.table
+                   and not self.remote.get(cid)]  # fmt: skip
+        if not unknown:
+            return
+        try:
+            owners = await self.redis.hmget(
+                shared.PREFIX + "owner",
+                [self.table.get(c).peer for c in unknown],  # type: ignore[union-attr]
+            )
+        except RedisError as exc:
+            log.error("looking up partners' hosts: %s", exc)
+            return
+        for cid, owner in zip(unknown, owners, strict=True):
+            self.remote[cid] = _text(owner) if owner is not None else ""
+            self.outbound.setdefault(cid, deque())
+
+    async def _epoch(self) -> str | None:
+        try:
+            value = await self.redis.get(shared.PREFIX + "epoch")
+        except _DOWN as exc:
+            self._lost_redis(exc)
+            return None
+        return _text(value) if value is not None else ""
+
+    def _alive_ms(self) -> int:
+        return int(self.node_ttl * 750)  # a host that misses three beats is dead
+
+    # ---- restart of this host's matchmaker -----------------------------------------
+
+    def restore(self, hellos: dict[int, m.Hello]) -> None:
+        for hello in hellos.values():
+            for st in hello.clients:
+                self.heard[st.cid] = st.last_session
+        self.todo.appendleft(("o", "sync", None))  # before anything the hellos ask
+        super().restore(hellos)
+        for e in self.table.entries():
+            if e.session and e.peer is not None and e.peer not in self.table:
+                self.remote[e.id] = ""  # found by ``_where`` when the table is synced
+                self.outbound[e.id] = deque()
+        self.wake.set()
+
+    # ---- background tasks -----------------------------------------------------------
+
+    async def beat(self) -> None:
+        """Keep this host alive in Redis, reap the hosts that are not, notice outages."""
+        interval = self.node_ttl / 4
+        window = int(self.node_ttl * 1000)
+        while True:
+            try:
+                reply = await self.scripts["beat"](
+                    args=[self.node, self.token, self._alive_ms(), window, secrets.token_hex(8)]
+                )
+            except _DOWN as exc:
+                self._lost_redis(exc)
+                if (not self.gave_up and self.down_since is not None
+                        and time.monotonic() - self.down_since >= self.node_ttl):  # fmt: skip
+                    self.gave_up = True
+                    self.op("give up")
+            except RedisError as exc:
+                log.error("heartbeat refused: %s", exc)
+            else:
+                state, reaped = _text(reply[0]), int(reply[2])
+                if reaped:
+                    log.warning("reaped %d clients of hosts that stopped beating", reaped)
+                if state == "JOIN" or self.down or self.dirty or _text(reply[1]) != self.epoch:
+                    if state == "JOIN" and self.epoch:
+                        log.warning("this host is not registered in Redis (any more): joining")
+                    self.joined.clear()
+                    self.down_since = None
+                    self.op("sync")
+                elif self.held:
+                    self.op("held")
+                if any(self.outbound.values()):
+                    self.op("resend")
+            await asyncio.sleep(interval)
+
+    async def read(self, reader: aioredis.Redis) -> None:
+        """This host's stream into the pump: first what was read but not acknowledged."""
+        key = shared.stream(self.node)
+        last = "0"
+        while True:
+            await self.joined.wait()
+            try:
+                reply = await reader.xreadgroup(
+                    shared.GROUP, self.node, {key: last}, count=1000, block=1000
+                )
+            except ResponseError as exc:  # NOGROUP: Redis lost it; SYNC makes it again
+                log.warning("reading %s: %s", key, exc)
+                self._rejoin()
+                last = "0"
+                continue
+            except _DOWN as exc:
+                self._lost_redis(exc)
+                await asyncio.sleep(self.node_ttl / 4)
+                continue
+            entries = reply[0][1] if reply else []
+            if last != ">":
+                if not entries:
+                    last = ">"
+                    continue
+                last = _text(entries[-1][0])
+            for entry_id, fields in entries:
+                self.event(entry_id, fields)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def connect_redis(url: str, timeout: float) -> aioredis.Redis:
+    """A client that fails fast (no retries): an outage is handled above it."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+async def serve(
+    config: Any, links: list[Ends], control: socket.socket, orphaned: Callable[[], bool]
+) -> None:
+    loop = asyncio.get_running_loop()
+    timeout = max(0.1, config.node_ttl / 4)
+    client = connect_redis(config.redis, timeout)
+    reader = connect_redis(config.redis, timeout + 1.5)  # its reads block for 1 s
+    slots = range(len(links))
+    inboxes = [Receiver(ends.inbox, m.from_wire) for ends in links]
+    outboxes = [Sender(ends.outbox, loop, pack=m.to_wire) for ends in links]
+    mm = ClusterMatchmaker(
+        ClientTable(config.max_clients), outboxes, client, config.node, config.token,
+        config.node_ttl, config.migrate,
+    )  # fmt: skip
+    starting = Startup(mm, len(slots))
+    stopped = loop.create_future()
+
+    def readable(i: int) -> None:
+        for batch in inboxes[i].drain():
+            if starting.waiting:
+                starting.take(i, batch)
+            else:
+                mm.handle(i, batch)
+        if inboxes[i].closed:
+            loop.remove_reader(inboxes[i].fileno())
+
+    watched = [control.fileno()]
+    control.setblocking(False)
+
+    def relinked() -> None:
+        for slot, ends in fresh_links(control, watched):
+            loop.remove_reader(inboxes[slot].fileno())
+            inboxes[slot].close()
+            outboxes[slot].abandon()
+            inboxes[slot] = Receiver(ends.inbox, m.from_wire)
+            outboxes[slot] = Sender(ends.outbox, loop, pack=m.to_wire)
+            loop.add_reader(inboxes[slot].fileno(), readable, slot)
+            if starting.waiting:
+                starting.forget(slot)
+            else:
+                mm.worker_gone(slot)
+        if not watched:
+            loop.remove_reader(control.fileno())
+
+    for i in slots:
+        loop.add_reader(inboxes[i].fileno(), readable, i)
+    loop.add_reader(control.fileno(), relinked)
+
+    async def watch_parent() -> None:
+        while not orphaned():
+            await asyncio.sleep(1.0)
+        stopped.set_result(None)
+
+    tasks = [loop.create_task(c) for c in (mm.pump(), mm.beat(), mm.read(reader), watch_parent())]
+    try:
+        await stopped
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.aclose()
+        await reader.aclose()
+
+
+def main(spawn: Spawn) -> None:
+    """Entry point of the matchmaker process of a host with ``--redis``."""
+    with booting(spawn.title):
+        parent = child_setup(spawn.title, spawn.config.log_level)
+        exit_on_sigterm()
+        assert spawn.control is not None
+
+    def orphaned() -> bool:
+        return os.getppid() != parent
+
+    asyncio.run(serve(spawn.config, spawn.links, spawn.control, orphaned))

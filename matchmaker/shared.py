@@ -1,0 +1,293 @@
+"""The client table every host shares, kept in Redis by Lua scripts.
+
+Each script is one atomic step: a decision that touches two clients (pair
+them, end their session, forget a client or a whole host) reads and writes
+the table and appends the news for the other host to its stream, all at once,
+so two hosts racing for one FREE client get one ``OK`` and one ``BUSY``
+(cf. Centrifugo's Redis presence scripts). docs/CLUSTER.md lists the keys.
+
+A host knows its own clients' addresses and sessions in its own
+``ClientTable``; here are only what other hosts need: who holds which id,
+since when (wall clock, microseconds), who is in which session with whom.
+Every script but ``BEAT`` and ``SYNC`` checks first that the calling host is
+still registered under its token: a host the others took for dead must
+re-register (``SYNC``) before it decides anything again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = "mm:"
+GROUP = "hosts"  # the consumer group on every host's stream
+
+# Helpers every script starts with. ``tell`` appends to a live host's stream;
+# ``unpair`` ends a client's session (and its partner's, if the partner is in
+# it) and tells the partner's host unless that is ``node``; ``forget`` frees an
+# id; ``reap`` forgets a whole host.
+_PRELUDE = """
+local P = 'mm:'
+local function tell(node, msg)
+  if redis.call('HEXISTS', P..'nodes', node) == 1 then
+    redis.call('XADD', P..'inbox:'..node, '*', 'm', msg)
+  end
+end
+local function unpair(cid, node)
+  local sid = redis.call('HGET', P..'session', cid)
+  if not sid then return false end
+  local peer = redis.call('HGET', P..'peer', cid) or '0'
+  redis.call('HDEL', P..'session', cid)
+  redis.call('HDEL', P..'peer', cid)
+  redis.call('SREM', P..'tentative', cid)
+  if redis.call('HGET', P..'session', peer) == sid then
+    redis.call('HDEL', P..'session', peer)
+    redis.call('HDEL', P..'peer', peer)
+    redis.call('SREM', P..'tentative', peer)
+    local pnode = redis.call('HGET', P..'owner', peer)
+    if pnode and pnode ~= node then tell(pnode, 'E|'..peer..'|'..sid..'|'..cid) end
+  end
+  return {sid, peer}
+end
+local function forget(cid, node)
+  local owner = redis.call('HGET', P..'owner', cid)
+  unpair(cid, node)
+  redis.call('HDEL', P..'owner', cid)
+  redis.call('HDEL', P..'since', cid)
+  if owner then redis.call('SREM', P..'clients:'..owner, cid) end
+  redis.call('ZADD', P..'free', cid, cid)
+end
+local function reap(node)
+  local cids = redis.call('SMEMBERS', P..'clients:'..node)
+  for _, cid in ipairs(cids) do forget(cid, node) end
+  redis.call('DEL', P..'clients:'..node, P..'inbox:'..node, P..'alive:'..node)
+  redis.call('HDEL', P..'nodes', node)
+  return #cids
+end
+local function registered(node, token)
+  return redis.call('HGET', P..'nodes', node) == token
+end
+"""
+
+#: ARGV: node, token, alive_ms, window_ms, new_epoch.
+#: A Redis with no ``epoch`` is new or lost everything: no id is handed out for
+#: ``window_ms`` (``rebuild``), the time every live host takes to notice and
+#: re-register. A host under an old token is an earlier run of this one: its
+#: clients are gone. Any other host whose ``alive`` key lapsed is reaped.
+#: Sessions taken back by one end only (``tentative``) end once the window is over.
+BEAT = """
+local node, token = ARGV[1], ARGV[2]
+if redis.call('EXISTS', P..'epoch') == 0 then
+  redis.call('SET', P..'epoch', ARGV[5])
+  redis.call('SET', P..'rebuild', '1', 'PX', ARGV[4])
+end
+local known = redis.call('HGET', P..'nodes', node)
+local state = 'OK'
+if known ~= token then
+  if known then reap(node) end
+  state = 'JOIN'
+else
+  redis.call('SET', P..'alive:'..node, token, 'PX', ARGV[3])
+end
+local reaped = 0
+for _, n in ipairs(redis.call('HKEYS', P..'nodes')) do
+  if n ~= node and redis.call('EXISTS', P..'alive:'..n) == 0 then reaped = reaped + reap(n) end
+end
+if redis.call('EXISTS', P..'rebuild') == 0 then
+  for _, cid in ipairs(redis.call('SMEMBERS', P..'tentative')) do
+    local peer = redis.call('HGET', P..'peer', cid) or '0'
+    local sid = redis.call('HGET', P..'session', cid)
+    local owner = redis.call('HGET', P..'owner', cid)
+    redis.call('HDEL', P..'session', cid)
+    redis.call('HDEL', P..'peer', cid)
+    if owner and sid then tell(owner, 'E|'..cid..'|'..sid..'|'..peer) end
+  end
+  redis.call('DEL', P..'tentative')
+end
+return {state, redis.call('GET', P..'epoch'), reaped}
+"""
+
+#: ARGV: node, token, since_us. -> {'OK', cid} | {'WAIT'} | {'LOST'}
+REGISTER = """
+local node = ARGV[1]
+if not registered(node, ARGV[2]) then return {'LOST'} end
+if redis.call('EXISTS', P..'rebuild') == 1 then return {'WAIT'} end
+local cid
+local low = redis.call('ZPOPMIN', P..'free')
+if low[1] then cid = low[1] else cid = tostring(redis.call('INCR', P..'last')) end
+redis.call('HSET', P..'owner', cid, node)
+redis.call('HSET', P..'since', cid, ARGV[3])
+redis.call('SADD', P..'clients:'..node, cid)
+return {'OK', cid}
+"""
+
+#: ARGV: node, token, requester, target, asked_us.
+#: -> {'OK', sid, target_node} | {'TALKING', peer, sid, peer_node} | {code} | {'LOST'}
+CONNECT = """
+local node, req, target = ARGV[1], ARGV[3], ARGV[4]
+if not registered(node, ARGV[2]) or redis.call('HGET', P..'owner', req) ~= node then
+  return {'LOST'}
+end
+local sid = redis.call('HGET', P..'session', req)
+if sid then
+  local peer = redis.call('HGET', P..'peer', req)
+  return {'TALKING', peer, sid, redis.call('HGET', P..'owner', peer) or ''}
+end
+if req == target then return {'SELF'} end
+local tnode = redis.call('HGET', P..'owner', target)
+if not tnode then return {'OFFLINE'} end
+if tonumber(redis.call('HGET', P..'since', target) or '0') > tonumber(ARGV[5]) then
+  return {'OFFLINE'}
+end
+if redis.call('HEXISTS', P..'session', target) == 1 then return {'BUSY'} end
+sid = tostring(redis.call('INCR', P..'sid'))
+redis.call('HSET', P..'session', req, sid, target, sid)
+redis.call('HSET', P..'peer', req, target, target, req)
+if tnode ~= node then tell(tnode, 'P|'..target..'|'..sid..'|'..req..'|'..node) end
+return {'OK', sid, tnode}
+"""
+
+#: ARGV: node, token, cid, sid. -> {'OK', peer} | {'STALE'} | {'LOST'}
+GOODBYE = """
+local node, cid = ARGV[1], ARGV[3]
+if not registered(node, ARGV[2]) or redis.call('HGET', P..'owner', cid) ~= node then
+  return {'LOST'}
+end
+if redis.call('HGET', P..'session', cid) ~= ARGV[4] then return {'STALE'} end
+local ended = unpair(cid, node)
+return {'OK', ended[2]}
+"""
+
+#: ARGV: node, token, cid... -> number of ids freed
+DROP = """
+local node = ARGV[1]
+if not registered(node, ARGV[2]) then return 0 end
+local n = 0
+for i = 3, #ARGV do
+  if redis.call('HGET', P..'owner', ARGV[i]) == node then
+    forget(ARGV[i], node)
+    n = n + 1
+  end
+end
+return n
+"""
+
+#: ARGV: node, token, alive_ms, epoch_known, n, then n times: cid, since_us, sid, peer, heard.
+#: Registers the host and makes the table say what the host holds: ids it lost to
+#: another host are ``refused``; sessions that ended while it could not hear are
+#: ``ended``; sessions its clients never heard of are ``paired``. A Redis that
+#: lost its table (a new epoch) takes each end of a session back on its host's
+#: word, and the session stands once the other end's host says the same.
+#: -> {refused cids, ended {cid, sid, peer}..., paired {cid, sid, peer, peer_node}...}
+SYNC = """
+local node, token = ARGV[1], ARGV[2]
+redis.call('HSET', P..'nodes', node, token)
+redis.call('SET', P..'alive:'..node, token, 'PX', ARGV[3])
+redis.pcall('XGROUP', 'CREATE', P..'inbox:'..node, 'hosts', '0', 'MKSTREAM')
+local kept = redis.call('GET', P..'epoch') == ARGV[4]
+local n = tonumber(ARGV[5])
+local mine, refused, ended, paired = {}, {}, {}, {}
+local last = tonumber(redis.call('GET', P..'last') or '0')
+local top = tonumber(redis.call('GET', P..'sid') or '0')
+for i = 0, n - 1 do
+  local b = 6 + i * 5
+  local cid = ARGV[b]
+  local owner = redis.call('HGET', P..'owner', cid)
+  if owner and owner ~= node then
+    refused[#refused + 1] = cid
+  else
+    mine[cid] = true
+    if not owner then
+      redis.call('HSET', P..'owner', cid, node)
+      redis.call('HSET', P..'since', cid, ARGV[b + 1])
+      redis.call('SADD', P..'clients:'..node, cid)
+      redis.call('ZREM', P..'free', cid)
+      local c = tonumber(cid)
+      if c > last then
+        for j = last + 1, c - 1 do redis.call('ZADD', P..'free', j, j) end
+        last = c
+      end
+    end
+  end
+end
+redis.call('SET', P..'last', last)
+for _, cid in ipairs(redis.call('SMEMBERS', P..'clients:'..node)) do
+  if not mine[cid] then forget(cid, node) end
+end
+for i = 0, n - 1 do
+  local b = 6 + i * 5
+  local cid, sid, peer, heard = ARGV[b], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
+  if mine[cid] then
+    if tonumber(sid) > top then top = tonumber(sid) end
+    local cur = redis.call('HGET', P..'session', cid)
+    if sid ~= '0' and cur ~= sid then
+      if cur or kept then
+        ended[#ended + 1] = {cid, sid, peer}
+      else
+        local powner = redis.call('HGET', P..'owner', peer)
+        local psid = redis.call('HGET', P..'session', peer)
+        if psid == sid and redis.call('HGET', P..'peer', peer) == cid then
+          redis.call('HSET', P..'session', cid, sid)
+          redis.call('HSET', P..'peer', cid, peer)
+          redis.call('SREM', P..'tentative', peer)
+        elseif psid or (powner and powner ~= node) then
+          ended[#ended + 1] = {cid, sid, peer}
+        else
+          redis.call('HSET', P..'session', cid, sid)
+          redis.call('HSET', P..'peer', cid, peer)
+          redis.call('SADD', P..'tentative', cid)
+        end
+      end
+    end
+    if cur and cur ~= sid then
+      if tonumber(cur) > heard then
+        local other = redis.call('HGET', P..'peer', cid)
+        paired[#paired + 1] = {cid, cur, other, redis.call('HGET', P..'owner', other) or ''}
+      else
+        unpair(cid, node)
+      end
+    end
+  end
+end
+if top > tonumber(redis.call('GET', P..'sid') or '0') then redis.call('SET', P..'sid', top) end
+return {refused, ended, paired}
+"""
+
+SCRIPTS = {
+    "beat": BEAT,
+    "register": REGISTER,
+    "connect": CONNECT,
+    "goodbye": GOODBYE,
+    "drop": DROP,
+    "sync": SYNC,
+}
+
+
+def source(name: str) -> str:
+    return _PRELUDE + SCRIPTS[name]
+
+
+def stream(node: str) -> str:
+    return f"{PREFIX}inbox:{node}"
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """What ``SYNC`` found: ids lost to other hosts, sessions over, sessions unheard of."""
+
+    refused: list[int]
+    ended: list[tuple[int, int, int]]  # cid, session, peer
+    paired: list[tuple[int, int, int, str]]  # cid, session, peer, peer's node
+
+
+def synced(reply: Any) -> Synced:
+    refused, ended, paired = reply
+    return Synced(
+        [int(c) for c in refused],
+        [(int(c), int(s), int(p)) for c, s, p in ended],
+        [(int(c), int(s), int(p), _text(n)) for c, s, p, n in paired],
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
