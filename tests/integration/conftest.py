@@ -1,4 +1,5 @@
-"""Fixtures that start the real server: ``server`` (2 workers) and ``start_server`` (any flags)."""
+"""Fixtures that start the real server: ``server`` (2 workers) and ``start_server`` (any flags);
+and ``redis_server``, a real Redis for the cluster mode (``--redis``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import Server
+from tests.redis_server import RedisServer, require_redis_server
 
 
 @pytest.fixture
@@ -39,3 +41,11 @@ def placement(request: pytest.FixtureRequest) -> str:
     """Peers on the same worker, or on two (one moves to the other's when they pair, or,
     ``relayed``, with ``--migrate off``, both stay and the matchmaker relays their lines)."""
     return str(request.param)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A started, empty Redis on its own port; skipped without redis-server (failed on CI)."""
+    server = RedisServer(require_redis_server())
+    yield server
+    server.close()
