@@ -588,16 +588,13 @@ class ClusterMatchmaker(Matchmaker):
 
     async def _where(self) -> None:
         """Find the host of each partner elsewhere that this process does not know yet."""
-        unknown = [cid for cid, e in ((e.id, e) for e in self.table.entries())
+        unknown = {e.id: e.peer for e in self.table.entries()
                    if e.session and e.peer is not None and e.peer not in self.table
-                   and not self.remote.get(cid)]  # fmt: skip
+                   and not self.remote.get(e.id)}  # fmt: skip
         if not unknown:
             return
         try:
-            owners = await self.redis.hmget(
-                shared.PREFIX + "owner",
-                [self.table.get(c).peer for c in unknown],  # type: ignore[union-attr]
-            )
+            owners = await self.redis.hmget(shared.PREFIX + "owner", list(unknown.values()))
         except RedisError as exc:
             log.error("looking up partners' hosts: %s", exc)
             return
@@ -635,7 +632,7 @@ class ClusterMatchmaker(Matchmaker):
     async def beat(self) -> None:
         """Keep this host alive in Redis, reap the hosts that are not, notice outages."""
         interval = self.node_ttl / 4
-        window = int(self.node_ttl * 1000)
+        window = self._alive_ms()  # every live host beats within it, and re-registers
         while True:
             try:
                 reply = await self.scripts["beat"](
@@ -684,7 +681,8 @@ class ClusterMatchmaker(Matchmaker):
                 self._lost_redis(exc)
                 await asyncio.sleep(self.node_ttl / 4)
                 continue
-            entries = reply[0][1] if reply else []
+            got: Any = reply  # [[stream, [(id, fields), ...]]], typed loosely by redis-py
+            entries: list[Any] = got[0][1] if got else []
             if last != ">":
                 if not entries:
                     last = ">"

@@ -344,7 +344,7 @@ class Supervisor:
                 )
             if child.slot >= 0:
                 self._relink_worker(child)
-            elif child.spawn.module == roles.MATCHMAKER:
+            elif child.spawn.module in (roles.MATCHMAKER, roles.CLUSTER):
                 self._relink_matchmaker(child)
         return True
 
@@ -429,7 +429,7 @@ class Supervisor:
             ends.close()
 
     def _matchmaker(self) -> Child:
-        return next(c for c in self.children if c.spawn.module == roles.MATCHMAKER)
+        return next(c for c in self.children if c.spawn.module in (roles.MATCHMAKER, roles.CLUSTER))
 
     def stop(self, force: bool = False) -> None:
         """Stop every child in order, kill what is left at the deadline, reap all."""
