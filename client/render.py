@@ -89,6 +89,8 @@ def error_sentence(error: replies.Error, me: int | None) -> str:
         return "the server dropped this client for reading too slowly"
     if code is ErrorCode.IDLE:
         return "the server closed this idle connection; reconnect to go on"
+    if code is ErrorCode.UNAVAILABLE:
+        return "the servers' shared table cannot be reached just now; try again in a moment"
     return f"{code.value} {detail}".rstrip()  # a code added to ErrorCode but not here yet
 
 

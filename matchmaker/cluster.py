@@ -100,7 +100,7 @@ class ClusterMatchmaker(Matchmaker):
         self.wall = Clock()
         self.remote: dict[int, str] = {}  # our client -> its partner's host ("" unknown yet)
         self.outbound: dict[int, deque[tuple[int, str]]] = {}  # lines not yet confirmed
-        self.unacked: dict[int, list[tuple[int, bytes]]] = {}  # (seq, entry id) delivered here
+        self.unacked: dict[int, deque[tuple[int, bytes]]] = {}  # (seq, entry id) delivered here
         self.heard: dict[int, int] = {}  # our client -> the newest session it was told of
         self.parked: dict[int, hosts.PairedWith] = {}  # paired while moving between workers
         self.progress: set[int] = set()  # our clients whose lines were confirmed since a beat
@@ -450,7 +450,7 @@ class ClusterMatchmaker(Matchmaker):
             return
         unacked = self.unacked.get(msg.cid)
         while unacked and unacked[0][0] <= msg.seq:
-            self.acks.append(unacked.pop(0)[1])
+            self.acks.append(unacked.popleft()[1])
         self._send(node, hosts.Confirmed(me.peer, msg.session, msg.seq))
 
     def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
@@ -465,7 +465,7 @@ class ClusterMatchmaker(Matchmaker):
         if type(event) is hosts.Line:
             if me is not None and me.session == event.session and event.cid in self.remote:
                 self._to(me, m.Deliver(me.addr[1], event.session, event.text, event.seq))
-                self.unacked.setdefault(event.cid, []).append((event.seq, entry_id))
+                self.unacked.setdefault(event.cid, deque()).append((event.seq, entry_id))
                 return  # acknowledged once its worker confirms it
         elif type(event) is hosts.Confirmed:
             if me is not None and me.session == event.session and event.cid in self.remote:
