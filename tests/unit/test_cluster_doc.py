@@ -30,7 +30,9 @@ def test_every_script_has_a_row() -> None:
 
 
 def test_the_methods_and_fields_it_names_exist() -> None:
-    fields = set(re.findall(r"self\.([a-z_]+) =", inspect.getsource(cluster.ClusterMatchmaker)))
+    fields = set(
+        re.findall(r"self\.([a-z_]+)(?::[^=\n]+)? =", inspect.getsource(cluster.ClusterMatchmaker))
+    )
     named = set(re.findall(r"ClusterMatchmaker\.([a-z_]+)", DOC))
     assert named
     for name in named:
