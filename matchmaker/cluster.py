@@ -115,6 +115,7 @@ class ClusterMatchmaker(Matchmaker):
         self.down_since: float | None = None  # Redis unreachable since (monotonic)
         self.gave_up = False  # sessions with other hosts ended for this outage
         self.dirty = False  # changed while Redis was unreachable: SYNC when it is back
+        self.sync_queued = False
 
     # ---- what comes in ------------------------------------------------------------
 
@@ -508,6 +509,11 @@ class ClusterMatchmaker(Matchmaker):
     def _rejoin(self) -> None:
         if self.joined.is_set():
             self.joined.clear()
+            self._want_sync()
+
+    def _want_sync(self) -> None:
+        if not self.sync_queued:
+            self.sync_queued = True
             self.op("sync")
 
     def _give_up(self) -> None:
@@ -541,6 +547,7 @@ class ClusterMatchmaker(Matchmaker):
 
     async def _sync(self) -> None:
         """Tell Redis everything this host holds; take its word for what it decided."""
+        self.sync_queued = False
         entries = self.table.entries()
         args: list[Any] = [self.node, self.token, self._alive_ms(), self.epoch, len(entries)]
         for e in entries:
@@ -619,6 +626,7 @@ class ClusterMatchmaker(Matchmaker):
         for hello in hellos.values():
             for st in hello.clients:
                 self.heard[st.cid] = st.last_session
+        self.sync_queued = True
         self.todo.appendleft(("o", "sync", None))  # before anything the hellos ask
         super().restore(hellos)
         for e in self.table.entries():
@@ -655,7 +663,7 @@ class ClusterMatchmaker(Matchmaker):
                         log.warning("this host is not registered in Redis (any more): joining")
                     self.joined.clear()
                     self.down_since = None
-                    self.op("sync")
+                    self._want_sync()
                 elif self.held:
                     self.op("held")
                 if any(self.outbound.values()):
