@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from tests.integration.harness import TIMEOUT, Client, Server, pair
+from tests.integration.test_invariants import drain_until
 from tests.integration.test_races import crossed_round, nodelay
 from tests.redis_server import RedisServer
 
@@ -215,6 +216,8 @@ def test_a_line_in_flight_during_a_goodbye_never_reaches_a_later_session(host: H
             lines.append(y.line())
         assert lines[-1] == f"ENDED {x.id}", lines
         x.expect(f"ENDED {y.id}")
+        x.send("PING")  # FREE now: a line x's worker read after the ENDED is a command
+        assert drain_until(x, "PONG") in ([], ["ERROR UNKNOWN_COMMAND late"])
         pair(w, y)  # y's next session: x's late line must not show up here
         w.send("fresh")
         y.expect("MSG fresh")

@@ -1,0 +1,251 @@
+"""The Lua scripts of the shared table (``matchmaker.shared``) against a real Redis.
+
+A model of the table (ids, owners, sessions) runs beside Redis; random
+operations from three hosts must give the same answers in both, and after
+each one the invariants hold: ids unique and the smallest free one given,
+sessions symmetric, nobody in two, and the news of a decision on the stream
+of the host it concerns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from matchmaker import shared
+from tests.redis_server import RedisServer
+
+HOSTS = ("a", "b", "c")
+TOKEN = {h: f"t-{h}" for h in HOSTS}
+ALIVE_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    s = RedisServer()
+    yield s
+    s.close()
+
+
+class Scripts:
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+        self.scripts = {n: r.register_script(shared.source(n)) for n in shared.SCRIPTS}
+
+    def __call__(self, name: str, *args: Any) -> Any:
+        return self.scripts[name](args=list(args))
+
+    def join(
+        self, host: str, clients: tuple[tuple[int, int, int, int, int], ...] = (), epoch: str = ""
+    ) -> Any:
+        """SYNC ``clients`` (cid, since, session, peer, heard); ``epoch``: the one the host
+        last synced in (by default, the current one: Redis kept its data)."""
+        flat = [x for c in clients for x in c]
+        epoch = epoch or self.r.get("mm:epoch") or ""
+        return shared.synced(self("sync", host, TOKEN[host], ALIVE_MS, epoch, len(clients), *flat))
+
+    def events(self, host: str) -> list[str]:
+        got = [fields["m"] for _, fields in self.r.xrange(f"mm:inbox:{host}")]
+        self.r.delete(f"mm:inbox:{host}")
+        self.r.xgroup_create(f"mm:inbox:{host}", shared.GROUP, "0", mkstream=True)
+        return got
+
+
+@pytest.fixture
+def scripts(server: RedisServer) -> Scripts:
+    r = server.client()
+    r.flushall()
+    s = Scripts(r)
+    s("beat", "a", TOKEN["a"], ALIVE_MS, 1, "e1")  # a new epoch
+    r.delete("mm:rebuild")  # and no rebuild window
+    for h in HOSTS:
+        s.join(h)
+    return s
+
+
+def test_the_smallest_free_id_across_hosts(scripts: Scripts) -> None:
+    got = [int(scripts("register", h, TOKEN[h], 0)[1]) for h in ("a", "b", "a", "c")]
+    assert got == [1, 2, 3, 4]
+    assert scripts("drop", "b", TOKEN["b"], 2) == 1
+    assert scripts("drop", "a", TOKEN["a"], 2) == 0  # not a's to drop
+    assert int(scripts("register", "c", TOKEN["c"], 0)[1]) == 2
+
+
+def test_connect_answers_and_tells_the_other_host(scripts: Scripts) -> None:
+    for h in ("a", "b", "b"):
+        scripts("register", h, TOKEN[h], 100)
+    a = TOKEN["a"]
+    assert scripts("connect", "a", a, 1, 1, 200) == ["SELF"]
+    assert scripts("connect", "a", a, 1, 9, 200) == ["OFFLINE"]
+    assert scripts("connect", "a", a, 1, 2, 50) == ["OFFLINE"]  # asked before 2 was given
+    assert scripts("connect", "a", a, 1, 2, 200) == ["OK", "1", "b"]
+    assert scripts.events("b") == ["P|2|1|1|a"]
+    assert scripts("connect", "b", TOKEN["b"], 3, 2, 200) == ["BUSY"]
+    assert scripts("connect", "b", TOKEN["b"], 2, 3, 200) == ["TALKING", "1", "1", "a"]
+    assert scripts("connect", "c", TOKEN["c"], 2, 3, 200) == ["LOST"]  # 2 is not c's
+    assert scripts("goodbye", "b", TOKEN["b"], 2, 7) == ["STALE"]
+    assert scripts("goodbye", "b", TOKEN["b"], 2, 1) == ["OK", "1"]
+    assert scripts.events("a") == ["E|1|1|2"]
+
+
+def test_a_host_that_stops_beating_is_reaped_with_everything_it_had(scripts: Scripts) -> None:
+    scripts("register", "a", TOKEN["a"], 0)
+    scripts("register", "b", TOKEN["b"], 0)
+    scripts("connect", "a", TOKEN["a"], 1, 2, 10)
+    scripts.r.delete("mm:alive:b")  # its heartbeat lapsed
+    state, _, reaped = scripts("beat", "a", TOKEN["a"], ALIVE_MS, 1, "unused")
+    assert (state, reaped) == ("OK", 1)
+    assert scripts.events("a") == ["E|1|1|2"]
+    assert [k for k in scripts.r.keys("*") if k.endswith(":b")] == []
+    assert not scripts.r.hexists("mm:nodes", "b")
+    assert scripts.r.hgetall("mm:owner") == {"1": "a"}
+    assert scripts("register", "b", TOKEN["b"], 0) == ["LOST"]  # must join again
+
+
+def test_sync_after_redis_lost_everything(scripts: Scripts) -> None:
+    scripts.r.flushall()  # a restart with no persistence
+    state, epoch, _ = scripts("beat", "a", TOKEN["a"], ALIVE_MS, 60_000, "e2")
+    assert state == "JOIN" and epoch == "e2"
+    # a holds 1 (in session 4 with 2 on b) and 3 (in session 5 with 5, gone for good)
+    got = scripts.join("a", ((1, 10, 4, 2, 4), (3, 10, 5, 5, 5)), epoch="e1")
+    assert (got.refused, got.ended, got.paired) == ([], [], [])
+    assert scripts("register", "a", TOKEN["a"], 0) == ["WAIT"]  # still rebuilding
+    got = scripts.join("b", ((2, 10, 4, 1, 4), (3, 10, 0, 0, 0)), epoch="e1")
+    assert got.refused == [3]  # a took 3 back first
+    assert scripts.r.smembers("mm:tentative") == {"3"}
+    scripts.r.delete("mm:rebuild")
+    scripts("beat", "a", TOKEN["a"], ALIVE_MS, 60_000, "unused")
+    assert scripts.events("a") == ["E|3|5|5"]  # its partner never came back
+    assert scripts.r.hgetall("mm:session") == {"1": "4", "2": "4"}
+    assert int(scripts("register", "a", TOKEN["a"], 0)[1]) == 4
+    assert int(scripts.r.get("mm:sid")) == 5  # new sessions are numbered above every old one
+
+
+def test_sync_tells_a_host_what_it_missed(scripts: Scripts) -> None:
+    for h in ("a", "b", "a"):
+        scripts("register", h, TOKEN[h], 0)
+    scripts("connect", "b", TOKEN["b"], 2, 1, 10)  # a never heard: its P is lost
+    scripts("connect", "a", TOKEN["a"], 3, 3, 10)
+    got = scripts.join("a", ((1, 0, 0, 0, 0), (3, 0, 0, 0, 0)))
+    assert got.paired == [(1, 1, 2, "b")]
+    scripts("goodbye", "b", TOKEN["b"], 2, 1)
+    scripts.events("a")
+    scripts("connect", "b", TOKEN["b"], 2, 1, 10)  # session 2
+    # a says 1 is FREE and has heard of session 2: it ended it while Redis was away
+    got = scripts.join("a", ((1, 0, 0, 0, 2), (3, 0, 0, 0, 0)))
+    assert (got.ended, got.paired) == ([], [])
+    assert scripts.r.hgetall("mm:session") == {}
+    assert scripts.events("b")[-1] == "E|2|2|1"
+    # a host that no longer has a client: it is freed, its partner told
+    scripts("connect", "b", TOKEN["b"], 2, 3, 10)
+    scripts.join("a", ((1, 0, 0, 0, 2),))
+    assert scripts.events("b")[-1] == "E|2|3|3"
+    assert "3" not in scripts.r.hgetall("mm:owner")
+
+
+class SharedTable(RuleBasedStateMachine):
+    """Random requests from three hosts; Redis must answer as the model does."""
+
+    scripts: Scripts
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = SharedTable.scripts
+        self.s.r.flushall()
+        self.s("beat", "a", TOKEN["a"], ALIVE_MS, 1, "e")
+        self.s.r.delete("mm:rebuild")
+        for h in HOSTS:
+            self.s.join(h)
+        self.owner: dict[int, str] = {}
+        self.peer: dict[int, int] = {}
+        self.sid = 0
+
+    def _smallest_free(self) -> int:
+        i = 1
+        while i in self.owner:
+            i += 1
+        return i
+
+    @rule(host=st.sampled_from(HOSTS))
+    def register(self, host: str) -> None:
+        got = self.s("register", host, TOKEN[host], 0)
+        cid = self._smallest_free()
+        assert got == ["OK", str(cid)]
+        self.owner[cid] = host
+
+    @precondition(lambda self: self.owner)
+    @rule(data=st.data())
+    def connect(self, data: st.DataObject) -> None:
+        req = data.draw(st.sampled_from(sorted(self.owner)))
+        target = data.draw(st.integers(1, max(self.owner) + 1))
+        got = self.s("connect", self.owner[req], TOKEN[self.owner[req]], req, target, 1)
+        if req in self.peer:
+            assert got[0] == "TALKING" and int(got[1]) == self.peer[req]
+        elif req == target:
+            assert got == ["SELF"]
+        elif target not in self.owner:
+            assert got == ["OFFLINE"]
+        elif target in self.peer:
+            assert got == ["BUSY"]
+        else:
+            self.sid += 1
+            assert got == ["OK", str(self.sid), self.owner[target]]
+            self.peer[req], self.peer[target] = target, req
+
+    @precondition(lambda self: self.peer)
+    @rule(data=st.data())
+    def goodbye(self, data: st.DataObject) -> None:
+        cid = data.draw(st.sampled_from(sorted(self.peer)))
+        sid = int(self.s.r.hget("mm:session", str(cid)))
+        got = self.s("goodbye", self.owner[cid], TOKEN[self.owner[cid]], cid, sid)
+        assert got == ["OK", str(self.peer[cid])]
+        del self.peer[self.peer.pop(cid)]
+
+    @precondition(lambda self: self.owner)
+    @rule(data=st.data())
+    def drop(self, data: st.DataObject) -> None:
+        cid = data.draw(st.sampled_from(sorted(self.owner)))
+        host = self.owner.pop(cid)
+        assert self.s("drop", host, TOKEN[host], cid) == 1
+        if cid in self.peer:
+            del self.peer[self.peer.pop(cid)]
+
+    @rule(host=st.sampled_from(("b", "c")))
+    def host_dies(self, host: str) -> None:
+        self.s.r.delete(f"mm:alive:{host}")
+        self.s("beat", "a", TOKEN["a"], ALIVE_MS, 1, "e")
+        for cid in [c for c, h in self.owner.items() if h == host]:
+            del self.owner[cid]
+            if cid in self.peer:
+                del self.peer[self.peer.pop(cid)]
+        assert self.s.join(host).refused == []  # it comes back, with no clients
+
+    @invariant()
+    def redis_says_what_the_model_says(self) -> None:
+        r = self.s.r
+        assert {int(c): h for c, h in r.hgetall("mm:owner").items()} == self.owner
+        assert {int(c): int(p) for c, p in r.hgetall("mm:peer").items()} == self.peer
+        sessions = r.hgetall("mm:session")
+        for cid, peer in self.peer.items():
+            assert sessions[str(cid)] == sessions[str(peer)]  # one session, both ends
+        for h in HOSTS:
+            mine = {c for c, o in self.owner.items() if o == h}
+            assert {int(c) for c in r.smembers(f"mm:clients:{h}")} == mine
+
+
+def test_random_requests_from_three_hosts(server: RedisServer) -> None:
+    SharedTable.scripts = Scripts(server.client())
+    runner = SharedTable.TestCase
+    runner.settings = settings(
+        max_examples=60,
+        stateful_step_count=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    runner().runTest()
