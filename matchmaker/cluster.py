@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import socket
 import time
 from collections import deque
@@ -635,6 +636,14 @@ class ClusterMatchmaker(Matchmaker):
                 self.outbound[e.id] = deque()
         self.wake.set()
 
+    async def leave(self) -> None:
+        try:
+            freed = await asyncio.wait_for(self.scripts["leave"](args=[self.node, self.token]), 1.0)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("could not leave the shared table (reaped after --node-ttl): %s", exc)
+        else:
+            log.info("left the shared table with %d clients", freed)
+
     # ---- background tasks -----------------------------------------------------------
 
     async def beat(self) -> None:
@@ -768,6 +777,11 @@ async def serve(
             await asyncio.sleep(1.0)
         stopped.set_result(None)
 
+    def terminate() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
     tasks = [loop.create_task(c) for c in (mm.pump(), mm.beat(), mm.read(reader), watch_parent())]
     try:
         await stopped
@@ -775,15 +789,26 @@ async def serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for i in slots:  # an EOF not yet read
+            if not inboxes[i].closed:
+                inboxes[i].drain()
+        if all(inbox.closed for inbox in inboxes):
+            # The host is shutting down (its workers are gone, and their clients with
+            # them), not just this process: leave now rather than after --node-ttl.
+            await mm.leave()
         await client.aclose()
         await reader.aclose()
 
 
 def main(spawn: Spawn) -> None:
-    """Entry point of the matchmaker process of a host with ``--redis``."""
+    """Entry point of the matchmaker process of a host with ``--redis``.
+
+    SIGTERM stops the loop (``serve`` handles it), so that a host shutting down
+    can leave the shared table on its way out.
+    """
     with booting(spawn.title):
         parent = child_setup(spawn.title, spawn.config.log_level)
-        exit_on_sigterm()
+        exit_on_sigterm()  # until the loop takes SIGTERM over
         assert spawn.control is not None
 
     def orphaned() -> bool:

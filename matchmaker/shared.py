@@ -253,6 +253,13 @@ if top > tonumber(redis.call('GET', P..'sid') or '0') then redis.call('SET', P..
 return {refused, ended, paired}
 """
 
+#: ARGV: node, token. A host shutting down takes its clients along at once
+#: (their partners elsewhere hear ENDED now, not after ``--node-ttl``).
+LEAVE = """
+if not registered(ARGV[1], ARGV[2]) then return 0 end
+return reap(ARGV[1])
+"""
+
 SCRIPTS = {
     "beat": BEAT,
     "register": REGISTER,
@@ -260,6 +267,7 @@ SCRIPTS = {
     "goodbye": GOODBYE,
     "drop": DROP,
     "sync": SYNC,
+    "leave": LEAVE,
 }
 
 

@@ -257,6 +257,18 @@ def test_a_killed_host_is_gone_within_its_ttl_and_leaves_nothing_in_redis(
     assert a.client().id == 2  # the dead host's ids are free
 
 
+def test_a_host_stopped_on_purpose_leaves_at_once(host: Host, redis_server: RedisServer) -> None:
+    a, b = host("a", ttl=8.0), host("b", ttl=8.0)
+    x, y, w = a.client(), b.client(), a.client()
+    pair(x, y)
+    stopped = time.monotonic()
+    assert b.stop() == 0  # SIGTERM: its clients get OUTAGE, and it leaves the table
+    x.expect(f"ENDED {y.id}")
+    assert time.monotonic() - stopped < 8.0 * 0.75  # not reaped: it left
+    assert get(w) == f"CLIENTS {x.id}=FREE {w.id}=FREE"
+    assert node_keys(redis_server, "b") == []
+
+
 def test_a_restarted_host_drops_what_its_last_run_left(
     host: Host, redis_server: RedisServer
 ) -> None:
