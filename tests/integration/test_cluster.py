@@ -15,7 +15,7 @@ from collections.abc import Callable
 import psutil
 import pytest
 
-from tests.integration.harness import TIMEOUT, Client, Server, pair
+from tests.integration.harness import TIMEOUT, Client, LegacyClient, Server, pair
 from tests.integration.test_invariants import drain_until
 from tests.integration.test_races import crossed_round, nodelay
 from tests.redis_server import RedisServer
@@ -236,6 +236,25 @@ def test_local_sessions_stay_on_their_host_and_across_workers(
     x.send("local")
     y.expect("MSG local")
     assert redis_server.client().xlen("mm:inbox:a") == 0  # no line went through Redis
+
+
+def test_a_legacy_client_chats_with_a_client_of_another_host(host: Host) -> None:
+    a, b = host("a", "--legacy-port", "0"), host("b")
+    old = LegacyClient(a.host, a.legacy_port)
+    a.opened.append(old)  # type: ignore[arg-type]
+    old.send("PING")
+    old.expect("PONG")  # answered once it has its id, 1
+    y = b.client()
+    y.send("CONNECT 1")
+    y.expect("CONNECTED 1")
+    old.expect(f"CONNECT SUCCESS% {y.id}")
+    old.send("hi from the old client")
+    y.expect("MSG hi from the old client")
+    y.send("hello back")
+    old.expect("SEND hello back")
+    y.send("#GOODBYE#")
+    y.expect("ENDED 1")
+    old.expect("TERMINATED")
 
 
 # ---- faults ---------------------------------------------------------------------
