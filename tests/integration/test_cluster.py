@@ -379,7 +379,13 @@ def test_redis_restarted_empty_gets_every_client_and_session_back(
     x, y, z = a.client(), b.client(), a.client()
     pair(x, y)
     redis_server.kill()
+    for i in range(20):
+        x.send(f"while Redis is dead {i}")
+    y.send("and back")
     redis_server.start()  # same port, no data
+    for i in range(20):
+        y.expect(f"MSG while Redis is dead {i}")
+    x.expect("MSG and back")
     wait_for(lambda: get(z) == "CLIENTS 1=BUSY 2=BUSY 3=FREE", message="table rebuilt")
     x.send("after the restart")
     y.expect("MSG after the restart")
