@@ -157,7 +157,7 @@ class ClusterMatchmaker(Matchmaker):
                 self.todo.extendleft(reversed(nested))
                 if not self.todo:
                     await self._write()
-                self.flush()
+            # the outboxes flush themselves once per loop tick (``Sender`` with a loop)
 
     async def _step(self, worker: int, msg: Any) -> None:
         t = type(msg)
