@@ -109,7 +109,8 @@ class ClusterMatchmaker(Matchmaker):
         self.nested: list[tuple[str, Any, Any]] | None = None
         self.writes: list[tuple[str, str]] = []  # (stream, record) to append, in order
         self.acks: list[bytes] = []
-        self.held: list[tuple[int, m.Register]] = []  # no id while the table is rebuilt
+        # new connections waiting for an id while the table is (re)built, since when
+        self.held: list[tuple[int, m.Register, float]] = []
         self.wake = asyncio.Event()
         self.joined = asyncio.Event()  # registered under our token since the last SYNC
         self.epoch = ""  # Redis's epoch at our last SYNC: another one means it lost its data
@@ -187,8 +188,11 @@ class ClusterMatchmaker(Matchmaker):
             await self._worker_gone(arg)
         elif name == "held":
             held, self.held = self.held, []
-            for worker, msg in held:
-                await self._register_shared(worker, msg)
+            for worker, msg, since in held:
+                if time.monotonic() - since > self.node_ttl:
+                    self.outboxes[worker].send(m.Refuse.of(msg.key, UNAVAILABLE))
+                else:
+                    await self._register_shared(worker, msg, since)
         elif name == "give up":
             self._give_up()
         elif name == "resend":
@@ -244,12 +248,16 @@ class ClusterMatchmaker(Matchmaker):
 
     # ---- decisions ------------------------------------------------------------------
 
-    async def _register_shared(self, worker: int, msg: m.Register) -> None:
+    async def _register_shared(
+        self, worker: int, msg: m.Register, held: float | None = None
+    ) -> None:
+        """An id for a new connection; held (up to ``--node-ttl``) while the table is rebuilt."""
         if len(self.table) >= self.table.max_clients:
             self.outboxes[worker].send(m.Refuse.of(msg.key, Error(ErrorCode.FULL)))
             return
+        held = time.monotonic() if held is None else held
         if not self.joined.is_set() and not self.down:
-            self.held.append((worker, msg))  # the table is being (re)built
+            self.held.append((worker, msg, held))  # not registered yet: SYNC first
             return
         since = self.clock()
         reply = await self._call("register", [self.node, self.token, self.wall.wall_us(since)])
@@ -260,7 +268,7 @@ class ClusterMatchmaker(Matchmaker):
         if status != "OK":
             if status == "LOST":
                 self._rejoin()
-            self.held.append((worker, msg))
+            self.held.append((worker, msg, held))  # WAIT: no id during a rebuild
             return
         cid = int(reply[1])
         try:
@@ -526,7 +534,7 @@ class ClusterMatchmaker(Matchmaker):
                 self._end_remote(me, me.peer or 0)
                 ended += 1
         held, self.held = self.held, []
-        for worker, msg in held:
+        for worker, msg, _ in held:
             self.outboxes[worker].send(m.Refuse.of(msg.key, UNAVAILABLE))
         log.error("Redis unreachable for %gs: %d sessions with other hosts ended",
                   self.node_ttl, ended)  # fmt: skip
@@ -668,9 +676,10 @@ class ClusterMatchmaker(Matchmaker):
                 if reaped:
                     log.warning("reaped %d clients of hosts that stopped beating", reaped)
                 if state == "JOIN" or self.down or self.dirty or _text(reply[1]) != self.epoch:
-                    if state == "JOIN" and self.epoch:
-                        log.warning("this host is not registered in Redis (any more): joining")
-                    self.joined.clear()
+                    if state == "JOIN":
+                        if self.epoch:
+                            log.warning("this host is not registered in Redis (any more)")
+                        self.joined.clear()  # nothing is decided here until SYNC is done
                     self.down_since = None
                     self._want_sync()
                 elif self.held:
