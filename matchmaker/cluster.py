@@ -142,23 +142,27 @@ class ClusterMatchmaker(Matchmaker):
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while self.todo:
-                kind, a, b = self.todo.popleft()
-                self.nested = []
-                try:
-                    if kind == "w":
-                        await self._step(a, b)
-                    elif kind == "e":
-                        self._event(a, b)
-                    else:
-                        await self._op(a, b)
-                except Exception:
-                    log.exception("while handling %s %r", kind, b)
-                nested, self.nested = self.nested, None
-                self.todo.extendleft(reversed(nested))
-                if not self.todo:
-                    await self._write()
-            # the outboxes flush themselves once per loop tick (``Sender`` with a loop)
+            await self.settle()
+
+    async def settle(self) -> None:
+        """Handle everything queued, and what that queues, until nothing is left."""
+        while self.todo:
+            kind, a, b = self.todo.popleft()
+            self.nested = []
+            try:
+                if kind == "w":
+                    await self._step(a, b)
+                elif kind == "e":
+                    self._event(a, b)
+                else:
+                    await self._op(a, b)
+            except Exception:
+                log.exception("while handling %s %r", kind, b)
+            nested, self.nested = self.nested, None
+            self.todo.extendleft(reversed(nested))
+            if not self.todo:
+                await self._write()
+        # the outboxes flush themselves once per loop tick (``Sender`` with a loop)
 
     async def _step(self, worker: int, msg: Any) -> None:
         t = type(msg)
@@ -558,7 +562,8 @@ class ClusterMatchmaker(Matchmaker):
         """Tell Redis everything this host holds; take its word for what it decided."""
         self.sync_queued = False
         entries = self.table.entries()
-        args: list[Any] = [self.node, self.token, self._alive_ms(), self.epoch, len(entries)]
+        args: list[Any] = [self.node, self.token, self._alive_ms(), self._alive_ms(),
+                           secrets.token_hex(8), self.epoch, len(entries)]  # fmt: skip
         for e in entries:
             args += [e.id, self.wall.wall_us(int(e.since)), e.session, e.peer or 0,
                      self.heard.get(e.id, 0)]  # fmt: skip
@@ -657,11 +662,17 @@ class ClusterMatchmaker(Matchmaker):
     async def beat(self) -> None:
         """Keep this host alive in Redis, reap the hosts that are not, notice outages."""
         interval = self.node_ttl / 4
-        window = self._alive_ms()  # every live host beats within it, and re-registers
         while True:
             try:
                 reply = await self.scripts["beat"](
-                    args=[self.node, self.token, self._alive_ms(), window, secrets.token_hex(8)]
+                    # the rebuild window: every live host beats within it, and re-registers
+                    args=[
+                        self.node,
+                        self.token,
+                        self._alive_ms(),
+                        self._alive_ms(),
+                        secrets.token_hex(8),
+                    ]  # fmt: skip
                 )
             except _DOWN as exc:
                 self._lost_redis(exc)
@@ -695,9 +706,7 @@ class ClusterMatchmaker(Matchmaker):
         while True:
             await self.joined.wait()
             try:
-                reply = await reader.xreadgroup(
-                    shared.GROUP, self.node, {key: last}, count=1000, block=1000
-                )
+                entries = await self.fetch(reader, last, block=1000)
             except ResponseError as exc:  # NOGROUP: Redis lost it; SYNC makes it again
                 log.warning("reading %s: %s", key, exc)
                 self._rejoin()
@@ -707,8 +716,6 @@ class ClusterMatchmaker(Matchmaker):
                 self._lost_redis(exc)
                 await asyncio.sleep(self.node_ttl / 4)
                 continue
-            got: Any = reply  # [[stream, [(id, fields), ...]]], typed loosely by redis-py
-            entries: list[Any] = got[0][1] if got else []
             if last != ">":
                 if not entries:
                     last = ">"
@@ -716,6 +723,12 @@ class ClusterMatchmaker(Matchmaker):
                 last = _text(entries[-1][0])
             for entry_id, fields in entries:
                 self.event(entry_id, fields)
+
+    async def fetch(self, reader: aioredis.Redis, last: str, block: int | None) -> list[Any]:
+        """Entries of this host's stream after ``last`` (``>``: not yet read by anyone)."""
+        key = shared.stream(self.node)
+        got: Any = await reader.xreadgroup(shared.GROUP, self.node, {key: last}, 1000, block)
+        return got[0][1] if got else []  # [[stream, [(id, fields), ...]]]
 
 
 def _text(value: bytes | str) -> str:

@@ -67,6 +67,12 @@ end
 local function registered(node, token)
   return redis.call('HGET', P..'nodes', node) == token
 end
+local function ensure_epoch(epoch, window)
+  if redis.call('EXISTS', P..'epoch') == 0 then
+    redis.call('SET', P..'epoch', epoch)
+    redis.call('SET', P..'rebuild', '1', 'PX', window)
+  end
+end
 """
 
 #: ARGV: node, token, alive_ms, window_ms, new_epoch.
@@ -77,10 +83,7 @@ end
 #: Sessions taken back by one end only (``tentative``) end once the window is over.
 BEAT = """
 local node, token = ARGV[1], ARGV[2]
-if redis.call('EXISTS', P..'epoch') == 0 then
-  redis.call('SET', P..'epoch', ARGV[5])
-  redis.call('SET', P..'rebuild', '1', 'PX', ARGV[4])
-end
+ensure_epoch(ARGV[5], ARGV[4])
 local known = redis.call('HGET', P..'nodes', node)
 local state = 'OK'
 if known ~= token then
@@ -111,7 +114,9 @@ return {state, redis.call('GET', P..'epoch'), reaped}
 REGISTER = """
 local node = ARGV[1]
 if not registered(node, ARGV[2]) then return {'LOST'} end
-if redis.call('EXISTS', P..'rebuild') == 1 then return {'WAIT'} end
+if redis.call('EXISTS', P..'rebuild') == 1 or redis.call('EXISTS', P..'epoch') == 0 then
+  return {'WAIT'}
+end
 local cid
 local low = redis.call('ZPOPMIN', P..'free')
 if low[1] then cid = low[1] else cid = tostring(redis.call('INCR', P..'last')) end
@@ -172,7 +177,8 @@ end
 return n
 """
 
-#: ARGV: node, token, alive_ms, epoch_known, n, then n times: cid, since_us, sid, peer, heard.
+#: ARGV: node, token, alive_ms, window_ms, new_epoch, epoch_known, n, then n times: cid,
+#: since_us, sid, peer, heard. (A Redis found empty starts its rebuild here as in BEAT.)
 #: Registers the host and makes the table say what the host holds: ids it lost to
 #: another host are ``refused``; sessions that ended while it could not hear are
 #: ``ended``; sessions its clients never heard of are ``paired``. A Redis that
@@ -181,16 +187,17 @@ return n
 #: -> {refused cids, ended {cid, sid, peer}..., paired {cid, sid, peer, peer_node}...}
 SYNC = """
 local node, token = ARGV[1], ARGV[2]
+local kept = redis.call('GET', P..'epoch') == ARGV[6]
+ensure_epoch(ARGV[5], ARGV[4])
 redis.call('HSET', P..'nodes', node, token)
 redis.call('SET', P..'alive:'..node, token, 'PX', ARGV[3])
 redis.pcall('XGROUP', 'CREATE', P..'inbox:'..node, 'hosts', '0', 'MKSTREAM')
-local kept = redis.call('GET', P..'epoch') == ARGV[4]
-local n = tonumber(ARGV[5])
+local n = tonumber(ARGV[7])
 local mine, refused, ended, paired = {}, {}, {}, {}
 local last = tonumber(redis.call('GET', P..'last') or '0')
 local top = tonumber(redis.call('GET', P..'sid') or '0')
 for i = 0, n - 1 do
-  local b = 6 + i * 5
+  local b = 8 + i * 5
   local cid = ARGV[b]
   local owner = redis.call('HGET', P..'owner', cid)
   if owner and owner ~= node then
@@ -215,7 +222,7 @@ for _, cid in ipairs(redis.call('SMEMBERS', P..'clients:'..node)) do
   if not mine[cid] then forget(cid, node) end
 end
 for i = 0, n - 1 do
-  local b = 6 + i * 5
+  local b = 8 + i * 5
   local cid, sid, peer, heard = ARGV[b], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   if mine[cid] then
     if tonumber(sid) > top then top = tonumber(sid) end

@@ -48,7 +48,8 @@ class Scripts:
         last synced in (by default, the current one: Redis kept its data)."""
         flat = [x for c in clients for x in c]
         epoch = epoch or self.r.get("mm:epoch") or ""
-        return shared.synced(self("sync", host, TOKEN[host], ALIVE_MS, epoch, len(clients), *flat))
+        args = (host, TOKEN[host], ALIVE_MS, 60_000, "e-sync", epoch, len(clients), *flat)
+        return shared.synced(self("sync", *args))
 
     def events(self, host: str) -> list[str]:
         got = [fields["m"] for _, fields in self.r.xrange(f"mm:inbox:{host}")]
@@ -249,3 +250,13 @@ def test_random_requests_from_three_hosts(server: RedisServer) -> None:
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
     runner().runTest()
+
+
+def test_a_sync_that_finds_redis_empty_starts_the_rebuild_too(scripts: Scripts) -> None:
+    """A host whose stream read fails (NOGROUP) may SYNC before any heartbeat sees the
+    empty Redis: no id may be handed out before the other hosts are back either way."""
+    scripts.r.flushall()
+    assert scripts("register", "a", TOKEN["a"], 0) == ["LOST"]
+    scripts.join("a", epoch="e1")
+    assert scripts.r.exists("mm:rebuild")
+    assert scripts("register", "a", TOKEN["a"], 0) == ["WAIT"]
