@@ -156,7 +156,7 @@ class RedisProcess:
         )
 
     def keys(self) -> list[str]:
-        return sorted(self.client().keys("*"))
+        return sorted(str(k) for k in self.client().keys("*"))
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
