@@ -46,6 +46,9 @@ class ChaosPlan:
     signals: tuple[str, ...] = SIGNALS
     #: a child younger than this may still be starting: it is left alone
     min_age: float = 2.0
+    #: names the server among several (the soak's ``--hosts``): each draws its own
+    #: actions from the same seed; empty for the one server, as before
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,8 @@ class Chaos:
     _t0: float = 0.0
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(f"chaos/{self.plan.seed}")
+        host = f"/{self.plan.host}" if self.plan.host else ""
+        self._rng = random.Random(f"chaos/{self.plan.seed}{host}")
 
     def start(self) -> None:
         self._t0 = time.monotonic()

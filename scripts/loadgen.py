@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from scripts.rules import CLOSE, GOODBYE, Event, Transcript, message
@@ -53,6 +54,8 @@ class Load:
     transcripts: list[Transcript] = field(default_factory=list)
     #: uid -> the client's local TCP port, to find which worker served it
     ports: dict[int, int] = field(default_factory=dict)
+    #: uid -> the server port it connected to, to tell the hosts of a cluster apart
+    servers: dict[int, int] = field(default_factory=dict)
     #: uid -> ``time.monotonic()`` before it connected, and when the server closed it (or,
     #: if it did not, when the user gave up on it)
     spans: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -194,6 +197,7 @@ class User:
         self.counters.uid += 1
         uid = self.counters.uid
         opened = time.monotonic()
+        self.out.servers[uid] = self.port
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
         except OSError:  # refused or reset: the transcript shows no WELCOME
@@ -277,13 +281,18 @@ class User:
         return rng.randint(1, self.plan.clients + 5)  # maybe OFFLINE, maybe BUSY
 
 
-async def load(host: str, port: int, plan: Plan) -> Load:
-    """Run every user of ``plan`` against the server at ``host:port``."""
+async def load(host: str, port: int | Sequence[int], plan: Plan) -> Load:
+    """Run every user of ``plan`` against the server at ``host:port``.
+
+    With several ports (the hosts of a cluster), user ``n`` makes all its
+    connections to ``port[n % len(port)]``: the users are dealt round robin.
+    """
+    ports = [port] if isinstance(port, int) else list(port)
     out = Load()
     counters = _Counters()
     started = time.monotonic()
     deadline = started + plan.duration
-    users = [User(n, plan, host, port, out, counters) for n in range(plan.clients)]
+    users = [User(n, plan, host, ports[n % len(ports)], out, counters) for n in range(plan.clients)]
     await asyncio.gather(*(u.run(deadline) for u in users))
     out.seconds = time.monotonic() - started
     out.transcripts.sort(key=lambda t: t.uid)

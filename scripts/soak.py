@@ -12,6 +12,14 @@ was killed, and the clients a killed process held may be cut off
 (``Transcript.severed``); nothing else changes: every other connection must
 keep every rule, and the restarted server must end with the descriptors it
 started with, and stop cleanly.
+
+With ``--hosts N`` (N >= 2) it starts its own ``redis-server``
+(``scripts/redisproc.py``) and N servers sharing their client table in it
+(``--redis URL --node hN``), deals the users round robin over them, and checks
+every host's transcripts together, as one population: ids are the cluster's,
+so a session may join clients of two hosts. The summary counts those sessions
+and shows Redis's memory and CPU beside each host's processes; the chaos, if
+on, runs against every host, each with its own draws.
 """
 
 from __future__ import annotations
@@ -27,13 +35,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from typing import IO
 
 import psutil
+import redis
 
-from scripts.chaos import ROLES, SIGNALS, Action, Chaos, ChaosPlan, role
+from scripts.chaos import ROLES, SIGNALS, Chaos, ChaosPlan, role
 from scripts.loadgen import Load, Plan, load
+from scripts.redisproc import RedisProcess, RedisUsage
 from scripts.rules import CUTS, Report, Transcript, check
 from scripts.sampler import PREFIX, Sample, Sampler, by_title, server_processes
 
@@ -56,25 +67,61 @@ LANDING = 5.0
 
 
 @dataclass
+class HostOutcome:
+    """One server: the only one, or one host of the cluster."""
+
+    #: ``--node`` of a cluster's host (``h1``, ...); empty for the one server
+    name: str = ""
+    port: int = 0
+    samples: list[Sample] = field(default_factory=list)
+    start: dict[str, int] = field(default_factory=dict)  # fds by title, before the load
+    end: dict[str, int] = field(default_factory=dict)  # fds by title, after every client left
+    exit_status: int | None = None
+    stop_seconds: float = 0.0
+    survivors: list[str] = field(default_factory=list)
+    chaos: Chaos | None = None
+
+    def label(self, text: str) -> str:
+        """``text``, said of this host when there are several."""
+        return f"{self.name}: {text}" if self.name else text
+
+
+@dataclass
+class RedisOutcome:
+    """The cluster's ``redis-server``: what it used, and how it ended."""
+
+    url: str
+    #: at the start and at the end of the load
+    before: RedisUsage | None = None
+    after: RedisUsage | None = None
+    samples: list[Sample] = field(default_factory=list)
+    start_fds: int = 0
+    end_fds: int = 0
+    #: keys left once every host had stopped
+    left: list[str] = field(default_factory=list)
+    exit_status: int | None = None
+    failure: str = ""
+
+
+@dataclass
 class Outcome:
     """Everything the summary reports."""
 
     plan: Plan
     workers: int
+    hosts: list[HostOutcome] = field(default_factory=list)
+    redis: RedisOutcome | None = None
     load: Load | None = None
     report: Report | None = None
     check_seconds: float = 0.0
-    samples: list[Sample] = field(default_factory=list)
-    start: dict[str, int] = field(default_factory=dict)  # fds by title, before the load
-    end: dict[str, int] = field(default_factory=dict)  # fds by title, after every client left
     load_cpu: float = 0.0  # percent of one core used by this process during the load
-    exit_status: int | None = None
-    stop_seconds: float = 0.0
-    survivors: list[str] = field(default_factory=list)
+    load_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
-    chaos: Chaos | None = None
+    chaos: bool = False
     #: severed connections that no killed process held: moving when their worker died
     moving: int = 0
+    #: sessions whose two ends were clients of different hosts
+    across: int = 0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -85,9 +132,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of every user's choices")
     p.add_argument("--bots", type=float, default=0.5, help="share of bots (default 0.5)")
     p.add_argument(
+        "--hosts",
+        type=int,
+        default=1,
+        help="servers; 2 or more: a cluster sharing its own redis-server (default 1)",
+    )
+    p.add_argument(
+        "--node-ttl",
+        type=float,
+        default=2.0,
+        help="with --hosts: each server's --node-ttl, in seconds (default 2)",
+    )
+    p.add_argument(
         "--transcripts",
         metavar="FILE",
         help="write every connection's transcript to FILE, one JSON object a line",
+    )
+    p.add_argument(
+        "--logs",
+        metavar="DIR",
+        help="write each server's whole log to DIR (server.log; with --hosts, h1.log, ...)",
     )
     c = p.add_argument_group("chaos", "kill and stop the server's children during the load")
     c.add_argument("--chaos", action="store_true", help="turn the chaos on (seeded by --seed)")
@@ -121,6 +185,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="kill (SIGKILL), stop (SIGSTOP, then SIGCONT), or both (the default)",
     )
     args = p.parse_args(argv)
+    if args.hosts < 1:
+        p.error("--hosts: at least 1")
     for name, allowed in (("roles", ROLES), ("signals", SIGNALS)):
         value = getattr(args, f"chaos_{name}")
         if not value or not set(value.split(",")) <= set(allowed):
@@ -128,7 +194,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def chaos_plan(args: argparse.Namespace) -> ChaosPlan:
+def chaos_plan(args: argparse.Namespace, host: str = "") -> ChaosPlan:
     return ChaosPlan(
         seed=args.seed,
         interval=tuple(args.chaos_interval),
@@ -137,20 +203,29 @@ def chaos_plan(args: argparse.Namespace) -> ChaosPlan:
         duration=max(0.0, args.duration - CHAOS_QUIET),
         roles=tuple(args.chaos_roles.split(",")),
         signals=tuple(args.chaos_signals.split(",")),
+        host=host,
     )
 
 
 class Server:
-    """``python -m matchmaker`` on 127.0.0.1 and a free port, in its own process group."""
+    """``python -m matchmaker`` on 127.0.0.1 and a free port, in its own process group.
 
-    def __init__(self, workers: int, log: IO[bytes]) -> None:
+    ``flags`` are added to its command line (a cluster's ``--redis``, ``--node``, ...).
+    """
+
+    def __init__(self, workers: int, log: IO[bytes], flags: tuple[str, ...] = ()) -> None:
         cmd = [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--workers", str(workers)]
+        cmd += ["--workers", str(workers), *flags]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True
         )
-        self.port = self._read_port()
-        self.pids = self._wait_children(workers + 2)
+        try:
+            self.port = self._read_port()
+            self.pids = self._wait_children(workers + 2)
+        except BaseException:  # a server that did not start is not left running
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise
 
     def _read_port(self) -> int:
         assert self.proc.stdout is not None
@@ -240,7 +315,8 @@ def settle(sampler: Sampler, start: dict[str, int]) -> dict[str, int]:
         time.sleep(0.1)  # polling descriptor counts: there is nothing to wait on
 
 
-def soak(args: argparse.Namespace, log: IO[bytes]) -> Outcome:
+def soak(args: argparse.Namespace, logs: list[IO[bytes]]) -> Outcome:
+    """The whole soak; ``logs``: one file per server for its stderr."""
     plan = Plan(
         clients=args.clients,
         ops=0,
@@ -250,41 +326,114 @@ def soak(args: argparse.Namespace, log: IO[bytes]) -> Outcome:
         bot_pause=BOT_PAUSE,
         person_pause=PERSON_PAUSE,
     )
-    out = Outcome(plan, args.workers)
-    server = Server(args.workers, log)
+    out = Outcome(plan, args.workers, chaos=args.chaos)
+    servers: list[Server] = []
+    store: RedisProcess | None = None
     try:
-        sampler = Sampler(server.proc.pid)
-        sampler.start()
-        out.start = fds(sampler.samples)
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        if args.chaos:
-            out.chaos = Chaos(server.proc.pid, chaos_plan(args))
-            halt_on_signals(out.chaos)
-            out.chaos.start()
-        try:
-            out.load = asyncio.run(load("127.0.0.1", server.port, plan))
-        finally:
-            if out.chaos is not None:
-                out.chaos.stop()  # every stopped child continued before anything else
-        if out.chaos is not None:
-            out.moving = sever(out.load, out.chaos.actions)
-        out.load_cpu = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
-        sampler.stop()
-        out.samples = list(sampler.samples)  # the load only: settling would dilute the CPU
-        if server.proc.poll() is not None:
-            out.failures.append(f"the server exited during the load (status {server.proc.poll()})")
-        out.end = settle(sampler, out.start)
+        if args.hosts > 1:
+            store = RedisProcess()
+            out.redis = RedisOutcome(store.url)
+        for n, log in enumerate(logs):
+            name = f"h{n + 1}" if store is not None else ""
+            flags: tuple[str, ...] = ()
+            if store is not None:
+                flags = ("--redis", store.url, "--node", name, "--node-ttl", f"{args.node_ttl:g}")
+            servers.append(Server(args.workers, log, flags))
+            out.hosts.append(HostOutcome(name, servers[-1].port))
+        run(args, out, servers, store)
     finally:
-        out.exit_status, out.stop_seconds = server.stop()
-        out.survivors = server.survivors()
+        for host, server in zip(out.hosts, servers, strict=True):
+            host.exit_status, host.stop_seconds = server.stop()
+        for host, server in zip(out.hosts, servers, strict=True):
+            host.survivors = server.survivors()
+        if store is not None:
+            finish_redis(store, out)
+    assert out.load is not None
     started = time.monotonic()
     out.report = check(out.load.transcripts)
     out.check_seconds = time.monotonic() - started
+    port = {h.port: h for h in out.hosts}
+    servers_of = out.load.servers
+    out.across = sum(port[servers_of[a]] is not port[servers_of[b]] for a, b in out.report.pairs)
     judge(out)
     return out
 
 
-def sever(result: Load, actions: list[Action]) -> int:
+def run(
+    args: argparse.Namespace, out: Outcome, servers: list[Server], store: RedisProcess | None
+) -> None:
+    """Sample, load (and chaos), settle: everything while the servers run."""
+    with ExitStack() as stack:
+        samplers = []
+        for host, server in zip(out.hosts, servers, strict=True):
+            sampler = Sampler(server.proc.pid)
+            sampler.start()
+            stack.callback(sampler.stop)
+            samplers.append(sampler)
+            host.start = fds(sampler.samples)
+        watcher = None
+        if store is not None and out.redis is not None:
+            out.redis.before = store.usage()
+            watcher = Sampler(store.pid)
+            watcher.start()
+            stack.callback(watcher.stop)
+            out.redis.start_fds = watcher.samples[0].fds
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        if args.chaos:
+            for host, server in zip(out.hosts, servers, strict=True):
+                host.chaos = Chaos(server.proc.pid, chaos_plan(args, host.name))
+            chaoses = [h.chaos for h in out.hosts if h.chaos is not None]
+            halt_on_signals(chaoses)
+            for chaos in chaoses:
+                chaos.start()
+        try:
+            ports = [s.port for s in servers]
+            out.load = asyncio.run(
+                load("127.0.0.1", ports[0] if len(ports) == 1 else ports, out.plan)
+            )
+        finally:
+            for host in out.hosts:
+                if host.chaos is not None:
+                    host.chaos.stop()  # every stopped child continued before anything else
+        if args.chaos:
+            out.moving = sever(out.load, out.hosts)
+        out.load_seconds = time.monotonic() - wall0
+        out.load_cpu = 100 * (time.process_time() - cpu0) / out.load_seconds
+        for host, sampler in zip(out.hosts, samplers, strict=True):
+            sampler.stop()
+            host.samples = list(sampler.samples)  # the load only: settling would dilute the CPU
+        if watcher is not None and out.redis is not None and store is not None:
+            watcher.stop()
+            out.redis.samples = list(watcher.samples)
+            if store.running():
+                out.redis.after = store.usage()
+            else:
+                out.redis.failure = "redis-server exited during the load"
+        for host, server in zip(out.hosts, servers, strict=True):
+            if server.proc.poll() is not None:
+                status = server.proc.poll()
+                out.failures.append(
+                    host.label(f"the server exited during the load (status {status})")
+                )
+        for host, sampler in zip(out.hosts, samplers, strict=True):
+            host.end = settle(sampler, host.start)
+        if watcher is not None and out.redis is not None:
+            out.redis.end_fds = sum(s.fds for s in watcher.sample())
+
+
+def finish_redis(store: RedisProcess, out: Outcome) -> None:
+    """After every host stopped: note the keys left, then stop Redis and reap it."""
+    assert out.redis is not None
+    try:
+        if store.running():
+            out.redis.left = store.keys()
+    except redis.RedisError as exc:
+        out.redis.failure = out.redis.failure or f"redis-server did not answer KEYS: {exc}"
+    finally:
+        out.redis.exit_status = store.stop()
+
+
+def sever(result: Load, hosts: list[HostOutcome]) -> int:
     """Mark the connections a kill cut; how many of them no killed process held.
 
     Those the killed process held while they were open; and those that were moving
@@ -295,15 +444,19 @@ def sever(result: Load, actions: list[Action]) -> int:
     closed by the server without ``BYE`` within ``LANDING`` seconds counts as one; so
     does one closed with ``OUTAGE`` within ``LANDING`` seconds of a matchmaker's kill
     (in flight then, it was in no worker's hello, and its id could be given away).
+
+    Of several hosts, only the kills on the host a connection was made to count for it.
     """
-    kills = [a for a in actions if a.what == "kill"]
-    workers = [a for a in kills if role(a.title) == "worker"]
-    matchmakers = [a for a in kills if role(a.title) == "matchmaker"]
+    actions = {h.port: h.chaos.actions if h.chaos is not None else [] for h in hosts}
     moved = 0
     for n, t in enumerate(result.transcripts):
         port, span = result.ports.get(t.uid), result.spans.get(t.uid)
-        if port is None or span is None:
+        server = result.servers.get(t.uid)
+        if port is None or span is None or server is None:
             continue
+        kills = [a for a in actions[server] if a.what == "kill"]
+        workers = [a for a in kills if role(a.title) == "worker"]
+        matchmakers = [a for a in kills if role(a.title) == "matchmaker"]
         opened, closed = span
         if any(port in a.ports and opened <= a.clock <= closed for a in kills):
             result.transcripts[n] = replace(t, severed=True)
@@ -331,30 +484,46 @@ def judge(out: Outcome) -> None:
         out.failures.append(f"{len(report.violations)} rule violations")
     if report.cut:
         out.failures.append(f"{report.cut} clients cut by the server")
-    for name, n in sorted(out.start.items()):
-        if out.end.get(name, 0) > n + FD_SLACK:
-            out.failures.append(f"{name}: {out.end[name]} descriptors at the end, {n} at start")
-    actions = out.chaos.actions if out.chaos is not None else []
+    for host in out.hosts:
+        judge_host(host, out.failures)
+    if out.redis is not None:
+        if out.redis.failure:
+            out.failures.append(out.redis.failure)
+        if out.redis.exit_status != 0:
+            status = "killed" if out.redis.exit_status is None else out.redis.exit_status
+            out.failures.append(f"redis-server: exit status {status} after SIGTERM (0 expected)")
+
+
+def judge_host(host: HostOutcome, failures: list[str]) -> None:
+    """What makes one server fail the soak."""
+    say = host.label
+    for name, n in sorted(host.start.items()):
+        if host.end.get(name, 0) > n + FD_SLACK:
+            failures.append(say(f"{name}: {host.end[name]} descriptors at the end, {n} at start"))
+    actions = host.chaos.actions if host.chaos is not None else []
     kills = Counter(a.title for a in actions if a.what == "kill")
-    for name, samples in by_title(out.samples).items():
+    for name, samples in by_title(host.samples).items():
         restarts = len({s.pid for s in samples}) - 1
         if name.startswith(PREFIX) and restarts > kills[name]:
-            out.failures.append(
-                f"{name} was restarted {restarts} times during the load, killed {kills[name]}"
+            failures.append(
+                say(f"{name} was restarted {restarts} times during the load, killed {kills[name]}")
             )
-    for name in sorted(set(out.start) - set(out.end)):
-        out.failures.append(f"{name} is missing at the end")
-    if out.exit_status != 0:
-        out.failures.append(f"exit status {out.exit_status} after SIGTERM (0 expected)")
-    if out.survivors:
-        out.failures.append(f"processes outlived the server: {out.survivors}")
+    for name in sorted(set(host.start) - set(host.end)):
+        failures.append(say(f"{name} is missing at the end"))
+    if host.exit_status != 0:
+        failures.append(say(f"exit status {host.exit_status} after SIGTERM (0 expected)"))
+    if host.survivors:
+        failures.append(say(f"processes outlived the server: {host.survivors}"))
 
 
-def write_transcripts(path: str, result: Load) -> None:
+def write_transcripts(path: str, result: Load, hosts: bool = False) -> None:
     with open(path, "w") as f:
         for t in result.transcripts:
             port = result.ports.get(t.uid)
-            f.write(json.dumps({**asdict(t), "port": port, "span": result.spans.get(t.uid)}))
+            record = {**asdict(t), "port": port, "span": result.spans.get(t.uid)}
+            if hosts:  # the server port it connected to: which host
+                record["server"] = result.servers.get(t.uid)
+            f.write(json.dumps(record))
             f.write("\n")
 
 
@@ -374,55 +543,122 @@ def summary(out: Outcome) -> str:
     bots = round(plan.clients * plan.bots)
     rules = Counter(v.rule for v in report.violations)
     by_rule = "(" + ", ".join(f"{r} {n}" for r, n in rules.most_common()) + ") " if rules else ""
+    cluster = len(out.hosts) > 1
+    shape = (
+        f"{len(out.hosts)} hosts of {out.workers} workers" if cluster else f"{out.workers} workers"
+    )
     lines = [
-        f"soak: {out.workers} workers, {plan.clients} users ({bots} bots),"
+        f"soak: {shape}, {plan.clients} users ({bots} bots),"
         f" {plan.duration:g} s, seed {plan.seed}; load ran {result.seconds:.1f} s",
+    ]
+    if cluster:
+        per_host = Counter(result.servers.values())
+        lines.append(
+            "hosts: "
+            + ", ".join(f"{h.name} :{h.port} ({per_host[h.port]} connections)" for h in out.hosts)
+            + f"; sharing {out.redis.url if out.redis else '?'}"
+        )
+    lines += [
         f"connections {report.connections}   sessions {report.sessions}"
         f"   lines sent {report.lines_sent}   lines relayed (MSG) {report.messages}",
+    ]
+    if cluster:
+        share = 100 * out.across / report.sessions if report.sessions else 0.0
+        lines.append(f"sessions across hosts: {out.across} of {report.sessions} ({share:.0f}%)")
+    lines += [
         "errors by code: "
         + (", ".join(f"{c} {n}" for c, n in report.errors.most_common()) or "none"),
         f"rule violations: {len(report.violations)} {by_rule or ''}"
         f"(checked in {out.check_seconds:.1f} s)   cut by the server: {report.cut}"
-        + (
-            f"   severed by kills: {report.severed} ({out.moving} moving)"
-            if out.chaos is not None
-            else ""
-        ),
+        + (f"   severed by kills: {report.severed} ({out.moving} moving)" if out.chaos else ""),
     ]
     lines += [f"  {v}" for v in report.violations[:20]]
     for t in [t for t in result.transcripts if is_cut(t)][:5]:  # what to look into
         lines.append(f"  cut: connection {t.uid}, last events {t.events[-6:]}")
-    if out.chaos is not None:
-        lines += out.chaos.summary()
+    for host in out.hosts:
+        if host.chaos is not None:
+            chaos = host.chaos.summary()
+            if host.name:
+                chaos[0] = chaos[0].replace("chaos:", f"chaos on {host.name}:", 1)
+            lines += chaos
     lines.append("")
     head = f"{'process':<26}{'peak RSS':>11}{'CPU avg':>9}{'CPU max':>9}{'threads':>9}"
     lines.append(f"{head}{'fds start':>11}{'fds end':>9}")
-    busy = 0.0
-    for name, samples in sorted(by_title(out.samples).items()):
-        during = samples[1:] or samples  # the first sample only primes cpu_percent
-        avg = sum(s.cpu for s in during) / len(during)
-        busy += avg
-        lines.append(
-            f"{name[:25]:<26}{mib(max(s.rss for s in samples)):>11}{avg:>8.0f}%"
-            f"{max(s.cpu for s in during):>8.0f}%{max(s.threads for s in samples):>9}"
-            f"{out.start.get(name, 0):>11}{out.end.get(name, 0):>9}"
-        )
+    busy: list[tuple[str, float]] = []
+    for host in out.hosts:
+        rss = cpu = 0.0
+        for name, samples in sorted(by_title(host.samples).items()):
+            during = samples[1:] or samples  # the first sample only primes cpu_percent
+            avg = sum(s.cpu for s in during) / len(during)
+            cpu += avg
+            rss += max(s.rss for s in samples)
+            title = f"{host.name} {name}" if host.name else name
+            lines.append(
+                f"{title[:25]:<26}{mib(max(s.rss for s in samples)):>11}{avg:>8.0f}%"
+                f"{max(s.cpu for s in during):>8.0f}%{max(s.threads for s in samples):>9}"
+                f"{host.start.get(name, 0):>11}{host.end.get(name, 0):>9}"
+            )
+        if cluster:
+            lines.append(f"{host.name + ' (all processes)':<26}{mib(rss):>11}{cpu:>8.0f}%")
+        busy.append((host.name, cpu))
+    if out.redis is not None:
+        busy.append(("redis", redis_rows(out.redis, out.load_seconds, lines)))
     cores = os.cpu_count() or 1
     lines.append(f"{'load generator (this one)':<26}{'':>11}{out.load_cpu:>8.0f}%")
+    if cluster:
+        parts = " + ".join(f"{name} {cpu:.0f}%" for name, cpu in busy)
+    else:
+        parts = f"server {busy[0][1]:.0f}%"
     lines.append(
-        f"CPU: server {busy:.0f}% + load generator {out.load_cpu:.0f}%"
-        f" of {100 * cores}% ({cores} cores)"
+        f"CPU: {parts} + load generator {out.load_cpu:.0f}% of {100 * cores}% ({cores} cores)"
     )
-    status = "killed" if out.exit_status is None else str(out.exit_status)
-    lines.append(
-        f"shutdown: SIGTERM -> exit {status} in {out.stop_seconds:.1f} s;"
-        f" survivors: {', '.join(out.survivors) or 'none'}"
-    )
+    stops = []
+    for host in out.hosts:
+        status = "killed" if host.exit_status is None else str(host.exit_status)
+        stop = f"SIGTERM -> exit {status} in {host.stop_seconds:.1f} s"
+        stops.append(f"{host.name} {stop}" if host.name else stop)
+    survivors = [s for h in out.hosts for s in h.survivors]
+    lines.append(f"shutdown: {'; '.join(stops)}; survivors: {', '.join(survivors) or 'none'}")
+    if out.redis is not None:
+        status = "killed" if out.redis.exit_status is None else str(out.redis.exit_status)
+        left = out.redis.left
+        keys = ", ".join(left[:8]) + (", ..." if len(left) > 8 else "")
+        lines.append(
+            f"redis-server: SIGTERM -> exit {status}; keys left after the hosts stopped:"
+            f" {len(left)}{' (' + keys + ')' if left else ''}"
+        )
     lines.append("RESULT: " + ("FAIL: " + "; ".join(out.failures) if out.failures else "PASS"))
     return "\n".join(lines)
 
 
-def halt_on_signals(chaos: Chaos) -> None:
+def redis_rows(r: RedisOutcome, seconds: float, lines: list[str]) -> float:
+    """Redis's row in the process table, and a line of what it says itself; its CPU avg."""
+    if not r.samples:
+        lines.append(f"{'redis-server':<26}{'(no samples)':>11}")
+        return 0.0
+    during = r.samples[1:] or r.samples
+    avg = sum(s.cpu for s in during) / len(during)
+    lines.append(
+        f"{'redis-server':<26}{mib(max(s.rss for s in r.samples)):>11}{avg:>8.0f}%"
+        f"{max(s.cpu for s in during):>8.0f}%{max(s.threads for s in r.samples):>9}"
+        f"{r.start_fds:>11}{r.end_fds:>9}"
+    )
+    a, b = r.before, r.after
+    if a is not None and b is not None:
+        user, system = b.user - a.user, b.system - a.system
+        share = 100 * (user + system) / seconds if seconds else 0.0
+        lines.append(
+            f"  redis memory: INFO used_memory {mib(a.used_memory)} -> {mib(b.used_memory)}"
+            f" (peak {mib(b.used_memory_peak)}), RSS {mib(a.rss)} -> {mib(b.rss)}; {b.keys} keys"
+        )
+        lines.append(
+            f"  redis CPU: cpu_times {user:.2f} s user + {system:.2f} s sys"
+            f" over the {seconds:.1f} s of load ({share:.0f}% of one core)"
+        )
+    return avg
+
+
+def halt_on_signals(chaoses: list[Chaos]) -> None:
     """On Ctrl-C or SIGTERM, halt the chaos at once, before the load winds down.
 
     The users' last reads and closes need a server whose children all run again.
@@ -430,7 +666,8 @@ def halt_on_signals(chaos: Chaos) -> None:
     """
 
     def interrupted(signum: int, frame: object) -> None:
-        chaos.halt()
+        for chaos in chaoses:
+            chaos.halt()
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         sys.exit(128 + signum)
@@ -446,21 +683,44 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with tempfile.TemporaryFile() as log:
+    with ExitStack() as stack:
+        logs: list[IO[bytes]] = [
+            stack.enter_context(tempfile.TemporaryFile()) for _ in range(args.hosts)
+        ]
         try:
-            out = soak(args, log)
+            out = soak(args, logs)
         except RuntimeError as exc:
-            log.seek(0)
-            print(f"soak: {exc}\n{log.read().decode(errors='replace')[-4000:]}", file=sys.stderr)
+            print(f"soak: {exc}", file=sys.stderr)
+            for name, log in named(logs):
+                log.seek(0)
+                print(f"{name}{log.read().decode(errors='replace')[-4000:]}", file=sys.stderr)
             return 2
         print(summary(out))
         if args.transcripts and out.load is not None:
-            write_transcripts(args.transcripts, out.load)
+            write_transcripts(args.transcripts, out.load, hosts=args.hosts > 1)
+        if args.logs:
+            write_logs(args.logs, named(logs))
         if out.failures:
-            log.seek(0)
-            tail = log.read().decode(errors="replace")[-3000:]
-            print(f"\nserver log (tail):\n{tail}", file=sys.stderr)
+            for name, log in named(logs):
+                log.seek(0)
+                tail = log.read().decode(errors="replace")[-3000:]
+                print(f"\nserver log {name}(tail):\n{tail}", file=sys.stderr)
     return 1 if out.failures else 0
+
+
+def write_logs(path: str, logs: list[tuple[str, IO[bytes]]]) -> None:
+    os.makedirs(path, exist_ok=True)
+    for name, log in logs:
+        log.seek(0)
+        with open(os.path.join(path, f"{name.strip() or 'server'}.log"), "wb") as f:
+            f.write(log.read())
+
+
+def named(logs: list[IO[bytes]]) -> list[tuple[str, IO[bytes]]]:
+    """Each server's log with its host's name (none for the one server)."""
+    if len(logs) == 1:
+        return [("", logs[0])]
+    return [(f"h{n} ", log) for n, log in enumerate(logs, 1)]
 
 
 if __name__ == "__main__":
