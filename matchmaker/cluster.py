@@ -105,8 +105,16 @@ class ClusterMatchmaker(Matchmaker):
         self.heard: dict[int, int] = {}  # our client -> the newest session it was told of
         self.parked: dict[int, hosts.PairedWith] = {}  # paired while moving between workers
         self.progress: set[int] = set()  # our clients whose lines were confirmed since a beat
-        self.todo: deque[tuple[str, Any, Any]] = deque()  # ("w", worker, msg) / ("e", id, event)
+        self.todo: deque[tuple[str, Any, Any]] = deque()  # ("w", worker, msg) / ("o", op, arg)
+        # this host's stream, fetched by the pump alone, in order; applied before the next
+        # worker message, and up to its mark before a decision's outcome
+        self.events: deque[tuple[shared.StreamId, bytes, dict[bytes, bytes]]] = deque()
+        self.fetched: shared.StreamId = (0, 0)  # the newest entry fetched
+        self.cursor = "0"  # "0": entries read by an earlier run but not acknowledged, then ">"
+        self.news = True  # the reader saw entries after ``fetched``
+        self.fetch_done = asyncio.Event()
         self.nested: list[tuple[str, Any, Any]] | None = None
+        self.pump_task: asyncio.Task[None] | None = None
         self.writes: list[tuple[str, str]] = []  # (stream, record) to append, in order
         self.acks: list[bytes] = []
         # new connections waiting for an id while the table is (re)built, since when
@@ -122,16 +130,15 @@ class ClusterMatchmaker(Matchmaker):
     # ---- what comes in ------------------------------------------------------------
 
     def handle(self, worker: int, batch: Any) -> None:
+        """Queue a worker's messages: at the end, as they arrive, or right after the
+        current one when a step hands on requests (the embedded rules call this from
+        inside a step, for requests that waited for a move, say)."""
         items = [("w", worker, msg) for msg in batch]
-        if self.nested is not None:  # from inside a step: right after it, in order
+        if self.nested is not None and asyncio.current_task() is self.pump_task:
             self.nested.extend(items)
-        else:
+        else:  # from the loop's readers, even while the pump waits on Redis
             self.todo.extend(items)
             self.wake.set()
-
-    def event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        self.todo.append(("e", entry_id, fields))
-        self.wake.set()
 
     def op(self, name: str, arg: Any = None) -> None:
         self.todo.append(("o", name, arg))
@@ -139,21 +146,28 @@ class ClusterMatchmaker(Matchmaker):
 
     async def pump(self) -> None:
         """Handle everything in order, forever; a Redis call waits for its answer."""
+        self.pump_task = asyncio.current_task()
         while True:
             await self.wake.wait()
             self.wake.clear()
             await self.settle()
 
     async def settle(self) -> None:
-        """Handle everything queued, and what that queues, until nothing is left."""
-        while self.todo:
+        """Handle everything queued, and what that queues, until nothing is left.
+
+        The stream's news goes first: it happened before any decision still to make.
+        """
+        while True:
+            if self.news:
+                await self._fetch(None)
+            self._apply(None)
+            if not self.todo:
+                break
             kind, a, b = self.todo.popleft()
             self.nested = []
             try:
                 if kind == "w":
                     await self._step(a, b)
-                elif kind == "e":
-                    self._event(a, b)
                 else:
                     await self._op(a, b)
             except Exception:
@@ -162,6 +176,57 @@ class ClusterMatchmaker(Matchmaker):
             self.todo.extendleft(reversed(nested))
             if not self.todo:
                 await self._write()
+
+    async def _fetch(self, upto: shared.StreamId | None) -> None:
+        """This host's new stream entries into ``events``: what is there now, and at least
+        up to ``upto``. Only the pump reads with the group, so entries stay in order."""
+        self.news = False
+        key = shared.stream(self.node)
+        while not self.down:
+            try:
+                got: Any = await self.redis.xreadgroup(
+                    shared.GROUP, self.node, {key: self.cursor}, 1000
+                )
+            except ResponseError as exc:  # NOGROUP: Redis lost it; SYNC makes it again
+                log.warning("reading %s: %s", key, exc)
+                self.cursor = "0"
+                self._rejoin()
+                break
+            except _DOWN as exc:
+                self._lost_redis(exc)
+                break
+            entries = got[0][1] if got else []
+            if self.cursor != ">":
+                self.cursor = _text(entries[-1][0]) if entries else ">"
+            for entry_id, fields in entries:
+                at = shared.stream_id(entry_id)
+                self.fetched = max(self.fetched, at)
+                self.events.append((at, entry_id, fields))
+            if (
+                self.cursor == ">"
+                and len(entries) < 1000
+                and (upto is None or self.fetched >= upto)
+            ):
+                break
+        self.fetch_done.set()
+
+    def _apply(self, upto: shared.StreamId | None) -> None:
+        """The news fetched, up to ``upto`` (all of it with None), in order."""
+        events = self.events
+        while events and (upto is None or events[0][0] <= upto):
+            _, entry_id, fields = events.popleft()
+            try:
+                self._event(entry_id, fields)
+            except Exception:
+                log.exception("while applying stream entry %s", entry_id)
+
+    async def _upto(self, mark: bytes | str) -> None:
+        """Apply every entry of this host's stream up to ``mark``: what Redis decided before
+        the decision that returned it."""
+        at = shared.stream_id(mark)
+        if at > self.fetched:
+            await self._fetch(at)
+        self._apply(at)
         # the outboxes flush themselves once per loop tick (``Sender`` with a loop)
 
     async def _step(self, worker: int, msg: Any) -> None:
@@ -300,8 +365,9 @@ class ClusterMatchmaker(Matchmaker):
         pipe = self.redis.pipeline(transaction=True)
         pipe.hkeys(shared.PREFIX + "owner")
         pipe.hkeys(shared.PREFIX + "session")
+        pipe.xrevrange(shared.stream(self.node), "+", "-", 1)
         try:
-            owners, busy = await pipe.execute()
+            owners, busy, last = await pipe.execute()
         except _DOWN as exc:
             self._lost_redis(exc)
             self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
@@ -310,6 +376,7 @@ class ClusterMatchmaker(Matchmaker):
             log.error("Redis refused GET: %s", exc)
             self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
             return
+        await self._upto(last[0][0] if last else "0-0")  # what it hears before the list
         in_session = {int(c) for c in busy}
         if msg.free_only:
             listed = [(c, False) for c in sorted(int(c) for c in owners) if c not in in_session]
@@ -336,8 +403,11 @@ class ClusterMatchmaker(Matchmaker):
             self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
             return
         status = _text(reply[0])
+        if status != "LOST":
+            await self._upto(reply[-1])  # what its client and the target hear first
         if status == "OK":
             sid, node = int(reply[1]), _text(reply[2])
+            self._over(me)  # Redis found it FREE: a session still held here is over
             if node != self.node:
                 self._pair_remote(me, sid, msg.target, node, requested=True)
                 return
@@ -346,12 +416,14 @@ class ClusterMatchmaker(Matchmaker):
                 await self._call("goodbye", [self.node, self.token, msg.cid, sid])
                 self._to(me, m.Answer.of(msg.key, Error(ErrorCode.OFFLINE, str(msg.target))))
                 return
+            self._over(self.table.get(msg.target))  # type: ignore[arg-type]
             session = self.table.pair(msg.cid, msg.target, sid)
             self.heard[msg.cid] = self.heard[msg.target] = sid
             self._formed(session)
         elif status == "TALKING":
             peer, sid, node = int(reply[1]), int(reply[2]), _text(reply[3])
             if me.session != sid and node and node != self.node:
+                self._over(me)
                 self._pair_remote(me, sid, peer, node, requested=False)  # its news is on its way
             self._to(me, m.Answer.of(msg.key, Error(ErrorCode.TALKING, str(peer))))
         elif status == "LOST":
@@ -369,6 +441,9 @@ class ClusterMatchmaker(Matchmaker):
             reply = await self._call("goodbye", [self.node, self.token, msg.cid, msg.session])
             if reply is None:
                 self.dirty = True  # told to Redis by the next SYNC
+            elif len(reply) > 1:
+                await self._upto(reply[-1])
+        if me.session == msg.session and msg.session:  # still: no news ended it meanwhile
             if msg.cid in self.remote:
                 self._clear_remote(me)
             else:
@@ -376,9 +451,19 @@ class ClusterMatchmaker(Matchmaker):
         self._to(me, m.Answer.of(msg.key, Ended(msg.peer)))
 
     async def _drop_shared(self, worker: int, msg: m.Drop) -> None:
-        if self._asker(worker, msg.cid, msg.key) is not None:
-            if await self._call("drop", [self.node, self.token, msg.cid]) is None:
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is not None:
+            reply = await self._call("drop", [self.node, self.token, msg.cid])
+            if reply is None:
                 self.dirty = True
+            elif reply:
+                await self._upto(reply.pop())
+            for _, sid, peer, node in reply or ():
+                # Paired by another host just before it left, the news still on its way:
+                # it hears CONNECTED before its BYE, as its partner hears ENDED after its own
+                if int(sid) and int(sid) > me.session and _text(node) not in ("", self.node):
+                    self._over(me)
+                    self._pair_remote(me, int(sid), int(peer), _text(node), requested=False)
             dropped = self._forget(msg.cid)
             if dropped is not None:
                 self._tell_ended(msg.cid, dropped[1])
@@ -418,6 +503,17 @@ class ClusterMatchmaker(Matchmaker):
         sid = me.session
         self._clear_remote(me)
         self._to(me, m.Ended(me.addr[1], sid, peer))
+
+    def _over(self, me: Entry[Addr]) -> None:
+        """Redis has ended the session ``me`` holds here, and the news is still on its way
+        (on this host's stream): end it now, so that ``me`` hears ``ENDED`` before
+        anything that follows in Redis, as on one host."""
+        if not me.session:
+            return
+        if me.id in self.remote:
+            self._end_remote(me, me.peer or 0)
+        else:
+            self._end_local(me.id, me.session)
 
     def _end_local(self, cid: int, sid: int) -> None:
         """Both ends here hear ``ENDED``: the shared table says their session is over."""
@@ -506,9 +602,9 @@ class ClusterMatchmaker(Matchmaker):
         if move is not None and move.mover == event.cid:
             self.parked[event.cid] = event  # told once it has landed
             return
-        if me.session:
-            log.error("client %d paired by %s while in session %d", me.id, event.node, me.session)
-            return
+        if me.session > event.session:
+            return  # a session that is over already: the one held here came after it
+        self._over(me)  # Redis found it FREE: its last session ended, the news on its way
         self._pair_remote(me, event.session, event.peer, event.node, requested=False)
 
     def _placed(self, worker: int, msg: m.Placed) -> None:
@@ -700,35 +796,30 @@ class ClusterMatchmaker(Matchmaker):
             await asyncio.sleep(interval)
 
     async def read(self, reader: aioredis.Redis) -> None:
-        """This host's stream into the pump: first what was read but not acknowledged."""
+        """Wake the pump when this host's stream has entries it has not fetched.
+
+        A plain ``XREAD`` that consumes nothing: the pump is the only reader of the
+        group, so that entries are applied in order around its own decisions.
+        """
         key = shared.stream(self.node)
-        last = "0"
         while True:
             await self.joined.wait()
+            after = f"{self.fetched[0]}-{self.fetched[1]}"
             try:
-                entries = await self.fetch(reader, last, block=1000)
-            except ResponseError as exc:  # NOGROUP: Redis lost it; SYNC makes it again
-                log.warning("reading %s: %s", key, exc)
-                self._rejoin()
-                last = "0"
-                continue
+                got = await reader.xread({key: after}, count=1, block=1000)
             except _DOWN as exc:
                 self._lost_redis(exc)
                 await asyncio.sleep(self.node_ttl / 4)
                 continue
-            if last != ">":
-                if not entries:
-                    last = ">"
-                    continue
-                last = _text(entries[-1][0])
-            for entry_id, fields in entries:
-                self.event(entry_id, fields)
-
-    async def fetch(self, reader: aioredis.Redis, last: str, block: int | None) -> list[Any]:
-        """Entries of this host's stream after ``last`` (``>``: not yet read by anyone)."""
-        key = shared.stream(self.node)
-        got: Any = await reader.xreadgroup(shared.GROUP, self.node, {key: last}, 1000, block)
-        return got[0][1] if got else []  # [[stream, [(id, fields), ...]]]
+            except RedisError as exc:
+                log.warning("watching %s: %s", key, exc)
+                await asyncio.sleep(self.node_ttl / 4)
+                continue
+            if got:
+                self.fetch_done.clear()
+                self.news = True
+                self.wake.set()
+                await self.fetch_done.wait()
 
 
 def _text(value: bytes | str) -> str:

@@ -12,6 +12,12 @@ since when (wall clock, microseconds), who is in which session with whom.
 Every script but ``BEAT`` and ``SYNC`` checks first that the calling host is
 still registered under its token: a host the others took for dead must
 re-register (``SYNC``) before it decides anything again.
+
+Every decision (CONNECT, GOODBYE, DROP) also returns the *mark* of the
+caller's stream: the last entry on it when the decision was made. The news
+up to the mark happened before the decision and is applied first; what comes
+after it, after. So a client hears of its sessions in the order Redis decided
+them, as on one host.
 """
 
 from __future__ import annotations
@@ -66,6 +72,11 @@ local function reap(node)
 end
 local function registered(node, token)
   return redis.call('HGET', P..'nodes', node) == token
+end
+local function mark(node)
+  local last = redis.call('XREVRANGE', P..'inbox:'..node, '+', '-', 'COUNT', 1)
+  if last[1] then return last[1][1] end
+  return '0-0'
 end
 local function ensure_epoch(epoch, window)
   if redis.call('EXISTS', P..'epoch') == 0 then
@@ -127,7 +138,8 @@ return {'OK', cid}
 """
 
 #: ARGV: node, token, requester, target, asked_us.
-#: -> {'OK', sid, target_node} | {'TALKING', peer, sid, peer_node} | {code} | {'LOST'}
+#: -> {'OK', sid, target_node} | {'TALKING', peer, sid, peer_node} | {code} | {'LOST'}, each
+#: but LOST with the caller's stream mark last (``mark``: the last entry on it now).
 CONNECT = """
 local node, req, target = ARGV[1], ARGV[3], ARGV[4]
 if not registered(node, ARGV[2]) or redis.call('HGET', P..'owner', req) ~= node then
@@ -136,45 +148,51 @@ end
 local sid = redis.call('HGET', P..'session', req)
 if sid then
   local peer = redis.call('HGET', P..'peer', req)
-  return {'TALKING', peer, sid, redis.call('HGET', P..'owner', peer) or ''}
+  return {'TALKING', peer, sid, redis.call('HGET', P..'owner', peer) or '', mark(node)}
 end
-if req == target then return {'SELF'} end
+if req == target then return {'SELF', mark(node)} end
 local tnode = redis.call('HGET', P..'owner', target)
-if not tnode then return {'OFFLINE'} end
+if not tnode then return {'OFFLINE', mark(node)} end
 if tonumber(redis.call('HGET', P..'since', target) or '0') > tonumber(ARGV[5]) then
-  return {'OFFLINE'}
+  return {'OFFLINE', mark(node)}
 end
-if redis.call('HEXISTS', P..'session', target) == 1 then return {'BUSY'} end
+if redis.call('HEXISTS', P..'session', target) == 1 then return {'BUSY', mark(node)} end
 sid = tostring(redis.call('INCR', P..'sid'))
 redis.call('HSET', P..'session', req, sid, target, sid)
 redis.call('HSET', P..'peer', req, target, target, req)
 if tnode ~= node then tell(tnode, 'P|'..target..'|'..sid..'|'..req..'|'..node) end
-return {'OK', sid, tnode}
+return {'OK', sid, tnode, mark(node)}
 """
 
-#: ARGV: node, token, cid, sid. -> {'OK', peer} | {'STALE'} | {'LOST'}
+#: ARGV: node, token, cid, sid. -> {'OK', peer, mark} | {'STALE', mark} | {'LOST'}
 GOODBYE = """
 local node, cid = ARGV[1], ARGV[3]
 if not registered(node, ARGV[2]) or redis.call('HGET', P..'owner', cid) ~= node then
   return {'LOST'}
 end
-if redis.call('HGET', P..'session', cid) ~= ARGV[4] then return {'STALE'} end
+if redis.call('HGET', P..'session', cid) ~= ARGV[4] then return {'STALE', mark(node)} end
 local ended = unpair(cid, node)
-return {'OK', ended[2]}
+return {'OK', ended[2], mark(node)}
 """
 
-#: ARGV: node, token, cid... -> number of ids freed
+#: ARGV: node, token, cid... -> for each id freed: {cid, session, peer, peer's node} of the
+#: session its departure ended ({cid, 0, 0, ''} if it was FREE), then the stream mark.
 DROP = """
 local node = ARGV[1]
-if not registered(node, ARGV[2]) then return 0 end
-local n = 0
+if not registered(node, ARGV[2]) then return {} end
+local freed = {}
 for i = 3, #ARGV do
-  if redis.call('HGET', P..'owner', ARGV[i]) == node then
-    forget(ARGV[i], node)
-    n = n + 1
+  local cid = ARGV[i]
+  if redis.call('HGET', P..'owner', cid) == node then
+    local sid = redis.call('HGET', P..'session', cid) or '0'
+    local peer = redis.call('HGET', P..'peer', cid) or '0'
+    local pnode = redis.call('HGET', P..'owner', peer) or ''
+    forget(cid, node)
+    freed[#freed + 1] = {cid, sid, peer, pnode}
   end
 end
-return n
+freed[#freed + 1] = mark(node)
+return freed
 """
 
 #: ARGV: node, token, alive_ms, window_ms, new_epoch, epoch_known, n, then n times: cid,
@@ -284,6 +302,15 @@ def source(name: str) -> str:
 
 def stream(node: str) -> str:
     return f"{PREFIX}inbox:{node}"
+
+
+StreamId = tuple[int, int]
+
+
+def stream_id(value: bytes | str) -> StreamId:
+    """``1700000000000-3`` as a pair that compares in stream order."""
+    ms, _, seq = _text(value).partition("-")
+    return int(ms), int(seq or 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,7 +215,7 @@ class Server:
 
     def __init__(self, workers: int, log: IO[bytes], flags: tuple[str, ...] = ()) -> None:
         cmd = [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--workers", str(workers), *flags]
+        cmd += ["--workers", str(workers), *flags, *os.environ.get("SOAK_SERVER_ARGS", "").split()]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True
         )

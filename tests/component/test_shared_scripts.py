@@ -39,7 +39,16 @@ class Scripts:
         self.scripts = {n: r.register_script(shared.source(n)) for n in shared.SCRIPTS}
 
     def __call__(self, name: str, *args: Any) -> Any:
-        return self.scripts[name](args=list(args))
+        """The script's reply, without the stream mark a decision ends with."""
+        reply = self.scripts[name](args=list(args))
+        if name in ("connect", "goodbye") and reply[0] != "LOST":
+            return reply[:-1]
+        if name == "drop":
+            return len(reply[:-1]) if reply else 0  # how many freed
+        return reply
+
+    def mark(self, name: str, *args: Any) -> str:
+        return str(self.scripts[name](args=list(args))[-1])
 
     def join(
         self, host: str, clients: tuple[tuple[int, int, int, int, int], ...] = (), epoch: str = ""
@@ -93,6 +102,17 @@ def test_connect_answers_and_tells_the_other_host(scripts: Scripts) -> None:
     assert scripts("goodbye", "b", TOKEN["b"], 2, 7) == ["STALE"]
     assert scripts("goodbye", "b", TOKEN["b"], 2, 1) == ["OK", "1"]
     assert scripts.events("a") == ["E|1|1|2"]
+
+
+def test_a_decision_returns_the_last_entry_on_the_callers_stream(scripts: Scripts) -> None:
+    """News up to the mark came before the decision, and is applied before its outcome."""
+    for h in ("a", "b", "b"):
+        scripts("register", h, TOKEN[h], 0)
+    assert scripts.mark("connect", "a", TOKEN["a"], 1, 9, 10) == "0-0"  # nothing for a yet
+    scripts("connect", "b", TOKEN["b"], 2, 1, 10)  # P on a's stream
+    (news,) = scripts.r.xrange("mm:inbox:a")
+    assert scripts.mark("connect", "a", TOKEN["a"], 1, 3, 10) == news[0]  # TALKING, after it
+    assert scripts.mark("drop", "b", TOKEN["b"], 3) == "0-0"  # b's own stream is empty
 
 
 def test_a_host_that_stops_beating_is_reaped_with_everything_it_had(scripts: Scripts) -> None:
