@@ -103,7 +103,8 @@ class ClusterMatchmaker(Matchmaker):
         self.outbound: dict[int, deque[tuple[int, str]]] = {}  # lines not yet confirmed
         self.unacked: dict[int, deque[tuple[int, bytes]]] = {}  # (seq, entry id) delivered here
         self.heard: dict[int, int] = {}  # our client -> the newest session it was told of
-        self.parked: dict[int, hosts.PairedWith] = {}  # paired while moving between workers
+        # stream entries for a client moving between workers: applied once it has landed
+        self.parked: dict[int, list[tuple[bytes, dict[bytes, bytes]]]] = {}
         self.progress: set[int] = set()  # our clients whose lines were confirmed since a beat
         self.todo: deque[tuple[str, Any, Any]] = deque()  # ("w", worker, msg) / ("o", op, arg)
         # this host's stream, fetched by the pump alone, in order; applied before the next
@@ -111,7 +112,7 @@ class ClusterMatchmaker(Matchmaker):
         self.events: deque[tuple[shared.StreamId, bytes, dict[bytes, bytes]]] = deque()
         self.fetched: shared.StreamId = (0, 0)  # the newest entry fetched
         self.cursor = "0"  # "0": entries read by an earlier run but not acknowledged, then ">"
-        self.news = True  # the reader saw entries after ``fetched``
+        self.news = False  # the reader saw entries after ``fetched``
         self.fetch_done = asyncio.Event()
         self.nested: list[tuple[str, Any, Any]] | None = None
         self.pump_task: asyncio.Task[None] | None = None
@@ -158,7 +159,7 @@ class ClusterMatchmaker(Matchmaker):
         The stream's news goes first: it happened before any decision still to make.
         """
         while True:
-            if self.news:
+            if self.news and self.joined.is_set():
                 await self._fetch(None)
             self._apply(None)
             if not self.todo:
@@ -527,7 +528,8 @@ class ClusterMatchmaker(Matchmaker):
         if me is not None and cid in self.remote:
             self._clear_remote(me)
         self.heard.pop(cid, None)
-        self.parked.pop(cid, None)
+        for entry_id, _ in self.parked.pop(cid, ()):
+            self.acks.append(entry_id)
         return super()._forget(cid)
 
     def _elsewhere(self, cid: int) -> bool:
@@ -572,6 +574,11 @@ class ClusterMatchmaker(Matchmaker):
             self.acks.append(entry_id)
             return
         me = self.table.get(event.cid)
+        move = self.moves.get(event.cid)
+        if event.cid in self.parked or (move is not None and move.mover == event.cid):
+            # it is on its way to another worker: what concerns it waits until it lands
+            self.parked.setdefault(event.cid, []).append((entry_id, fields))
+            return
         if type(event) is hosts.Line:
             if me is not None and me.session == event.session and event.cid in self.remote:
                 self._to(me, m.Deliver(me.addr[1], event.session, event.text, event.seq))
@@ -598,10 +605,6 @@ class ClusterMatchmaker(Matchmaker):
         me = self.table.get(event.cid)
         if me is None or me.session == event.session:
             return  # gone (its drop ends the session for the requester), or known already
-        move = self.moves.get(event.cid)
-        if move is not None and move.mover == event.cid:
-            self.parked[event.cid] = event  # told once it has landed
-            return
         if me.session > event.session:
             return  # a session that is over already: the one held here came after it
         self._over(me)  # Redis found it FREE: its last session ended, the news on its way
@@ -609,9 +612,10 @@ class ClusterMatchmaker(Matchmaker):
 
     def _placed(self, worker: int, msg: m.Placed) -> None:
         super()._placed(worker, msg)
-        parked = self.parked.pop(msg.cid, None)
-        if parked is not None:
-            self._paired_from(parked)
+        move = self.moves.get(msg.cid)
+        if move is None or move.mover != msg.cid:  # landed (or stayed): its news, in order
+            for entry_id, fields in self.parked.pop(msg.cid, ()):
+                self._event(entry_id, fields)
 
     # ---- faults ---------------------------------------------------------------------
 
