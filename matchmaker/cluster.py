@@ -29,7 +29,8 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -127,6 +128,8 @@ class ClusterMatchmaker(Matchmaker):
         self.gave_up = False  # sessions with other hosts ended for this outage
         self.dirty = False  # changed while Redis was unreachable: SYNC when it is back
         self.sync_queued = False
+        self.run = secrets.token_hex(4)  # this process, in the ids of its decisions
+        self.ops = 0
 
     # ---- what comes in ------------------------------------------------------------
 
@@ -185,8 +188,8 @@ class ClusterMatchmaker(Matchmaker):
         key = shared.stream(self.node)
         while not self.down:
             try:
-                got: Any = await self.redis.xreadgroup(
-                    shared.GROUP, self.node, {key: self.cursor}, 1000
+                got: Any = await _twice(
+                    lambda: self.redis.xreadgroup(shared.GROUP, self.node, {key: self.cursor}, 1000)
                 )
             except ResponseError as exc:  # NOGROUP: Redis lost it; SYNC makes it again
                 log.warning("reading %s: %s", key, exc)
@@ -282,15 +285,26 @@ class ClusterMatchmaker(Matchmaker):
         self.dirty = True
 
     async def _call(self, name: str, args: list[Any]) -> Any:
-        """A script's reply, or None when Redis cannot be reached (or answers nonsense)."""
+        """A script's reply, or None when Redis cannot be reached (or answers nonsense).
+
+        A call that fails is made once more before Redis counts as down: a timeout may
+        only mean this process was stopped for a while. Decisions carry an ``op`` id,
+        so the second call gets the first one's answer if the first was made.
+        """
         if self.down:
             return None
-        try:
-            return await self.scripts[name](args=args)
-        except _DOWN as exc:
-            self._lost_redis(exc)
-        except RedisError as exc:  # a key of the wrong type: someone else writes there
-            log.error("Redis refused %s: %s", name, exc)
+        if name in shared.ONCE:
+            self.ops += 1
+            args = [*args, f"{self.run}.{self.ops}"]
+        for attempt in (1, 2):
+            try:
+                return await self.scripts[name](args=args)
+            except _DOWN as exc:
+                if attempt == 2:
+                    self._lost_redis(exc)
+            except RedisError as exc:  # a key of the wrong type: someone else writes there
+                log.error("Redis refused %s: %s", name, exc)
+                break
         return None
 
     async def _write(self) -> None:
@@ -308,7 +322,7 @@ class ClusterMatchmaker(Matchmaker):
             pipe.xack(key, shared.GROUP, *acks)
             pipe.xdel(key, *acks)
         try:
-            await pipe.execute(raise_on_error=False)
+            await _twice(lambda: pipe.execute(raise_on_error=False))
         except _DOWN as exc:
             self._lost_redis(exc)
 
@@ -368,7 +382,7 @@ class ClusterMatchmaker(Matchmaker):
         pipe.hkeys(shared.PREFIX + "session")
         pipe.xrevrange(shared.stream(self.node), "+", "-", 1)
         try:
-            owners, busy, last = await pipe.execute()
+            owners, busy, last = await _twice(pipe.execute)
         except _DOWN as exc:
             self._lost_redis(exc)
             self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
@@ -725,7 +739,7 @@ class ClusterMatchmaker(Matchmaker):
 
     async def _epoch(self) -> str | None:
         try:
-            value = await self.redis.get(shared.PREFIX + "epoch")
+            value = await _twice(lambda: self.redis.get(shared.PREFIX + "epoch"))
         except _DOWN as exc:
             self._lost_redis(exc)
             return None
@@ -764,16 +778,10 @@ class ClusterMatchmaker(Matchmaker):
         interval = self.node_ttl / 4
         while True:
             try:
-                reply = await self.scripts["beat"](
-                    # the rebuild window: every live host beats within it, and re-registers
-                    args=[
-                        self.node,
-                        self.token,
-                        self._alive_ms(),
-                        self._alive_ms(),
-                        secrets.token_hex(8),
-                    ]  # fmt: skip
-                )
+                # the rebuild window: every live host beats within it, and re-registers
+                args: list[Any] = [self.node, self.token, self._alive_ms(), self._alive_ms(),
+                                   secrets.token_hex(8)]  # fmt: skip
+                reply = await _twice(partial(self.scripts["beat"], args=args))
             except _DOWN as exc:
                 self._lost_redis(exc)
                 if (not self.gave_up and self.down_since is not None
@@ -811,8 +819,7 @@ class ClusterMatchmaker(Matchmaker):
             after = f"{self.fetched[0]}-{self.fetched[1]}"
             try:
                 got = await reader.xread({key: after}, count=1, block=1000)
-            except _DOWN as exc:
-                self._lost_redis(exc)
+            except _DOWN:  # the pump and the heartbeat judge outages; this only waits
                 await asyncio.sleep(self.node_ttl / 4)
                 continue
             except RedisError as exc:
@@ -828,6 +835,16 @@ class ClusterMatchmaker(Matchmaker):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def _twice(call: Callable[[], Awaitable[Any]]) -> Any:
+    """``call()``, made once more if it fails for want of Redis: a timeout may only mean
+    this process was stopped for a while (safe here: reads, appends the receiver
+    dedups, heartbeats; decisions are made twice with an op id, in ``_call``)."""
+    try:
+        return await call()
+    except _DOWN:
+        return await call()
 
 
 def connect_redis(url: str, timeout: float) -> aioredis.Redis:

@@ -66,7 +66,7 @@ end
 local function reap(node)
   local cids = redis.call('SMEMBERS', P..'clients:'..node)
   for _, cid in ipairs(cids) do forget(cid, node) end
-  redis.call('DEL', P..'clients:'..node, P..'inbox:'..node, P..'alive:'..node)
+  redis.call('DEL', P..'clients:'..node, P..'inbox:'..node, P..'alive:'..node, P..'done:'..node)
   redis.call('HDEL', P..'nodes', node)
   return #cids
 end
@@ -121,7 +121,7 @@ end
 return {state, redis.call('GET', P..'epoch'), reaped}
 """
 
-#: ARGV: node, token, since_us. -> {'OK', cid} | {'WAIT'} | {'LOST'}
+#: ARGV: node, token, since_us, op. -> {'OK', cid} | {'WAIT'} | {'LOST'}
 REGISTER = """
 local node = ARGV[1]
 if not registered(node, ARGV[2]) then return {'LOST'} end
@@ -137,7 +137,7 @@ redis.call('SADD', P..'clients:'..node, cid)
 return {'OK', cid}
 """
 
-#: ARGV: node, token, requester, target, asked_us.
+#: ARGV: node, token, requester, target, asked_us, op.
 #: -> {'OK', sid, target_node} | {'TALKING', peer, sid, peer_node} | {code} | {'LOST'}, each
 #: but LOST with the caller's stream mark last (``mark``: the last entry on it now).
 CONNECT = """
@@ -164,7 +164,7 @@ if tnode ~= node then tell(tnode, 'P|'..target..'|'..sid..'|'..req..'|'..node) e
 return {'OK', sid, tnode, mark(node)}
 """
 
-#: ARGV: node, token, cid, sid. -> {'OK', peer, mark} | {'STALE', mark} | {'LOST'}
+#: ARGV: node, token, cid, sid, op. -> {'OK', peer, mark} | {'STALE', mark} | {'LOST'}
 GOODBYE = """
 local node, cid = ARGV[1], ARGV[3]
 if not registered(node, ARGV[2]) or redis.call('HGET', P..'owner', cid) ~= node then
@@ -175,13 +175,13 @@ local ended = unpair(cid, node)
 return {'OK', ended[2], mark(node)}
 """
 
-#: ARGV: node, token, cid... -> for each id freed: {cid, session, peer, peer's node} of the
+#: ARGV: node, token, cid..., op -> for each id freed: {cid, session, peer, peer's node} of the
 #: session its departure ended ({cid, 0, 0, ''} if it was FREE), then the stream mark.
 DROP = """
 local node = ARGV[1]
 if not registered(node, ARGV[2]) then return {} end
 local freed = {}
-for i = 3, #ARGV do
+for i = 3, #ARGV - 1 do
   local cid = ARGV[i]
   if redis.call('HGET', P..'owner', cid) == node then
     local sid = redis.call('HGET', P..'session', cid) or '0'
@@ -296,7 +296,28 @@ SCRIPTS = {
 }
 
 
+#: Decisions are made once: a call whose answer was lost (a timeout, this process
+#: stopped for a while) is made again with the same ``op`` (the last argument), and
+#: gets the answer of the first. One decision at a time per host, so one key each.
+ONCE = ("register", "connect", "goodbye", "drop")
+
+_ONCE = """
+local op = ARGV[#ARGV]
+local last = redis.call('GET', P..'done:'..ARGV[1])
+if last and string.sub(last, 1, #op + 1) == op..'|' then
+  return cjson.decode(string.sub(last, #op + 2))
+end
+local reply = (function()
+%s
+end)()
+redis.call('SET', P..'done:'..ARGV[1], op..'|'..cjson.encode(reply))
+return reply
+"""
+
+
 def source(name: str) -> str:
+    if name in ONCE:
+        return _PRELUDE + _ONCE % SCRIPTS[name]
     return _PRELUDE + SCRIPTS[name]
 
 

@@ -140,8 +140,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--node-ttl",
         type=float,
-        default=2.0,
-        help="with --hosts: each server's --node-ttl, in seconds (default 2)",
+        default=5.0,
+        help="with --hosts: each server's --node-ttl, in seconds (default 5, the server's; "
+        "with --chaos keep it above 4/3 of the longest stop, 2 s, or a stopped matchmaker's "
+        "host is reaped)",
     )
     p.add_argument(
         "--transcripts",
@@ -215,7 +217,11 @@ class Server:
 
     def __init__(self, workers: int, log: IO[bytes], flags: tuple[str, ...] = ()) -> None:
         cmd = [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--workers", str(workers), *flags, *os.environ.get("SOAK_SERVER_ARGS", "").split()]
+        cmd += [
+            "--workers",
+            str(workers),
+            *flags,
+        ]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True
         )

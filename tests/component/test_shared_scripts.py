@@ -37,10 +37,11 @@ class Scripts:
     def __init__(self, r: redis.Redis) -> None:
         self.r = r
         self.scripts = {n: r.register_script(shared.source(n)) for n in shared.SCRIPTS}
+        self.ops = 0
 
     def __call__(self, name: str, *args: Any) -> Any:
         """The script's reply, without the stream mark a decision ends with."""
-        reply = self.scripts[name](args=list(args))
+        reply = self.scripts[name](args=self.args(name, args))
         if name in ("connect", "goodbye") and reply[0] != "LOST":
             return reply[:-1]
         if name == "drop":
@@ -48,7 +49,14 @@ class Scripts:
         return reply
 
     def mark(self, name: str, *args: Any) -> str:
-        return str(self.scripts[name](args=list(args))[-1])
+        return str(self.scripts[name](args=self.args(name, args))[-1])
+
+    def args(self, name: str, args: tuple[Any, ...]) -> list[Any]:
+        """A decision's arguments end with a fresh op id (``shared.ONCE``)."""
+        if name not in shared.ONCE:
+            return list(args)
+        self.ops += 1
+        return [*args, f"test.{self.ops}"]
 
     def join(
         self, host: str, clients: tuple[tuple[int, int, int, int, int], ...] = (), epoch: str = ""
@@ -102,6 +110,19 @@ def test_connect_answers_and_tells_the_other_host(scripts: Scripts) -> None:
     assert scripts("goodbye", "b", TOKEN["b"], 2, 7) == ["STALE"]
     assert scripts("goodbye", "b", TOKEN["b"], 2, 1) == ["OK", "1"]
     assert scripts.events("a") == ["E|1|1|2"]
+
+
+def test_a_decision_made_again_with_the_same_op_gets_the_first_answer(scripts: Scripts) -> None:
+    """A call whose answer was lost is made again: it must not decide twice."""
+    register = scripts.scripts["register"]
+    first = register(args=["a", TOKEN["a"], 0, "x.1"])
+    assert register(args=["a", TOKEN["a"], 0, "x.1"]) == first == ["OK", "1"]
+    assert register(args=["a", TOKEN["a"], 0, "x.2"]) == ["OK", "2"]
+    connect = scripts.scripts["connect"]
+    ok = connect(args=["a", TOKEN["a"], 1, 2, 10, "x.3"])
+    assert ok[:2] == ["OK", "1"]
+    assert connect(args=["a", TOKEN["a"], 1, 2, 10, "x.3"]) == ok  # not TALKING
+    assert scripts.r.hlen("mm:owner") == 2
 
 
 def test_a_decision_returns_the_last_entry_on_the_callers_stream(scripts: Scripts) -> None:
