@@ -314,15 +314,19 @@ class ClusterMatchmaker(Matchmaker):
             return
         writes, self.writes = self.writes, []
         acks, self.acks = self.acks, []
-        pipe = self.redis.pipeline(transaction=False)
-        for key, record in writes:
-            pipe.xadd(key, {"m": record}, nomkstream=True)  # a reaped host's stream stays gone
-        if acks:
-            key = shared.stream(self.node)
-            pipe.xack(key, shared.GROUP, *acks)
-            pipe.xdel(key, *acks)
+
+        def pipeline() -> Awaitable[list[Any]]:  # a fresh one for each try: execute empties it
+            pipe = self.redis.pipeline(transaction=False)
+            for key, record in writes:
+                pipe.xadd(key, {"m": record}, nomkstream=True)  # a reaped host's stays gone
+            if acks:
+                key = shared.stream(self.node)
+                pipe.xack(key, shared.GROUP, *acks)
+                pipe.xdel(key, *acks)
+            return pipe.execute(raise_on_error=False)
+
         try:
-            await _twice(lambda: pipe.execute(raise_on_error=False))
+            await _twice(pipeline)
         except _DOWN as exc:
             self._lost_redis(exc)
 
@@ -377,12 +381,16 @@ class ClusterMatchmaker(Matchmaker):
         if self.down:
             self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
             return
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hkeys(shared.PREFIX + "owner")
-        pipe.hkeys(shared.PREFIX + "session")
-        pipe.xrevrange(shared.stream(self.node), "+", "-", 1)
+
+        def listing() -> Awaitable[list[Any]]:  # a fresh pipeline for each try
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hkeys(shared.PREFIX + "owner")
+            pipe.hkeys(shared.PREFIX + "session")
+            pipe.xrevrange(shared.stream(self.node), "+", "-", 1)
+            return pipe.execute()
+
         try:
-            owners, busy, last = await _twice(pipe.execute)
+            owners, busy, last = await _twice(listing)
         except _DOWN as exc:
             self._lost_redis(exc)
             self._to(me, m.Answer.of(msg.key, UNAVAILABLE))

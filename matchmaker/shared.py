@@ -66,12 +66,20 @@ end
 local function reap(node)
   local cids = redis.call('SMEMBERS', P..'clients:'..node)
   for _, cid in ipairs(cids) do forget(cid, node) end
-  redis.call('DEL', P..'clients:'..node, P..'inbox:'..node, P..'alive:'..node, P..'done:'..node)
+  redis.call('DEL', P..'clients:'..node, P..'inbox:'..node, P..'done:'..node)
+  redis.call('ZREM', P..'alive', node)
   redis.call('HDEL', P..'nodes', node)
   return #cids
 end
 local function registered(node, token)
   return redis.call('HGET', P..'nodes', node) == token
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function alive(node, ms)
+  redis.call('ZADD', P..'alive', now_ms() + tonumber(ms), node)
 end
 local function mark(node)
   local last = redis.call('XREVRANGE', P..'inbox:'..node, '+', '-', 'COUNT', 1)
@@ -90,7 +98,11 @@ end
 #: A Redis with no ``epoch`` is new or lost everything: no id is handed out for
 #: ``window_ms`` (``rebuild``), the time every live host takes to notice and
 #: re-register. A host under an old token is an earlier run of this one: its
-#: clients are gone. Any other host whose ``alive`` key lapsed is reaped.
+#: clients are gone. Any other host whose heartbeat lapsed is reaped: ``alive`` holds
+#: each host's deadline on Redis's clock (Centrifugo's presence ZSET). A beat is due
+#: every third of ``alive_ms``; if nobody has beaten for half of it (``clock``), Redis
+#: itself stood still (stopped, swapped out): every deadline moves by the time lost,
+#: and nobody is reaped for it.
 #: Sessions taken back by one end only (``tentative``) end once the window is over.
 BEAT = """
 local node, token = ARGV[1], ARGV[2]
@@ -101,11 +113,27 @@ if known ~= token then
   if known then reap(node) end
   state = 'JOIN'
 else
-  redis.call('SET', P..'alive:'..node, token, 'PX', ARGV[3])
+  alive(node, ARGV[3])
+end
+local now = now_ms()
+local last = tonumber(redis.call('GET', P..'clock') or now)
+redis.call('SET', P..'clock', now)
+if now - last > tonumber(ARGV[3]) / 2 then
+  -- a beat is due every third of the deadline: the rest of the gap, nobody could beat
+  local lost = now - last - math.floor(tonumber(ARGV[3]) / 3)
+  local hosts = redis.call('ZRANGE', P..'alive', 0, -1, 'WITHSCORES')
+  for i = 1, #hosts, 2 do
+    if hosts[i] ~= node then
+      redis.call('ZADD', P..'alive', tonumber(hosts[i + 1]) + lost, hosts[i])
+    end
+  end
 end
 local reaped = 0
 for _, n in ipairs(redis.call('HKEYS', P..'nodes')) do
-  if n ~= node and redis.call('EXISTS', P..'alive:'..n) == 0 then reaped = reaped + reap(n) end
+  local deadline = redis.call('ZSCORE', P..'alive', n)
+  if n ~= node and (not deadline or tonumber(deadline) < now) then
+    reaped = reaped + reap(n)
+  end
 end
 if redis.call('EXISTS', P..'rebuild') == 0 then
   for _, cid in ipairs(redis.call('SMEMBERS', P..'tentative')) do
@@ -208,7 +236,7 @@ local node, token = ARGV[1], ARGV[2]
 local kept = redis.call('GET', P..'epoch') == ARGV[6]
 ensure_epoch(ARGV[5], ARGV[4])
 redis.call('HSET', P..'nodes', node, token)
-redis.call('SET', P..'alive:'..node, token, 'PX', ARGV[3])
+alive(node, ARGV[3])
 redis.pcall('XGROUP', 'CREATE', P..'inbox:'..node, 'hosts', '0', 'MKSTREAM')
 local n = tonumber(ARGV[7])
 local mine, refused, ended, paired = {}, {}, {}, {}

@@ -385,9 +385,13 @@ class Connection:
     def deliver(self, msg: m.Deliver) -> bool:
         """A partner's line from another worker; whether it is this session's (and is to
         be confirmed). A line sent again after a matchmaker restart is confirmed again,
-        not written again."""
+        not written again; one that comes before the line it follows is dropped (only
+        the next line is taken: what is confirmed, the sender forgets, so a gap would be
+        a line lost), and comes again when the sender sends again what is unconfirmed."""
         if self.session != msg.session:
             return False
+        if msg.seq > self.recv_seq + 1 and msg.seq:
+            return True  # one before it went missing (between hosts): it comes again, then this
         if msg.seq > self.recv_seq:
             self.recv_seq = msg.seq
             self.write(self.dialect.msg(msg.text))

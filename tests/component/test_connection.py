@@ -216,6 +216,22 @@ def test_lines_from_another_worker_are_written_once_and_confirmed():
     assert effects.take() == [m.Received(5, 10, 2)]
 
 
+def test_a_line_that_comes_before_the_one_it_follows_waits_for_it():
+    """Between hosts a line can go missing (a Redis that restarted): the ones after it
+    are dropped, not written, until it comes again with them."""
+    conn, effects = client()
+    pair(conn, 10, 6)
+    out(conn)
+    assert conn.deliver(m.Deliver(1, 10, "a", 1))
+    assert conn.deliver(m.Deliver(1, 10, "c", 3))  # "b" went missing
+    assert out(conn) == b"MSG a\n"
+    conn.confirm()
+    assert effects.take() == [m.Received(5, 10, 1)]  # the sender keeps "b" and "c"
+    for seq, text in ((2, "b"), (3, "c")):  # sent again, in order
+        assert conn.deliver(m.Deliver(1, 10, text, seq))
+    assert out(conn) == b"MSG b\nMSG c\n"
+
+
 def test_a_new_matchmaker_hears_the_session_being_ended_and_its_unconfirmed_lines():
     conn, effects = client()
     pair(conn, 10, 6)

@@ -140,14 +140,29 @@ def test_a_host_that_stops_beating_is_reaped_with_everything_it_had(scripts: Scr
     scripts("register", "a", TOKEN["a"], 0)
     scripts("register", "b", TOKEN["b"], 0)
     scripts("connect", "a", TOKEN["a"], 1, 2, 10)
-    scripts.r.delete("mm:alive:b")  # its heartbeat lapsed
+    scripts.r.zadd("mm:alive", {"b": 0})  # its heartbeat lapsed
     state, _, reaped = scripts("beat", "a", TOKEN["a"], ALIVE_MS, 1, "unused")
     assert (state, reaped) == ("OK", 1)
     assert scripts.events("a") == ["E|1|1|2"]
     assert [k for k in scripts.r.keys("*") if k.endswith(":b")] == []
     assert not scripts.r.hexists("mm:nodes", "b")
+    assert scripts.r.zscore("mm:alive", "b") is None
     assert scripts.r.hgetall("mm:owner") == {"1": "a"}
     assert scripts("register", "b", TOKEN["b"], 0) == ["LOST"]  # must join again
+
+
+def test_a_redis_that_stood_still_reaps_nobody_for_it(scripts: Scripts) -> None:
+    """Stopped or swapped out, Redis lets every deadline pass at once: the first host to
+    beat afterwards must not take the others for dead."""
+    scripts("register", "b", TOKEN["b"], 0)
+    now = scripts.r.time()
+    now_ms = now[0] * 1000 + now[1] // 1000
+    scripts.r.zadd("mm:alive", {"b": now_ms - 5_000, "c": now_ms - 5_000})  # lapsed...
+    scripts.r.set("mm:clock", now_ms - 30_000)  # ...while nobody could beat
+    _, _, reaped = scripts("beat", "a", TOKEN["a"], ALIVE_MS, 1, "unused")
+    assert reaped == 0
+    assert scripts.r.hgetall("mm:owner") == {"1": "b"}
+    assert scripts.r.zscore("mm:alive", "b") > now_ms  # given back the time it lost
 
 
 def test_sync_after_redis_lost_everything(scripts: Scripts) -> None:
@@ -260,7 +275,7 @@ class SharedTable(RuleBasedStateMachine):
 
     @rule(host=st.sampled_from(("b", "c")))
     def host_dies(self, host: str) -> None:
-        self.s.r.delete(f"mm:alive:{host}")
+        self.s.r.zadd("mm:alive", {host: 0})
         self.s("beat", "a", TOKEN["a"], ALIVE_MS, 1, "e")
         for cid in [c for c, h in self.owner.items() if h == host]:
             del self.owner[cid]

@@ -60,6 +60,8 @@ def node_keys(redis_server: RedisServer, node: str) -> list[str]:
     if r.hexists("mm:nodes", node):
         found.append(f"mm:nodes[{node}]")
     found += [f"mm:owner[{c}]" for c, n in r.hgetall("mm:owner").items() if n == node]
+    if r.zscore("mm:alive", node) is not None:
+        found.append(f"mm:alive[{node}]")
     return found
 
 
@@ -326,7 +328,7 @@ def test_a_dead_worker_or_matchmaker_stays_inside_its_host(host: Host) -> None:
 def test_redis_unreachable_leaves_local_sessions_and_holds_lines_across(
     host: Host, redis_server: RedisServer
 ) -> None:
-    a, b = host("a", ttl=4.0), host("b", ttl=4.0)
+    a, b = host("a", ttl=6.0), host("b", ttl=6.0)  # the pause below stays well under it
     x, y = a.client(), b.client()
     u, v = a.client(), a.client()
     pair(x, y)
