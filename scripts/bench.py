@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
+import redis
 
 REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as ``python scripts/bench.py``
@@ -59,6 +61,11 @@ FD_MARGIN = 256
 #: Labels of the reference relay and of the --server-cmd server.
 REF, CMD = "ref", "cmd"
 WORKLOADS = ("pingpong", "stream", "churn", "conns")
+#: Placement of a pair whose ends are clients of two hosts (--hosts); of conns spread over them.
+HOSTS = "hosts"
+#: GETs timed at C clients, and how long they may take: by default, and with --hosts.
+GETS, HOST_GETS = 50, 200
+GETS_SECONDS, HOST_GETS_SECONDS = 3.0, 10.0
 UNITS = {"pingpong": "rt/s", "stream": "lines/s", "churn": "sessions/s"}
 
 
@@ -110,6 +117,8 @@ class Row:
     first: bool = False
     ratio_ref: float | None = None
     ratio_same: float | None = None
+    #: (--hosts) value / the one-host relayed server's value of the same workload and metric
+    ratio_1host: float | None = None
 
     @property
     def key(self) -> tuple[str, int, str, str]:
@@ -121,6 +130,8 @@ class Row:
             for k in ("workload", "size", "placement", "server", "metric", "value", "unit")
         }
         out["ratio_ref"], out["ratio_same"] = self.ratio_ref, self.ratio_same
+        if self.placement == HOSTS:
+            out["ratio_1host"] = self.ratio_1host
         out.update(self.run)
         return out
 
@@ -141,6 +152,20 @@ def add_ratios(rows: list[Row], ref: str = REF) -> None:
             same = index.get((r.server, r.workload, r.size, "same", r.metric))
             if same is not None:
                 r.ratio_same = ratio(r.value, same.value)
+
+
+def add_host_ratios(rows: list[Row], base: str) -> None:
+    """Fill ``ratio_1host`` of the cross-host rows: value / the ``base`` server's value.
+
+    ``base`` is the one-host server whose pairs are across its workers (``cross``,
+    relayed by its matchmaker with ``--migrate off``); conns rows have no placement.
+    """
+    index = {(r.workload, r.size, r.metric): r for r in rows if r.server == base}
+    for r in rows:
+        if r.placement == HOSTS:
+            one = index.get((r.workload, r.size, r.metric))
+            if one is not None:
+                r.ratio_1host = ratio(r.value, one.value)
 
 
 @dataclass(frozen=True)
@@ -215,6 +240,43 @@ def targets(rows: list[Row], server: str) -> list[Target]:
     return out
 
 
+def host_targets(rows: list[Row], label: str) -> list[Target]:
+    """The cross-host targets, for the cluster ``label``, read off ``rows``."""
+    out: list[Target] = []
+    found = _find(rows, label, "pingpong", 32, "rate")
+    out.append(
+        Target(
+            "pingpong 32 across hosts >= 0.5x one host relayed",
+            ", ".join(fmt_ratio(r.ratio_1host) or "no one-host row" for r in found)
+            or "not measured",
+            all(r.ratio_1host is not None and r.ratio_1host >= 0.5 for r in found)
+            if found
+            else None,
+        )
+    )
+    found = _find(rows, label, "conns", 10000, "get p99")
+    out.append(
+        Target(
+            "GET at 10,000 clients over the hosts: p99 < 50 ms",
+            ", ".join(f"{fmt(r.value)} ms" for r in found) or "not measured",
+            all(r.value < 50.0 for r in found) if found else None,
+        )
+    )
+    bad = [
+        r
+        for r in rows
+        if r.first and (r.run.get("lost") or r.run.get("out_of_order") or r.run.get("errors"))
+    ]
+    out.append(
+        Target(
+            "0 lines lost, none out of order (every server, every repeat)",
+            "; ".join(f"{r.server} {r.workload} {r.size} {r.placement}" for r in bad) or "yes",
+            not bad,
+        )
+    )
+    return out
+
+
 def median_run(runs: list[list[Row]]) -> list[Row]:
     """Of repeated runs of one measurement, the one with the median first value (rate, time).
 
@@ -253,8 +315,10 @@ def fmt_ratio(value: float | None) -> str:
 
 def table(rows: list[Row]) -> str:
     """The human table, grouped so that the servers of one measurement sit together."""
+    hosts = any(r.placement == HOSTS for r in rows)
     head: tuple[str, ...] = ("workload", "P/C", "place", "server", "metric", "value", "unit")
     head += ("x ref", "x same", "lost", "ooo", "err", "load%", "idle%", "other")
+    head += ("x 1host",) if hosts else ()
     lines: list[tuple[str, ...]] = [head]
     order = {w: i for i, w in enumerate(WORKLOADS)}
     servers: dict[str, int] = {}
@@ -289,9 +353,10 @@ def table(rows: list[Row]) -> str:
             (r.workload, str(r.size), r.placement, r.server, r.metric, fmt(r.value), r.unit)
             + (fmt_ratio(r.ratio_ref), fmt_ratio(r.ratio_same))
             + checks
+            + ((fmt_ratio(r.ratio_1host),) if hosts else ())
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    right = {1, 5, 7, 8, 9, 10, 11, 12, 13, 14}
+    right = {1, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15}
     out = []
     for line in lines:
         cells = [
@@ -311,6 +376,8 @@ class ServerSpec:
 
     label: str
     argv: tuple[str, ...]
+    #: more than 1: a cluster of that many servers, each ``argv`` with ``--redis URL --node hK``
+    hosts: int = 1
 
 
 def matchmaker_spec(workers: int, max_clients: int, extra: Sequence[str] = ()) -> ServerSpec:
@@ -403,6 +470,170 @@ class Server:
             return ""
 
 
+class RedisServer:
+    """``redis-server`` on 127.0.0.1 and a free port, in a temporary directory, no persistence.
+
+    The flags are those of ``tests/redis_server.py`` (which needs pytest, so is not
+    imported). Started in its own session; ``close`` stops and reaps it (SIGTERM,
+    then SIGKILL to its group) and removes the directory.
+    """
+
+    ATTEMPTS = 5  # another process may take the free port before Redis binds it
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError("--hosts needs redis-server (apt-get install -y redis-server)")
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
+        self.log_path = self.dir / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self._client: redis.Redis | None = None
+        try:
+            for _ in range(self.ATTEMPTS):
+                self.port = free_port()
+                if self._launch(binary):
+                    break
+            else:
+                raise RuntimeError(f"redis-server did not start: {self.log_tail()}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _launch(self, binary: str) -> bool:
+        cmd = [binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.dir)]
+        cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.proc = None
+                return False  # most likely the port was taken: try another
+            try:
+                if self.client().info("server")["process_id"] == self.proc.pid:
+                    return True
+                self.close_client()
+                self.kill()
+                return False  # someone else's Redis on that port
+            except redis.ConnectionError:
+                self.close_client()
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not answer in {START_TIMEOUT} s: {self.log_tail()}")
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis(
+                host=HOST, port=self.port, socket_timeout=STOP_TIMEOUT, decode_responses=True
+            )
+        return self._client
+
+    def close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def stats(self) -> dict[str, Any]:
+        """Memory and, per command since the last ``reset``, calls and microseconds per call."""
+        info = self.client().info()
+        commands = self.client().info("commandstats")
+        calls = {
+            k.removeprefix("cmdstat_"): [v["calls"], round(v["usec_per_call"], 2)]
+            for k, v in sorted(commands.items(), key=lambda kv: -kv[1]["usec"])
+        }
+        return {
+            "redis_rss": psutil.Process(self.pid).memory_info().rss,
+            "redis_used_memory": info["used_memory"],
+            "redis_commands": calls,
+        }
+
+    def reset(self) -> None:
+        self.client().config_resetstat()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait(STOP_TIMEOUT)
+            self.proc = None
+
+    def close(self) -> None:
+        self.close_client()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Cluster:
+    """A fresh Redis and ``spec.hosts`` servers sharing it, nodes ``h1``, ``h2``, ..."""
+
+    def __init__(self, spec: ServerSpec, workdir: Path) -> None:
+        self.redis = RedisServer(workdir)
+        self.servers: list[Server] = []
+        try:
+            for k in range(1, spec.hosts + 1):
+                argv = (*spec.argv, "--redis", self.redis.url, "--node", f"h{k}")
+                self.servers.append(Server(ServerSpec(f"{spec.label}-h{k}", argv), workdir))
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def endpoints(self) -> list[benchload.Endpoint]:
+        return [(s.host, s.port, s.pid) for s in self.servers]
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Every process to measure, by name: the hosts' top processes and Redis."""
+        out = {f"h{k}": s.pid for k, s in enumerate(self.servers, 1)}
+        out["redis"] = self.redis.pid
+        return out
+
+    @property
+    def command(self) -> str:
+        return " ; ".join(" ".join(shlex.quote(a) for a in s.argv) for s in self.servers)
+
+    def stop(self) -> list[int | None]:
+        """Stop every host (SIGINT, as a one-host server), then Redis; the hosts' statuses."""
+        try:
+            return [s.stop() for s in self.servers]
+        finally:
+            self.redis.close()
+
+    def log_tail(self) -> str:
+        return "\n".join(f"{s.log_path}:\n{s.log_tail()}" for s in self.servers)
+
+
 # ---- one measurement ---------------------------------------------------------------------
 
 
@@ -418,7 +649,8 @@ class Options:
     duration: float
     warmup: float
     load_procs: int
-    gets: int = 50
+    gets: int = GETS
+    gets_seconds: float = GETS_SECONDS
 
 
 def usage_fields(u: benchload.Usage) -> dict[str, Any]:
@@ -495,13 +727,16 @@ def measure(
 
     No rows when the server cannot give that placement (cross on one process).
     """
+    if spec.hosts > 1:
+        return measure_hosts(job, spec, opts, exe, workdir)
     server = Server(spec, workdir)
     run: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in server.argv)}
     try:
         if job.workload == "conns":
             got = benchload.run_conns(
-                exe, server.host, server.port, server.pid, job.size, workdir, opts.gets
-            )
+                exe, server.host, server.port, server.pid, job.size, workdir, opts.gets,
+                opts.gets_seconds,
+            )  # fmt: skip
             if got.log:
                 print(f"  load generator: {got.log}", file=sys.stderr)
             return conns_rows(job, spec.label, got, run), 0
@@ -540,6 +775,59 @@ def measure(
             print(f"  {spec.label} exited with status {status}", file=sys.stderr)
 
 
+def measure_hosts(
+    job: Job, spec: ServerSpec, opts: Options, exe: Path, workdir: Path
+) -> tuple[list[Row], int]:
+    """Run ``job`` on a fresh Redis and ``spec.hosts`` fresh servers sharing it.
+
+    Pairs have their two ends on two hosts; conns clients are spread evenly over the
+    hosts. Rows have placement ``hosts``; CPU, RSS and PSS include Redis's process,
+    and the run carries Redis's memory and per-command statistics.
+    """
+    cluster = Cluster(spec, workdir)
+    run: dict[str, Any] = {"command": cluster.command}
+    try:
+        if job.workload == "conns":
+            cluster.redis.reset()
+            got = benchload.run_conns_hosts(
+                exe, cluster.endpoints, job.size, workdir, opts.gets, opts.gets_seconds,
+                extra={"redis": cluster.redis.pid},
+            )  # fmt: skip
+            if got.log:
+                print(f"  load generator: {got.log}", file=sys.stderr)
+            run.update(cluster.redis.stats())
+            return conns_rows(Job(job.workload, job.size, HOSTS), spec.label, got, run), 0
+        pairset = benchload.open_host_pairs(
+            cluster.endpoints, job.size, session=job.workload != "churn"
+        )
+        try:
+            cluster.redis.reset()
+            result = benchload.run_pairs(
+                exe,
+                job.workload,
+                pairset,
+                cluster.pids,
+                opts.warmup,
+                opts.duration,
+                workdir,
+                opts.load_procs,
+            )
+            run.update(cluster.redis.stats())
+        finally:
+            pairset.close()
+        if result.log:
+            print(f"  load generator: {result.log}", file=sys.stderr)
+        rows = pair_rows(Job(job.workload, job.size, HOSTS), spec.label, result, run)
+        return rows, pairset.holders
+    except Exception:
+        print(f"  server logs:\n{cluster.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        for status in cluster.stop():
+            if status not in (0, -signal.SIGINT, 130):
+                print(f"  {spec.label} host exited with status {status}", file=sys.stderr)
+
+
 # ---- the whole run -----------------------------------------------------------------------
 
 
@@ -556,14 +844,20 @@ def wait_quiet(bound: float, busy: float = 10.0) -> bool:
     return False
 
 
-def jobs(sizes: dict[str, list[int]], workloads: Sequence[str]) -> list[Job]:
+def jobs(
+    sizes: dict[str, list[int]],
+    workloads: Sequence[str],
+    placements: Sequence[str] = ("same", "cross"),
+) -> list[Job]:
+    """Every measurement, in order. With --hosts only ``cross``: a cluster measures it as
+    pairs across hosts (``hosts`` rows), the one-host server as pairs across workers."""
     out = []
     for workload in workloads:
         for size in sizes[workload]:
             if workload == "conns":
                 out.append(Job(workload, size, "-"))
             else:
-                out.extend(Job(workload, size, p) for p in ("same", "cross"))
+                out.extend(Job(workload, size, p) for p in placements)
     return out
 
 
@@ -622,11 +916,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 s per workload, C=1000")
     p.add_argument("--duration", type=float, help="measured seconds per workload (default 3)")
     p.add_argument("--warmup", type=float, help="seconds before measuring (default 0.5)")
-    p.add_argument("--workloads", default=",".join(WORKLOADS), help="which workloads, in order")
-    p.add_argument("--pingpong", type=csv_ints, default=[1, 32, 256], help="pair counts")
-    p.add_argument("--stream", type=csv_ints, default=[1, 32], help="pair counts")
-    p.add_argument("--churn", type=csv_ints, default=[1, 32], help="pair counts")
-    p.add_argument("--conns", type=csv_ints, help="idle client counts (default 1000,10000)")
+    p.add_argument(
+        "--workloads",
+        help=f"which workloads, in order (default {','.join(WORKLOADS)}; "
+        "with --hosts pingpong,stream,conns)",
+    )
+    p.add_argument("--pingpong", type=csv_ints, help="pair counts (default 1,32,256; --hosts 32)")
+    p.add_argument("--stream", type=csv_ints, help="pair counts (default 1,32; --hosts 32)")
+    p.add_argument("--churn", type=csv_ints, help="pair counts (default 1,32; --hosts 32)")
+    p.add_argument(
+        "--conns", type=csv_ints, help="idle client counts (default 1000,10000; --hosts 10000)"
+    )
+    p.add_argument(
+        "--hosts",
+        type=int,
+        default=0,
+        help="cross-host mode: N servers sharing a fresh Redis (--redis, --node hK), pairs "
+        "with their ends on two hosts, beside one server of the same total workers with "
+        "--migrate off (pairs across its workers)",
+    )
+    p.add_argument("--host-workers", type=int, default=1, help="with --hosts: workers of each host")
+    p.add_argument(
+        "--gets",
+        type=int,
+        help=f"GETs timed at C clients (default {GETS}; with --hosts {HOST_GETS})",
+    )
     p.add_argument(
         "--repeat",
         type=int,
@@ -648,8 +962,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     duration = args.duration or (1.0 if args.quick else 3.0)
     warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 0.5)
-    conns = args.conns or ([1000] if args.quick else [1000, 10000])
-    workloads = [w for w in args.workloads.split(",") if w]
+    hosts = args.hosts
+    if hosts == 1 or hosts < 0:
+        raise SystemExit("--hosts needs 2 hosts or more")
+    if hosts:
+        conns = args.conns or [10000]
+        default_workloads, default_sizes = "pingpong,stream,conns", [32]
+    else:
+        conns = args.conns or ([1000] if args.quick else [1000, 10000])
+        default_workloads, default_sizes = ",".join(WORKLOADS), []
+    workloads = [w for w in (args.workloads or default_workloads).split(",") if w]
     unknown = set(workloads) - set(WORKLOADS)
     if unknown:
         raise SystemExit(f"unknown workloads: {', '.join(sorted(unknown))}")
@@ -667,7 +989,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         target = matchmaker_spec(args.workers, max_clients, extra)
     specs = [target]
-    if args.compare:
+    one_host = target
+    if hosts:
+        if args.server_cmd or args.compare or args.ref:
+            raise SystemExit("--hosts measures python -m matchmaker only, without ref")
+        # the same total workers on one host, every line relayed by its matchmaker
+        one_host = matchmaker_spec(
+            hosts * args.host_workers, max_clients, [*extra, "--migrate", "off"]
+        )
+        one_host = ServerSpec(f"{one_host.label}-relay", one_host.argv)
+        target = matchmaker_spec(args.host_workers, max_clients, extra)
+        target = ServerSpec(f"{hosts}h-w{args.host_workers}", target.argv, hosts=hosts)
+        specs = [one_host, target]
+    elif args.compare:
         specs = [ref_spec(), matchmaker_spec(1, max_clients, extra), target]
         if args.server_cmd:
             specs.insert(2, matchmaker_spec(args.workers, max_clients, extra))
@@ -677,14 +1011,20 @@ def main(argv: list[str] | None = None) -> int:
 
     facts = machine()
     opts = Options(duration, warmup, args.load_procs)
-    sizes = {"pingpong": args.pingpong, "stream": args.stream, "churn": args.churn}
-    sizes["conns"] = conns
+    opts.gets = args.gets or (HOST_GETS if hosts else GETS)
+    opts.gets_seconds = HOST_GETS_SECONDS if hosts else GETS_SECONDS
+    sizes = {
+        "pingpong": args.pingpong or default_sizes or [1, 32, 256],
+        "stream": args.stream or default_sizes or [1, 32],
+        "churn": args.churn or default_sizes or [1, 32],
+        "conns": conns,
+    }
     workdir = benchload.scratch()
     exe = benchload.build_helper(workdir)
     rows: list[Row] = []
     single: set[str] = set()  # servers seen to hold every client in one process
     failed: list[str] = []
-    todo = jobs(sizes, workloads)
+    todo = jobs(sizes, workloads, placements=("cross",) if hosts else ("same", "cross"))
     started = time.monotonic()
     for n, job in enumerate(todo, 1):
         runs: dict[str, list[list[Row]]] = {}
@@ -723,6 +1063,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.extend(chosen)
 
     add_ratios(rows)
+    if hosts:
+        add_host_ratios(rows, one_host.label)
     out: IO[str] = open(args.json, "w") if args.json else sys.stdout
     try:
         for r in rows:
@@ -744,6 +1086,26 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     goal_server = target.label
+    if hosts:
+        print()
+        print(
+            f"Redis, per {goal_server} row (commands counted from pairing, or from the "
+            "first connect, to the end):"
+        )
+        for r in rows:
+            if r.first and r.server == goal_server and "redis_commands" in r.run:
+                top = list(r.run["redis_commands"].items())[:5]
+                print(
+                    f"  {r.workload} {r.size}: RSS {r.run['redis_rss'] / 1e6:.1f} MB, "
+                    f"used {r.run['redis_used_memory'] / 1e6:.1f} MB, "
+                    f"cores {r.run['cores_by_process'].get('redis redis-server', 0):.2f}; "
+                    + ", ".join(f"{c} {n:,} x {us:g} us" for c, (n, us) in top)
+                )
+        print()
+        print(f"targets ({goal_server} vs {one_host.label}):")
+        for t in host_targets(rows, goal_server):
+            mark = {True: "PASS", False: "FAIL", None: "  - "}[t.ok]
+            print(f"  {mark}  {t.goal}: {t.measured}")
     if any(s.label == REF for s in specs):
         print()
         print(f"targets ({goal_server} vs {REF}):")
