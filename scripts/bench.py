@@ -551,7 +551,7 @@ class RedisServer:
 
     def stats(self) -> dict[str, Any]:
         """Memory and, per command since the last ``reset``, calls and microseconds per call."""
-        info = self.client().info()
+        info = self.client().info()  # its stats count from the last ``reset`` too
         commands = self.client().info("commandstats")
         calls = {
             k.removeprefix("cmdstat_"): [v["calls"], round(v["usec_per_call"], 2)]
@@ -560,6 +560,8 @@ class RedisServer:
         return {
             "redis_rss": psutil.Process(self.pid).memory_info().rss,
             "redis_used_memory": info["used_memory"],
+            # socket reads with commands in them: a pipeline is one (or a few, if large)
+            "redis_reads": info.get("total_reads_processed"),
             "redis_commands": calls,
         }
 
@@ -634,6 +636,100 @@ class Cluster:
         return "\n".join(f"{s.log_path}:\n{s.log_tail()}" for s in self.servers)
 
 
+# ---- profiles (--py-spy) -----------------------------------------------------------------
+
+
+class Profiles:
+    """py-spy recording every Python process of the servers while a pair workload runs.
+
+    Raw collapsed stacks (``--format raw``, no line numbers, idle stacks left out)
+    sampled at 100 Hz without pausing the process (``--nonblocking``), one file per
+    process: ``DIR/<server>-<workload><P>-<process>.txt``. A profiled run measures
+    the profiler too: its numbers are not the table's.
+    """
+
+    RATE = 100
+
+    def __init__(
+        self, directory: Path | None, tag: str, servers: benchload.Servers, seconds: float
+    ) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.paths: list[Path] = []
+        self.seconds = seconds
+        if directory is None:
+            return
+        spy = shutil.which("py-spy")
+        if spy is None:
+            raise RuntimeError("--py-spy needs py-spy (pip install py-spy)")
+        directory.mkdir(parents=True, exist_ok=True)
+        procs, names = benchload.server_tree(servers)
+        for p in procs:
+            name = (names.get(p.pid, "") + benchload.title(p)).replace("matchmaker: ", "")
+            if "python" in name or name.startswith("redis"):
+                continue  # the resource tracker, Redis: not ours to sample
+            path = directory / f"{tag}-{name.strip().replace(' ', '-')}.txt"
+            argv = [spy, "record", "--pid", str(p.pid), "--rate", str(self.RATE)]
+            argv += ["--duration", str(max(1, round(seconds))), "--nonblocking"]
+            argv += ["--format", "raw", "--nolineno", "-o", str(path)]
+            self.procs.append(
+                subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )  # fmt: skip
+            )
+            self.paths.append(path)
+
+    def wait(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.wait(self.seconds + STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.returncode:
+                print(f"  py-spy: {stderr_text(proc)}", file=sys.stderr)
+
+
+def stderr_text(proc: subprocess.Popen[bytes]) -> str:
+    return proc.stderr.read().decode(errors="replace").strip()[-500:] if proc.stderr else ""
+
+
+def profile_summary(path: Path, seconds: float, top: int = 12) -> list[str]:
+    """The functions of one raw py-spy profile: busy share, then the top self and total shares.
+
+    Self: samples whose innermost frame is the function. Total: samples with the
+    function anywhere on the stack. Shares are of the process's busy samples; busy
+    is those samples over the samples a wholly busy process would have given.
+    """
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f.strip() for f in stack.split(";") if f.strip()]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + count
+    if not total:
+        return [f"{path.name}: no samples"]
+    busy = total / (Profiles.RATE * seconds)
+    out = [f"{path.name}: {total} busy samples, about {100 * busy:.0f}% of one core"]
+    for head, counts in (("self", own), ("total", inclusive)):
+        out.append(f"  {head}:")
+        for f, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
+            out.append(f"    {100 * n / total:5.1f}%  {f}")
+    return out
+
+
 # ---- one measurement ---------------------------------------------------------------------
 
 
@@ -651,6 +747,8 @@ class Options:
     load_procs: int
     gets: int = GETS
     gets_seconds: float = GETS_SECONDS
+    #: --py-spy: record a profile of every server process of each pair row here
+    profile: Path | None = None
 
 
 def usage_fields(u: benchload.Usage) -> dict[str, Any]:
@@ -750,6 +848,8 @@ def measure(
         )
         if not pairset.pairs:
             return [], pairset.holders
+        tag = f"{spec.label}-{job.workload}{job.size}{job.placement}"
+        spy = Profiles(opts.profile, tag, server.pid, opts.warmup + opts.duration)
         try:
             result = benchload.run_pairs(
                 exe,
@@ -762,6 +862,7 @@ def measure(
                 opts.load_procs,
             )
         finally:
+            spy.wait()
             pairset.close()
         if result.log:
             print(f"  load generator: {result.log}", file=sys.stderr)
@@ -800,6 +901,8 @@ def measure_hosts(
         pairset = benchload.open_host_pairs(
             cluster.endpoints, job.size, session=job.workload != "churn"
         )
+        tag = f"{spec.label}-{job.workload}{job.size}"
+        spy = Profiles(opts.profile, tag, cluster.pids, opts.warmup + opts.duration)
         try:
             cluster.redis.reset()
             result = benchload.run_pairs(
@@ -814,6 +917,7 @@ def measure_hosts(
             )
             run.update(cluster.redis.stats())
         finally:
+            spy.wait()
             pairset.close()
         if result.log:
             print(f"  load generator: {result.log}", file=sys.stderr)
@@ -955,6 +1059,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
     p.add_argument("--json", type=Path, help="write the JSON lines here instead of stdout")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record py-spy profiles of every server process during each pair row into "
+        "DIR, and print their top functions (perturbs the figures: a separate run)",
+    )
     return p.parse_args(argv)
 
 
@@ -1013,6 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(duration, warmup, args.load_procs)
     opts.gets = args.gets or (HOST_GETS if hosts else GETS)
     opts.gets_seconds = HOST_GETS_SECONDS if hosts else GETS_SECONDS
+    opts.profile = args.py_spy
     sizes = {
         "pingpong": args.pingpong or default_sizes or [1, 32, 256],
         "stream": args.stream or default_sizes or [1, 32],
@@ -1098,7 +1210,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  {r.workload} {r.size}: RSS {r.run['redis_rss'] / 1e6:.1f} MB, "
                     f"used {r.run['redis_used_memory'] / 1e6:.1f} MB, "
-                    f"cores {r.run['cores_by_process'].get('redis redis-server', 0):.2f}; "
+                    f"cores {r.run['cores_by_process'].get('redis redis-server', 0):.2f}, "
+                    f"{r.run.get('redis_reads') or 0:,} socket reads; "
                     + ", ".join(f"{c} {n:,} x {us:g} us" for c, (n, us) in top)
                 )
         print()
@@ -1128,6 +1241,17 @@ def main(argv: list[str] | None = None) -> int:
         for r in noisy:
             values = " / ".join(fmt(v) for v in r.run["repeats"])
             print(f"  {r.workload} {r.size} {r.placement} {r.server} {r.metric}: {values} {r.unit}")
+    if args.py_spy:
+        summary = [
+            line
+            for path in sorted(args.py_spy.glob("*.txt"))
+            if path.name != "summary.txt"
+            for line in profile_summary(path, warmup + duration)
+        ]
+        (args.py_spy / "summary.txt").write_text("\n".join(summary) + "\n")
+        print()
+        print(f"profiles in {args.py_spy} (summary.txt):")
+        print("\n".join(summary))
     if single:
         print(f"cross-worker rows: n/a for {', '.join(sorted(single))} (one process holds all)")
     for f in failed:
