@@ -640,18 +640,26 @@ class Cluster:
 
 
 class Profiles:
-    """py-spy recording every Python process of the servers while a pair workload runs.
+    """py-spy recording the matchmaker and workers of the servers while a pair workload runs.
 
     Raw collapsed stacks (``--format raw``, no line numbers, idle stacks left out)
     sampled at 100 Hz without pausing the process (``--nonblocking``), one file per
-    process: ``DIR/<server>-<workload><P>-<process>.txt``. A profiled run measures
-    the profiler too: its numbers are not the table's.
+    process: ``DIR/<server>-<workload><P>-<process>.txt``. py-spy counts a thread as
+    busy while it is runnable, so time in a system call that woke another process
+    and lost the CPU to it counts; ``gil`` keeps only the samples holding the GIL,
+    which is the interpreter's own CPU (system calls release it). A profiled run
+    measures the profiler too: its numbers are not the table's.
     """
 
     RATE = 100
 
     def __init__(
-        self, directory: Path | None, tag: str, servers: benchload.Servers, seconds: float
+        self,
+        directory: Path | None,
+        tag: str,
+        servers: benchload.Servers,
+        seconds: float,
+        gil: bool = False,
     ) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.paths: list[Path] = []
@@ -665,12 +673,13 @@ class Profiles:
         procs, names = benchload.server_tree(servers)
         for p in procs:
             name = (names.get(p.pid, "") + benchload.title(p)).replace("matchmaker: ", "")
-            if "python" in name or name.startswith("redis"):
-                continue  # the resource tracker, Redis: not ours to sample
+            if not ("matchmaker" in name or "worker" in name):
+                continue  # supervisor, acceptor: idle; resource tracker, Redis: not ours
             path = directory / f"{tag}-{name.strip().replace(' ', '-')}.txt"
             argv = [spy, "record", "--pid", str(p.pid), "--rate", str(self.RATE)]
             argv += ["--duration", str(max(1, round(seconds))), "--nonblocking"]
             argv += ["--format", "raw", "--nolineno", "-o", str(path)]
+            argv += ["--gil"] if gil else []
             self.procs.append(
                 subprocess.Popen(
                     argv,
@@ -722,7 +731,7 @@ def profile_summary(path: Path, seconds: float, top: int = 12) -> list[str]:
     if not total:
         return [f"{path.name}: no samples"]
     busy = total / (Profiles.RATE * seconds)
-    out = [f"{path.name}: {total} busy samples, about {100 * busy:.0f}% of one core"]
+    out = [f"{path.name}: {total} samples, {100 * busy:.0f}% of the window"]
     for head, counts in (("self", own), ("total", inclusive)):
         out.append(f"  {head}:")
         for f, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
@@ -749,6 +758,7 @@ class Options:
     gets_seconds: float = GETS_SECONDS
     #: --py-spy: record a profile of every server process of each pair row here
     profile: Path | None = None
+    profile_gil: bool = False
 
 
 def usage_fields(u: benchload.Usage) -> dict[str, Any]:
@@ -849,7 +859,7 @@ def measure(
         if not pairset.pairs:
             return [], pairset.holders
         tag = f"{spec.label}-{job.workload}{job.size}{job.placement}"
-        spy = Profiles(opts.profile, tag, server.pid, opts.warmup + opts.duration)
+        spy = Profiles(opts.profile, tag, server.pid, opts.warmup + opts.duration, opts.profile_gil)
         try:
             result = benchload.run_pairs(
                 exe,
@@ -902,7 +912,9 @@ def measure_hosts(
             cluster.endpoints, job.size, session=job.workload != "churn"
         )
         tag = f"{spec.label}-{job.workload}{job.size}"
-        spy = Profiles(opts.profile, tag, cluster.pids, opts.warmup + opts.duration)
+        spy = Profiles(
+            opts.profile, tag, cluster.pids, opts.warmup + opts.duration, opts.profile_gil
+        )
         try:
             cluster.redis.reset()
             result = benchload.run_pairs(
@@ -1066,6 +1078,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="record py-spy profiles of every server process during each pair row into "
         "DIR, and print their top functions (perturbs the figures: a separate run)",
     )
+    p.add_argument(
+        "--py-spy-gil",
+        action="store_true",
+        help="with --py-spy: only samples holding the GIL (Python's CPU, not system calls)",
+    )
     return p.parse_args(argv)
 
 
@@ -1124,7 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(duration, warmup, args.load_procs)
     opts.gets = args.gets or (HOST_GETS if hosts else GETS)
     opts.gets_seconds = HOST_GETS_SECONDS if hosts else GETS_SECONDS
-    opts.profile = args.py_spy
+    opts.profile, opts.profile_gil = args.py_spy, args.py_spy_gil
     sizes = {
         "pingpong": args.pingpong or default_sizes or [1, 32, 256],
         "stream": args.stream or default_sizes or [1, 32],
