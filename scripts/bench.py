@@ -1,6 +1,6 @@
 """Benchmark: throughput, latency, memory and churn of a protocol v1 server, as ratios.
 
-``python scripts/bench.py [--quick] [--compare] [--workers N | --server-cmd CMD]``
+``python scripts/bench.py [--quick] [--compare] [--workers N | --server-cmd CMD | --hosts N]``
 
 Starts the server itself (a fresh one for every measurement, on 127.0.0.1),
 drives it with the C load generator of ``scripts/benchload.py``, checks that
@@ -19,6 +19,12 @@ asyncio relay ``scripts/refserver.py`` ("ref"), measured in the same run:
 ``--compare`` runs ref, ``--workers 1`` and ``--workers N``. Measurements of
 the servers are interleaved (ref, w1, wN for each workload) so that drift of
 the machine hits them alike. docs/PERFORMANCE.md has the numbers and the how.
+
+``--hosts 2`` measures the cluster mode instead: per row a fresh Redis and two
+servers sharing it (``--redis``, ``--node h1/h2``), pairs with one end on each
+host, GET at 10,000 clients spread over both, beside one server of the same
+total workers with ``--migrate off`` (pairs across its workers), so that the
+``x 1host`` ratios come from one run.
 """
 
 from __future__ import annotations
@@ -1010,11 +1016,20 @@ def csv_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except None: those flags say what they default to."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python scripts/bench.py",
         description=__doc__.splitlines()[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--workers", type=int, default=2, help="workers of the server under test")
     p.add_argument(
