@@ -1,6 +1,6 @@
 """Benchmark: throughput, latency, memory and churn of a protocol v1 server, as ratios.
 
-``python scripts/bench.py [--quick] [--compare] [--workers N | --server-cmd CMD]``
+``python scripts/bench.py [--quick] [--compare] [--workers N | --server-cmd CMD | --hosts N]``
 
 Starts the server itself (a fresh one for every measurement, on 127.0.0.1),
 drives it with the C load generator of ``scripts/benchload.py``, checks that
@@ -19,6 +19,12 @@ asyncio relay ``scripts/refserver.py`` ("ref"), measured in the same run:
 ``--compare`` runs ref, ``--workers 1`` and ``--workers N``. Measurements of
 the servers are interleaved (ref, w1, wN for each workload) so that drift of
 the machine hits them alike. docs/PERFORMANCE.md has the numbers and the how.
+
+``--hosts 2`` measures the cluster mode instead: per row a fresh Redis and two
+servers sharing it (``--redis``, ``--node h1/h2``), pairs with one end on each
+host, GET at 10,000 clients spread over both, beside one server of the same
+total workers with ``--migrate off`` (pairs across its workers), so that the
+``x 1host`` ratios come from one run.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -43,6 +50,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
+import redis
 
 REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as ``python scripts/bench.py``
@@ -59,6 +67,11 @@ FD_MARGIN = 256
 #: Labels of the reference relay and of the --server-cmd server.
 REF, CMD = "ref", "cmd"
 WORKLOADS = ("pingpong", "stream", "churn", "conns")
+#: Placement of a pair whose ends are clients of two hosts (--hosts); of conns spread over them.
+HOSTS = "hosts"
+#: GETs timed at C clients, and how long they may take: by default, and with --hosts.
+GETS, HOST_GETS = 50, 200
+GETS_SECONDS, HOST_GETS_SECONDS = 3.0, 10.0
 UNITS = {"pingpong": "rt/s", "stream": "lines/s", "churn": "sessions/s"}
 
 
@@ -110,6 +123,8 @@ class Row:
     first: bool = False
     ratio_ref: float | None = None
     ratio_same: float | None = None
+    #: (--hosts) value / the one-host relayed server's value of the same workload and metric
+    ratio_1host: float | None = None
 
     @property
     def key(self) -> tuple[str, int, str, str]:
@@ -121,6 +136,8 @@ class Row:
             for k in ("workload", "size", "placement", "server", "metric", "value", "unit")
         }
         out["ratio_ref"], out["ratio_same"] = self.ratio_ref, self.ratio_same
+        if self.placement == HOSTS:
+            out["ratio_1host"] = self.ratio_1host
         out.update(self.run)
         return out
 
@@ -141,6 +158,20 @@ def add_ratios(rows: list[Row], ref: str = REF) -> None:
             same = index.get((r.server, r.workload, r.size, "same", r.metric))
             if same is not None:
                 r.ratio_same = ratio(r.value, same.value)
+
+
+def add_host_ratios(rows: list[Row], base: str) -> None:
+    """Fill ``ratio_1host`` of the cross-host rows: value / the ``base`` server's value.
+
+    ``base`` is the one-host server whose pairs are across its workers (``cross``,
+    relayed by its matchmaker with ``--migrate off``); conns rows have no placement.
+    """
+    index = {(r.workload, r.size, r.metric): r for r in rows if r.server == base}
+    for r in rows:
+        if r.placement == HOSTS:
+            one = index.get((r.workload, r.size, r.metric))
+            if one is not None:
+                r.ratio_1host = ratio(r.value, one.value)
 
 
 @dataclass(frozen=True)
@@ -215,6 +246,43 @@ def targets(rows: list[Row], server: str) -> list[Target]:
     return out
 
 
+def host_targets(rows: list[Row], label: str) -> list[Target]:
+    """The cross-host targets, for the cluster ``label``, read off ``rows``."""
+    out: list[Target] = []
+    found = _find(rows, label, "pingpong", 32, "rate")
+    out.append(
+        Target(
+            "pingpong 32 across hosts >= 0.5x one host relayed",
+            ", ".join(fmt_ratio(r.ratio_1host) or "no one-host row" for r in found)
+            or "not measured",
+            all(r.ratio_1host is not None and r.ratio_1host >= 0.5 for r in found)
+            if found
+            else None,
+        )
+    )
+    found = _find(rows, label, "conns", 10000, "get p99")
+    out.append(
+        Target(
+            "GET at 10,000 clients over the hosts: p99 < 50 ms",
+            ", ".join(f"{fmt(r.value)} ms" for r in found) or "not measured",
+            all(r.value < 50.0 for r in found) if found else None,
+        )
+    )
+    bad = [
+        r
+        for r in rows
+        if r.first and (r.run.get("lost") or r.run.get("out_of_order") or r.run.get("errors"))
+    ]
+    out.append(
+        Target(
+            "0 lines lost, none out of order (every server, every repeat)",
+            "; ".join(f"{r.server} {r.workload} {r.size} {r.placement}" for r in bad) or "yes",
+            not bad,
+        )
+    )
+    return out
+
+
 def median_run(runs: list[list[Row]]) -> list[Row]:
     """Of repeated runs of one measurement, the one with the median first value (rate, time).
 
@@ -253,8 +321,10 @@ def fmt_ratio(value: float | None) -> str:
 
 def table(rows: list[Row]) -> str:
     """The human table, grouped so that the servers of one measurement sit together."""
+    hosts = any(r.placement == HOSTS for r in rows)
     head: tuple[str, ...] = ("workload", "P/C", "place", "server", "metric", "value", "unit")
     head += ("x ref", "x same", "lost", "ooo", "err", "load%", "idle%", "other")
+    head += ("x 1host",) if hosts else ()
     lines: list[tuple[str, ...]] = [head]
     order = {w: i for i, w in enumerate(WORKLOADS)}
     servers: dict[str, int] = {}
@@ -289,9 +359,10 @@ def table(rows: list[Row]) -> str:
             (r.workload, str(r.size), r.placement, r.server, r.metric, fmt(r.value), r.unit)
             + (fmt_ratio(r.ratio_ref), fmt_ratio(r.ratio_same))
             + checks
+            + ((fmt_ratio(r.ratio_1host),) if hosts else ())
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    right = {1, 5, 7, 8, 9, 10, 11, 12, 13, 14}
+    right = {1, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15}
     out = []
     for line in lines:
         cells = [
@@ -311,6 +382,8 @@ class ServerSpec:
 
     label: str
     argv: tuple[str, ...]
+    #: more than 1: a cluster of that many servers, each ``argv`` with ``--redis URL --node hK``
+    hosts: int = 1
 
 
 def matchmaker_spec(workers: int, max_clients: int, extra: Sequence[str] = ()) -> ServerSpec:
@@ -403,6 +476,275 @@ class Server:
             return ""
 
 
+class RedisServer:
+    """``redis-server`` on 127.0.0.1 and a free port, in a temporary directory, no persistence.
+
+    The flags are those of ``tests/redis_server.py`` (which needs pytest, so is not
+    imported). Started in its own session; ``close`` stops and reaps it (SIGTERM,
+    then SIGKILL to its group) and removes the directory.
+    """
+
+    ATTEMPTS = 5  # another process may take the free port before Redis binds it
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError("--hosts needs redis-server (apt-get install -y redis-server)")
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
+        self.log_path = self.dir / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self._client: redis.Redis | None = None
+        try:
+            for _ in range(self.ATTEMPTS):
+                self.port = free_port()
+                if self._launch(binary):
+                    break
+            else:
+                raise RuntimeError(f"redis-server did not start: {self.log_tail()}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _launch(self, binary: str) -> bool:
+        cmd = [binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.dir)]
+        cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.proc = None
+                return False  # most likely the port was taken: try another
+            try:
+                if self.client().info("server")["process_id"] == self.proc.pid:
+                    return True
+                self.close_client()
+                self.kill()
+                return False  # someone else's Redis on that port
+            except redis.ConnectionError:
+                self.close_client()
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not answer in {START_TIMEOUT} s: {self.log_tail()}")
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis(
+                host=HOST, port=self.port, socket_timeout=STOP_TIMEOUT, decode_responses=True
+            )
+        return self._client
+
+    def close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def stats(self) -> dict[str, Any]:
+        """Memory and, per command since the last ``reset``, calls and microseconds per call."""
+        info = self.client().info()  # its stats count from the last ``reset`` too
+        commands = self.client().info("commandstats")
+        calls = {
+            k.removeprefix("cmdstat_"): [v["calls"], round(v["usec_per_call"], 2)]
+            for k, v in sorted(commands.items(), key=lambda kv: -kv[1]["usec"])
+        }
+        return {
+            "redis_rss": psutil.Process(self.pid).memory_info().rss,
+            "redis_used_memory": info["used_memory"],
+            # socket reads with commands in them: a pipeline is one (or a few, if large)
+            "redis_reads": info.get("total_reads_processed"),
+            "redis_commands": calls,
+        }
+
+    def reset(self) -> None:
+        self.client().config_resetstat()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait(STOP_TIMEOUT)
+            self.proc = None
+
+    def close(self) -> None:
+        self.close_client()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Cluster:
+    """A fresh Redis and ``spec.hosts`` servers sharing it, nodes ``h1``, ``h2``, ..."""
+
+    def __init__(self, spec: ServerSpec, workdir: Path) -> None:
+        self.redis = RedisServer(workdir)
+        self.servers: list[Server] = []
+        try:
+            for k in range(1, spec.hosts + 1):
+                argv = (*spec.argv, "--redis", self.redis.url, "--node", f"h{k}")
+                self.servers.append(Server(ServerSpec(f"{spec.label}-h{k}", argv), workdir))
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def endpoints(self) -> list[benchload.Endpoint]:
+        return [(s.host, s.port, s.pid) for s in self.servers]
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Every process to measure, by name: the hosts' top processes and Redis."""
+        out = {f"h{k}": s.pid for k, s in enumerate(self.servers, 1)}
+        out["redis"] = self.redis.pid
+        return out
+
+    @property
+    def command(self) -> str:
+        return " ; ".join(" ".join(shlex.quote(a) for a in s.argv) for s in self.servers)
+
+    def stop(self) -> list[int | None]:
+        """Stop every host (SIGINT, as a one-host server), then Redis; the hosts' statuses."""
+        try:
+            return [s.stop() for s in self.servers]
+        finally:
+            self.redis.close()
+
+    def log_tail(self) -> str:
+        return "\n".join(f"{s.log_path}:\n{s.log_tail()}" for s in self.servers)
+
+
+# ---- profiles (--py-spy) -----------------------------------------------------------------
+
+
+class Profiles:
+    """py-spy recording the matchmaker and workers of the servers while a pair workload runs.
+
+    Raw collapsed stacks (``--format raw``, no line numbers, idle stacks left out)
+    sampled at 100 Hz without pausing the process (``--nonblocking``), one file per
+    process: ``DIR/<server>-<workload><P>-<process>.txt``. py-spy counts a thread as
+    busy while it is runnable, so time in a system call that woke another process
+    and lost the CPU to it counts; ``gil`` keeps only the samples holding the GIL,
+    which is the interpreter's own CPU (system calls release it). A profiled run
+    measures the profiler too: its numbers are not the table's.
+    """
+
+    RATE = 100
+
+    def __init__(
+        self,
+        directory: Path | None,
+        tag: str,
+        servers: benchload.Servers,
+        seconds: float,
+        gil: bool = False,
+    ) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.paths: list[Path] = []
+        self.seconds = seconds
+        if directory is None:
+            return
+        spy = shutil.which("py-spy")
+        if spy is None:
+            raise RuntimeError("--py-spy needs py-spy (pip install py-spy)")
+        directory.mkdir(parents=True, exist_ok=True)
+        procs, names = benchload.server_tree(servers)
+        for p in procs:
+            name = (names.get(p.pid, "") + benchload.title(p)).replace("matchmaker: ", "")
+            if not ("matchmaker" in name or "worker" in name):
+                continue  # supervisor, acceptor: idle; resource tracker, Redis: not ours
+            path = directory / f"{tag}-{name.strip().replace(' ', '-')}.txt"
+            argv = [spy, "record", "--pid", str(p.pid), "--rate", str(self.RATE)]
+            argv += ["--duration", str(max(1, round(seconds))), "--nonblocking"]
+            argv += ["--format", "raw", "--nolineno", "-o", str(path)]
+            argv += ["--gil"] if gil else []
+            self.procs.append(
+                subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )  # fmt: skip
+            )
+            self.paths.append(path)
+
+    def wait(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.wait(self.seconds + STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.returncode:
+                print(f"  py-spy: {stderr_text(proc)}", file=sys.stderr)
+
+
+def stderr_text(proc: subprocess.Popen[bytes]) -> str:
+    return proc.stderr.read().decode(errors="replace").strip()[-500:] if proc.stderr else ""
+
+
+def profile_summary(path: Path, seconds: float, top: int = 12) -> list[str]:
+    """The functions of one raw py-spy profile: busy share, then the top self and total shares.
+
+    Self: samples whose innermost frame is the function. Total: samples with the
+    function anywhere on the stack. Shares are of the process's busy samples; busy
+    is those samples over the samples a wholly busy process would have given.
+    """
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f.strip() for f in stack.split(";") if f.strip()]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + count
+    if not total:
+        return [f"{path.name}: no samples"]
+    busy = total / (Profiles.RATE * seconds)
+    out = [f"{path.name}: {total} samples, {100 * busy:.0f}% of the window"]
+    for head, counts in (("self", own), ("total", inclusive)):
+        out.append(f"  {head}:")
+        for f, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
+            out.append(f"    {100 * n / total:5.1f}%  {f}")
+    return out
+
+
 # ---- one measurement ---------------------------------------------------------------------
 
 
@@ -418,7 +760,11 @@ class Options:
     duration: float
     warmup: float
     load_procs: int
-    gets: int = 50
+    gets: int = GETS
+    gets_seconds: float = GETS_SECONDS
+    #: --py-spy: record a profile of every server process of each pair row here
+    profile: Path | None = None
+    profile_gil: bool = False
 
 
 def usage_fields(u: benchload.Usage) -> dict[str, Any]:
@@ -495,13 +841,16 @@ def measure(
 
     No rows when the server cannot give that placement (cross on one process).
     """
+    if spec.hosts > 1:
+        return measure_hosts(job, spec, opts, exe, workdir)
     server = Server(spec, workdir)
     run: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in server.argv)}
     try:
         if job.workload == "conns":
             got = benchload.run_conns(
-                exe, server.host, server.port, server.pid, job.size, workdir, opts.gets
-            )
+                exe, server.host, server.port, server.pid, job.size, workdir, opts.gets,
+                opts.gets_seconds,
+            )  # fmt: skip
             if got.log:
                 print(f"  load generator: {got.log}", file=sys.stderr)
             return conns_rows(job, spec.label, got, run), 0
@@ -515,6 +864,8 @@ def measure(
         )
         if not pairset.pairs:
             return [], pairset.holders
+        tag = f"{spec.label}-{job.workload}{job.size}{job.placement}"
+        spy = Profiles(opts.profile, tag, server.pid, opts.warmup + opts.duration, opts.profile_gil)
         try:
             result = benchload.run_pairs(
                 exe,
@@ -527,6 +878,7 @@ def measure(
                 opts.load_procs,
             )
         finally:
+            spy.wait()
             pairset.close()
         if result.log:
             print(f"  load generator: {result.log}", file=sys.stderr)
@@ -538,6 +890,64 @@ def measure(
         status = server.stop()
         if status not in (0, -signal.SIGINT, 130):
             print(f"  {spec.label} exited with status {status}", file=sys.stderr)
+
+
+def measure_hosts(
+    job: Job, spec: ServerSpec, opts: Options, exe: Path, workdir: Path
+) -> tuple[list[Row], int]:
+    """Run ``job`` on a fresh Redis and ``spec.hosts`` fresh servers sharing it.
+
+    Pairs have their two ends on two hosts; conns clients are spread evenly over the
+    hosts. Rows have placement ``hosts``; CPU, RSS and PSS include Redis's process,
+    and the run carries Redis's memory and per-command statistics.
+    """
+    cluster = Cluster(spec, workdir)
+    run: dict[str, Any] = {"command": cluster.command}
+    try:
+        if job.workload == "conns":
+            cluster.redis.reset()
+            got = benchload.run_conns_hosts(
+                exe, cluster.endpoints, job.size, workdir, opts.gets, opts.gets_seconds,
+                extra={"redis": cluster.redis.pid},
+            )  # fmt: skip
+            if got.log:
+                print(f"  load generator: {got.log}", file=sys.stderr)
+            run.update(cluster.redis.stats())
+            return conns_rows(Job(job.workload, job.size, HOSTS), spec.label, got, run), 0
+        pairset = benchload.open_host_pairs(
+            cluster.endpoints, job.size, session=job.workload != "churn"
+        )
+        tag = f"{spec.label}-{job.workload}{job.size}"
+        spy = Profiles(
+            opts.profile, tag, cluster.pids, opts.warmup + opts.duration, opts.profile_gil
+        )
+        try:
+            cluster.redis.reset()
+            result = benchload.run_pairs(
+                exe,
+                job.workload,
+                pairset,
+                cluster.pids,
+                opts.warmup,
+                opts.duration,
+                workdir,
+                opts.load_procs,
+            )
+            run.update(cluster.redis.stats())
+        finally:
+            spy.wait()
+            pairset.close()
+        if result.log:
+            print(f"  load generator: {result.log}", file=sys.stderr)
+        rows = pair_rows(Job(job.workload, job.size, HOSTS), spec.label, result, run)
+        return rows, pairset.holders
+    except Exception:
+        print(f"  server logs:\n{cluster.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        for status in cluster.stop():
+            if status not in (0, -signal.SIGINT, 130):
+                print(f"  {spec.label} host exited with status {status}", file=sys.stderr)
 
 
 # ---- the whole run -----------------------------------------------------------------------
@@ -556,14 +966,20 @@ def wait_quiet(bound: float, busy: float = 10.0) -> bool:
     return False
 
 
-def jobs(sizes: dict[str, list[int]], workloads: Sequence[str]) -> list[Job]:
+def jobs(
+    sizes: dict[str, list[int]],
+    workloads: Sequence[str],
+    placements: Sequence[str] = ("same", "cross"),
+) -> list[Job]:
+    """Every measurement, in order. With --hosts only ``cross``: a cluster measures it as
+    pairs across hosts (``hosts`` rows), the one-host server as pairs across workers."""
     out = []
     for workload in workloads:
         for size in sizes[workload]:
             if workload == "conns":
                 out.append(Job(workload, size, "-"))
             else:
-                out.extend(Job(workload, size, p) for p in ("same", "cross"))
+                out.extend(Job(workload, size, p) for p in placements)
     return out
 
 
@@ -600,11 +1016,20 @@ def csv_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except None: those flags say what they default to."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python scripts/bench.py",
         description=__doc__.splitlines()[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--workers", type=int, default=2, help="workers of the server under test")
     p.add_argument(
@@ -622,11 +1047,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 s per workload, C=1000")
     p.add_argument("--duration", type=float, help="measured seconds per workload (default 3)")
     p.add_argument("--warmup", type=float, help="seconds before measuring (default 0.5)")
-    p.add_argument("--workloads", default=",".join(WORKLOADS), help="which workloads, in order")
-    p.add_argument("--pingpong", type=csv_ints, default=[1, 32, 256], help="pair counts")
-    p.add_argument("--stream", type=csv_ints, default=[1, 32], help="pair counts")
-    p.add_argument("--churn", type=csv_ints, default=[1, 32], help="pair counts")
-    p.add_argument("--conns", type=csv_ints, help="idle client counts (default 1000,10000)")
+    p.add_argument(
+        "--workloads",
+        help=f"which workloads, in order (default {','.join(WORKLOADS)}; "
+        "with --hosts pingpong,stream,conns)",
+    )
+    p.add_argument("--pingpong", type=csv_ints, help="pair counts (default 1,32,256; --hosts 32)")
+    p.add_argument("--stream", type=csv_ints, help="pair counts (default 1,32; --hosts 32)")
+    p.add_argument("--churn", type=csv_ints, help="pair counts (default 1,32; --hosts 32)")
+    p.add_argument(
+        "--conns", type=csv_ints, help="idle client counts (default 1000,10000; --hosts 10000)"
+    )
+    p.add_argument(
+        "--hosts",
+        type=int,
+        default=0,
+        help="cross-host mode: N servers sharing a fresh Redis (--redis, --node hK), pairs "
+        "with their ends on two hosts, beside one server of the same total workers with "
+        "--migrate off (pairs across its workers)",
+    )
+    p.add_argument("--host-workers", type=int, default=1, help="with --hosts: workers of each host")
+    p.add_argument(
+        "--gets",
+        type=int,
+        help=f"GETs timed at C clients (default {GETS}; with --hosts {HOST_GETS})",
+    )
     p.add_argument(
         "--repeat",
         type=int,
@@ -641,6 +1086,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
     p.add_argument("--json", type=Path, help="write the JSON lines here instead of stdout")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record py-spy profiles of every server process during each pair row into "
+        "DIR, and print their top functions (perturbs the figures: a separate run)",
+    )
+    p.add_argument(
+        "--py-spy-gil",
+        action="store_true",
+        help="with --py-spy: only samples holding the GIL (Python's CPU, not system calls)",
+    )
     return p.parse_args(argv)
 
 
@@ -648,8 +1105,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     duration = args.duration or (1.0 if args.quick else 3.0)
     warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 0.5)
-    conns = args.conns or ([1000] if args.quick else [1000, 10000])
-    workloads = [w for w in args.workloads.split(",") if w]
+    hosts = args.hosts
+    if hosts == 1 or hosts < 0:
+        raise SystemExit("--hosts needs 2 hosts or more")
+    if hosts:
+        conns = args.conns or [10000]
+        default_workloads, default_sizes = "pingpong,stream,conns", [32]
+    else:
+        conns = args.conns or ([1000] if args.quick else [1000, 10000])
+        default_workloads, default_sizes = ",".join(WORKLOADS), []
+    workloads = [w for w in (args.workloads or default_workloads).split(",") if w]
     unknown = set(workloads) - set(WORKLOADS)
     if unknown:
         raise SystemExit(f"unknown workloads: {', '.join(sorted(unknown))}")
@@ -667,7 +1132,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         target = matchmaker_spec(args.workers, max_clients, extra)
     specs = [target]
-    if args.compare:
+    one_host = target
+    if hosts:
+        if args.server_cmd or args.compare or args.ref:
+            raise SystemExit("--hosts measures python -m matchmaker only, without ref")
+        # the same total workers on one host, every line relayed by its matchmaker
+        one_host = matchmaker_spec(
+            hosts * args.host_workers, max_clients, [*extra, "--migrate", "off"]
+        )
+        one_host = ServerSpec(f"{one_host.label}-relay", one_host.argv)
+        target = matchmaker_spec(args.host_workers, max_clients, extra)
+        target = ServerSpec(f"{hosts}h-w{args.host_workers}", target.argv, hosts=hosts)
+        specs = [one_host, target]
+    elif args.compare:
         specs = [ref_spec(), matchmaker_spec(1, max_clients, extra), target]
         if args.server_cmd:
             specs.insert(2, matchmaker_spec(args.workers, max_clients, extra))
@@ -677,14 +1154,21 @@ def main(argv: list[str] | None = None) -> int:
 
     facts = machine()
     opts = Options(duration, warmup, args.load_procs)
-    sizes = {"pingpong": args.pingpong, "stream": args.stream, "churn": args.churn}
-    sizes["conns"] = conns
+    opts.gets = args.gets or (HOST_GETS if hosts else GETS)
+    opts.gets_seconds = HOST_GETS_SECONDS if hosts else GETS_SECONDS
+    opts.profile, opts.profile_gil = args.py_spy, args.py_spy_gil
+    sizes = {
+        "pingpong": args.pingpong or default_sizes or [1, 32, 256],
+        "stream": args.stream or default_sizes or [1, 32],
+        "churn": args.churn or default_sizes or [1, 32],
+        "conns": conns,
+    }
     workdir = benchload.scratch()
     exe = benchload.build_helper(workdir)
     rows: list[Row] = []
     single: set[str] = set()  # servers seen to hold every client in one process
     failed: list[str] = []
-    todo = jobs(sizes, workloads)
+    todo = jobs(sizes, workloads, placements=("cross",) if hosts else ("same", "cross"))
     started = time.monotonic()
     for n, job in enumerate(todo, 1):
         runs: dict[str, list[list[Row]]] = {}
@@ -723,6 +1207,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.extend(chosen)
 
     add_ratios(rows)
+    if hosts:
+        add_host_ratios(rows, one_host.label)
     out: IO[str] = open(args.json, "w") if args.json else sys.stdout
     try:
         for r in rows:
@@ -744,6 +1230,27 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     goal_server = target.label
+    if hosts:
+        print()
+        print(
+            f"Redis, per {goal_server} row (commands counted from pairing, or from the "
+            "first connect, to the end):"
+        )
+        for r in rows:
+            if r.first and r.server == goal_server and "redis_commands" in r.run:
+                top = list(r.run["redis_commands"].items())[:5]
+                print(
+                    f"  {r.workload} {r.size}: RSS {r.run['redis_rss'] / 1e6:.1f} MB, "
+                    f"used {r.run['redis_used_memory'] / 1e6:.1f} MB, "
+                    f"cores {r.run['cores_by_process'].get('redis redis-server', 0):.2f}, "
+                    f"{r.run.get('redis_reads') or 0:,} socket reads; "
+                    + ", ".join(f"{c} {n:,} x {us:g} us" for c, (n, us) in top)
+                )
+        print()
+        print(f"targets ({goal_server} vs {one_host.label}):")
+        for t in host_targets(rows, goal_server):
+            mark = {True: "PASS", False: "FAIL", None: "  - "}[t.ok]
+            print(f"  {mark}  {t.goal}: {t.measured}")
     if any(s.label == REF for s in specs):
         print()
         print(f"targets ({goal_server} vs {REF}):")
@@ -766,6 +1273,17 @@ def main(argv: list[str] | None = None) -> int:
         for r in noisy:
             values = " / ".join(fmt(v) for v in r.run["repeats"])
             print(f"  {r.workload} {r.size} {r.placement} {r.server} {r.metric}: {values} {r.unit}")
+    if args.py_spy:
+        summary = [
+            line
+            for path in sorted(args.py_spy.glob("*.txt"))
+            if path.name != "summary.txt"
+            for line in profile_summary(path, warmup + duration)
+        ]
+        (args.py_spy / "summary.txt").write_text("\n".join(summary) + "\n")
+        print()
+        print(f"profiles in {args.py_spy} (summary.txt):")
+        print("\n".join(summary))
     if single:
         print(f"cross-worker rows: n/a for {', '.join(sorted(single))} (one process holds all)")
     for f in failed:

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -652,6 +652,23 @@ def tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+#: A server's top process, or several (hosts of a cluster, its Redis) by name.
+Servers = int | Mapping[str, int]
+
+
+def server_tree(servers: Servers) -> tuple[list[psutil.Process], dict[int, str]]:
+    """Every process of ``servers`` and, for named ones, the prefix of each one's title."""
+    if isinstance(servers, int):
+        return tree(servers), {}
+    procs: list[psutil.Process] = []
+    names: dict[int, str] = {}
+    for name, pid in servers.items():
+        for p in tree(pid):
+            procs.append(p)
+            names[p.pid] = f"{name} "
+    return procs, names
+
+
 def holders(procs: Iterable[psutil.Process], server_port: int, ports: set[int]) -> dict[int, int]:
     """Which server process holds the server end of each client's connection, by client port.
 
@@ -776,15 +793,67 @@ def open_pairs(
     for a, _ in pairs:
         result.groups[where[a.port]] = result.groups.get(where[a.port], 0) + 1
     if session:
-        try:
-            for a, b in pairs:
-                a.send(f"CONNECT {b.cid}")
-            for a, b in pairs:
-                a.expect(f"CONNECTED {b.cid}")
-                b.expect(f"CONNECTED {a.cid}")
-        except BaseException:
-            result.close()
-            raise
+        enter_sessions(result)
+    return result
+
+
+def enter_sessions(pairset: PairSet) -> None:
+    """Put every pair in a session: A sends ``CONNECT`` B, both read ``CONNECTED``."""
+    try:
+        for a, b in pairset.pairs:
+            a.send(f"CONNECT {b.cid}")
+        for a, b in pairset.pairs:
+            a.expect(f"CONNECTED {b.cid}")
+            b.expect(f"CONNECTED {a.cid}")
+    except BaseException:
+        pairset.close()
+        raise
+
+
+#: One host of a cluster: its address and the pid of its top process.
+Endpoint = tuple[str, int, int]
+
+
+def open_host_pairs(hosts: Sequence[Endpoint], count: int, session: bool) -> PairSet:
+    """``count`` pairs whose two ends are clients of two different hosts (servers).
+
+    Pair i has end A on host i mod H and end B on the next host, so with two hosts
+    every A is on the first and every B on the second. That each client is held by
+    the server it connected to (and not, say, by a host reached through a proxy) is
+    checked with psutil, as in ``open_pairs``. ``groups`` counts pairs by A's host.
+    """
+    if len(hosts) < 2:
+        raise ValueError("pairs across hosts need two hosts at least")
+    ends: list[tuple[int, int]] = [(i % len(hosts), (i + 1) % len(hosts)) for i in range(count)]
+    pairs: list[tuple[Client, Client]] = []
+    result = PairSet(pairs, holders=len(hosts))
+    try:
+        for ha, hb in ends:
+            a = connect(*hosts[ha][:2])
+            pairs.append((a, connect(*hosts[hb][:2])))
+        on: dict[int, set[int]] = {}
+        for (ha, hb), (a, b) in zip(ends, pairs, strict=True):
+            on.setdefault(ha, set()).add(a.port)
+            on.setdefault(hb, set()).add(b.port)
+        for k, ports in on.items():
+            host, port, pid = hosts[k]
+            for _ in range(20):  # a hand-over in progress: look again
+                where = holders(tree(pid), port, ports)
+                if len(where) == len(ports):
+                    break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError(
+                    f"could not find the clients of host {k + 1} ({host}:{port}) in its "
+                    "processes (psutil needs to see the server's sockets: same user, or root)"
+                )
+        for ha, _ in ends:
+            result.groups[ha] = result.groups.get(ha, 0) + 1
+    except BaseException:
+        result.close()
+        raise
+    if session:
+        enter_sessions(result)
     return result
 
 
@@ -906,14 +975,24 @@ class Usage:
 
 
 class Meter:
-    """Takes a CPU snapshot of two process groups and the machine, then the difference."""
+    """Takes a CPU snapshot of two process groups and the machine, then the difference.
 
-    def __init__(self, server: list[psutil.Process], load: list[psutil.Process]) -> None:
+    ``names`` puts a prefix before the title of some server processes (``h1 ``: the
+    processes of two hosts have the same titles).
+    """
+
+    def __init__(
+        self,
+        server: list[psutil.Process],
+        load: list[psutil.Process],
+        names: Mapping[int, str] | None = None,
+    ) -> None:
         self.server, self.load = server, load
+        self.names = dict(names or {})
         self.start()
 
     def start(self) -> None:
-        self.titles = {p.pid: title(p) for p in self.server}
+        self.titles = {p.pid: self.names.get(p.pid, "") + title(p) for p in self.server}
         self.t = time.perf_counter()
         self.s, self.ld = cpu_by_pid(self.server), cpu_seconds(self.load)
         self.ld_sys = system_seconds(self.load)
@@ -961,7 +1040,7 @@ def run_pairs(
     exe: Path,
     mode: str,
     pairset: PairSet,
-    server_pid: int,
+    server_pid: Servers,
     warmup: float,
     duration: float,
     workdir: Path,
@@ -1000,12 +1079,12 @@ def run_pairs(
             proc.stdin.close()
         readers = [LineReader(p) for p in helpers]
         load = [psutil.Process(p.pid) for p in helpers]
-        server = tree(server_pid)
+        server, names = server_tree(server_pid)
         deadline = time.monotonic() + warmup + duration + DRAIN + REPLY_TIMEOUT
         for r in readers:
             if not r.line(deadline).startswith("W"):
                 raise RuntimeError("the load generator lost its step")
-        meter = Meter(server, load)
+        meter = Meter(server, load, names)
         for r in readers:
             if not r.line(deadline).startswith("E"):
                 raise RuntimeError("the load generator lost its step")
@@ -1069,7 +1148,14 @@ def settled_rss(host: str, port: int, server_pid: int, bound: float = 5.0) -> in
 
 
 def run_conns(
-    exe: Path, host: str, port: int, server_pid: int, clients: int, workdir: Path, gets: int = 50
+    exe: Path,
+    host: str,
+    port: int,
+    server_pid: int,
+    clients: int,
+    workdir: Path,
+    gets: int = 50,
+    gets_seconds: float = 3.0,
 ) -> ConnsResult:
     """Open ``clients`` idle clients, time them, time ``GET`` at that size, weigh the server.
 
@@ -1079,7 +1165,7 @@ def run_conns(
     path = workdir / "samples-conns.bin"
     rss_before = settled_rss(host, port, server_pid)
     argv = [str(exe), "conns", host, str(port), str(clients), str(CONNECT_WINDOW), str(gets)]
-    argv += [str(3 * 1_000_000_000), str(path)]
+    argv += [str(int(gets_seconds * 1e9)), str(path)]
     proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -1117,6 +1203,86 @@ def run_conns(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def run_conns_hosts(
+    exe: Path,
+    hosts: Sequence[Endpoint],
+    clients: int,
+    workdir: Path,
+    gets: int = 50,
+    gets_seconds: float = 3.0,
+    extra: Mapping[str, int] | None = None,
+) -> ConnsResult:
+    """``clients`` idle clients spread evenly over ``hosts``; ``GET`` timed on the last host.
+
+    One helper per host, started one after the other (each holds its clients until
+    the end): the first ones only connect, the last one connects its share and then
+    times the ``GET``s, whose reply must list every client of every host. Connect
+    time is the sum of the helpers' times; RSS and CPU are over every host's
+    processes and ``extra`` (Redis), named ``h1``, ``h2``... in ``cores_by_process``.
+    """
+    servers = {f"h{k + 1}": pid for k, (_, _, pid) in enumerate(hosts)}
+    servers.update(extra or {})
+    procs, _ = server_tree(servers)
+    rss_before = sum(settled_rss(host, port, pid) for host, port, pid in hosts)
+    rss_before += total_rss(p for p in procs if p.pid in (extra or {}).values())
+    shares = [clients // len(hosts) + (k < clients % len(hosts)) for k in range(len(hosts))]
+    helpers: list[subprocess.Popen[bytes]] = []
+    path = workdir / "samples-conns.bin"
+    ok = failed = 0
+    elapsed_ns = 0
+    got: dict[str, int] = {}
+    try:
+        procs, names = server_tree(servers)
+        meter = Meter(procs, [], names)  # each helper joins it as it starts
+        usage = Usage()
+        for k, ((host, port, _), share) in enumerate(zip(hosts, shares, strict=True)):
+            last = k == len(hosts) - 1
+            argv = [str(exe), "conns", host, str(port), str(share), str(CONNECT_WINDOW)]
+            argv += [str(gets if last else 0), str(int(gets_seconds * 1e9)), str(path)]
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            helpers.append(proc)
+            meter.load.append(psutil.Process(proc.pid))
+            reader = LineReader(proc)
+            deadline = time.monotonic() + 300 + REPLY_TIMEOUT
+            _, elapsed, n_ok, n_failed = reader.line(deadline).split()
+            if last:  # CPU over the connects, as in run_conns
+                usage = meter.stop()
+            elapsed_ns += int(elapsed)
+            ok, failed = ok + int(n_ok), failed + int(n_failed)
+            got = parse_fields(reader.line(deadline + gets_seconds))
+            if reader.line(deadline) != "READY":
+                raise RuntimeError("the load generator lost its step")
+        procs, _ = server_tree(servers)
+        rss_after, pss_after = total_rss(procs), total_pss(procs)
+        for proc in helpers:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=REPLY_TIMEOUT)
+        samples = array.array("q", path.read_bytes())
+        path.unlink()
+        return ConnsResult(
+            clients=clients,
+            ok=ok,
+            failed=failed,
+            connect_seconds=elapsed_ns / 1e9,
+            rss_before=rss_before,
+            rss_after=rss_after,
+            pss_after=pss_after,
+            entries=got["entries"],
+            bad=got["bad"],
+            samples=samples,
+            usage=usage,
+            log="\n".join(s for s in (stderr_of(p) for p in helpers) if s),
+        )
+    finally:
+        for proc in helpers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def raise_fd_limit(want: int) -> int:
