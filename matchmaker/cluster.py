@@ -61,6 +61,8 @@ _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 ELSEWHERE = -1
 
 _DECISIONS = (m.Register, m.Get, m.Connect, m.Goodbye, m.Drop)
+#: records in one stream entry at most (one entry per host a round, in the common case)
+BATCH = 512
 
 
 class Clock:
@@ -98,14 +100,16 @@ class ClusterMatchmaker(Matchmaker):
         self.node = node
         self.token = token
         self.node_ttl = node_ttl
+        #: how long a Redis call may take before it counts as failed (made twice, then
+        #: Redis is down): a quarter of --node-ttl, one heartbeat's interval
+        self.timeout = max(0.1, node_ttl / 4)
         self.scripts = {name: redis.register_script(shared.source(name)) for name in shared.SCRIPTS}
         self.wall = Clock()
         self.remote: dict[int, str] = {}  # our client -> its partner's host ("" unknown yet)
         self.outbound: dict[int, deque[tuple[int, str]]] = {}  # lines not yet confirmed
-        self.unacked: dict[int, deque[tuple[int, bytes]]] = {}  # (seq, entry id) delivered here
         self.heard: dict[int, int] = {}  # our client -> the newest session it was told of
-        # stream entries for a client moving between workers: applied once it has landed
-        self.parked: dict[int, list[tuple[bytes, dict[bytes, bytes]]]] = {}
+        # news for a client moving between workers: applied once it has landed
+        self.parked: dict[int, list[hosts.Event]] = {}
         self.progress: set[int] = set()  # our clients whose lines were confirmed since a beat
         self.todo: deque[tuple[str, Any, Any]] = deque()  # ("w", worker, msg) / ("o", op, arg)
         # this host's stream, fetched by the pump alone, in order; applied before the next
@@ -189,7 +193,10 @@ class ClusterMatchmaker(Matchmaker):
         while not self.down:
             try:
                 got: Any = await _twice(
-                    lambda: self.redis.xreadgroup(shared.GROUP, self.node, {key: self.cursor}, 1000)
+                    lambda: self.redis.xreadgroup(
+                        shared.GROUP, self.node, {key: self.cursor}, 1000
+                    ),
+                    self.timeout,
                 )
             except ResponseError as exc:  # NOGROUP: Redis lost it; SYNC makes it again
                 log.warning("reading %s: %s", key, exc)
@@ -298,7 +305,8 @@ class ClusterMatchmaker(Matchmaker):
             args = [*args, f"{self.run}.{self.ops}"]
         for attempt in (1, 2):
             try:
-                return await self.scripts[name](args=args)
+                async with asyncio.timeout(self.timeout):
+                    return await self.scripts[name](args=args)
             except _DOWN as exc:
                 if attempt == 2:
                     self._lost_redis(exc)
@@ -315,10 +323,15 @@ class ClusterMatchmaker(Matchmaker):
         writes, self.writes = self.writes, []
         acks, self.acks = self.acks, []
 
+        batches: dict[str, list[str]] = {}  # one entry per host and round, in order
+        for key, record in writes:
+            batches.setdefault(key, []).append(record)
+
         def pipeline() -> Awaitable[list[Any]]:  # a fresh one for each try: execute empties it
             pipe = self.redis.pipeline(transaction=False)
-            for key, record in writes:
-                pipe.xadd(key, {"m": record}, nomkstream=True)  # a reaped host's stays gone
+            for key, records in batches.items():
+                for i in range(0, len(records), BATCH):  # a reaped host's stream stays gone
+                    pipe.xadd(key, {"m": "\n".join(records[i : i + BATCH])}, nomkstream=True)
             if acks:
                 key = shared.stream(self.node)
                 pipe.xack(key, shared.GROUP, *acks)
@@ -326,7 +339,7 @@ class ClusterMatchmaker(Matchmaker):
             return pipe.execute(raise_on_error=False)
 
         try:
-            await _twice(pipeline)
+            await _twice(pipeline, self.timeout)
         except _DOWN as exc:
             self._lost_redis(exc)
 
@@ -390,7 +403,7 @@ class ClusterMatchmaker(Matchmaker):
             return pipe.execute()
 
         try:
-            owners, busy, last = await _twice(listing)
+            owners, busy, last = await _twice(listing, self.timeout)
         except _DOWN as exc:
             self._lost_redis(exc)
             self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
@@ -519,8 +532,6 @@ class ClusterMatchmaker(Matchmaker):
         me.session, me.peer = 0, None
         self.remote.pop(me.id, None)
         self.outbound.pop(me.id, None)
-        for _, entry_id in self.unacked.pop(me.id, ()):
-            self.acks.append(entry_id)
 
     def _end_remote(self, me: Entry[Addr], peer: int) -> None:
         sid = me.session
@@ -550,8 +561,7 @@ class ClusterMatchmaker(Matchmaker):
         if me is not None and cid in self.remote:
             self._clear_remote(me)
         self.heard.pop(cid, None)
-        for entry_id, _ in self.parked.pop(cid, ()):
-            self.acks.append(entry_id)
+        self.parked.pop(cid, None)
         return super()._forget(cid)
 
     def _elsewhere(self, cid: int) -> bool:
@@ -582,30 +592,39 @@ class ClusterMatchmaker(Matchmaker):
         me = self.table.get(msg.cid)
         if me is None or me.session != msg.session or me.peer is None:
             return
-        unacked = self.unacked.get(msg.cid)
-        while unacked and unacked[0][0] <= msg.seq:
-            self.acks.append(unacked.popleft()[1])
         self._send(node, hosts.Confirmed(me.peer, msg.session, msg.seq))
 
     def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        """One entry of this host's stream: news for one of its clients."""
+        """One entry of this host's stream: news for its clients, one record a line.
+
+        Acknowledged (and deleted) once handed on: a line lost after that (this
+        process dying before its worker read it) is sent again by its sender, which
+        keeps every line until the receiving worker confirms it.
+        """
+        self.acks.append(entry_id)
         try:
-            event = hosts.decode(fields[b"m"].decode())
-        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            records = fields[b"m"].decode().split("\n")
+        except (KeyError, UnicodeDecodeError) as exc:
             log.error("stream entry %s is not ours: %s", entry_id, exc)
-            self.acks.append(entry_id)
             return
+        for record in records:
+            try:
+                event = hosts.decode(record)
+            except ValueError as exc:
+                log.error("stream entry %s is not ours: %s", entry_id, exc)
+                continue
+            self._news(event)
+
+    def _news(self, event: hosts.Event) -> None:
         me = self.table.get(event.cid)
         move = self.moves.get(event.cid)
         if event.cid in self.parked or (move is not None and move.mover == event.cid):
             # it is on its way to another worker: what concerns it waits until it lands
-            self.parked.setdefault(event.cid, []).append((entry_id, fields))
+            self.parked.setdefault(event.cid, []).append(event)
             return
         if type(event) is hosts.Line:
             if me is not None and me.session == event.session and event.cid in self.remote:
                 self._to(me, m.Deliver(me.addr[1], event.session, event.text, event.seq))
-                self.unacked.setdefault(event.cid, deque()).append((event.seq, entry_id))
-                return  # acknowledged once its worker confirms it
         elif type(event) is hosts.Confirmed:
             if me is not None and me.session == event.session and event.cid in self.remote:
                 out = self.outbound[event.cid]
@@ -621,7 +640,6 @@ class ClusterMatchmaker(Matchmaker):
                     self._end_local(event.cid, event.session)
         elif type(event) is hosts.PairedWith:
             self._paired_from(event)
-        self.acks.append(entry_id)
 
     def _paired_from(self, event: hosts.PairedWith) -> None:
         me = self.table.get(event.cid)
@@ -636,8 +654,8 @@ class ClusterMatchmaker(Matchmaker):
         super()._placed(worker, msg)
         move = self.moves.get(msg.cid)
         if move is None or move.mover != msg.cid:  # landed (or stayed): its news, in order
-            for entry_id, fields in self.parked.pop(msg.cid, ()):
-                self._event(entry_id, fields)
+            for event in self.parked.pop(msg.cid, ()):
+                self._news(event)
 
     # ---- faults ---------------------------------------------------------------------
 
@@ -737,7 +755,10 @@ class ClusterMatchmaker(Matchmaker):
         if not unknown:
             return
         try:
-            owners = await self.redis.hmget(shared.PREFIX + "owner", list(unknown.values()))
+            owners = await _twice(
+                lambda: self.redis.hmget(shared.PREFIX + "owner", list(unknown.values())),
+                self.timeout,
+            )
         except RedisError as exc:
             log.error("looking up partners' hosts: %s", exc)
             return
@@ -747,7 +768,7 @@ class ClusterMatchmaker(Matchmaker):
 
     async def _epoch(self) -> str | None:
         try:
-            value = await _twice(lambda: self.redis.get(shared.PREFIX + "epoch"))
+            value = await _twice(lambda: self.redis.get(shared.PREFIX + "epoch"), self.timeout)
         except _DOWN as exc:
             self._lost_redis(exc)
             return None
@@ -789,7 +810,7 @@ class ClusterMatchmaker(Matchmaker):
                 # the rebuild window: every live host beats within it, and re-registers
                 args: list[Any] = [self.node, self.token, self._alive_ms(), self._alive_ms(),
                                    secrets.token_hex(8)]  # fmt: skip
-                reply = await _twice(partial(self.scripts["beat"], args=args))
+                reply = await _twice(partial(self.scripts["beat"], args=args), self.timeout)
             except _DOWN as exc:
                 self._lost_redis(exc)
                 if (not self.gave_up and self.down_since is not None
@@ -826,7 +847,8 @@ class ClusterMatchmaker(Matchmaker):
             await self.joined.wait()
             after = f"{self.fetched[0]}-{self.fetched[1]}"
             try:
-                got = await reader.xread({key: after}, count=1, block=1000)
+                async with asyncio.timeout(1.0 + self.timeout):
+                    got = await reader.xread({key: after}, count=1, block=1000)
             except _DOWN:  # the pump and the heartbeat judge outages; this only waits
                 await asyncio.sleep(self.node_ttl / 4)
                 continue
@@ -845,21 +867,25 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def _twice(call: Callable[[], Awaitable[Any]]) -> Any:
-    """``call()``, made once more if it fails for want of Redis: a timeout may only mean
-    this process was stopped for a while (safe here: reads, appends the receiver
-    dedups, heartbeats; decisions are made twice with an op id, in ``_call``)."""
+async def _twice(call: Callable[[], Awaitable[Any]], timeout: float) -> Any:
+    """``call()`` within ``timeout``, made once more if it fails for want of Redis: a
+    timeout may only mean this process was stopped for a while (safe here: reads,
+    appends the receiver dedups, heartbeats; decisions are made twice with an op id,
+    in ``_call``). ``asyncio.timeout`` rather than redis-py's socket timeout, which
+    wraps every read and write in a task of its own."""
     try:
-        return await call()
+        async with asyncio.timeout(timeout):
+            return await call()
     except _DOWN:
-        return await call()
+        async with asyncio.timeout(timeout):
+            return await call()
 
 
 def connect_redis(url: str, timeout: float) -> aioredis.Redis:
-    """A client that fails fast (no retries): an outage is handled above it."""
+    """A client that fails fast (no retries): an outage is handled above it, and so are
+    timeouts (``_twice``)."""
     return aioredis.Redis.from_url(
         url,
-        socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
@@ -872,7 +898,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     timeout = max(0.1, config.node_ttl / 4)
     client = connect_redis(config.redis, timeout)
-    reader = connect_redis(config.redis, timeout + 1.5)  # its reads block for 1 s
+    reader = connect_redis(config.redis, timeout)
     slots = range(len(links))
     inboxes = [Receiver(ends.inbox, m.from_wire) for ends in links]
     outboxes = [Sender(ends.outbox, loop, pack=m.to_wire) for ends in links]
@@ -956,4 +982,10 @@ def main(spawn: Spawn) -> None:
     def orphaned() -> bool:
         return os.getppid() != parent
 
-    asyncio.run(serve(spawn.config, spawn.links, spawn.control, orphaned))
+    factory = None
+    if spawn.config.loop == "uvloop":  # libuv, as the workers: less time in the loop itself
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(spawn.config, spawn.links, spawn.control, orphaned))

@@ -158,7 +158,7 @@ def test_a_redis_that_stood_still_reaps_nobody_for_it(scripts: Scripts) -> None:
     now = scripts.r.time()
     now_ms = now[0] * 1000 + now[1] // 1000
     scripts.r.zadd("mm:alive", {"b": now_ms - 5_000, "c": now_ms - 5_000})  # lapsed...
-    scripts.r.set("mm:clock", now_ms - 30_000)  # ...while nobody could beat
+    scripts.r.set("mm:clock", now_ms - 60_000)  # ...while nobody could beat
     _, _, reaped = scripts("beat", "a", TOKEN["a"], ALIVE_MS, 1, "unused")
     assert reaped == 0
     assert scripts.r.hgetall("mm:owner") == {"1": "b"}
