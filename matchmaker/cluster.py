@@ -116,13 +116,10 @@ class ClusterMatchmaker(Matchmaker):
         # worker message, and up to its mark before a decision's outcome
         self.events: deque[tuple[shared.StreamId, bytes, dict[bytes, bytes]]] = deque()
         self.fetched: shared.StreamId = (0, 0)  # the newest entry fetched
-        self.cursor = "0"  # "0": entries read by an earlier run but not acknowledged, then ">"
-        self.news = False  # the reader saw entries after ``fetched``
-        self.fetch_done = asyncio.Event()
+        self.arrived = asyncio.Event()  # the reader fetched more
         self.nested: list[tuple[str, Any, Any]] | None = None
         self.pump_task: asyncio.Task[None] | None = None
         self.writes: list[tuple[str, str]] = []  # (stream, record) to append, in order
-        self.acks: list[bytes] = []
         # new connections waiting for an id while the table is (re)built, since when
         self.held: list[tuple[int, m.Register, float]] = []
         self.wake = asyncio.Event()
@@ -166,8 +163,6 @@ class ClusterMatchmaker(Matchmaker):
         The stream's news goes first: it happened before any decision still to make.
         """
         while True:
-            if self.news and self.joined.is_set():
-                await self._fetch(None)
             self._apply(None)
             if not self.todo:
                 break
@@ -185,42 +180,6 @@ class ClusterMatchmaker(Matchmaker):
             if not self.todo:
                 await self._write()
 
-    async def _fetch(self, upto: shared.StreamId | None) -> None:
-        """This host's new stream entries into ``events``: what is there now, and at least
-        up to ``upto``. Only the pump reads with the group, so entries stay in order."""
-        self.news = False
-        key = shared.stream(self.node)
-        while not self.down:
-            try:
-                got: Any = await _twice(
-                    lambda: self.redis.xreadgroup(
-                        shared.GROUP, self.node, {key: self.cursor}, 1000
-                    ),
-                    self.timeout,
-                )
-            except ResponseError as exc:  # NOGROUP: Redis lost it; SYNC makes it again
-                log.warning("reading %s: %s", key, exc)
-                self.cursor = "0"
-                self._rejoin()
-                break
-            except _DOWN as exc:
-                self._lost_redis(exc)
-                break
-            entries = got[0][1] if got else []
-            if self.cursor != ">":
-                self.cursor = _text(entries[-1][0]) if entries else ">"
-            for entry_id, fields in entries:
-                at = shared.stream_id(entry_id)
-                self.fetched = max(self.fetched, at)
-                self.events.append((at, entry_id, fields))
-            if (
-                self.cursor == ">"
-                and len(entries) < 1000
-                and (upto is None or self.fetched >= upto)
-            ):
-                break
-        self.fetch_done.set()
-
     def _apply(self, upto: shared.StreamId | None) -> None:
         """The news fetched, up to ``upto`` (all of it with None), in order."""
         events = self.events
@@ -235,8 +194,14 @@ class ClusterMatchmaker(Matchmaker):
         """Apply every entry of this host's stream up to ``mark``: what Redis decided before
         the decision that returned it."""
         at = shared.stream_id(mark)
-        if at > self.fetched:
-            await self._fetch(at)
+        while self.fetched < at and not self.down:  # the reader is on its way to it
+            self.arrived.clear()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self.arrived.wait()
+            except TimeoutError:
+                log.warning("stream entries up to %s did not come in time", mark)
+                break
         self._apply(at)
         # the outboxes flush themselves once per loop tick (``Sender`` with a loop)
 
@@ -316,12 +281,11 @@ class ClusterMatchmaker(Matchmaker):
         return None
 
     async def _write(self) -> None:
-        """Append the lines and confirmations waiting, acknowledge the entries handled."""
-        if not (self.writes or self.acks) or self.down:
+        """Append the lines and confirmations waiting, one entry per host."""
+        if not self.writes or self.down:
             self.writes.clear()  # lines wait in ``outbound``; confirmations come again
             return
         writes, self.writes = self.writes, []
-        acks, self.acks = self.acks, []
 
         batches: dict[str, list[str]] = {}  # one entry per host and round, in order
         for key, record in writes:
@@ -332,10 +296,6 @@ class ClusterMatchmaker(Matchmaker):
             for key, records in batches.items():
                 for i in range(0, len(records), BATCH):  # a reaped host's stream stays gone
                     pipe.xadd(key, {"m": "\n".join(records[i : i + BATCH])}, nomkstream=True)
-            if acks:
-                key = shared.stream(self.node)
-                pipe.xack(key, shared.GROUP, *acks)
-                pipe.xdel(key, *acks)
             return pipe.execute(raise_on_error=False)
 
         try:
@@ -597,11 +557,11 @@ class ClusterMatchmaker(Matchmaker):
     def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """One entry of this host's stream: news for its clients, one record a line.
 
-        Acknowledged (and deleted) once handed on: a line lost after that (this
-        process dying before its worker read it) is sent again by its sender, which
-        keeps every line until the receiving worker confirms it.
+        Read with ``NOACK`` and trimmed by the heartbeat: a line lost after it was read
+        (this process dying before its worker had it) is sent again by its sender, which
+        keeps every line until the receiving worker confirms it; a pairing or an end
+        lost so is told again by the SYNC of the next process.
         """
-        self.acks.append(entry_id)
         try:
             records = fields[b"m"].decode().split("\n")
         except (KeyError, UnicodeDecodeError) as exc:
@@ -834,33 +794,48 @@ class ClusterMatchmaker(Matchmaker):
                     self.op("held")
                 if any(self.outbound.values()):
                     self.op("resend")
+                if self.fetched > (0, 0):  # what has been read is not needed any more
+                    try:
+                        await _twice(
+                            lambda: self.redis.xtrim(
+                                shared.stream(self.node),
+                                minid=f"{self.fetched[0]}-{self.fetched[1]}",
+                            ),
+                            self.timeout,
+                        )
+                    except (*_DOWN, RedisError) as exc:
+                        log.warning("trimming this host's stream: %s", exc)
             await asyncio.sleep(interval)
 
     async def read(self, reader: aioredis.Redis) -> None:
-        """Wake the pump when this host's stream has entries it has not fetched.
+        """This host's stream into ``events``, in order: the one reader of the group.
 
-        A plain ``XREAD`` that consumes nothing: the pump is the only reader of the
-        group, so that entries are applied in order around its own decisions.
+        ``NOACK``: an entry counts as handled once read (see ``_event``), so none waits
+        in Redis for an acknowledgement; the heartbeat trims what has been read.
         """
         key = shared.stream(self.node)
         while True:
             await self.joined.wait()
-            after = f"{self.fetched[0]}-{self.fetched[1]}"
             try:
                 async with asyncio.timeout(1.0 + self.timeout):
-                    got = await reader.xread({key: after}, count=1, block=1000)
+                    got: Any = await reader.xreadgroup(
+                        shared.GROUP, self.node, {key: ">"}, 1000, 1000, noack=True
+                    )
+            except ResponseError as exc:  # NOGROUP: Redis lost it; SYNC makes it again
+                log.warning("reading %s: %s", key, exc)
+                self._rejoin()
+                continue
             except _DOWN:  # the pump and the heartbeat judge outages; this only waits
                 await asyncio.sleep(self.node_ttl / 4)
                 continue
-            except RedisError as exc:
-                log.warning("watching %s: %s", key, exc)
-                await asyncio.sleep(self.node_ttl / 4)
-                continue
-            if got:
-                self.fetch_done.clear()
-                self.news = True
+            entries = got[0][1] if got else []
+            for entry_id, fields in entries:
+                at = shared.stream_id(entry_id)
+                self.fetched = max(self.fetched, at)
+                self.events.append((at, entry_id, fields))
+            if entries:
+                self.arrived.set()
                 self.wake.set()
-                await self.fetch_done.wait()
 
 
 def _text(value: bytes | str) -> str:
