@@ -345,11 +345,7 @@ class ClusterMatchmaker(Matchmaker):
 
     async def _get_shared(self, worker: int, msg: m.Get) -> None:
         me = self._asker(worker, msg.cid, msg.key)
-        if me is None:
-            return
-        move = self.moves.get(msg.cid)
-        if move is not None:
-            move.deferred.append((msg, me))
+        if me is None or self._waits(msg, me):
             return
         if self.down:
             self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
@@ -382,15 +378,7 @@ class ClusterMatchmaker(Matchmaker):
 
     async def _connect_shared(self, worker: int, msg: m.Connect) -> None:
         me = self._asker(worker, msg.cid, msg.key)
-        if me is None:
-            return
-        move = self.moves.get(msg.cid)
-        if move is not None:
-            move.deferred.append((msg, me))
-            return
-        move = self.moves.get(msg.target)
-        if move is not None and move.mover == msg.target:
-            move.deferred.append((msg, me))
+        if me is None or self._waits(msg, me):
             return
         asked = self.wall.wall_us(msg.asked) if msg.asked else 0
         args = [self.node, self.token, msg.cid, msg.target, asked]

@@ -184,32 +184,34 @@ class Matchmaker:
         self.counts[worker] += 1
         self._to(entry, m.Welcome(msg.key, entry.id, since))
 
+    def _waits(self, msg: m.Get | m.Connect, me: Entry[Addr]) -> bool:
+        """Whether ``msg`` must wait for a move to end (it is queued on the move).
+
+        The asker is in a move: it would see itself BUSY, or hear TALKING, before it
+        hears CONNECTED. Or a ``CONNECT``'s target is on its way to another worker
+        (FREE, if its partner left meanwhile): a Move now would go where it was; it
+        is asked once it lands.
+        """
+        move = self.moves.get(msg.cid)
+        if move is None and isinstance(msg, m.Connect):
+            move = self.moves.get(msg.target)
+            if move is not None and move.mover != msg.target:
+                move = None
+        if move is None:
+            return False
+        move.deferred.append((msg, me))
+        return True
+
     def _get(self, worker: int, msg: m.Get) -> None:
         me = self._asker(worker, msg.cid, msg.key)
-        if me is None:
-            return  # the id is not the asker's (any more)
-        move = self.moves.get(msg.cid)
-        if move is not None:  # it would see itself BUSY before it hears CONNECTED
-            move.deferred.append((msg, me))
-            return
+        if me is None or self._waits(msg, me):
+            return  # the id is not the asker's (any more), or it asks again after a move
         self._to(me, m.Answer.of(msg.key, Clients(tuple(self.table.clients(msg.free_only)))))
 
     def _connect(self, worker: int, msg: m.Connect) -> None:
         me = self._asker(worker, msg.cid, msg.key)
-        if me is None:
+        if me is None or self._waits(msg, me):
             return  # the requester left while its CONNECT was in flight, or lost its id
-        move = self.moves.get(msg.cid)
-        if move is not None:
-            # Its partner is on the way to its worker and it has not heard
-            # CONNECTED yet: its answer (TALKING) must come after that.
-            move.deferred.append((msg, me))
-            return
-        move = self.moves.get(msg.target)
-        if move is not None and move.mover == msg.target:
-            # The target is on its way to another worker (FREE, if its partner left
-            # meanwhile): a Move now would go where it was. It is asked once it lands.
-            move.deferred.append((msg, me))
-            return
         try:
             session = self.table.connect(msg.cid, msg.target, msg.asked)
         except ProtocolError as exc:
