@@ -38,10 +38,8 @@ import platform
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -50,13 +48,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
-import redis
 
 REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as ``python scripts/bench.py``
     sys.path.insert(0, str(REPO))
 
 from scripts import benchload  # noqa: E402
+from scripts.redisproc import RedisProcess, free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 #: How long a server may take to listen, and to stop after SIGINT.
@@ -399,12 +397,6 @@ def ref_spec() -> ServerSpec:
     return ServerSpec(REF, (sys.executable, script, "--host", HOST, "--port", "0"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """A running server: its process (the top of its tree), address and log file."""
 
@@ -476,137 +468,11 @@ class Server:
             return ""
 
 
-class RedisServer:
-    """``redis-server`` on 127.0.0.1 and a free port, in a temporary directory, no persistence.
-
-    The flags are those of ``tests/redis_server.py`` (which needs pytest, so is not
-    imported). Started in its own session; ``close`` stops and reaps it (SIGTERM,
-    then SIGKILL to its group) and removes the directory.
-    """
-
-    ATTEMPTS = 5  # another process may take the free port before Redis binds it
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not os.access(binary, os.X_OK):
-            raise RuntimeError("--hosts needs redis-server (apt-get install -y redis-server)")
-        self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
-        self.log_path = self.dir / "redis.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self._client: redis.Redis | None = None
-        try:
-            for _ in range(self.ATTEMPTS):
-                self.port = free_port()
-                if self._launch(binary):
-                    break
-            else:
-                raise RuntimeError(f"redis-server did not start: {self.log_tail()}")
-        except BaseException:
-            self.close()
-            raise
-
-    def _launch(self, binary: str) -> bool:
-        cmd = [binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.dir)]
-        cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=self.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.proc = None
-                return False  # most likely the port was taken: try another
-            try:
-                if self.client().info("server")["process_id"] == self.proc.pid:
-                    return True
-                self.close_client()
-                self.kill()
-                return False  # someone else's Redis on that port
-            except redis.ConnectionError:
-                self.close_client()
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer in {START_TIMEOUT} s: {self.log_tail()}")
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = redis.Redis(
-                host=HOST, port=self.port, socket_timeout=STOP_TIMEOUT, decode_responses=True
-            )
-        return self._client
-
-    def close_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def stats(self) -> dict[str, Any]:
-        """Memory and, per command since the last ``reset``, calls and microseconds per call."""
-        info = self.client().info()  # its stats count from the last ``reset`` too
-        commands = self.client().info("commandstats")
-        calls = {
-            k.removeprefix("cmdstat_"): [v["calls"], round(v["usec_per_call"], 2)]
-            for k, v in sorted(commands.items(), key=lambda kv: -kv[1]["usec"])
-        }
-        return {
-            "redis_rss": psutil.Process(self.pid).memory_info().rss,
-            "redis_used_memory": info["used_memory"],
-            # socket reads with commands in them: a pipeline is one (or a few, if large)
-            "redis_reads": info.get("total_reads_processed"),
-            "redis_commands": calls,
-        }
-
-    def reset(self) -> None:
-        self.client().config_resetstat()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.proc.wait(STOP_TIMEOUT)
-            self.proc = None
-
-    def close(self) -> None:
-        self.close_client()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
 class Cluster:
     """A fresh Redis and ``spec.hosts`` servers sharing it, nodes ``h1``, ``h2``, ..."""
 
     def __init__(self, spec: ServerSpec, workdir: Path) -> None:
-        self.redis = RedisServer(workdir)
+        self.redis = RedisProcess(parent=workdir)
         self.servers: list[Server] = []
         try:
             for k in range(1, spec.hosts + 1):
@@ -636,7 +502,7 @@ class Cluster:
         try:
             return [s.stop() for s in self.servers]
         finally:
-            self.redis.close()
+            self.redis.stop()
 
     def log_tail(self) -> str:
         return "\n".join(f"{s.log_path}:\n{s.log_tail()}" for s in self.servers)

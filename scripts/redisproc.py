@@ -1,4 +1,4 @@
-"""A ``redis-server`` of the soak's own, for the hosts of a cluster (``--hosts N``).
+"""A ``redis-server`` of its own for the hosts of a cluster (``--hosts N``): soak, bench.
 
 The same flags as the tests' ``tests/redis_server.py`` (which needs pytest):
 127.0.0.1 and a free port, a temporary directory, no persistence, in the
@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import redis
@@ -60,12 +61,13 @@ class RedisUsage:
 class RedisProcess:
     """A started, empty ``redis-server``; ``stop`` (or ``with``) ends and reaps it."""
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, parent: Path | None = None) -> None:
+        """``parent``: where the temporary directory goes (the system's by default)."""
         found = path or binary()
         if found is None:
             raise RuntimeError("redis-server not found: apt-get install -y redis-server")
         self.binary = found
-        self.dir = Path(tempfile.mkdtemp(prefix="soak-redis-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=parent))
         self.log_path = self.dir / "redis.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -154,6 +156,26 @@ class RedisProcess:
         return RedisUsage(
             info["used_memory"], info["used_memory_peak"], rss, cpu.user, cpu.system, keys
         )
+
+    def stats(self) -> dict[str, Any]:
+        """Memory and, per command since the last ``reset``, calls and microseconds per call."""
+        info = self.client().info()  # its stats count from the last ``reset`` too
+        commands = self.client().info("commandstats")
+        calls = {
+            k.removeprefix("cmdstat_"): [v["calls"], round(v["usec_per_call"], 2)]
+            for k, v in sorted(commands.items(), key=lambda kv: -kv[1]["usec"])
+        }
+        return {
+            "redis_rss": psutil.Process(self.pid).memory_info().rss,
+            "redis_used_memory": info["used_memory"],
+            # socket reads with commands in them: a pipeline is one (or a few, if large)
+            "redis_reads": info.get("total_reads_processed"),
+            "redis_commands": calls,
+        }
+
+    def reset(self) -> None:
+        """CONFIG RESETSTAT, so that ``stats`` counts from now."""
+        self.client().config_resetstat()
 
     def keys(self) -> list[str]:
         return sorted(str(k) for k in self.client().keys("*"))
