@@ -43,10 +43,14 @@ class Server:
         )
         self.host = "127.0.0.1"
         self.legacy_port = 0
-        self.port = self._read_port()
         self.workers = workers
         self.opened: list[Client] = []
-        self._children = self._wait_children(workers + 2)
+        try:
+            self.port = self._read_port()
+            self._children = self._wait_children(workers + 2)
+        except BaseException:  # a server that did not start is not left running
+            self.kill()
+            raise
 
     def _read_port(self) -> int:
         """Read stdout up to ``listening on HOST:PORT``; note ``legacy listening on`` too."""
