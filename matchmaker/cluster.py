@@ -599,7 +599,12 @@ class ClusterMatchmaker(Matchmaker):
         self._pair_remote(me, event.session, event.peer, event.node, requested=False)
 
     def _placed(self, worker: int, msg: m.Placed) -> None:
+        known = msg.cid in self.table
         super()._placed(worker, msg)
+        if not known and msg.cid in self.table and self.nested is not None:
+            # Taken back here (it was on its way to a worker that died, and its id was
+            # freed): Redis must hold it again before anything it asked is decided.
+            self.nested.insert(0, ("o", "sync", None))
         move = self.moves.get(msg.cid)
         if move is None or move.mover != msg.cid:  # landed (or stayed): its news, in order
             for event in self.parked.pop(msg.cid, ()):

@@ -8,6 +8,8 @@ host's consecutive clients on different workers.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +18,9 @@ import psutil
 import pytest
 
 from tests.integration.harness import TIMEOUT, Client, LegacyClient, Server, pair
+from tests.integration.test_faults import wait_for as migrate_wait_for
 from tests.integration.test_invariants import drain_until
+from tests.integration.test_migrate import holds
 from tests.integration.test_races import crossed_round, nodelay
 from tests.redis_server import RedisServer
 
@@ -323,6 +327,29 @@ def test_a_dead_worker_or_matchmaker_stays_inside_its_host(host: Host) -> None:
     y2.send("back")
     x2.expect("MSG back")
     assert get(x1) == f"CLIENTS {x1.id}=FREE {x2.id}=BUSY {y2.id}=BUSY"
+
+
+def test_a_client_moving_to_a_worker_that_dies_is_taken_back_in_redis_too(host: Host) -> None:
+    """Its old worker hands it over, its new one dies before taking it in: the dead
+    worker's clients are dropped, in Redis too, and the replacement takes it in. Redis
+    must hold its id again before its requests are decided (else: ERROR UNAVAILABLE)."""
+    a, b = host("a"), host("b")
+    x, y = a.client(), a.client()
+    far = b.client()
+    src, dst = a.worker_of(x), a.worker_of(y)
+    old = a.pid_of(f"worker {dst}")
+    os.kill(old, signal.SIGSTOP)
+    x.send(f"CONNECT {y.id}")
+    migrate_wait_for(lambda: not holds(a, src, x), what="x handed over")
+    os.kill(old, signal.SIGKILL)  # y dies with it; x waits in the inbox the supervisor keeps
+    y.expect_closed()
+    x.expect(f"ERROR OFFLINE {y.id}")
+    assert a.worker_of(x) == dst  # the new worker
+    x.send("GET")
+    x.expect(f"CLIENTS {x.id}=FREE {far.id}=FREE")
+    pair(far, x)  # and across hosts, with the id Redis holds for it again
+    x.send("back in")
+    far.expect("MSG back in")
 
 
 def test_redis_unreachable_leaves_local_sessions_and_holds_lines_across(
