@@ -882,22 +882,14 @@ def csv_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in the help, except None: those flags say what they default to."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python scripts/bench.py",
         description=__doc__.splitlines()[0] if __doc__ else None,
-        formatter_class=HelpFormatter,
     )
-    p.add_argument("--workers", type=int, default=2, help="workers of the server under test")
+    p.add_argument(
+        "--workers", type=int, default=2, help="workers of the server under test (default 2)"
+    )
     p.add_argument(
         "--server-cmd",
         help="measure this server instead (shell words; must print 'listening on HOST:PORT', "
@@ -906,7 +898,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--server-args",
         default="",
-        help="extra flags for every python -m matchmaker run, e.g. '--loop asyncio'",
+        help="extra flags for every python -m matchmaker run, e.g. '--loop asyncio' (default none)",
     )
     p.add_argument("--compare", action="store_true", help="ref, --workers 1 and --workers N")
     p.add_argument("--ref", action="store_true", help="also run the reference relay, for ratios")
@@ -930,9 +922,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="cross-host mode: N servers sharing a fresh Redis (--redis, --node hK), pairs "
         "with their ends on two hosts, beside one server of the same total workers with "
-        "--migrate off (pairs across its workers)",
+        "--migrate off (pairs across its workers) (default 0: off)",
     )
-    p.add_argument("--host-workers", type=int, default=1, help="with --hosts: workers of each host")
+    p.add_argument(
+        "--host-workers", type=int, default=1, help="with --hosts: workers of each host (default 1)"
+    )
     p.add_argument(
         "--gets",
         type=int,
@@ -942,15 +936,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=1,
-        help="measure each row this many times (interleaved) and keep the median run",
+        help="measure each row this many times (interleaved) and keep the median run (default 1)",
     )
     p.add_argument(
         "--quiet-wait",
         type=float,
         default=0.0,
-        help="before each row, wait up to this many seconds for other processes to go quiet",
+        help="before each row, wait up to this many seconds for other processes to go quiet "
+        "(default 0)",
     )
-    p.add_argument("--load-procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--load-procs", type=int, default=1, help="load generator processes (default 1)")
     p.add_argument("--json", type=Path, help="write the JSON lines here instead of stdout")
     p.add_argument(
         "--py-spy",
