@@ -518,29 +518,36 @@ class ClusterMatchmaker(Matchmaker):
     def _connect(self, worker: int, msg: m.Connect) -> None:
         self.handle(worker, [msg])  # decided by Redis, in the pump
 
+    def _in_session(self, msg: m.Relay | m.Received) -> Entry[Addr] | None:
+        """The sender, if it is still in the session ``msg`` belongs to (else the message
+        is late: the session ended while it was on its way)."""
+        me = self.table.get(msg.cid)
+        if me is None or me.session != msg.session or me.peer is None:
+            return None
+        return me
+
     def _relay(self, worker: int, msg: m.Relay) -> None:
         node = self.remote.get(msg.cid)
         if node is None:
             super()._relay(worker, msg)
             return
-        me = self.table.get(msg.cid)
-        if me is None or me.session != msg.session or me.peer is None:
+        me = self._in_session(msg)
+        if me is None:
             return
         out = self.outbound[msg.cid]
         if out and out[-1][0] >= msg.seq:
             return  # sent again by a worker after a matchmaker restart: we still have it
         out.append((msg.seq, msg.text))
-        self._send(node, hosts.Line(me.peer, msg.session, msg.seq, msg.text))
+        self._send(node, hosts.Line(me.peer or 0, msg.session, msg.seq, msg.text))
 
     def _received(self, worker: int, msg: m.Received) -> None:
         node = self.remote.get(msg.cid)
         if node is None:
             super()._received(worker, msg)
             return
-        me = self.table.get(msg.cid)
-        if me is None or me.session != msg.session or me.peer is None:
-            return
-        self._send(node, hosts.Confirmed(me.peer, msg.session, msg.seq))
+        me = self._in_session(msg)
+        if me is not None:
+            self._send(node, hosts.Confirmed(me.peer or 0, msg.session, msg.seq))
 
     def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """One entry of this host's stream: news for its clients, one record a line.

@@ -697,6 +697,20 @@ def holders(procs: Iterable[psutil.Process], server_port: int, ports: set[int]) 
     return out
 
 
+def holders_of(pid: int, port: int, ports: set[int], what: str) -> dict[int, int]:
+    """``holders`` of every one of ``ports`` in ``pid``'s processes, looked up again while a
+    hand-over is in progress; fails after a second, saying whose clients went missing."""
+    for _ in range(20):
+        where = holders(tree(pid), port, ports)
+        if len(where) == len(ports):
+            return where
+        time.sleep(0.05)  # polling the process table: nothing to wait on
+    raise RuntimeError(
+        f"could not find the clients of {what} in its processes "
+        "(psutil needs to see the server's sockets: same user, or root)"
+    )
+
+
 def plan_pairs(groups: Sequence[int], count: int, kind: str) -> list[tuple[int, int]] | None:
     """``count`` pairs of client indexes with both ends in one group (same) or in two (cross).
 
@@ -765,17 +779,7 @@ def open_pairs(
             want = 2 * count if not clients else len(clients) + 2
             while len(clients) < want:
                 clients.append(connect(host, port))
-            ports = {c.port for c in clients}
-            for _ in range(20):  # a hand-over in progress: look again
-                where = holders(tree(server_pid), port, ports)
-                if len(where) == len(clients):
-                    break
-                time.sleep(0.05)
-            else:
-                raise RuntimeError(
-                    "could not find which server process holds each client "
-                    "(psutil needs to see the server's sockets: same user, or root)"
-                )
+            where = holders_of(server_pid, port, {c.port for c in clients}, "the server")
             groups = [where[c.port] for c in clients]
             plan = plan_pairs(groups, count, kind)
             if plan is None and kind == "cross" and len(set(groups)) == 1:
@@ -837,16 +841,7 @@ def open_host_pairs(hosts: Sequence[Endpoint], count: int, session: bool) -> Pai
             on.setdefault(hb, set()).add(b.port)
         for k, ports in on.items():
             host, port, pid = hosts[k]
-            for _ in range(20):  # a hand-over in progress: look again
-                where = holders(tree(pid), port, ports)
-                if len(where) == len(ports):
-                    break
-                time.sleep(0.05)
-            else:
-                raise RuntimeError(
-                    f"could not find the clients of host {k + 1} ({host}:{port}) in its "
-                    "processes (psutil needs to see the server's sockets: same user, or root)"
-                )
+            holders_of(pid, port, ports, f"host {k + 1} ({host}:{port})")  # each on its host
         for ha, _ in ends:
             result.groups[ha] = result.groups.get(ha, 0) + 1
     except BaseException:
