@@ -119,6 +119,7 @@ class ClusterMatchmaker(Matchmaker):
         self.arrived = asyncio.Event()  # the reader fetched more
         self.nested: list[tuple[str, Any, Any]] | None = None
         self.pump_task: asyncio.Task[None] | None = None
+        self.settling = False  # the pump is at work (a decision may be half made)
         self.writes: list[tuple[str, str]] = []  # (stream, record) to append, in order
         # new connections waiting for an id while the table is (re)built, since when
         self.held: list[tuple[int, m.Register, float]] = []
@@ -155,7 +156,11 @@ class ClusterMatchmaker(Matchmaker):
         while True:
             await self.wake.wait()
             self.wake.clear()
-            await self.settle()
+            self.settling = True
+            try:
+                await self.settle()
+            finally:
+                self.settling = False
 
     async def settle(self) -> None:
         """Handle everything queued, and what that queues, until nothing is left.
@@ -178,6 +183,7 @@ class ClusterMatchmaker(Matchmaker):
             nested, self.nested = self.nested, None
             self.todo.extendleft(reversed(nested))
             if not self.todo:
+                self.flush()  # the workers first: what waits on Redis's answer comes after
                 await self._write()
 
     def _apply(self, upto: shared.StreamId | None) -> None:
@@ -835,7 +841,11 @@ class ClusterMatchmaker(Matchmaker):
                 self.events.append((at, entry_id, fields))
             if entries:
                 self.arrived.set()
-                self.wake.set()
+                if self.settling:
+                    self.wake.set()
+                else:  # nothing under way: hand them on now, two loop turns sooner
+                    self._apply(None)
+                    self.flush()
 
 
 def _text(value: bytes | str) -> str:
