@@ -60,7 +60,6 @@ _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 #: Not a remote partner's worker: a session with another host is relayed, confirmed.
 ELSEWHERE = -1
 
-_DECISIONS = (m.Register, m.Get, m.Connect, m.Goodbye, m.Drop)
 #: records in one stream entry at most (one entry per host a round, in the common case)
 BATCH = 512
 
@@ -119,6 +118,14 @@ class ClusterMatchmaker(Matchmaker):
         self.arrived = asyncio.Event()  # the reader fetched more
         self.nested: list[tuple[str, Any, Any]] | None = None
         self.pump_task: asyncio.Task[None] | None = None
+        # requests decided in Redis, by message type (the rest are the embedded handlers)
+        self._decisions: dict[type, Callable[[int, Any], Awaitable[None]]] = {
+            m.Register: self._register_shared,
+            m.Get: self._get_shared,
+            m.Connect: self._connect_shared,
+            m.Goodbye: self._goodbye_shared,
+            m.Drop: self._drop_shared,
+        }
         self.settling = False  # the pump is at work (a decision may be half made)
         self.writes: list[tuple[str, str]] = []  # (stream, record) to append, in order
         # new connections waiting for an id while the table is (re)built, since when
@@ -209,7 +216,6 @@ class ClusterMatchmaker(Matchmaker):
                 log.warning("stream entries up to %s did not come in time", mark)
                 break
         self._apply(at)
-        # the outboxes flush themselves once per loop tick (``Sender`` with a loop)
 
     async def _step(self, worker: int, msg: Any) -> None:
         t = type(msg)
@@ -217,18 +223,9 @@ class ClusterMatchmaker(Matchmaker):
             self._relay(worker, msg)
         elif t is m.Received:
             self._received(worker, msg)
-        elif t in _DECISIONS:
+        elif (decide := self._decisions.get(t)) is not None:
             await self._write()  # lines go out before the goodbye that follows them
-            if t is m.Register:
-                await self._register_shared(worker, msg)
-            elif t is m.Get:
-                await self._get_shared(worker, msg)
-            elif t is m.Connect:
-                await self._connect_shared(worker, msg)
-            elif t is m.Goodbye:
-                await self._goodbye_shared(worker, msg)
-            else:
-                await self._drop_shared(worker, msg)
+            await decide(worker, msg)
         else:
             self._handlers[t](worker, msg)
 

@@ -25,7 +25,27 @@ _CR = 13
 Event = str | ErrorCode
 
 
-class LineDecoder:
+class Decoding:
+    """What every decoder offers on top of its ``receive`` and ``take``."""
+
+    def receive(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def take(self, limit: int) -> list[Event]:
+        raise NotImplementedError
+
+    def next_event(self) -> Event | None:
+        """The next complete line (or the error its bytes earned); None until more arrive."""
+        events = self.take(1)
+        return events[0] if events else None
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Add bytes from the peer; return every line (or error) they completed."""
+        self.receive(data)
+        return self.take(sys.maxsize)
+
+
+class LineDecoder(Decoding):
     """Splits a byte stream into UTF-8 lines ending in ``\\n`` (a ``\\r`` before it is dropped).
 
     A line longer than ``max_line`` yields ``ErrorCode.TOO_LONG`` once and its
@@ -91,16 +111,6 @@ class LineDecoder:
             buf.clear()
         self._scanned = len(buf)
         return events
-
-    def next_event(self) -> Event | None:
-        """The next complete line (or the error its bytes earned); None until more arrive."""
-        events = self.take(1)
-        return events[0] if events else None
-
-    def feed(self, data: bytes) -> list[Event]:
-        """Add bytes from the peer; return every line (or error) they completed."""
-        self.receive(data)
-        return self.take(sys.maxsize)
 
 
 def encode(line: str) -> bytes:

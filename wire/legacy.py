@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from wire.codec import Event
+from wire.codec import Decoding, Event
 from wire.errors import ErrorCode
 
 RECORD = 256
@@ -24,7 +24,7 @@ RECORD = 256
 TEXT = RECORD - 1
 
 
-class RecordDecoder:
+class RecordDecoder(Decoding):
     """Splits a byte stream into 256-byte records and their text.
 
     Same interface as ``wire.codec.LineDecoder``. A trailing ``\\r``/``\\n`` is
@@ -51,14 +51,6 @@ class RecordDecoder:
         events: list[Event] = [_text(bytes(buf[i : i + RECORD])) for i in range(0, whole, RECORD)]
         del buf[:whole]
         return events
-
-    def next_event(self) -> Event | None:
-        events = self.take(1)
-        return events[0] if events else None
-
-    def feed(self, data: bytes) -> list[Event]:
-        self.receive(data)
-        return self.take(len(self._buf))
 
 
 def _text(record: bytes) -> str:
