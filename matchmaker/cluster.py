@@ -37,13 +37,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ipc import hosts
 from ipc import messages as m
 from ipc.channel import Ends, Receiver, Sender
-from matchmaker import shared
+from matchmaker import resp, shared
 from matchmaker.proc import booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
 from matchmaker.service import Addr, Matchmaker, Startup, fresh_links
@@ -62,6 +62,8 @@ ELSEWHERE = -1
 
 #: records in one stream entry at most (one entry per host a round, in the common case)
 BATCH = 512
+READ_COUNT = 1000  # entries per read of this host's stream
+READ_BLOCK_MS = 1000  # how long a read waits for one; a reply (maybe empty) comes by then
 
 
 class Clock:
@@ -88,6 +90,7 @@ class ClusterMatchmaker(Matchmaker):
         table: ClientTable[Addr],
         outboxes: list[Sender],
         redis: aioredis.Redis,
+        url: str,
         node: str,
         token: str,
         node_ttl: float,
@@ -96,6 +99,8 @@ class ClusterMatchmaker(Matchmaker):
     ) -> None:
         super().__init__(table, outboxes, migrate, clock)
         self.redis = redis
+        self.url = url  # for the lanes of the lines' path (resp.Lane): appends and reads
+        self.lane: resp.Lane | None = None  # the appends' lane, opened at the first
         self.node = node
         self.token = token
         self.node_ttl = node_ttl
@@ -113,7 +118,7 @@ class ClusterMatchmaker(Matchmaker):
         self.todo: deque[tuple[str, Any, Any]] = deque()  # ("w", worker, msg) / ("o", op, arg)
         # this host's stream, fetched by the pump alone, in order; applied before the next
         # worker message, and up to its mark before a decision's outcome
-        self.events: deque[tuple[shared.StreamId, bytes, dict[bytes, bytes]]] = deque()
+        self.events: deque[tuple[shared.StreamId, bytes, list[bytes]]] = deque()
         self.fetched: shared.StreamId = (0, 0)  # the newest entry fetched
         self.arrived = asyncio.Event()  # the reader fetched more
         self.nested: list[tuple[str, Any, Any]] | None = None
@@ -294,17 +299,28 @@ class ClusterMatchmaker(Matchmaker):
         for key, record in writes:
             batches.setdefault(key, []).append(record)
 
-        def pipeline() -> Awaitable[list[Any]]:  # a fresh one for each try: execute empties it
-            pipe = self.redis.pipeline(transaction=False)
-            for key, records in batches.items():
-                for i in range(0, len(records), BATCH):  # a reaped host's stream stays gone
-                    pipe.xadd(key, {"m": "\n".join(records[i : i + BATCH])}, nomkstream=True)
-            return pipe.execute(raise_on_error=False)
-
+        appends = [
+            resp.pack("XADD", key, "NOMKSTREAM", "*", "m", "\n".join(records[i : i + BATCH]))
+            for key, records in batches.items()  # NOMKSTREAM: a reaped host's stream stays gone
+            for i in range(0, len(records), BATCH)
+        ]
         try:
-            await _twice(pipeline, self.timeout)
+            await _twice(partial(self._append, b"".join(appends), len(appends)), self.timeout)
         except _DOWN as exc:
             self._lost_redis(exc)
+
+    async def _append(self, payload: bytes, count: int) -> None:
+        lane = self.lane
+        if lane is None or lane.broken:
+            lane = self.lane = await resp.connect(self.url)
+        try:
+            replies = await lane.ask(payload, count)
+        except BaseException:  # a timeout among them: what comes after it is not ours
+            lane.abort()
+            raise
+        for reply in replies:
+            if isinstance(reply, resp.ReplyError):  # a key of the wrong type, say
+                log.error("Redis refused an append: %s", reply)
 
     def _send(self, node: str, event: hosts.Event) -> None:
         if node and not self.down:
@@ -552,7 +568,7 @@ class ClusterMatchmaker(Matchmaker):
         if me is not None:
             self._send(node, hosts.Confirmed(me.peer or 0, msg.session, msg.seq))
 
-    def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    def _event(self, entry_id: bytes, fields: list[bytes]) -> None:
         """One entry of this host's stream: news for its clients, one record a line.
 
         Read with ``NOACK`` and trimmed by the heartbeat: a line lost after it was read
@@ -561,8 +577,10 @@ class ClusterMatchmaker(Matchmaker):
         lost so is told again by the SYNC of the next process.
         """
         try:
-            records = fields[b"m"].decode().split("\n")
-        except (KeyError, UnicodeDecodeError) as exc:
+            if not isinstance(fields, list) or len(fields) != 2 or fields[0] != b"m":
+                raise ValueError(f"fields {fields[::2]!r}")
+            records = fields[1].decode().split("\n")
+        except (ValueError, UnicodeDecodeError) as exc:
             log.error("stream entry %s is not ours: %s", entry_id, exc)
             return
         for record in records:
@@ -810,39 +828,68 @@ class ClusterMatchmaker(Matchmaker):
                         log.warning("trimming this host's stream: %s", exc)
             await asyncio.sleep(interval)
 
-    async def read(self, reader: aioredis.Redis) -> None:
+    async def read(self) -> None:
         """This host's stream into ``events``, in order: the one reader of the group.
 
         ``NOACK``: an entry counts as handled once read (see ``_event``), so none waits
-        in Redis for an acknowledgement; the heartbeat trims what has been read.
+        in Redis for an acknowledgement; the heartbeat trims what has been read. On a
+        lane of its own (``resp.Lane``), its replies handled as they are parsed.
         """
-        key = shared.stream(self.node)
+        ask = resp.pack(
+            "XREADGROUP", "GROUP", shared.GROUP, self.node, "COUNT", READ_COUNT,
+            "BLOCK", READ_BLOCK_MS, "NOACK", "STREAMS", shared.stream(self.node), ">",
+        )  # fmt: skip
         while True:
             await self.joined.wait()
             try:
-                async with asyncio.timeout(1.0 + self.timeout):
-                    got: Any = await reader.xreadgroup(
-                        shared.GROUP, self.node, {key: ">"}, 1000, 1000, noack=True
-                    )
-            except ResponseError as exc:  # NOGROUP: Redis lost it; SYNC makes it again
-                log.warning("reading %s: %s", key, exc)
-                self._rejoin()
-                continue
+                async with asyncio.timeout(self.timeout):
+                    lane = await resp.connect(self.url)
             except _DOWN:  # the pump and the heartbeat judge outages; this only waits
                 await asyncio.sleep(self.node_ttl / 4)
                 continue
-            entries = got[0][1] if got else []
-            for entry_id, fields in entries:
-                at = shared.stream_id(entry_id)
-                self.fetched = max(self.fetched, at)
-                self.events.append((at, entry_id, fields))
-            if entries:
-                self.arrived.set()
-                if self.settling:
-                    self.wake.set()
-                else:  # nothing under way: hand them on now, two loop turns sooner
-                    self._apply(None)
-                    self.flush()
+            try:
+                await self._read_on(lane, ask)
+            finally:
+                lane.abort()
+
+    async def _read_on(self, lane: resp.Lane, ask: bytes) -> None:
+        """Read until the lane ends, stalls, or Redis refuses (it lost the group)."""
+        refused = asyncio.get_running_loop().create_future()
+
+        def got(replies: list[Any] | None) -> None:
+            if replies is None:
+                return  # the lane ended: ``closed`` says so
+            reply = replies[0]
+            if isinstance(reply, resp.ReplyError):  # NOGROUP: SYNC makes it again
+                log.warning("reading %s: %s", shared.stream(self.node), reply)
+                self._rejoin()
+                if not refused.done():
+                    refused.set_result(None)
+                return
+            lane.send(ask, 1, got)  # the next read first: Redis can fill it meanwhile
+            if reply:
+                self._fetched(reply[0][1])
+
+        lane.send(ask, 1, got)
+        stall = READ_BLOCK_MS / 1000 + self.timeout  # an empty reply is due every block
+        while not refused.done() and not lane.broken:
+            await asyncio.wait((refused, lane.closed), timeout=self.timeout)
+            if lane.busy and time.monotonic() - lane.since > stall:
+                log.warning("no reply from Redis in %gs: reading on a new connection", stall)
+                return
+
+    def _fetched(self, entries: list[Any]) -> None:
+        for entry_id, fields in entries:
+            at = shared.stream_id(entry_id)
+            self.fetched = max(self.fetched, at)
+            self.events.append((at, entry_id, fields))
+        if entries:
+            self.arrived.set()
+            if self.settling:
+                self.wake.set()
+            else:  # nothing under way: hand them on now, two loop turns sooner
+                self._apply(None)
+                self.flush()
 
 
 def _text(value: bytes | str) -> str:
@@ -880,12 +927,11 @@ async def serve(
     loop = asyncio.get_running_loop()
     timeout = max(0.1, config.node_ttl / 4)
     client = connect_redis(config.redis, timeout)
-    reader = connect_redis(config.redis, timeout)
     slots = range(len(links))
     inboxes = [Receiver(ends.inbox, m.from_wire) for ends in links]
     outboxes = [Sender(ends.outbox, loop, pack=m.to_wire) for ends in links]
     mm = ClusterMatchmaker(
-        ClientTable(config.max_clients), outboxes, client, config.node, config.token,
+        ClientTable(config.max_clients), outboxes, client, config.redis, config.node, config.token,
         config.node_ttl, config.migrate,
     )  # fmt: skip
     starting = Startup(mm, len(slots))
@@ -932,7 +978,7 @@ async def serve(
             stopped.set_result(None)
 
     loop.add_signal_handler(signal.SIGTERM, terminate)
-    tasks = [loop.create_task(c) for c in (mm.pump(), mm.beat(), mm.read(reader), watch_parent())]
+    tasks = [loop.create_task(c) for c in (mm.pump(), mm.beat(), mm.read(), watch_parent())]
     try:
         await stopped
     finally:
@@ -947,7 +993,8 @@ async def serve(
             # them), not just this process: leave now rather than after --node-ttl.
             await mm.leave()
         await client.aclose()
-        await reader.aclose()
+        if mm.lane is not None:
+            mm.lane.abort()
 
 
 def main(spawn: Spawn) -> None:
