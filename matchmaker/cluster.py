@@ -132,6 +132,7 @@ class ClusterMatchmaker(Matchmaker):
             m.Drop: self._drop_shared,
         }
         self.settling = False  # the pump is at work (a decision may be half made)
+        self.appending = False  # ... only waiting for a round's appends: news may go on
         self.writes: list[tuple[str, str]] = []  # (stream, record) to append, in order
         # new connections waiting for an id while the table is (re)built, since when
         self.held: list[tuple[int, m.Register, float]] = []
@@ -196,7 +197,11 @@ class ClusterMatchmaker(Matchmaker):
             self.todo.extendleft(reversed(nested))
             if not self.todo:
                 self.flush()  # the workers first: what waits on Redis's answer comes after
-                await self._write()
+                self.appending = True
+                try:
+                    await self._write()
+                finally:
+                    self.appending = False
 
     def _apply(self, upto: shared.StreamId | None) -> None:
         """The news fetched, up to ``upto`` (all of it with None), in order."""
@@ -885,7 +890,7 @@ class ClusterMatchmaker(Matchmaker):
             self.events.append((at, entry_id, fields))
         if entries:
             self.arrived.set()
-            if self.settling:
+            if self.settling and not self.appending:
                 self.wake.set()
             else:  # nothing under way: hand them on now, two loop turns sooner
                 self._apply(None)
