@@ -132,7 +132,9 @@ class ClusterMatchmaker(Matchmaker):
             m.Drop: self._drop_shared,
         }
         self.settling = False  # the pump is at work (a decision may be half made)
-        self.appending = False  # ... only waiting for a round's appends: news may go on
+        self.unanswered = 0  # appends sent and not yet answered (``_answered``)
+        self.answered = asyncio.Event()  # ... none left
+        self.retry: list[tuple[bytes, int]] = []  # appends whose lane ended first
         self.writes: list[tuple[str, str]] = []  # (stream, record) to append, in order
         # new connections waiting for an id while the table is (re)built, since when
         self.held: list[tuple[int, m.Register, float]] = []
@@ -152,11 +154,28 @@ class ClusterMatchmaker(Matchmaker):
         """Queue a worker's messages: at the end, as they arrive, or right after the
         current one when a step hands on requests (the embedded rules call this from
         inside a step, for requests that waited for a move, say)."""
-        items = [("w", worker, msg) for msg in batch]
         if self.nested is not None and asyncio.current_task() is self.pump_task:
-            self.nested.extend(items)
-        else:  # from the loop's readers, even while the pump waits on Redis
-            self.todo.extend(items)
+            self.nested.extend(("w", worker, msg) for msg in batch)
+            return
+        if not self.settling and not self.todo:
+            # Nothing before them: lines and confirmations, which need no answer from
+            # Redis, are handled here and now rather than a turn of the loop later.
+            done = 0
+            for msg in batch:
+                t = type(msg)
+                if t is m.Relay:
+                    self._relay(worker, msg)
+                elif t is m.Received:
+                    self._received(worker, msg)
+                else:
+                    break
+                done += 1
+            if done:
+                self.flush()
+                self._append_now()
+                batch = batch[done:]
+        if batch:  # from the loop's readers, even while the pump waits on Redis
+            self.todo.extend(("w", worker, msg) for msg in batch)
             self.wake.set()
 
     def op(self, name: str, arg: Any = None) -> None:
@@ -196,12 +215,8 @@ class ClusterMatchmaker(Matchmaker):
             nested, self.nested = self.nested, None
             self.todo.extendleft(reversed(nested))
             if not self.todo:
-                self.flush()  # the workers first: what waits on Redis's answer comes after
-                self.appending = True
-                try:
-                    await self._write()
-                finally:
-                    self.appending = False
+                self.flush()
+                self._append_now()
 
     def _apply(self, upto: shared.StreamId | None) -> None:
         """The news fetched, up to ``upto`` (all of it with None), in order."""
@@ -251,6 +266,8 @@ class ClusterMatchmaker(Matchmaker):
                     self.outboxes[worker].send(m.Refuse.of(msg.key, UNAVAILABLE))
                 else:
                     await self._register_shared(worker, msg, since)
+        elif name == "appended":
+            await self._write()
         elif name == "give up":
             self._give_up()
         elif name == "resend":
@@ -294,7 +311,29 @@ class ClusterMatchmaker(Matchmaker):
         return None
 
     async def _write(self) -> None:
-        """Append the lines and confirmations waiting, one entry per host."""
+        """Append what waits, and wait until every append made so far is in Redis: a
+        decision that follows must come after them in every stream."""
+        self._append_now()
+        if self.unanswered:
+            self.answered.clear()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self.answered.wait()
+            except TimeoutError:  # the lane's callbacks put them in ``retry``
+                if self.lane is not None:
+                    self.lane.abort(TimeoutError("appends unanswered"))
+        retry, self.retry = self.retry, []
+        for payload, count in retry:
+            if self.down:
+                break  # lines wait in ``outbound``; confirmations come again
+            try:
+                await _twice(partial(self._append, payload, count), self.timeout)
+            except _DOWN as exc:
+                self._lost_redis(exc)
+
+    def _append_now(self) -> None:
+        """Send the appends waiting, one entry per host, without waiting for the answer:
+        the pump waits for it only before a decision (``_write``)."""
         if not self.writes or self.down:
             self.writes.clear()  # lines wait in ``outbound``; confirmations come again
             return
@@ -309,10 +348,26 @@ class ClusterMatchmaker(Matchmaker):
             for key, records in batches.items()  # NOMKSTREAM: a reaped host's stream stays gone
             for i in range(0, len(records), BATCH)
         ]
-        try:
-            await _twice(partial(self._append, b"".join(appends), len(appends)), self.timeout)
-        except _DOWN as exc:
-            self._lost_redis(exc)
+        payload, count = b"".join(appends), len(appends)
+        lane = self.lane
+        if lane is None or lane.broken or self.retry:  # connecting waits: the pump does it
+            self.retry.append((payload, count))
+            self.op("appended")
+            return
+        self.unanswered += 1
+        lane.send(payload, count, partial(self._answered, payload, count))
+
+    def _answered(self, payload: bytes, count: int, replies: list[Any] | None) -> None:
+        self.unanswered -= 1
+        if not self.unanswered:
+            self.answered.set()
+        if replies is None:  # the lane ended first: made again, in order, by the pump
+            self.retry.append((payload, count))
+            self.op("appended")
+            return
+        for reply in replies:
+            if isinstance(reply, resp.ReplyError):  # a key of the wrong type, say
+                log.error("Redis refused an append: %s", reply)
 
     async def _append(self, payload: bytes, count: int) -> None:
         lane = self.lane
@@ -792,6 +847,9 @@ class ClusterMatchmaker(Matchmaker):
         """Keep this host alive in Redis, reap the hosts that are not, notice outages."""
         interval = self.node_ttl / 4
         while True:
+            lane = self.lane  # appends unanswered for a while: made again on a new lane
+            if lane is not None and lane.busy and time.monotonic() - lane.since > self.timeout:
+                lane.abort(TimeoutError("appends unanswered"))
             try:
                 # the rebuild window: every live host beats within it, and re-registers
                 args: list[Any] = [self.node, self.token, self._alive_ms(), self._alive_ms(),
@@ -890,7 +948,7 @@ class ClusterMatchmaker(Matchmaker):
             self.events.append((at, entry_id, fields))
         if entries:
             self.arrived.set()
-            if self.settling and not self.appending:
+            if self.settling:
                 self.wake.set()
             else:  # nothing under way: hand them on now, two loop turns sooner
                 self._apply(None)

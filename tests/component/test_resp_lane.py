@@ -92,6 +92,7 @@ def test_the_url_gives_the_database_and_the_password() -> None:
     try:
         admin = redis.Redis.from_url(s.url)
         admin.config_set("requirepass", "s3cret")
+        admin.close()
         url = f"redis://:s3cret@127.0.0.1:{s.port}/3"
 
         async def go() -> list[Any]:
