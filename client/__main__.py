@@ -26,7 +26,8 @@ go to stderr. At the end of stdin the client sends #CLOSE# and waits for BYE.
 
 EPILOG = """\
 exit status: 0 closed normally (BYE, Ctrl-C, Ctrl-D, end of stdin);
-1 cannot connect (refused, unknown host, server full); 2 bad arguments;
+1 cannot connect (refused, unknown host, server full, a TLS certificate that
+cannot be verified); 2 bad arguments;
 3 the server went away (OUTAGE, or connection closed without BYE).
 The NO_COLOR environment variable, when set and not empty, turns colours off.
 
@@ -84,12 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up connecting after this long (default: 10)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect over TLS (the server's --tls-port), verifying its certificate against "
+        "the system's CAs or --cafile",
+    )
+    parser.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="with --tls: trust the CA certificates in FILE (PEM) instead of the system's",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="with --tls: do not verify the server's certificate (a warning says so)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the client, and return its exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.cafile or args.insecure) and not args.tls:
+        parser.error("--cafile and --insecure need --tls")
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     options = Options(
         host=args.host,
@@ -99,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         linger=args.linger,
         connect_timeout=args.connect_timeout,
         interactive=interactive,
+        tls=args.tls,
+        cafile=args.cafile,
+        insecure=args.insecure,
     )
     try:
         return asyncio.run(run(options))

@@ -18,6 +18,7 @@ import datetime
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from client.render import Output, Tone, paint
 from client.session import ClientSession, Outcome
+from client.tls import INSECURE_WARNING, client_context, describe
 from wire.codec import LineDecoder, encode
 from wire.commands import CLOSE
 from wire.errors import ErrorCode
@@ -56,6 +58,10 @@ class Options:
     linger: float = 5.0
     connect_timeout: float = 10.0
     interactive: bool = False
+    #: over TLS, verifying the server against ``cafile`` (or the system's CAs) unless ``insecure``
+    tls: bool = False
+    cafile: str | None = None
+    insecure: bool = False
 
 
 class Printer:
@@ -182,10 +188,19 @@ class Shell:
 
 async def connect(options: Options) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | str:
     """Open the connection, or say in a few words why it failed."""
+    tls: ssl.SSLContext | None = None
+    if options.tls:
+        try:
+            tls = client_context(options.cafile, options.insecure)
+        except (OSError, ssl.SSLError) as exc:
+            return f"cannot use --cafile {options.cafile}: {exc.strerror or exc}"
     try:
         return await asyncio.wait_for(
-            asyncio.open_connection(options.host, options.port), options.connect_timeout
+            asyncio.open_connection(options.host, options.port, ssl=tls),
+            options.connect_timeout,
         )
+    except ssl.SSLError as exc:
+        return describe(exc)
     except ConnectionRefusedError:
         return "connection refused"
     except socket.gaierror as exc:
@@ -201,6 +216,8 @@ async def connect(options: Options) -> tuple[asyncio.StreamReader, asyncio.Strea
 async def run(options: Options) -> int:
     """Connect, talk until the end, and return the exit code."""
     where = f"{options.host}:{options.port}"
+    if options.tls and options.insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
     result = await connect(options)
     if isinstance(result, str):
         print(f"client: cannot connect to {where}: {result}", file=sys.stderr)

@@ -25,8 +25,9 @@ def handoff_pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-#: The byte sent with a descriptor: which port the connection came in on.
-LINE, LEGACY = b"F", b"L"
+#: The byte sent with a descriptor: which port the connection came in on (protocol v1,
+#: the legacy dialect, protocol v1 over TLS).
+LINE, LEGACY, TLS = b"F", b"L", b"T"
 
 
 class Dropped(Exception):

@@ -34,9 +34,14 @@ from wire import replies
 
 
 class Register(NamedTuple):
-    """A new connection on this worker wants an id."""
+    """A new connection on this worker wants an id.
+
+    A ``pinned`` one cannot move to another worker (its TLS session lives in
+    this process): its sessions across workers are relayed.
+    """
 
     key: int
+    pinned: bool = False
 
 
 class Get(NamedTuple):
@@ -149,6 +154,7 @@ class ClientState(NamedTuple):
     peer: int
     last_session: int = 0  # the newest session it has heard of, ended or not
     since: int = 0  # when it was given its id (``Welcome.since``)
+    pinned: bool = False  # it cannot move to another worker (``Register.pinned``)
 
 
 class Hello(NamedTuple):

@@ -16,10 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(config)
     except OSError as exc:
-        print(
-            f"matchmaker: cannot listen on {config.host}:{config.port}: {exc.strerror}",
-            file=sys.stderr,
-        )
+        ports = [config.port, config.tls_port, config.legacy_port]
+        where = " or ".join(f"{config.host}:{p}" for p in ports if p is not None)
+        print(f"matchmaker: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 1
 
 

@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from ipc.fdpass import LEGACY, LINE, send_fd
+from ipc.fdpass import LEGACY, LINE, TLS, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
 from matchmaker.proc import Tally, booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
@@ -177,7 +177,13 @@ class Reserve:
 
 
 def refuse(conn: socket.socket, tag: bytes) -> None:
-    """Tell the client FULL in its port's dialect without waiting; the caller closes it."""
+    """Tell the client FULL in its port's dialect without waiting; the caller closes it.
+
+    A client of the TLS port is closed without a word: the handshake is a
+    worker's, and plain text would only break it.
+    """
+    if tag == TLS:
+        return
     dialect = dialects.LEGACY if tag == LEGACY else dialects.LINE
     try:
         conn.send(dialect.render(Error(ErrorCode.FULL)), socket.MSG_DONTWAIT)
@@ -273,7 +279,7 @@ def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) ->
     """Accept on every listener until SIGTERM, or until the supervisor is gone.
 
     ``listeners`` maps each listening socket to the tag its connections carry
-    to the worker (the protocol v1 port, or the legacy port).
+    to the worker (the protocol v1 port, its TLS port, or the legacy port).
     """
     with selectors.DefaultSelector() as selector:
         for listener, tag in listeners.items():
@@ -292,8 +298,6 @@ def main(spawn: Spawn) -> None:
         parent = child_setup(spawn.title, spawn.config.log_level)
         exit_on_sigterm()
         intake = Intake(spawn.handoffs, Placement(spawn.config.placement, spawn.load))
-        assert spawn.listener is not None
-        listeners = {spawn.listener: LINE}
-        if spawn.legacy_listener is not None:
-            listeners[spawn.legacy_listener] = LEGACY
+        tags = {spawn.listener: LINE, spawn.tls_listener: TLS, spawn.legacy_listener: LEGACY}
+        listeners = {sock: tag for sock, tag in tags.items() if sock is not None}
     serve(listeners, intake, parent)

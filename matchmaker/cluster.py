@@ -418,6 +418,7 @@ class ClusterMatchmaker(Matchmaker):
             await self._call("drop", [self.node, self.token, cid])
             self.outboxes[worker].send(m.Refuse.of(msg.key, UNAVAILABLE))
             return
+        entry.pinned = msg.pinned
         self.counts[worker] += 1
         self.heard[cid] = 0
         self._to(entry, m.Welcome(msg.key, entry.id, since))

@@ -11,6 +11,7 @@ import importlib.machinery
 import importlib.util
 import os
 from dataclasses import dataclass, fields
+from typing import Any
 
 from ipc.load import BEAT_INTERVAL
 from matchmaker.table import DEFAULT_MAX_CLIENTS
@@ -52,6 +53,13 @@ DEFAULT_LEGACY_PACE = 0.02
 #: may spend that long on one request; ours never block.)
 DEFAULT_WORKER_TIMEOUT = 5.0
 
+#: Default for ``--tls-handshake-timeout``: a TLS handshake takes one or two round
+#: trips, well under a second on any link a person chats over; 10 s leaves room for
+#: a slow mobile link, and bounds what a client that never finishes it (or a plain
+#: client on the TLS port) holds: one descriptor and a little memory, no id.
+#: asyncio's own default is 60 s, nginx's client_header_timeout (which covers it) 60 s.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
+
 #: Default for ``--node-ttl``: a host that has not renewed its heartbeat in Redis
 #: for this long is dead to the others (it beats every quarter of it), as in
 #: Socket.IO's Redis adapter (a beat every 5 s); also how long a rebuilt Redis
@@ -83,7 +91,8 @@ class Config:
     """Everything a process of the server needs to know; picklable for spawn."""
 
     host: str = "0.0.0.0"
-    port: int = 5000
+    #: the plain protocol v1 port; None with ``--port off``
+    port: int | None = 5000
     workers: int = 1
     max_line: int = DEFAULT_MAX_LINE
     max_clients: int = DEFAULT_MAX_CLIENTS
@@ -98,6 +107,11 @@ class Config:
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT
     legacy_port: int | None = None
     legacy_pace: float = DEFAULT_LEGACY_PACE
+    #: protocol v1 over TLS on its own port (``--tls-port``), with this certificate chain
+    tls_port: int | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     loop: str = "asyncio"
     log_level: str = "INFO"
     redis: str | None = None
@@ -122,6 +136,10 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0..65535, not {text}")
     return value
+
+
+def _port_or_off(text: str) -> int | None:
+    return None if text == "off" else _port(text)
 
 
 def _seconds_or_off(text: str) -> float:
@@ -162,9 +180,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=DEFAULTS.host, help="address to listen on")
     parser.add_argument(
         "--port",
-        type=_port,
+        type=_port_or_off,
         default=DEFAULTS.port,
-        help="TCP port; 0 picks a free one. Prints 'listening on HOST:PORT' when ready",
+        help="TCP port; 0 picks a free one, 'off' serves none (then --tls-port or "
+        "--legacy-port is needed). Prints 'listening on HOST:PORT' when ready",
+    )
+    parser.add_argument(
+        "--tls-port",
+        type=_port,
+        default=None,
+        help="also serve protocol v1 over TLS (1.2 or newer) on this port (0 picks a port, "
+        "printed as 'tls listening on HOST:PORT'); needs --tls-cert and --tls-key",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="FILE",
+        help="with --tls-port: the server's certificate chain (PEM, leaf first)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        default=None,
+        metavar="FILE",
+        help="with --tls-port: the private key of --tls-cert (PEM, not encrypted)",
+    )
+    parser.add_argument(
+        "--tls-handshake-timeout",
+        type=_seconds,
+        default=DEFAULTS.tls_handshake_timeout,
+        help="with --tls-port: close a connection whose TLS handshake is not done within "
+        "this many seconds (it has no id yet)",
     )
     parser.add_argument(
         "--workers",
@@ -302,4 +347,26 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ns["token"] = ""
     if ns["node"] is not None and (not ns["node"] or "|" in ns["node"]):
         parser.error("--node: a non-empty name without '|'")
+    _check_tls(ns, parser)
     return Config(**{f.name: ns[f.name] for f in fields(Config)})
+
+
+def _check_tls(ns: dict[str, Any], parser: argparse.ArgumentParser) -> None:
+    """The TLS flags go together, and some port must be served.
+
+    The files are only checked for being readable here: each worker loads them
+    (a bad certificate or key stops the server at start, with the reason logged).
+    """
+    if ns["port"] is None and ns["tls_port"] is None and ns["legacy_port"] is None:
+        parser.error("--port off: give --tls-port or --legacy-port, or there is nothing to serve")
+    if ns["tls_port"] is None:
+        if ns["tls_cert"] is not None or ns["tls_key"] is not None:
+            parser.error("--tls-cert and --tls-key need --tls-port")
+        return
+    for flag in ("tls_cert", "tls_key"):
+        name = "--" + flag.replace("_", "-")
+        path = ns[flag]
+        if path is None:
+            parser.error(f"--tls-port needs {name}")
+        if not os.access(path, os.R_OK) or not os.path.isfile(path):
+            parser.error(f"{name}: cannot read {path}")

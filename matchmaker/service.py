@@ -181,6 +181,7 @@ class Matchmaker:
         except ProtocolError as exc:
             self.outboxes[worker].send(m.Refuse.of(msg.key, exc.reply))
             return
+        entry.pinned = msg.pinned
         self.counts[worker] += 1
         self._to(entry, m.Welcome(msg.key, entry.id, since))
 
@@ -220,9 +221,13 @@ class Matchmaker:
         self._formed(session)
 
     def _formed(self, session: Session[Addr]) -> None:
-        """A session between two clients of this host: move one end first, or start it."""
+        """A session between two clients of this host: move one end first, or start it.
+
+        A session with a pinned end (TLS) is relayed, like one with ``--migrate off``:
+        neither end moves.
+        """
         a, b = session.a, session.b
-        if self.migrate and a.addr[0] != b.addr[0]:
+        if self.migrate and a.addr[0] != b.addr[0] and not (a.pinned or b.pinned):
             # the end on the fuller worker moves; the requester on a tie
             mover, other = (b, a) if self.counts[b.addr[0]] > self.counts[a.addr[0]] else (a, b)
             move = MoveOrder(session.id, mover.id, other.id, other.addr[0], a.id, [])
@@ -356,7 +361,7 @@ class Matchmaker:
         for worker, hello in hellos.items():
             for st in hello.clients:
                 entries[st.cid] = Entry(
-                    st.cid, (worker, st.key), st.peer or None, st.session, st.since
+                    st.cid, (worker, st.key), st.peer or None, st.session, st.since, st.pinned
                 )
                 heard[st.cid] = st.last_session
                 last_session = max(last_session, st.session, st.last_session)

@@ -121,6 +121,7 @@ class Supervisor:
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.listener: socket.socket | None = None
         self.legacy_listener: socket.socket | None = None
+        self.tls_listener: socket.socket | None = None
         self.handoff_ends: list[socket.socket] = []
         self.stopping_since = 0.0
         self.load: WorkerLoad | None = None
@@ -201,10 +202,15 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         self.raise_fd_limit()  # the children inherit it
-        self.listener = self.bind(cfg.port)
-        host, port = self.listener.getsockname()[:2]
+        # plain, then TLS, then legacy: the first one bound names the host (``--node``)
+        if cfg.port is not None:
+            self.listener = self.bind(cfg.port)
+        if cfg.tls_port is not None:
+            self.tls_listener = self.bind(cfg.tls_port)
         if cfg.legacy_port is not None:
             self.legacy_listener = self.bind(cfg.legacy_port)
+        first = next(sock for sock in self._listeners() if sock is not None)
+        host, port = first.getsockname()[:2]
         self.load = WorkerLoad(self.ctx, cfg.workers)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
         # Each worker's inbox for clients moved to it by the others; kept here
@@ -240,6 +246,7 @@ class Supervisor:
                 self.load,
                 listener=self.listener,
                 legacy_listener=self.legacy_listener,
+                tls_listener=self.tls_listener,
                 handoffs=[a for a, _ in pairs],
             )
         )
@@ -248,10 +255,14 @@ class Supervisor:
         # connections queued in a dead worker's channel go to its replacement.
         self.handoff_ends = [end for pair in pairs for end in pair]
         log.info("%d workers, matchmaker and acceptor started", cfg.workers)
-        if self.legacy_listener is not None:
-            legacy_port = self.legacy_listener.getsockname()[1]
-            print(f"legacy listening on {host}:{legacy_port}", flush=True)
-        print(f"listening on {host}:{port}", flush=True)
+        # the plain port's line last: whoever waits for it knows the others by then
+        for prefix, sock in (("legacy ", self.legacy_listener), ("tls ", self.tls_listener),
+                             ("", self.listener)):  # fmt: skip
+            if sock is not None:
+                print(f"{prefix}listening on {host}:{sock.getsockname()[1]}", flush=True)
+
+    def _listeners(self) -> tuple[socket.socket | None, ...]:
+        return (self.listener, self.tls_listener, self.legacy_listener)
 
     # ---- signals ------------------------------------------------------------------
 
@@ -434,7 +445,7 @@ class Supervisor:
     def stop(self, force: bool = False) -> None:
         """Stop every child in order, kill what is left at the deadline, reap all."""
         deadline = time.monotonic() + self.config.shutdown_timeout
-        for listener in (self.listener, self.legacy_listener):
+        for listener in self._listeners():
             if listener is not None:
                 listener.close()
         for end in self.handoff_ends:

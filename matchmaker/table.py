@@ -47,6 +47,7 @@ class Entry(Generic[A]):
     peer: int | None = None
     session: int = 0  # 0 while FREE
     since: float = 0.0  # when it was given its id: a request asked before is not for it
+    pinned: bool = False  # its socket cannot move to another worker
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,12 @@ asyncio relay ``scripts/refserver.py`` ("ref"), measured in the same run:
 the servers are interleaved (ref, w1, wN for each workload) so that drift of
 the machine hits them alike. docs/PERFORMANCE.md has the numbers and the how.
 
+``--tls`` measures pingpong 32 and stream 32 over TLS beside plain, same- and
+cross-worker, on one server with ``--tls-port`` and a certificate made for the
+run (trustme). The C helper speaks no TLS: both kinds of rows are driven by
+the asyncio load generator of ``scripts/tlsload.py``, so their ratio compares
+like with like, and neither is comparable with the C-driven rows.
+
 ``--hosts 2`` measures the cluster mode instead: per row a fresh Redis and two
 servers sharing it (``--redis``, ``--node h1/h2``), pairs with one end on each
 host, GET at 10,000 clients spread over both, beside one server of the same
@@ -418,11 +424,14 @@ class Server:
                 start_new_session=True,  # its own process group, to kill stragglers
             )
         self.host, self.port = HOST, 0
+        self.tls_port = 0  # with --tls-port: printed before the plain port
         try:
             reader = benchload.LineReader(self.proc, f"server {spec.label}")
             deadline = time.monotonic() + START_TIMEOUT
             while True:
                 line = reader.line(deadline)
+                if line.startswith("tls listening on "):
+                    self.tls_port = int(line.rpartition(":")[2])
                 if line.startswith("listening on "):
                     host, _, port_text = line.split()[-1].rpartition(":")
                     self.host, self.port = host.strip("[]"), int(port_text)
@@ -945,6 +954,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="before each row, wait up to this many seconds for other processes to go quiet "
         "(default 0)",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="only pingpong 32 and stream 32, plain and over TLS (--tls-port), driven by "
+        "scripts/tlsload.py; TLS/plain ratios",
+    )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes (default 1)")
     p.add_argument("--json", type=Path, help="write the JSON lines here instead of stdout")
     p.add_argument(
@@ -967,6 +982,8 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (1.0 if args.quick else 3.0)
     warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 0.5)
     hosts = args.hosts
+    if args.tls:
+        return tls_main(args, duration, warmup)
     if hosts == 1 or hosts < 0:
         raise SystemExit("--hosts needs 2 hosts or more")
     if hosts:
@@ -1153,6 +1170,65 @@ def main(argv: list[str] | None = None) -> int:
     if bad or failed:
         print(f"server logs: {workdir}")
         return 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def tls_main(args: argparse.Namespace, duration: float, warmup: float) -> int:
+    """``--tls``: plain and TLS rows from one server, the TLS/plain ratio beside each."""
+    import asyncio
+    import ssl
+
+    import trustme
+
+    from scripts import tlsload
+
+    workdir = benchload.scratch()
+    ca = trustme.CA()
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    issued = ca.issue_cert("localhost")
+    issued.cert_chain_pems[0].write_to_path(cert)
+    issued.private_key_pem.write_to_path(key)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    extra = ["--tls-port", "0", "--tls-cert", str(cert), "--tls-key", str(key)]
+    spec = matchmaker_spec(args.workers, 10000, [*extra, *shlex.split(args.server_args)])
+    rows: list[Row] = []
+    for workload, unit in (("pingpong", "rt/s"), ("stream", "lines/s")):
+        for placement in ("same", "cross"):
+            for label, tls in (("plain", None), ("tls", trusting)):
+                rates = []
+                for _ in range(args.repeat):
+                    server = Server(spec, workdir)  # a fresh one for every run, as above
+                    try:
+                        port = server.tls_port if tls else server.port
+                        tally, took = asyncio.run(
+                            tlsload.run(server.host, port, server.pid, tls, workload, 32,
+                                        placement, warmup, duration)
+                        )  # fmt: skip
+                    finally:
+                        server.stop()
+                    if tally.bad:
+                        print(f"  {tally.bad} lines lost or out of order", file=sys.stderr)
+                        return 1
+                    rates.append(tally.done / took)
+                    lat = latencies_ms(tally.latencies, (50, 99))
+                rate = sorted(rates)[len(rates) // 2]
+                print(f"{workload} 32 {placement} {label}: {fmt(rate)} {unit}, "
+                      f"p50 {lat[50]:.2f} ms, p99 {lat[99]:.2f} ms", file=sys.stderr)  # fmt: skip
+                rows.append(Row(workload, 32, placement, label, "rate", rate, unit))
+                rows.append(Row(workload, 32, placement, label, "p99", lat[99], "ms"))
+    print()
+    print(f"bench: {' '.join(shlex.quote(a) for a in sys.argv[1:])}")
+    print(f"{duration:g} s measured after {warmup:g} s warmup per row; load: scripts/tlsload.py")
+    head = ("workload", "placement", "metric", "plain", "tls", "tls/plain")
+    print(f"{head[0]:<12} {head[1]:<9} {head[2]:<6} {head[3]:>10} {head[4]:>10} {head[5]:>9}")
+    for r in rows:
+        if r.server != "plain":
+            continue
+        t = next(x for x in rows if x.server == "tls" and x.key == r.key)
+        print(f"{r.workload + ' 32':<12} {r.placement:<9} {r.metric:<6} {fmt(r.value):>10} "
+              f"{fmt(t.value):>10} {fmt_ratio(ratio(t.value, r.value)):>9}")  # fmt: skip
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from ipc.fdpass import LEGACY, Dropped, recv_tagged
+from ipc.fdpass import LEGACY, TLS, Dropped, recv_tagged
 from matchmaker.proc import Tally
 from wire import dialects
 from wire.dialects import Dialect
@@ -25,12 +25,15 @@ BATCH = 256
 
 
 class Handoffs:
-    """Reads the hand-off channel; each socket goes to ``adopt``, each hand-over is counted."""
+    """Reads the hand-off channel; each socket goes to ``adopt``, each hand-over is counted.
+
+    ``adopt`` gets the socket, the dialect of its port, and whether that port is TLS.
+    """
 
     def __init__(
         self,
         channel: socket.socket,
-        adopt: Callable[[socket.socket, Dialect], None],
+        adopt: Callable[[socket.socket, Dialect, bool], None],
         counted: Callable[[], None],
     ) -> None:
         self.channel = channel
@@ -60,7 +63,6 @@ class Handoffs:
             fd, tag = got
             taken += 1
             self.counted()
-            self.adopt(
-                socket.socket(fileno=fd), dialects.LEGACY if tag == LEGACY else dialects.LINE
-            )
+            dialect = dialects.LEGACY if tag == LEGACY else dialects.LINE
+            self.adopt(socket.socket(fileno=fd), dialect, tag == TLS)
         return True

@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from workers.migrate import Mover
 from workers.moving import Moving
 from workers.output import reset
 from workers.protocol import ClientProtocol
+from workers.tls import handshake_failure, server_context
 
 log = logging.getLogger("workers.hub")
 
@@ -88,6 +90,10 @@ class Hub:
         # what a new matchmaker, told of a landing client in the hello, said to it early
         self.waiting_for: dict[int, list[m.ToWorker]] = {}
         self.moving: dict[int, list[tuple[ClientProtocol, int]]] = {}  # by worker, this batch
+        self.tls: ssl.SSLContext | None = None  # the TLS port's, with --tls-port
+        if config.tls_port is not None:
+            assert config.tls_cert is not None and config.tls_key is not None
+            self.tls = server_context(config.tls_cert, config.tls_key)
 
     def can_move(self, mover: Mover) -> None:
         """Clients may move to other workers from now on, and arrive from them."""
@@ -99,8 +105,12 @@ class Hub:
 
     # ---- connections ------------------------------------------------------------------
 
-    def adopt(self, sock: socket.socket, dialect: Dialect = LINE) -> None:
-        """Serve a socket the acceptor handed over, in the dialect of the port it came in on."""
+    def adopt(self, sock: socket.socket, dialect: Dialect = LINE, tls: bool = False) -> None:
+        """Serve a socket the acceptor handed over, in the dialect of the port it came in on.
+
+        A socket of the TLS port is served once its handshake is done; only then
+        does it ask for an id.
+        """
         sock.setblocking(False)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -111,6 +121,9 @@ class Hub:
         except OSError:  # already reset by the peer; the transport will see it
             pass
         key = next(self._keys)
+        if tls and self.tls is not None:
+            self._serve(sock, lambda: ClientProtocol(self, key, dialect, pinned=True), tls=self.tls)
+            return
         self._serve(sock, lambda: ClientProtocol(self, key, dialect))
 
     def arrive(self, sock: socket.socket, state: Moving) -> None:
@@ -135,17 +148,37 @@ class Hub:
         sock: socket.socket,
         factory: Callable[[], ClientProtocol],
         moved: ClientProtocol | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        task = self.loop.create_task(self.loop.connect_accepted_socket(factory, sock))
+        if tls is None:
+            serving = self.loop.connect_accepted_socket(factory, sock)
+            peer = ""
+        else:
+            timeout = self.config.tls_handshake_timeout
+            serving = self.loop.connect_accepted_socket(
+                factory, sock, ssl=tls, ssl_handshake_timeout=timeout
+            )
+            peer = _peer(sock)  # for the log, should the handshake fail (the socket goes)
+        task = self.loop.create_task(serving)
         self._tasks.add(task)
-        task.add_done_callback(lambda task: self._adopted(task, sock, moved))
+        task.add_done_callback(lambda task: self._adopted(task, sock, moved, peer))
 
     def _adopted(
-        self, task: asyncio.Task[Any], sock: socket.socket, moved: ClientProtocol | None
+        self,
+        task: asyncio.Task[Any],
+        sock: socket.socket,
+        moved: ClientProtocol | None,
+        peer: str = "",
     ) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not serve a handed-over socket: %s", task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and peer:  # the socket is closed: no id was given
+            timeout = self.config.tls_handshake_timeout
+            log.info("worker %d: closed %s (no id yet): %s",
+                     self.index + 1, peer, handshake_failure(exc, timeout))  # fmt: skip
+            sock.close()
+        elif exc is not None:
+            log.warning("could not serve a handed-over socket: %s", exc)
             sock.close()
             if moved is not None:  # the matchmaker holds its id until told
                 session = self.arriving.pop(moved.key, 0)
@@ -167,7 +200,7 @@ class Hub:
         self.clients[client.key] = client
         self.on_count(len(self.clients))
         if session is None:
-            self.to_matchmaker(m.Register(client.key))
+            self.to_matchmaker(m.Register(client.key, client.pinned))
             return
         self._placed(client, session)
         for message in self.waiting_for.pop(client.key, ()):
@@ -296,7 +329,7 @@ class Hub:
         for c in [*self.clients.values(), *self.departing.values(), *self.landing.values()]:
             state, resend = c.core.hello_state()
             if state is not None:
-                clients.append(state)
+                clients.append(state._replace(pinned=True) if c.pinned else state)
                 lines += resend
             if c.core.request is not None:
                 requests.append(c.core.request)
@@ -388,3 +421,12 @@ class Hub:
         for client in list(self.connections):
             if client.transport is not None:
                 reset(client.transport)
+
+
+def _peer(sock: socket.socket) -> str:
+    """``HOST:PORT`` of the socket's peer, or ``?`` for one already gone."""
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

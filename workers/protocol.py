@@ -49,15 +49,25 @@ class Host(Protocol):
 class ClientProtocol(asyncio.Protocol):
     """The transport glue of one client; the client itself is ``core``."""
 
-    __slots__ = ("host", "core", "transport", "output", "paused", "progress", "stalled_since")
+    __slots__ = ("host", "core", "transport", "output", "paused", "progress", "stalled_since",
+                 "pinned")  # fmt: skip
 
     def __init__(
-        self, host: Host, key: int, dialect: Dialect = LINE, state: Moving | None = None
+        self,
+        host: Host,
+        key: int,
+        dialect: Dialect = LINE,
+        state: Moving | None = None,
+        pinned: bool = False,
     ) -> None:
         self.host = host
+        #: its socket cannot go to another worker: a TLS session lives in this process
+        self.pinned = pinned
         now = host.loop.time()
         if state is None:
             self.core = Connection(key, dialect, host.limits, self, now)
+            if pinned:  # its id is asked for as one that cannot move (a new matchmaker too)
+                self.core.request = m.Register(key, pinned=True)
         else:  # moved here from another worker: it goes on as it left the other
             self.core = Connection.arriving(key, state, dialect, host.limits, self, now)
         self.transport: asyncio.Transport | None = None
@@ -170,9 +180,9 @@ class ClientProtocol(asyncio.Protocol):
 
     def movable(self, cid: int) -> bool:
         """Can this client's socket go to another worker now (``Connection.movable``), with
-        every reply already out of the socket's buffer?"""
+        every reply already out of the socket's buffer? A pinned (TLS) one never can."""
         transport = self.transport
-        if transport is None or not self.core.movable(cid):
+        if transport is None or self.pinned or not self.core.movable(cid):
             return False
         return not (transport.is_closing() or transport.get_write_buffer_size())
 

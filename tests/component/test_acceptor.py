@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ipc.fdpass import LEGACY, LINE, handoff_pair, recv_tagged, send_fd
+from ipc.fdpass import LEGACY, LINE, TLS, handoff_pair, recv_tagged, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
 from matchmaker.acceptor import Intake, Placement
 from tests.component.test_fdpass import no_free_descriptor
@@ -128,6 +128,14 @@ def test_a_refused_legacy_client_hears_full_in_its_dialect(server):
         server.fill(worker)
     client = server.connect(LEGACY)
     assert read_all(client) == legacy.record(legacy.ABORT)
+
+
+def test_a_refused_tls_client_is_closed_without_a_plain_word(server):
+    """Plain text would only break its handshake, which is a worker's to run."""
+    for worker in range(WORKERS):
+        server.fill(worker)
+    client = server.connect(TLS)
+    assert read_all(client) == b""
 
 
 def test_a_worker_that_is_down_gets_no_client_while_another_beats(server):

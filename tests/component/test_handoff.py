@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from ipc.fdpass import LEGACY, handoff_pair, send_fd
+from ipc.fdpass import LEGACY, TLS, handoff_pair, send_fd
 from tests.component.test_fdpass import no_free_descriptor
 from wire.dialects import LegacyDialect, LineDialect
 from workers.handoff import BATCH, Handoffs
@@ -19,11 +19,13 @@ class Worker:
 
     def __init__(self, channel: socket.socket) -> None:
         self.adopted: list[tuple[socket.socket, object]] = []
+        self.tls: list[bool] = []
         self.counted = 0
         self.handoffs = Handoffs(channel, self.adopt, self.count)
 
-    def adopt(self, sock: socket.socket, dialect: object) -> None:
+    def adopt(self, sock: socket.socket, dialect: object, tls: bool) -> None:
         self.adopted.append((sock, dialect))
+        self.tls.append(tls)
 
     def count(self) -> None:
         self.counted += 1
@@ -46,12 +48,15 @@ def channel():
 def test_sockets_are_adopted_in_their_port_dialect(channel):
     acceptor, worker = channel
     a, b = socket.socketpair()
-    with a, b:
+    c, d = socket.socketpair()
+    with a, b, c, d:
         send_fd(acceptor, a.fileno())
         send_fd(acceptor, b.fileno(), LEGACY)
+        send_fd(acceptor, c.fileno(), TLS)
         assert worker.handoffs.read() is True
-    assert [d for _, d in worker.adopted] == [LineDialect, LegacyDialect]
-    assert worker.counted == 2
+    assert [d for _, d in worker.adopted] == [LineDialect, LegacyDialect, LineDialect]
+    assert worker.tls == [False, False, True]  # protocol v1, over TLS
+    assert worker.counted == 3
 
 
 def test_a_truncated_hand_over_is_counted_logged_and_read_past(channel, caplog):

@@ -408,3 +408,26 @@ def test_a_client_taken_back_after_its_old_worker_died_keeps_when_it_got_its_id(
     out = h.handle(1, m.Placed(25, a, 1, m.Connect(a, b, 25, 120), 100))
     assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]
     assert h.mm.table.get(a).since == 100
+
+
+@pytest.mark.parametrize("pinned", ["requester", "target"])
+def test_a_session_with_a_pinned_end_is_relayed_and_nothing_moves(h, pinned):
+    """A TLS client cannot move: neither end does, and the session is relayed."""
+    a = h.handle(0, m.Register(10, pinned=pinned == "requester"))[0][1].cid
+    b = h.handle(1, m.Register(20, pinned=pinned == "target"))[0][1].cid
+    assert h.handle(0, m.Connect(a, b, 10)) == [
+        (1, m.Paired(key=20, session=1, peer=a, peer_worker=0, peer_key=10, requested=False)),
+        (0, m.Paired(key=10, session=1, peer=b, peer_worker=1, peer_key=20, requested=True)),
+    ]
+    assert h.handle(0, m.Relay(a, 1, "hi", 1)) == [(1, m.Deliver(20, 1, "hi", 1))]
+
+
+def test_a_restarted_matchmaker_still_knows_a_pinned_client_from_the_hello(h):
+    h.mm.restore(
+        {
+            0: m.Hello((m.ClientState(10, 1, 0, 0, pinned=True),), ()),
+            1: m.Hello((m.ClientState(20, 2, 0, 0),), ()),
+        }
+    )
+    out = h.handle(1, m.Connect(2, 1, 20))
+    assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]

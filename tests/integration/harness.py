@@ -10,6 +10,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,11 @@ class Server:
         )
         self.host = "127.0.0.1"
         self.legacy_port = 0
+        self.tls_port = 0
+        # with --port off the TLS port's line is the last one
+        self.plain = all(
+            (flag, value) != ("--port", "off") for flag, value in zip(args, args[1:], strict=False)
+        )
         self.workers = workers
         self.opened: list[Client] = []
         try:
@@ -53,7 +59,8 @@ class Server:
             raise
 
     def _read_port(self) -> int:
-        """Read stdout up to ``listening on HOST:PORT``; note ``legacy listening on`` too."""
+        """Read stdout up to ``listening on HOST:PORT``; note ``legacy listening on`` and
+        ``tls listening on`` too (the last line with ``--port off``: the port is then 0)."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + TIMEOUT
         text = ""
@@ -63,6 +70,10 @@ class Server:
                     break
                 if line.startswith("legacy listening on "):
                     self.legacy_port = int(line.strip().rsplit(":", 1)[1])
+                elif line.startswith("tls listening on "):
+                    self.tls_port = int(line.strip().rsplit(":", 1)[1])
+                    if not self.plain:
+                        return 0
                 elif line.startswith("listening on "):
                     return int(line.strip().rsplit(":", 1)[1])
             left = deadline - time.monotonic()
@@ -121,6 +132,13 @@ class Server:
         """A new connection, nothing read yet; closed at teardown."""
         c = Client(self.host, self.port, rcvbuf)
         self.opened.append(c)
+        return c
+
+    def tls_client(self, ctx: ssl.SSLContext, name: str = "localhost") -> Client:
+        """A new client of the TLS port that has read its ``WELCOME``; closed at teardown."""
+        c = Client(self.host, self.tls_port, tls=ctx, name=name)
+        self.opened.append(c)
+        c.welcome()
         return c
 
     def client(self, rcvbuf: int = 0) -> Client:
@@ -208,10 +226,19 @@ def connect_to(host: str, port: int, rcvbuf: int = 0) -> socket.socket:
 
 
 class Client:
-    """A line-protocol client on a blocking socket with deadlines."""
+    """A line-protocol client on a blocking socket with deadlines; over TLS with ``tls``."""
 
-    def __init__(self, host: str, port: int, rcvbuf: int = 0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        rcvbuf: int = 0,
+        tls: ssl.SSLContext | None = None,
+        name: str = "localhost",
+    ) -> None:
         self.sock = connect_to(host, port, rcvbuf)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=name)
         self.buf = b""
         self.id = 0
 

@@ -15,6 +15,7 @@ MODULES = [
     "matchmaker.service",
     "matchmaker.table",
     "workers.connection",
+    "workers.handoff",
     "workers.hub",
     "workers.migrate",
     "workers.output",
