@@ -52,6 +52,17 @@ DEFAULT_LEGACY_PACE = 0.02
 #: may spend that long on one request; ours never block.)
 DEFAULT_WORKER_TIMEOUT = 5.0
 
+#: Defaults for ``--rate`` and ``--burst``: each client may send 20 lines a second
+#: on average and 60 at once (its bytes: a quarter of ``--max-line`` per line,
+#: ``wire.budget.Pace``). A person types a few lines a second at most; a paste of
+#: a few dozen lines goes through at once; only a program sending without pause
+#: is slowed, never cut. IRC servers pace harder: RFC 1459's flood control
+#: (section 8.10; ergo's "fakelag" is the same idea) allows a burst of about 5
+#: lines, then one every 2 seconds; a one-to-one chat relays to one reader, not
+#: to a network, so we allow more.
+DEFAULT_RATE = 20.0
+DEFAULT_BURST = 60
+
 #: Default for ``--node-ttl``: a host that has not renewed its heartbeat in Redis
 #: for this long is dead to the others (it beats every quarter of it), as in
 #: Socket.IO's Redis adapter (a beat every 5 s); also how long a rebuilt Redis
@@ -94,6 +105,8 @@ class Config:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     linger: float = DEFAULT_LINGER
     idle_timeout: float = 0.0
+    rate: float = DEFAULT_RATE
+    burst: int = DEFAULT_BURST
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT
     legacy_port: int | None = None
@@ -128,6 +141,13 @@ def _seconds_or_off(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (off) or a number of seconds, not {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive number, not {text}")
     return value
 
 
@@ -203,6 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.sendq,
         help="bytes that may wait to be sent to one client; past a quarter of it the server stops "
         "reading whoever adds to it (more: ERROR SLOW_CONSUMER, closed)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_rate,
+        default=DEFAULTS.rate,
+        metavar="LINES_PER_S",
+        help="lines per second each client may send on average; past its budget its reading "
+        "pauses until the budget has room (nothing is lost; bytes: a quarter of --max-line per "
+        "line); 0 is off",
+    )
+    parser.add_argument(
+        "--burst",
+        type=_positive,
+        default=DEFAULTS.burst,
+        metavar="LINES",
+        help="lines a client may send at once before --rate paces it",
     )
     parser.add_argument(
         "--placement",

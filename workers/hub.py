@@ -58,7 +58,8 @@ class Hub:
         self.loop = loop
         self.outbox = outbox
         self.on_count = on_count  # tells the acceptor how loaded this worker is
-        self.limits = Limits.of(index, config.sendq, config.max_line)  # flow control
+        # flow control, and each client's budget
+        self.limits = Limits.of(index, config.sendq, config.max_line, config.rate, config.burst)
         self.congested: set[ClientProtocol] = set()  # output over ``high``, not yet drained
         # Clients gone while their #CLOSE# waits for the matchmaker: a new matchmaker
         # must still hear of them (and of their last lines) until it is answered.

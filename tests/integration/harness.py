@@ -22,6 +22,11 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
 
+#: Limits most tests would trip over on purpose: they stream thousands of lines
+#: as fast as they can. A test of a limit passes its own value, which wins (the
+#: last of a repeated flag counts).
+UNLIMITED = ("--rate", "0")
+
 
 class Server:
     """``python -m matchmaker`` on 127.0.0.1 and a free port, in its own process group."""
@@ -32,7 +37,7 @@ class Server:
         """``preexec_fn`` runs in the server's process before it starts (e.g. to set limits)."""
         self.stderr = tempfile.TemporaryFile()
         cmd = [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--workers", str(workers), "--placement", "round-robin", *args]
+        cmd += ["--workers", str(workers), "--placement", "round-robin", *UNLIMITED, *args]
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
