@@ -63,6 +63,15 @@ DEFAULT_WORKER_TIMEOUT = 5.0
 DEFAULT_RATE = 20.0
 DEFAULT_BURST = 60
 
+#: Defaults for ``--max-per-ip`` and ``--accept-rate``: one address may hold 100
+#: connections at once and open 20 a second (20 at once). A school, an office or
+#: a carrier-grade NAT puts many people behind one address, so the cap is high;
+#: one program that opens connections in a loop still meets it long before
+#: ``--max-clients``. (ergo, an IRC server, allows 16 at once per address; IRC
+#: clients are people, one connection each, and so are ours.)
+DEFAULT_MAX_PER_IP = 100
+DEFAULT_ACCEPT_RATE = 20.0
+
 #: Default for ``--node-ttl``: a host that has not renewed its heartbeat in Redis
 #: for this long is dead to the others (it beats every quarter of it), as in
 #: Socket.IO's Redis adapter (a beat every 5 s); also how long a rebuilt Redis
@@ -98,6 +107,8 @@ class Config:
     workers: int = 1
     max_line: int = DEFAULT_MAX_LINE
     max_clients: int = DEFAULT_MAX_CLIENTS
+    max_per_ip: int = DEFAULT_MAX_PER_IP
+    accept_rate: float = DEFAULT_ACCEPT_RATE
     sendq: int = DEFAULT_SENDQ
     placement: str = "least-loaded"
     migrate: bool = True
@@ -127,6 +138,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _count_or_off(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive integer, not {text}")
     return value
 
 
@@ -216,6 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=DEFAULTS.max_clients,
         help="clients connected at once (one more: ERROR FULL, then closed)",
+    )
+    parser.add_argument(
+        "--max-per-ip",
+        type=_count_or_off,
+        default=DEFAULTS.max_per_ip,
+        metavar="N",
+        help="connections at once from one address, IPv6 by /64 (one more: ERROR TOO_MANY, "
+        "then closed); 0 is off",
+    )
+    parser.add_argument(
+        "--accept-rate",
+        type=_rate,
+        default=DEFAULTS.accept_rate,
+        metavar="PER_S",
+        help="new connections per second from one address, as many at once (more: ERROR "
+        "TOO_MANY, then closed); 0 is off",
     )
     parser.add_argument(
         "--sendq",

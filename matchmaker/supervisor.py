@@ -205,7 +205,7 @@ class Supervisor:
         host, port = self.listener.getsockname()[:2]
         if cfg.legacy_port is not None:
             self.legacy_listener = self.bind(cfg.legacy_port)
-        self.load = WorkerLoad(self.ctx, cfg.workers)
+        self.load = WorkerLoad(self.ctx, cfg.workers, peers=cfg.max_per_ip > 0)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
         # Each worker's inbox for clients moved to it by the others; kept here
         # across the worker's restarts, like the listening socket.

@@ -59,8 +59,10 @@ class Handoffs:
                 return False
             fd, tag = got
             taken += 1
-            self.counted()
-            self.adopt(
-                socket.socket(fileno=fd), dialects.LEGACY if tag == LEGACY else dialects.LINE
-            )
+            try:  # adopted first: the acceptor may count it as the worker's once counted
+                self.adopt(
+                    socket.socket(fileno=fd), dialects.LEGACY if tag == LEGACY else dialects.LINE
+                )
+            finally:
+                self.counted()
         return True

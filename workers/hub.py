@@ -5,7 +5,8 @@ client's ``Connection`` if it is still here, and is dropped if not; what a
 connection says goes on to the matchmaker. It owns what is the worker's, not
 one client's: its clients by key, the clients moving out and landing, the
 confirmations due, the clients whose output is backed up, the sweep of idle
-and stalled ones, and the hello a new matchmaker gets. Lines between two
+and stalled ones, the hello a new matchmaker gets, and its count of clients
+by address for the acceptor (``ipc.peers``, with ``--max-per-ip``). Lines between two
 clients of this worker never come here: each connection writes into its
 partner's (``Connection.relay``).
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from ipc import messages as m
 from ipc.channel import Sender
+from ipc.peers import PeerCounts, address_key
 from matchmaker.config import Config
 from wire.dialects import LINE, Dialect
 from wire.errors import ErrorCode
@@ -52,8 +54,11 @@ class Hub:
         loop: asyncio.AbstractEventLoop,
         outbox: Sender,
         on_count: Callable[[int], None] = lambda n: None,
+        peers: PeerCounts | None = None,
     ) -> None:
         self.index = index
+        self.peers = peers  # this worker's clients by address, for --max-per-ip
+        self.seats: dict[int, bytes] = {}  # key -> the address it is counted under
         self.config = config
         self.loop = loop
         self.outbox = outbox
@@ -112,7 +117,8 @@ class Hub:
         except OSError:  # already reset by the peer; the transport will see it
             pass
         key = next(self._keys)
-        self._serve(sock, lambda: ClientProtocol(self, key, dialect))
+        self._seat(key, sock)
+        self._serve(sock, key, lambda: ClientProtocol(self, key, dialect))
 
     def arrive(self, sock: socket.socket, state: Moving) -> None:
         """Serve a client another worker moved here for ``state.session`` (its socket options
@@ -129,25 +135,28 @@ class Hub:
         client = ClientProtocol.arriving(self, key, state)
         self.arriving[key] = state.session
         self.landing[key] = client
-        self._serve(sock, lambda: client, client)
+        self._seat(key, sock)
+        self._serve(sock, key, lambda: client, client)
 
     def _serve(
         self,
         sock: socket.socket,
+        key: int,
         factory: Callable[[], ClientProtocol],
         moved: ClientProtocol | None = None,
     ) -> None:
         task = self.loop.create_task(self.loop.connect_accepted_socket(factory, sock))
         self._tasks.add(task)
-        task.add_done_callback(lambda task: self._adopted(task, sock, moved))
+        task.add_done_callback(lambda task: self._adopted(task, sock, key, moved))
 
     def _adopted(
-        self, task: asyncio.Task[Any], sock: socket.socket, moved: ClientProtocol | None
+        self, task: asyncio.Task[Any], sock: socket.socket, key: int, moved: ClientProtocol | None
     ) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("could not serve a handed-over socket: %s", task.exception())
             sock.close()
+            self._unseat(key)
             if moved is not None:  # the matchmaker holds its id until told
                 session = self.arriving.pop(moved.key, 0)
                 self.landing.pop(moved.key, None)
@@ -156,6 +165,23 @@ class Hub:
                 self.to_matchmaker(m.Lost(cid, session))
                 # a new matchmaker heard of it in our hello: it holds the id here
                 self.to_matchmaker(m.Drop(cid, moved.key))
+
+    def _seat(self, key: int, sock: socket.socket) -> None:
+        """Count a new client under its address for the acceptor, until ``_unseat``."""
+        if self.peers is None:
+            return
+        try:
+            peer = address_key(sock.getpeername()[0])
+        except (OSError, IndexError):  # reset already (it goes at once), or not TCP
+            return
+        self.seats[key] = peer
+        self.peers.add(self.index, peer, 1)
+
+    def _unseat(self, key: int) -> None:
+        """The client is closing, gone or moved away: its address may connect again."""
+        peer = self.seats.pop(key, None)
+        if peer is not None and self.peers is not None:
+            self.peers.add(self.index, peer, -1)
 
     def attach(self, client: ClientProtocol) -> None:
         self.connections.add(client)
@@ -180,6 +206,7 @@ class Hub:
     def detach(self, client: ClientProtocol) -> None:
         """The client is closing or gone: forget it and tell the matchmaker."""
         core = client.core
+        self._unseat(client.key)
         if self.clients.pop(client.key, None) is not None:
             self.on_count(len(self.clients))
             if core.cid:
@@ -338,6 +365,7 @@ class Hub:
             for (client, session), gone in zip(group, went, strict=True):
                 if gone:
                     del self.clients[client.key]
+                    self._unseat(client.key)
                     client.moved()
                 else:
                     self._placed(client, session)

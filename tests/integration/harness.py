@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
 
 #: Limits most tests would trip over on purpose: they stream thousands of lines
-#: as fast as they can. A test of a limit passes its own value, which wins (the
-#: last of a repeated flag counts).
-UNLIMITED = ("--rate", "0")
+#: as fast as they can, and open dozens of clients at once, all from 127.0.0.1.
+#: A test of a limit passes its own value, which wins (the last of a repeated
+#: flag counts).
+UNLIMITED = ("--rate", "0", "--max-per-ip", "0", "--accept-rate", "0")
 
 
 class Server:
@@ -122,15 +123,16 @@ class Server:
                     return i
         raise AssertionError(f"no worker holds the connection from {local}")
 
-    def connect(self, rcvbuf: int = 0) -> Client:
-        """A new connection, nothing read yet; closed at teardown."""
-        c = Client(self.host, self.port, rcvbuf)
+    def connect(self, rcvbuf: int = 0, source: str = "") -> Client:
+        """A new connection (from address ``source``: 127.0.0.2 ...), nothing read yet;
+        closed at teardown."""
+        c = Client(self.host, self.port, rcvbuf, source)
         self.opened.append(c)
         return c
 
-    def client(self, rcvbuf: int = 0) -> Client:
+    def client(self, rcvbuf: int = 0, source: str = "") -> Client:
         """A new client that has read its ``WELCOME``."""
-        c = self.connect(rcvbuf)
+        c = self.connect(rcvbuf, source)
         c.welcome()
         return c
 
@@ -201,11 +203,15 @@ def title(p: psutil.Process) -> str:
         return ""
 
 
-def connect_to(host: str, port: int, rcvbuf: int = 0) -> socket.socket:
-    """A connected socket; ``rcvbuf`` set before connecting, so the window stays that small."""
+def connect_to(host: str, port: int, rcvbuf: int = 0, source: str = "") -> socket.socket:
+    """A connected socket; ``rcvbuf`` set before connecting, so the window stays that small;
+    from the local address ``source`` if given (any of 127.0.0.0/8 on loopback)."""
     if not rcvbuf:
-        return socket.create_connection((host, port), timeout=TIMEOUT)
+        where = (source, 0) if source else None
+        return socket.create_connection((host, port), timeout=TIMEOUT, source_address=where)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if source:
+        sock.bind((source, 0))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(TIMEOUT)
     sock.connect((host, port))
@@ -215,8 +221,8 @@ def connect_to(host: str, port: int, rcvbuf: int = 0) -> socket.socket:
 class Client:
     """A line-protocol client on a blocking socket with deadlines."""
 
-    def __init__(self, host: str, port: int, rcvbuf: int = 0) -> None:
-        self.sock = connect_to(host, port, rcvbuf)
+    def __init__(self, host: str, port: int, rcvbuf: int = 0, source: str = "") -> None:
+        self.sock = connect_to(host, port, rcvbuf, source)
         self.buf = b""
         self.id = 0
 
@@ -307,8 +313,10 @@ def two_clients(server: Server, placement: str) -> tuple[Client, Client]:
 class LegacyClient:
     """The original C++ client's side of the wire: 256-byte NUL-padded records."""
 
-    def __init__(self, host: str, port: int, garbage: bool = True, rcvbuf: int = 0) -> None:
-        self.sock = connect_to(host, port, rcvbuf)
+    def __init__(
+        self, host: str, port: int, garbage: bool = True, rcvbuf: int = 0, source: str = ""
+    ) -> None:
+        self.sock = connect_to(host, port, rcvbuf, source)
         self.buf = b""
         self.garbage = garbage  # pad like the original: bytes after the NUL are junk
         self.times: list[float] = []  # when each record arrived, for pacing checks
