@@ -85,6 +85,8 @@ def error_sentence(error: replies.Error, me: int | None) -> str:
         return "the server could not read that line as UTF-8 and dropped it"
     if code is ErrorCode.FULL:
         return "the server is full; try again later"
+    if code is ErrorCode.TOO_MANY:
+        return "the server takes no more connections from your address just now; try later"
     if code is ErrorCode.SLOW_CONSUMER:
         return "the server dropped this client for reading too slowly"
     if code is ErrorCode.IDLE:

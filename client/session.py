@@ -26,7 +26,7 @@ class Outcome(enum.Enum):
     RUNNING = "running"
     #: the server answered our ``#CLOSE#`` with ``BYE``
     CLOSED = "closed"
-    #: the server refused us before ``WELCOME`` (``ERROR FULL``)
+    #: the server refused us before ``WELCOME`` (``ERROR FULL``, ``ERROR TOO_MANY``)
     REFUSED = "refused"
     #: the server announced it is shutting down (``OUTAGE``)
     OUTAGE = "outage"
@@ -105,7 +105,7 @@ class ClientSession:
                 self._finish(Outcome.CLOSED)
             case replies.Outage():
                 self._finish(Outcome.OUTAGE)
-            case replies.Error(ErrorCode.FULL) if self.me is None:
+            case replies.Error(ErrorCode.FULL | ErrorCode.TOO_MANY) if self.me is None:
                 self._finish(Outcome.REFUSED)
         partner = ended if ended is not None else self.partner
         return render.render(reply, me=self.me, partner=partner, when=when, table=self.table)

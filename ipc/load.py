@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ipc.peers import PeerCounts
+
 #: How often a worker's event loop writes its ``beat``.
 BEAT_INTERVAL = 0.25
 
@@ -21,13 +23,14 @@ SILENT_AFTER = 1.5
 class WorkerLoad:
     """``live`` clients, sockets ``received`` so far, whether a worker is ``up``, and its
     last ``beat``: ``time.monotonic()`` (one clock for every process on Linux), 0 before
-    its loop first ran."""
+    its loop first ran; with ``peers``, its clients by address (``ipc.peers``)."""
 
-    def __init__(self, ctx: Any, workers: int) -> None:
+    def __init__(self, ctx: Any, workers: int, peers: bool = False) -> None:
         self.live = ctx.RawArray("q", workers)
         self.received = ctx.RawArray("q", workers)
         self.up = ctx.RawArray("b", workers)
         self.beat = ctx.RawArray("d", workers)
+        self.peers = PeerCounts(ctx, workers) if peers else None
 
     def __len__(self) -> int:
         return len(self.live)
@@ -37,3 +40,5 @@ class WorkerLoad:
         self.up[slot] = 0
         self.live[slot] = 0
         self.beat[slot] = 0.0
+        if self.peers is not None:
+            self.peers.down(slot)

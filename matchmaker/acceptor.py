@@ -9,6 +9,10 @@ worker's channel is full: it is stopped, stuck or swamped) goes to the next
 worker, and a client no worker makes room for within ``HOLD`` is told FULL
 and closed; a worker whose event loop has gone silent gets no new client
 while another beats. One stuck worker used to stop the whole server's intake.
+
+Before a hand-over it asks ``matchmaker.admission`` whether the client's
+address may have one more connection (``--max-per-ip``, ``--accept-rate``);
+one that may not is told TOO_MANY and closed, with one line in the log.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from collections.abc import Callable
 
 from ipc.fdpass import LEGACY, LINE, TLS, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
+from ipc.peers import address_key
+from matchmaker.admission import Admission
 from matchmaker.proc import Tally, booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
 from wire import dialects
@@ -176,8 +182,8 @@ class Reserve:
         return True
 
 
-def refuse(conn: socket.socket, tag: bytes) -> None:
-    """Tell the client FULL in its port's dialect without waiting; the caller closes it.
+def refuse(conn: socket.socket, tag: bytes, code: ErrorCode = ErrorCode.FULL) -> None:
+    """Tell the client ``code`` in its port's dialect without waiting; the caller closes it.
 
     A client of the TLS port is closed without a word: the handshake is a
     worker's, and plain text would only break it.
@@ -186,7 +192,7 @@ def refuse(conn: socket.socket, tag: bytes) -> None:
         return
     dialect = dialects.LEGACY if tag == LEGACY else dialects.LINE
     try:
-        conn.send(dialect.render(Error(ErrorCode.FULL)), socket.MSG_DONTWAIT)
+        conn.send(dialect.render(Error(code)), socket.MSG_DONTWAIT)
     except OSError:
         pass  # gone already, or its buffer is full: it only misses the reason
 
@@ -194,9 +200,16 @@ def refuse(conn: socket.socket, tag: bytes) -> None:
 class Intake:
     """Accepts a connection and hands it to a worker, or refuses it; never waits on one."""
 
-    def __init__(self, handoffs: list[socket.socket], placement: Placement) -> None:
+    def __init__(
+        self,
+        handoffs: list[socket.socket],
+        placement: Placement,
+        admission: Admission | None = None,
+    ) -> None:
         self.handoffs = handoffs
         self.placement = placement
+        self.admission = admission  # per-address limits; None: there are none
+        self.placed_on = -1  # the worker the last hand-over went to
         self.reserve = Reserve()
         self.hold = HOLD
         self.refused = Tally(log, "no worker's hand-off channel has room: client refused (FULL)")
@@ -209,7 +222,7 @@ class Intake:
 
     def accept(self, listener: socket.socket, tag: bytes) -> None:
         try:
-            conn, _addr = listener.accept()
+            conn, addr = listener.accept()
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -220,7 +233,18 @@ class Intake:
             return
         self.short_since = None
         with conn:
-            self.hand_over(conn, tag)
+            admission = self.admission
+            if admission is None:
+                self.hand_over(conn, tag)
+                return
+            peer = address_key(addr[0])
+            why = admission.refusal(peer, time.monotonic())
+            if why is not None:
+                log.info("refused a connection from %s: %s (ERROR TOO_MANY)", shown(addr), why)
+                refuse(conn, tag, ErrorCode.TOO_MANY)
+            elif self.hand_over(conn, tag):
+                worker = self.placed_on
+                admission.handed(worker, self.placement.handed[worker], peer)
 
     def back_off(self, listener: socket.socket, tag: bytes, exc: OSError) -> None:
         """Out of a resource: wait a moment, or refuse a client if descriptors ran out long ago."""
@@ -264,6 +288,7 @@ class Intake:
                 log.error("could not hand a connection to worker %d: %s", worker + 1, exc)
                 continue
             self.placement.placed(worker)
+            self.placed_on = worker
             return True
         return False
 
@@ -273,6 +298,12 @@ class Intake:
         for worker in workers:
             poll.register(self.handoffs[worker], select.POLLOUT)
         return bool(poll.poll(self.hold * 1000))
+
+
+def shown(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """A peer address as people write it: ``1.2.3.4:5``, ``[::1]:5``."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) -> None:
@@ -290,6 +321,8 @@ def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) ->
             for key, _ in selector.select(timeout=WAKE):
                 intake.accept(key.fileobj, key.data)  # type: ignore[arg-type]
             intake.placement.review()
+            if intake.admission is not None:
+                intake.admission.tidy(time.monotonic())
 
 
 def main(spawn: Spawn) -> None:
@@ -297,7 +330,11 @@ def main(spawn: Spawn) -> None:
     with booting(spawn.title):
         parent = child_setup(spawn.title, spawn.config.log_level)
         exit_on_sigterm()
-        intake = Intake(spawn.handoffs, Placement(spawn.config.placement, spawn.load))
+        config, load = spawn.config, spawn.load
+        admission = None
+        if config.max_per_ip or config.accept_rate:
+            admission = Admission(config.max_per_ip, config.accept_rate, load.peers, load.received)
+        intake = Intake(spawn.handoffs, Placement(config.placement, load), admission)
         tags = {spawn.listener: LINE, spawn.tls_listener: TLS, spawn.legacy_listener: LEGACY}
         listeners = {sock: tag for sock, tag in tags.items() if sock is not None}
     serve(listeners, intake, parent)

@@ -59,6 +59,25 @@ DEFAULT_WORKER_TIMEOUT = 5.0
 #: client on the TLS port) holds: one descriptor and a little memory, no id.
 #: asyncio's own default is 60 s, nginx's client_header_timeout (which covers it) 60 s.
 DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
+#: Defaults for ``--rate`` and ``--burst``: each client may send 20 lines a second
+#: on average and 60 at once (its bytes: a quarter of ``--max-line`` per line,
+#: ``wire.budget.Pace``). A person types a few lines a second at most; a paste of
+#: a few dozen lines goes through at once; only a program sending without pause
+#: is slowed, never cut. IRC servers pace harder: RFC 1459's flood control
+#: (section 8.10; ergo's "fakelag" is the same idea) allows a burst of about 5
+#: lines, then one every 2 seconds; a one-to-one chat relays to one reader, not
+#: to a network, so we allow more.
+DEFAULT_RATE = 20.0
+DEFAULT_BURST = 60
+
+#: Defaults for ``--max-per-ip`` and ``--accept-rate``: one address may hold 100
+#: connections at once and open 20 a second (20 at once). A school, an office or
+#: a carrier-grade NAT puts many people behind one address, so the cap is high;
+#: one program that opens connections in a loop still meets it long before
+#: ``--max-clients``. (ergo, an IRC server, allows 16 at once per address; IRC
+#: clients are people, one connection each, and so are ours.)
+DEFAULT_MAX_PER_IP = 100
+DEFAULT_ACCEPT_RATE = 20.0
 
 #: Default for ``--node-ttl``: a host that has not renewed its heartbeat in Redis
 #: for this long is dead to the others (it beats every quarter of it), as in
@@ -96,6 +115,8 @@ class Config:
     workers: int = 1
     max_line: int = DEFAULT_MAX_LINE
     max_clients: int = DEFAULT_MAX_CLIENTS
+    max_per_ip: int = DEFAULT_MAX_PER_IP
+    accept_rate: float = DEFAULT_ACCEPT_RATE
     sendq: int = DEFAULT_SENDQ
     placement: str = "least-loaded"
     migrate: bool = True
@@ -103,6 +124,8 @@ class Config:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     linger: float = DEFAULT_LINGER
     idle_timeout: float = 0.0
+    rate: float = DEFAULT_RATE
+    burst: int = DEFAULT_BURST
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT
     legacy_port: int | None = None
@@ -131,6 +154,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count_or_off(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive integer, not {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -146,6 +176,13 @@ def _seconds_or_off(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (off) or a number of seconds, not {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive number, not {text}")
     return value
 
 
@@ -243,11 +280,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="clients connected at once (one more: ERROR FULL, then closed)",
     )
     parser.add_argument(
+        "--max-per-ip",
+        type=_count_or_off,
+        default=DEFAULTS.max_per_ip,
+        metavar="N",
+        help="connections at once from one address, IPv6 by /64 (one more: ERROR TOO_MANY, "
+        "then closed); 0 is off",
+    )
+    parser.add_argument(
+        "--accept-rate",
+        type=_rate,
+        default=DEFAULTS.accept_rate,
+        metavar="PER_S",
+        help="new connections per second from one address, as many at once (more: ERROR "
+        "TOO_MANY, then closed); 0 is off",
+    )
+    parser.add_argument(
         "--sendq",
         type=_positive,
         default=DEFAULTS.sendq,
         help="bytes that may wait to be sent to one client; past a quarter of it the server stops "
         "reading whoever adds to it (more: ERROR SLOW_CONSUMER, closed)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_rate,
+        default=DEFAULTS.rate,
+        metavar="LINES_PER_S",
+        help="lines per second each client may send on average; past its budget its reading "
+        "pauses until the budget has room (nothing is lost; bytes: a quarter of --max-line per "
+        "line); 0 is off",
+    )
+    parser.add_argument(
+        "--burst",
+        type=_positive,
+        default=DEFAULTS.burst,
+        metavar="LINES",
+        help="lines a client may send at once before --rate paces it",
     )
     parser.add_argument(
         "--placement",

@@ -211,7 +211,7 @@ class Supervisor:
             self.legacy_listener = self.bind(cfg.legacy_port)
         first = next(sock for sock in self._listeners() if sock is not None)
         host, port = first.getsockname()[:2]
-        self.load = WorkerLoad(self.ctx, cfg.workers)
+        self.load = WorkerLoad(self.ctx, cfg.workers, peers=cfg.max_per_ip > 0)
         pairs = [handoff_pair() for _ in range(cfg.workers)]
         # Each worker's inbox for clients moved to it by the others; kept here
         # across the worker's restarts, like the listening socket.

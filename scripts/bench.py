@@ -11,6 +11,15 @@ every line arrived in order, and prints one table plus JSON lines. Workloads:
 - churn: P pairs loop CONNECT, one line, #GOODBYE#: sessions/s.
 - conns: C idle clients: total RSS of the server's processes, RSS per client,
   time to connect them all, GET round trip at C.
+- flood: P pairs on one worker chat (a round trip every 80 ms each), alone, then
+  beside one client that sends as fast as it can: their p99 with and without it
+  (target: at most 2x), and how fast the flooder's lines got through.
+
+The throughput rows run ``python -m matchmaker`` with ``--rate 0 --max-per-ip 0
+--accept-rate 0`` (``UNLIMITED``): every client comes from 127.0.0.1 and sends
+without pause, which is what they measure. The flood rows run it with
+``--workers 1`` and the default ``--rate``/``--burst``, and once more with
+``--rate 0`` beside them, to show what the pacing buys.
 
 Pair workloads run same-worker and cross-worker pairs separately; where each
 client landed is read from the server's processes (psutil), so a
@@ -70,7 +79,14 @@ STOP_TIMEOUT = 15.0
 FD_MARGIN = 256
 #: Labels of the reference relay and of the --server-cmd server.
 REF, CMD = "ref", "cmd"
-WORKLOADS = ("pingpong", "stream", "churn", "conns")
+WORKLOADS = ("pingpong", "stream", "churn", "conns", "flood")
+#: Flags of every throughput row: the limits a public server needs would measure
+#: themselves (every client is on 127.0.0.1, and a pingpong client sends without pause).
+UNLIMITED = ("--rate", "0", "--max-per-ip", "0", "--accept-rate", "0")
+#: The flood rows: one worker (the flooder and the pairs share it), default pacing.
+FLOOD_FLAGS = ("--workers", "1", "--max-per-ip", "0", "--accept-rate", "0")
+#: The flood target: the pairs' p99 beside a flooder, at most this times their p99 alone.
+FLOOD_BOUND = 2.0
 #: Placement of a pair whose ends are clients of two hosts (--hosts); of conns spread over them.
 HOSTS = "hosts"
 #: GETs timed at C clients, and how long they may take: by default, and with --hosts.
@@ -349,7 +365,7 @@ def table(rows: list[Row]) -> str:
     )
     for r in ranked:
         checks: tuple[str, ...] = ("",) * 6
-        if r.metric in ("rate", "connect"):
+        if r.first:
             run = r.run
             checks = (
                 str(run.get("lost", "")),
@@ -394,7 +410,7 @@ def matchmaker_spec(workers: int, max_clients: int, extra: Sequence[str] = ()) -
     """``python -m matchmaker`` from this checkout; round robin makes placement predictable."""
     argv: tuple[str, ...] = (sys.executable, "-m", "matchmaker", "--host", HOST, "--port", "0")
     argv += ("--workers", str(workers), "--placement", "round-robin")
-    argv += ("--max-clients", str(max_clients), *extra)
+    argv += ("--max-clients", str(max_clients), *UNLIMITED, *extra)
     return ServerSpec(f"w{workers}", argv)
 
 
@@ -718,6 +734,8 @@ def measure(
     """
     if spec.hosts > 1:
         return measure_hosts(job, spec, opts, exe, workdir)
+    if job.workload == "flood":
+        return measure_flood(job, spec, opts, exe, workdir), 0
     server = Server(spec, workdir)
     run: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in server.argv)}
     try:
@@ -765,6 +783,71 @@ def measure(
         status = server.stop()
         if status not in (0, -signal.SIGINT, 130):
             print(f"  {spec.label} exited with status {status}", file=sys.stderr)
+
+
+def measure_flood(job: Job, spec: ServerSpec, opts: Options, exe: Path, workdir: Path) -> list[Row]:
+    """The pairs' p99 alone, beside a flooder, and beside one with ``--rate 0``; each on a
+    fresh one-worker server with the default pacing (``FLOOD_FLAGS``)."""
+    from matchmaker.config import DEFAULT_BURST, DEFAULT_RATE
+
+    paced = ("--rate", f"{DEFAULT_RATE:g}", "--burst", str(DEFAULT_BURST))
+    runs = (("alone", "paced", paced), ("flooded", "flood", paced), ("rate 0", "flood", ()))
+    rows: list[Row] = []
+    p99: dict[str, float] = {}
+    run: dict[str, Any] = {}
+    for name, mode, flags in runs:
+        argv = (*spec.argv, *FLOOD_FLAGS, *flags)
+        server = Server(ServerSpec(spec.label, argv), workdir)
+        command = " ".join(shlex.quote(a) for a in server.argv)
+        try:
+            flooders = int(mode == "flood")
+            pairset = benchload.open_pairs(
+                server.host, server.port, server.pid, job.size + flooders, "same", session=True
+            )
+            try:
+                result = benchload.run_pairs(
+                    exe, mode, pairset, server.pid, opts.warmup, opts.duration, workdir
+                )
+            finally:
+                pairset.close()
+        except Exception:
+            print(f"  server log ({server.log_path}):\n{server.log_tail()}", file=sys.stderr)
+            raise
+        finally:
+            server.stop()
+        if result.log:
+            print(f"  load generator: {result.log}", file=sys.stderr)
+        counts = result.counts
+        for key in ("lost", "ooo", "errors"):
+            run[key] = run.get(key, 0) + counts[key] + (counts["flood_ooo"] if key == "ooo" else 0)
+        run[f"command {name}"] = command
+        p99[name] = latencies_ms(result.samples, (99,))[99]
+        window = counts["window_ns"] / 1e9
+        rows.append(Row(job.workload, job.size, "same", "w1", f"p99 {name}", p99[name], "ms", run))
+        if flooders:
+            rate = counts["flood_recv"] / (window + opts.warmup)
+            rows.append(Row(job.workload, job.size, "same", "w1", f"flooder {name}", rate,
+                            "lines/s", run))  # fmt: skip
+    run.update(lost=run.pop("lost"), out_of_order=run.pop("ooo"), errors=run.pop("errors"))
+    for name in ("flooded", "rate 0"):
+        times = ratio(p99[name], p99["alone"])
+        value = times if times is not None else math.nan
+        rows.append(Row(job.workload, job.size, "same", "w1", f"x alone {name}", value, "x", run))
+    rows[0].first = True
+    return rows
+
+
+def flood_target(rows: list[Row]) -> Target | None:
+    """The issue's flood target, if the flood rows were measured."""
+    found = [r for r in rows if r.workload == "flood" and r.metric == "x alone flooded"]
+    if not found:
+        return None
+    r = found[0]
+    return Target(
+        f"flood {r.size}: p99 beside a flooder <= {FLOOD_BOUND:g}x p99 alone (default --rate)",
+        f"{fmt(r.value)}x",
+        r.value <= FLOOD_BOUND,
+    )
 
 
 def measure_hosts(
@@ -853,6 +936,8 @@ def jobs(
         for size in sizes[workload]:
             if workload == "conns":
                 out.append(Job(workload, size, "-"))
+            elif workload == "flood":
+                out.append(Job(workload, size, "same"))  # one worker holds them all
             else:
                 out.extend(Job(workload, size, p) for p in placements)
     return out
@@ -925,6 +1010,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--conns", type=csv_ints, help="idle client counts (default 1000,10000; --hosts 10000)"
     )
+    p.add_argument("--flood", type=csv_ints, help="chatting pairs beside the flooder (default 30)")
     p.add_argument(
         "--hosts",
         type=int,
@@ -1040,6 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
         "stream": args.stream or default_sizes or [1, 32],
         "churn": args.churn or default_sizes or [1, 32],
         "conns": conns,
+        "flood": args.flood or [30],
     }
     workdir = benchload.scratch()
     exe = benchload.build_helper(workdir)
@@ -1054,6 +1141,8 @@ def main(argv: list[str] | None = None) -> int:
             for spec in specs:
                 if job.placement == "cross" and spec.label in single:
                     continue
+                if job.workload == "flood" and spec.label in (REF, CMD):
+                    continue  # the flooder and the pacing are python -m matchmaker's
                 print(
                     f"[{n}/{len(todo)} {time.monotonic() - started:5.0f}s] "
                     f"{job.workload} {job.size} {job.placement} on {spec.label}"
@@ -1071,7 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{job.workload} {job.size} {job.placement} on {spec.label}: {exc}"
                     )
                     continue
-                if job.workload != "conns" and holders == 1:
+                if job.workload not in ("conns", "flood") and holders == 1:
                     single.add(spec.label)
                 if got and got[0].run.get("lost"):
                     print(f"  LOST or missing lines: {got[0].run}", file=sys.stderr)
@@ -1105,6 +1194,10 @@ def main(argv: list[str] | None = None) -> int:
         f"servers: {', '.join(s.label for s in specs)}; load generator: C, "
         f"{args.load_procs} process(es)"
     )
+    print(
+        f"python -m matchmaker runs with {' '.join(UNLIMITED)} (throughput rows) and "
+        f"{' '.join(FLOOD_FLAGS)} with the default --rate/--burst, then --rate 0 (flood rows)"
+    )
     print()
     print(table(rows))
     goal_server = target.label
@@ -1135,6 +1228,11 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets(rows, goal_server):
             mark = {True: "PASS", False: "FAIL", None: "  - "}[t.ok]
             print(f"  {mark}  {t.goal}: {t.measured}")
+    flood = flood_target(rows)
+    if flood is not None:
+        mark = {True: "PASS", False: "FAIL", None: "  - "}[flood.ok]
+        print()
+        print(f"  {mark}  {flood.goal}: {flood.measured}")
     shares = [r.run["load_share"] for r in rows if r.first and "load_share" in r.run]
     if shares:
         print()

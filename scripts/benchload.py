@@ -47,7 +47,9 @@ REPLY_TIMEOUT = 10.0
 #: How long in-flight lines may take to arrive after a workload stops sending.
 DRAIN = 5.0
 
-MODES = ("pingpong", "stream", "churn")
+MODES = ("pingpong", "stream", "churn", "paced", "flood")
+#: Seconds between a paced pair's round trips: people chatting, under the default --rate.
+PACED_GAP = 0.08
 
 C_SOURCE = r"""
 /* The hot loop of scripts/bench.py; see scripts/benchload.py for why it is C.
@@ -56,6 +58,10 @@ C_SOURCE = r"""
  *       stdin: one "FD_A FD_B ID_A ID_B" line per pair (sockets already in a session,
  *       or FREE for churn). stdout: "W", "E" when the measured window starts and
  *       ends, then one "R key=value ..." line. Samples: int64 nanoseconds, native order.
+ *   benchload paced|flood WARMUP_NS DURATION_NS DRAIN_NS SAMPLES_FILE GAP_NS
+ *       pingpong with GAP_NS between a pair's round trips (people chatting); with
+ *       flood, the last pair's A sends without pause (its lines are counted, in
+ *       order, as flood_recv; they are paced by the server, so none is waited for).
  *   benchload conns HOST PORT N WINDOW GETS GETS_NS SAMPLES_FILE
  *       opens N clients, WINDOW at a time, each done at its WELCOME; prints
  *       "C elapsed_ns ok failed", times GETS GETs (at most GETS_NS), prints
@@ -82,7 +88,7 @@ C_SOURCE = r"""
 #define MAX_LOGGED 10
 #define READ_CHUNK 16384
 
-enum { PINGPONG, STREAM, CHURN };
+enum { PINGPONG, STREAM, CHURN, PACED, FLOOD };
 
 typedef struct { char *p; size_t len, cap; } buf_t;
 typedef struct { int fd, dead; uint32_t events; buf_t in, out; } conn_t;
@@ -94,9 +100,12 @@ typedef struct {
     uint64_t session;
     int a_connected, a_ended, b_ended, b_msgs, idle;
     int64_t started;
+    int64_t due; /* paced: when to send the next ping (0: one is in flight) */
 } pair_t;
 
-static int mode, ep, npairs, logged;
+static int mode, ep, npairs, logged, flooder = -1;
+static int64_t gap;
+static uint64_t flood_recv, flood_ooo;
 static conn_t *conns;
 static pair_t *pairs;
 static int64_t t_window, t_end;
@@ -255,6 +264,14 @@ static void top_up(int p) {
     send_bytes(2 * p, lines, (size_t)k * LINE);
 }
 
+static void flood(int p, int64_t t) {
+    char lines[LINE * 256];
+    conn_t *c = &conns[2 * p];
+    if (c->out.len || c->dead || t >= t_end) return;
+    for (int i = 0; i < 256; i++) format_line(lines + i * LINE, pairs[p].a_sent++, t);
+    send_bytes(2 * p, lines, sizeof lines);
+}
+
 static void start_session(int p) {
     pair_t *pr = &pairs[p];
     char cmd[64];
@@ -282,9 +299,29 @@ static void on_line(int key, const char *s, size_t n, int64_t t) {
     pair_t *pr = &pairs[p];
     uint64_t seq;
     int64_t ts;
-    if (mode == PINGPONG || mode == STREAM || (side == 1 && starts(s, n, "MSG "))) {
+    if (mode != CHURN || (side == 1 && starts(s, n, "MSG "))) {
         if (!starts(s, n, "MSG ") || !parse_line(s + 4, n - 4, &seq, &ts)) {
             note(key, "unexpected line", s, n);
+            return;
+        }
+        if (p == flooder) {
+            if (side == 0) note(key, "unexpected line", s, n);
+            else if (!in_order(&pr->b_next, seq)) flood_ooo++;
+            else flood_recv++;
+            return;
+        }
+        if (mode == PACED || mode == FLOOD) {
+            if (side == 1) {
+                if (!in_order(&pr->b_next, seq)) ooo++;
+                pr->b_recv++;
+                send_bytes(key, s + 4, n - 4 + 1);
+                pr->b_sent++;
+                return;
+            }
+            if (!in_order(&pr->a_next, seq)) ooo++;
+            pr->a_recv++;
+            if (in_window(t)) { ops++; pr->ops++; sample(t - ts); }
+            if (t < t_end) pr->due = t + gap;
             return;
         }
         if (side == 1) {
@@ -356,8 +393,8 @@ static void on_readable(int key) {
 
 static int finished(int p) {
     pair_t *pr = &pairs[p];
-    if (conns[2 * p].dead || conns[2 * p + 1].dead) return 1;
-    if (mode == PINGPONG) return pr->a_recv == pr->a_sent;
+    if (conns[2 * p].dead || conns[2 * p + 1].dead || p == flooder) return 1;
+    if (mode == PINGPONG || mode == PACED || mode == FLOOD) return pr->a_recv == pr->a_sent;
     if (mode == STREAM) return pr->b_recv == pr->a_sent;
     return pr->idle;
 }
@@ -371,6 +408,7 @@ static void write_samples(const char *path) {
 
 static int run_pairs(char **argv) {
     int64_t warmup = atoll(argv[2]), duration = atoll(argv[3]), drain = atoll(argv[4]);
+    if (mode == PACED || mode == FLOOD) gap = atoll(argv[6]);
     int cap = 64;
     int fa, fb;
     long long ia, ib;
@@ -391,6 +429,7 @@ static int run_pairs(char **argv) {
         pairs[npairs].id_b = ib;
         npairs++;
     }
+    if (mode == FLOOD) flooder = npairs - 1;
     ep = epoll_create1(0);
     if (ep < 0) die("epoll_create1");
     for (int k = 0; k < 2 * npairs; k++) {
@@ -404,7 +443,8 @@ static int run_pairs(char **argv) {
     t_end = t_window + duration;
     int64_t deadline = t_end + drain;
     for (int p = 0; p < npairs; p++) {
-        if (mode == PINGPONG) send_ping(p);
+        if (p == flooder) flood(p, t0);
+        else if (mode == PINGPONG || mode == PACED || mode == FLOOD) send_ping(p);
         else if (mode == STREAM) top_up(p);
         else start_session(p);
     }
@@ -427,7 +467,7 @@ static int run_pairs(char **argv) {
             for (int p = 0; p < npairs && done; p++) done = finished(p);
             if (done || t >= deadline) break;
         }
-        int n = epoll_wait(ep, evs, 256, 5);
+        int n = epoll_wait(ep, evs, 256, gap ? 1 : 5);
         if (n < 0 && errno != EINTR) die("epoll_wait");
         for (int i = 0; i < n; i++) {
             int key = (int)evs[i].data.u64;
@@ -435,14 +475,25 @@ static int run_pairs(char **argv) {
             if (evs[i].events & EPOLLOUT) flush_out(key);
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(key);
         }
+        if (gap) {
+            t = now_ns();
+            for (int p = 0; p < npairs; p++) {
+                if (p == flooder) flood(p, t);
+                else if (pairs[p].due && t >= pairs[p].due && t < t_end) {
+                    pairs[p].due = 0;
+                    send_ping(p);
+                }
+            }
+        }
     }
     long long lost = 0, sent = 0, recv = 0;
     uint64_t pmin = UINT64_MAX, pmax = 0;
     int unfinished = 0;
     for (int p = 0; p < npairs; p++) {
         pair_t *pr = &pairs[p];
+        if (p == flooder) continue; /* paced by the server: its backlog is not lost */
         lost += (long long)(pr->a_sent - pr->b_recv);
-        if (mode == PINGPONG) lost += (long long)(pr->b_sent - pr->a_recv);
+        if (mode != STREAM && mode != CHURN) lost += (long long)(pr->b_sent - pr->a_recv);
         sent += (long long)(pr->a_sent + pr->b_sent);
         recv += (long long)(pr->a_recv + pr->b_recv);
         if (pr->ops < pmin) pmin = pr->ops;
@@ -451,10 +502,11 @@ static int run_pairs(char **argv) {
     }
     write_samples(argv[5]);
     printf("R ops=%llu lost=%lld ooo=%llu errors=%llu sent=%lld recv=%lld window_ns=%lld "
-           "pair_min=%llu pair_max=%llu unfinished=%d\n",
+           "pair_min=%llu pair_max=%llu unfinished=%d flood_recv=%llu flood_ooo=%llu\n",
            (unsigned long long)ops, lost, (unsigned long long)ooo, (unsigned long long)errors,
            sent, recv, (long long)(t_end - t_window), (unsigned long long)(npairs ? pmin : 0),
-           (unsigned long long)pmax, unfinished);
+           (unsigned long long)pmax, unfinished, (unsigned long long)flood_recv,
+           (unsigned long long)flood_ooo);
     fflush(stdout);
     return 0;
 }
@@ -564,6 +616,8 @@ int main(int argc, char **argv) {
     if (argc == 6 && !strcmp(argv[1], "pingpong")) mode = PINGPONG;
     else if (argc == 6 && !strcmp(argv[1], "stream")) mode = STREAM;
     else if (argc == 6 && !strcmp(argv[1], "churn")) mode = CHURN;
+    else if (argc == 7 && !strcmp(argv[1], "paced")) mode = PACED;
+    else if (argc == 7 && !strcmp(argv[1], "flood")) mode = FLOOD;
     else if (argc == 9 && !strcmp(argv[1], "conns")) return run_conns(argv);
     else { fprintf(stderr, "usage: see scripts/benchload.py\n"); return 2; }
     return run_pairs(argv);
@@ -1058,6 +1112,7 @@ def run_pairs(
             fds = [fd for a, b in chunk for fd in (a.sock.fileno(), b.sock.fileno())]
             argv = [str(exe), mode, str(int(warmup * ns)), str(int(duration * ns))]
             argv += [str(int(DRAIN * ns)), str(path)]
+            argv += [str(int(PACED_GAP * ns))] if mode in ("paced", "flood") else []
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,

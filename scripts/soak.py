@@ -209,6 +209,14 @@ def chaos_plan(args: argparse.Namespace, host: str = "") -> ChaosPlan:
     )
 
 
+#: Every user connects from 127.0.0.1, a few hundred at once: the per-address
+#: limits are off. Bots send far faster than the default --rate (20 lines a
+#: second): paced to it, their backlog would outlast the run, and their last
+#: lines the grace a user waits for its close. So the pacing is raised above
+#: what a bot sends on average, not turned off: bursts still meet it.
+SOAK_FLAGS = ("--max-per-ip", "0", "--accept-rate", "0", "--rate", "200", "--burst", "200")
+
+
 class Server:
     """``python -m matchmaker`` on 127.0.0.1 and a free port, in its own process group.
 
@@ -220,6 +228,7 @@ class Server:
         cmd += [
             "--workers",
             str(workers),
+            *SOAK_FLAGS,
             *flags,
         ]
         self.proc = subprocess.Popen(
@@ -556,6 +565,7 @@ def summary(out: Outcome) -> str:
     lines = [
         f"soak: {shape}, {plan.clients} users ({bots} bots),"
         f" {plan.duration:g} s, seed {plan.seed}; load ran {result.seconds:.1f} s",
+        f"server flags: {' '.join(SOAK_FLAGS)}",
     ]
     if cluster:
         per_host = Counter(result.servers.values())

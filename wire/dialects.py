@@ -39,7 +39,7 @@ HELP = tuple(HelpLine(line.removeprefix("HELP ")) for line in help_lines())
 
 #: Errors after which the server closes the connection: the original client knows
 #: only ABORT for them.
-_FATAL = (ErrorCode.FULL, ErrorCode.SLOW_CONSUMER, ErrorCode.IDLE)
+_FATAL = (ErrorCode.FULL, ErrorCode.TOO_MANY, ErrorCode.SLOW_CONSUMER, ErrorCode.IDLE)
 
 
 class Dialect(Protocol):

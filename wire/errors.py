@@ -39,6 +39,9 @@ class ErrorCode(enum.Enum):
     FULL = "FULL"
     #: the client's send queue passed ``--sendq`` bytes; the connection is closed.
     SLOW_CONSUMER = "SLOW_CONSUMER"
+    #: its address holds ``--max-per-ip`` connections, or opened ``--accept-rate`` in the
+    #: last second; the new connection is closed.
+    TOO_MANY = "TOO_MANY"
     #: the client sent nothing for ``--idle-timeout`` seconds; the connection is closed.
     IDLE = "IDLE"
     #: the command needs the table shared by several hosts (``--redis``), and it

@@ -24,6 +24,12 @@ is backed up (it does not read its replies), while its partner's output on this
 worker is backed up, or while too many of its lines to a partner on another
 worker are unconfirmed (``held``). TCP then pushes back on the sender; nothing
 it sent is dropped, and nobody else waits for it.
+
+Pace is the third. A client has a budget of lines and bytes (``--rate``,
+``--burst``; ``wire.budget``): past it, its lines wait undecoded and ``drain``
+says ``WAIT``, reading pauses until the budget has room again
+(``Budget.due``), and TCP slows the sender to its own pace, again without a
+line lost and without keeping anyone else waiting.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Protocol
 from ipc import messages as m
 from wire import commands as c
 from wire import replies as r
+from wire.budget import Budget, Pace
 from wire.dialects import HELP, Dialect
 from wire.errors import ErrorCode, ProtocolError
 from workers.moving import Moving
@@ -44,11 +51,13 @@ from workers.unconfirmed import Unconfirmed
 log = logging.getLogger("workers.connection")
 
 #: What ``Connection.held`` says: take the next line; wait for this tick's
-#: output to be written (reading goes on); wait for a reader (reading pauses).
-GO, NEXT_TICK, BACKED_UP = 0, 1, 2
+#: output to be written (reading goes on); wait for a reader (reading pauses);
+#: wait for the client's budget to have room (reading pauses, ``Budget.due``).
+GO, NEXT_TICK, BACKED_UP, OVER_BUDGET = 0, 1, 2, 3
 
-#: What ``Connection.drain`` says to do with the socket's reading.
-READ, PAUSE, FAILED = 0, 1, 2
+#: What ``Connection.drain`` says to do with the socket's reading: read on, pause,
+#: close (a bug), or pause until ``budget.due`` (the client is over its budget).
+READ, PAUSE, FAILED, WAIT = 0, 1, 2, 3
 
 #: Lines decoded at once. Checking ``held`` once per batch instead of once per
 #: line keeps a stream's per-line cost where it was; a batch of lines at most
@@ -80,11 +89,15 @@ class Limits:
     high: int
     low: int
     window: int
+    pace: Pace | None = None  # each client's budget (--rate, --burst); None: unlimited
 
     @classmethod
-    def of(cls, worker: int, sendq: int, max_line: int) -> Limits:
+    def of(
+        cls, worker: int, sendq: int, max_line: int, rate: float = 0.0, burst: int = 1
+    ) -> Limits:
         tick = min(sendq // 4, TICK_OUTPUT)
-        return cls(worker, max_line, tick, sendq // 2 - tick, sendq // 8, sendq // 4)
+        pace = Pace.of(rate, burst, max_line)
+        return cls(worker, max_line, tick, sendq // 2 - tick, sendq // 8, sendq // 4, pace)
 
 
 class Effects(Protocol):
@@ -133,6 +146,7 @@ class Connection:
         "unacked",
         "since",
         "crossing",
+        "budget",
     )
 
     def __init__(
@@ -169,6 +183,8 @@ class Connection:
         self.unacked = 0  # bytes of the partner's lines written here since the last Received
         self.since = 0  # when the matchmaker gave it its id (Welcome.since); it keeps it
         self.crossing = False  # its next line may be a CONNECT that crossed its partner's
+        pace = limits.pace
+        self.budget = Budget(pace, now) if pace is not None else None  # lines it may send
 
     # ---- lines in ----------------------------------------------------------------------
 
@@ -217,22 +233,34 @@ class Connection:
                 return NEXT_TICK
         return NEXT_TICK if len(self.out) > limits.tick else GO
 
-    def drain(self) -> int:
+    def drain(self, now: float = 0.0) -> int:
         """Handle waiting lines until one needs the matchmaker's answer or must be held.
 
-        Lines are decoded ``BATCH`` at a time, and ``held`` is asked once a batch:
-        a held client overshoots by a batch at most. Says whether reading goes on
-        (``READ``), pauses (``PAUSE``), or the client must go (``FAILED``: a bug).
+        Lines are decoded ``BATCH`` at a time (fewer when the budget allows
+        fewer), and ``held`` is asked once a batch: a held client overshoots by
+        a batch at most. Says whether reading goes on (``READ``), pauses
+        (``PAUSE``), pauses until the budget has room (``WAIT``), or the client
+        must go (``FAILED``: a bug).
         """
         ready = self.ready
         decoder = self.decoder
+        budget = self.budget
         held = GO
         while self.request is None and not self.closed:
             if not ready:
                 held = self.held()
                 if held:
                     break
-                ready.extend(decoder.take(BATCH))
+                if budget is None:
+                    ready.extend(decoder.take(BATCH))
+                elif decoder.pending:
+                    allowed = budget.allowance(now)
+                    if not allowed:
+                        held = OVER_BUDGET
+                        break
+                    before = decoder.pending
+                    ready.extend(decoder.take(min(allowed, BATCH)))
+                    budget.spend(len(ready), before - decoder.pending, now)
                 if not ready:
                     if self.eof:
                         self.eof = False
@@ -244,6 +272,8 @@ class Connection:
             except Exception:
                 log.exception("bug while handling a line from client %s; closing it", self.cid)
                 return FAILED
+        if held == OVER_BUDGET:
+            return WAIT
         if held:  # a full tick pauses too once a read's worth of lines waits behind it
             stop = held == BACKED_UP or decoder.pending > self.limits.tick
         else:
@@ -474,11 +504,14 @@ class Connection:
     def export(self, session: int, now: float) -> Moving:
         """What the next worker needs to go on where this one stops (see ``arriving``).
 
-        The decoded lines and the decoder carry every byte read and not yet handled.
+        The decoded lines and the decoder carry every byte read and not yet handled,
+        and the budget what the client may still send.
         """
+        if self.budget is not None:
+            self.budget.settle(now)
         return Moving(session, self.cid, self.request, tuple(self.ready), self.decoder,
                       now - self.last_seen, bytes(self.out), self.last_session,
-                      self.since)  # fmt: skip
+                      self.since, self.budget)  # fmt: skip
 
     @classmethod
     def arriving(
@@ -497,6 +530,9 @@ class Connection:
         self.out += state.out
         self.last_session = state.last_session
         self.since = state.since
+        if state.budget is not None and self.budget is not None:
+            self.budget = state.budget  # no fresh burst for moving
+            self.budget.rebase(now)
         return self
 
     # ---- lines out and the end ----------------------------------------------------------

@@ -62,7 +62,9 @@ class Handoffs:
                 return False
             fd, tag = got
             taken += 1
-            self.counted()
-            dialect = dialects.LEGACY if tag == LEGACY else dialects.LINE
-            self.adopt(socket.socket(fileno=fd), dialect, tag == TLS)
+            try:  # adopted first: the acceptor may count it as the worker's once counted
+                dialect = dialects.LEGACY if tag == LEGACY else dialects.LINE
+                self.adopt(socket.socket(fileno=fd), dialect, tag == TLS)
+            finally:
+                self.counted()
         return True

@@ -5,7 +5,8 @@ client's ``Connection`` if it is still here, and is dropped if not; what a
 connection says goes on to the matchmaker. It owns what is the worker's, not
 one client's: its clients by key, the clients moving out and landing, the
 confirmations due, the clients whose output is backed up, the sweep of idle
-and stalled ones, and the hello a new matchmaker gets. Lines between two
+and stalled ones, the hello a new matchmaker gets, and its count of clients
+by address for the acceptor (``ipc.peers``, with ``--max-per-ip``). Lines between two
 clients of this worker never come here: each connection writes into its
 partner's (``Connection.relay``).
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from ipc import messages as m
 from ipc.channel import Sender
+from ipc.peers import PeerCounts, address_key
 from matchmaker.config import Config
 from wire.dialects import LINE, Dialect
 from wire.errors import ErrorCode
@@ -54,13 +56,17 @@ class Hub:
         loop: asyncio.AbstractEventLoop,
         outbox: Sender,
         on_count: Callable[[int], None] = lambda n: None,
+        peers: PeerCounts | None = None,
     ) -> None:
         self.index = index
+        self.peers = peers  # this worker's clients by address, for --max-per-ip
+        self.seats: dict[int, bytes] = {}  # key -> the address it is counted under
         self.config = config
         self.loop = loop
         self.outbox = outbox
         self.on_count = on_count  # tells the acceptor how loaded this worker is
-        self.limits = Limits.of(index, config.sendq, config.max_line)  # flow control
+        # flow control, and each client's budget
+        self.limits = Limits.of(index, config.sendq, config.max_line, config.rate, config.burst)
         self.congested: set[ClientProtocol] = set()  # output over ``high``, not yet drained
         # Clients gone while their #CLOSE# waits for the matchmaker: a new matchmaker
         # must still hear of them (and of their last lines) until it is answered.
@@ -121,10 +127,12 @@ class Hub:
         except OSError:  # already reset by the peer; the transport will see it
             pass
         key = next(self._keys)
+        self._seat(key, sock)
         if tls and self.tls is not None:
-            self._serve(sock, lambda: ClientProtocol(self, key, dialect, pinned=True), tls=self.tls)
+            factory = lambda: ClientProtocol(self, key, dialect, pinned=True)  # noqa: E731
+            self._serve(sock, key, factory, tls=self.tls)
             return
-        self._serve(sock, lambda: ClientProtocol(self, key, dialect))
+        self._serve(sock, key, lambda: ClientProtocol(self, key, dialect))
 
     def arrive(self, sock: socket.socket, state: Moving) -> None:
         """Serve a client another worker moved here for ``state.session`` (its socket options
@@ -141,11 +149,13 @@ class Hub:
         client = ClientProtocol.arriving(self, key, state)
         self.arriving[key] = state.session
         self.landing[key] = client
-        self._serve(sock, lambda: client, client)
+        self._seat(key, sock)
+        self._serve(sock, key, lambda: client, client)
 
     def _serve(
         self,
         sock: socket.socket,
+        key: int,
         factory: Callable[[], ClientProtocol],
         moved: ClientProtocol | None = None,
         tls: ssl.SSLContext | None = None,
@@ -161,12 +171,13 @@ class Hub:
             peer = _peer(sock)  # for the log, should the handshake fail (the socket goes)
         task = self.loop.create_task(serving)
         self._tasks.add(task)
-        task.add_done_callback(lambda task: self._adopted(task, sock, moved, peer))
+        task.add_done_callback(lambda task: self._adopted(task, sock, key, moved, peer))
 
     def _adopted(
         self,
         task: asyncio.Task[Any],
         sock: socket.socket,
+        key: int,
         moved: ClientProtocol | None,
         peer: str = "",
     ) -> None:
@@ -177,9 +188,11 @@ class Hub:
             log.info("worker %d: closed %s (no id yet): %s",
                      self.index + 1, peer, handshake_failure(exc, timeout))  # fmt: skip
             sock.close()
+            self._unseat(key)
         elif exc is not None:
             log.warning("could not serve a handed-over socket: %s", exc)
             sock.close()
+            self._unseat(key)
             if moved is not None:  # the matchmaker holds its id until told
                 session = self.arriving.pop(moved.key, 0)
                 self.landing.pop(moved.key, None)
@@ -188,6 +201,23 @@ class Hub:
                 self.to_matchmaker(m.Lost(cid, session))
                 # a new matchmaker heard of it in our hello: it holds the id here
                 self.to_matchmaker(m.Drop(cid, moved.key))
+
+    def _seat(self, key: int, sock: socket.socket) -> None:
+        """Count a new client under its address for the acceptor, until ``_unseat``."""
+        if self.peers is None:
+            return
+        try:
+            peer = address_key(sock.getpeername()[0])
+        except (OSError, IndexError):  # reset already (it goes at once), or not TCP
+            return
+        self.seats[key] = peer
+        self.peers.add(self.index, peer, 1)
+
+    def _unseat(self, key: int) -> None:
+        """The client is closing, gone or moved away: its address may connect again."""
+        peer = self.seats.pop(key, None)
+        if peer is not None and self.peers is not None:
+            self.peers.add(self.index, peer, -1)
 
     def attach(self, client: ClientProtocol) -> None:
         self.connections.add(client)
@@ -212,6 +242,7 @@ class Hub:
     def detach(self, client: ClientProtocol) -> None:
         """The client is closing or gone: forget it and tell the matchmaker."""
         core = client.core
+        self._unseat(client.key)
         if self.clients.pop(client.key, None) is not None:
             self.on_count(len(self.clients))
             if core.cid:
@@ -370,6 +401,7 @@ class Hub:
             for (client, session), gone in zip(group, went, strict=True):
                 if gone:
                     del self.clients[client.key]
+                    self._unseat(client.key)
                     client.moved()
                 else:
                     self._placed(client, session)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipc import messages as m
+from wire.budget import Budget
 from wire.errors import ErrorCode
 
 
@@ -35,3 +36,5 @@ class Moving:
     last_session: int
     #: when the matchmaker gave it its id (``Welcome.since``)
     since: int = 0
+    #: what it may still send (``--rate``), settled to when it left; None: no budget
+    budget: Budget | None = None

@@ -138,7 +138,8 @@ async def serve(spawn: Spawn, parent: int) -> None:
         def count(n: int) -> None:
             load.live[index] = n
 
-        hub = Hub(index, config, loop, Sender(ends.outbox, loop, m.to_wire), count)
+        outbox = Sender(ends.outbox, loop, m.to_wire)
+        hub = Hub(index, config, loop, outbox, count, load.peers)
         link = MatchmakerLink(loop, hub, spawn.control, ends.inbox)
 
         def counted() -> None:

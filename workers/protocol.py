@@ -3,7 +3,8 @@
 The connection's rules live in ``workers.connection`` (the shape of uvicorn's
 ``H11Protocol`` around h11's ``Connection``). This class only carries between
 that core and the transport: bytes read, EOF and write pressure go in; the
-bytes it made go out once per loop tick, reading pauses or resumes as it says,
+bytes it made go out once per loop tick, reading pauses or resumes as it says
+(for a client over its budget, until a timer says the budget has room again),
 and the socket closes with the last words (lingering for a client that reads
 slowly, and cutting one that stops reading).
 """
@@ -19,7 +20,7 @@ from ipc import messages as m
 from wire.dialects import LINE, Dialect
 from wire.errors import ErrorCode
 from wire.replies import Error
-from workers.connection import FAILED, PAUSE, Connection
+from workers.connection import FAILED, READ, WAIT, Connection
 from workers.moving import Moving
 from workers.output import DirectOutput, Output, PacedOutput, unread_input
 
@@ -49,8 +50,10 @@ class Host(Protocol):
 class ClientProtocol(asyncio.Protocol):
     """The transport glue of one client; the client itself is ``core``."""
 
-    __slots__ = ("host", "core", "transport", "output", "paused", "progress", "stalled_since",
-                 "pinned")  # fmt: skip
+    __slots__ = (
+        "host", "core", "transport", "output", "paused", "progress", "stalled_since", "wake",
+        "pinned",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -75,6 +78,7 @@ class ClientProtocol(asyncio.Protocol):
         self.paused = False  # reading is paused
         self.progress = 0  # bytes the socket had taken when the output was last seen moving
         self.stalled_since = 0.0  # since when the backed-up output has not moved
+        self.wake: asyncio.TimerHandle | None = None  # over budget: when to read on
 
     @classmethod
     def arriving(cls, host: Host, key: int, state: Moving) -> ClientProtocol:
@@ -124,6 +128,7 @@ class ClientProtocol(asyncio.Protocol):
         return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.unwake()
         if not self.core.closed:
             self.core.close()
             self.host.detach(self)
@@ -147,14 +152,17 @@ class ClientProtocol(asyncio.Protocol):
     def drain(self) -> None:
         """Let the core handle what it can, and pause or resume reading as it says."""
         core = self.core
-        verdict = core.drain()
+        loop = self.host.loop
+        verdict = core.drain(loop.time())
         if verdict == FAILED:
             self.close(b"")
             return
         transport = self.transport
         if transport is None or core.closed or transport.is_closing():
             return
-        if verdict == PAUSE:
+        if verdict == WAIT and self.wake is None and core.budget is not None:
+            self.wake = loop.call_later(core.budget.due(loop.time()), self.woken)
+        if verdict != READ:
             if not self.paused:
                 self.paused = True
                 transport.pause_reading()
@@ -167,6 +175,16 @@ class ClientProtocol(asyncio.Protocol):
         """Go on with lines held back (by a full tick, a backed-up output, the window)."""
         if not self.core.closed and (self.paused or self.core.has_input()):
             self.drain()
+
+    def woken(self) -> None:
+        """The budget has room again: go on with the lines that waited for it."""
+        self.wake = None
+        self.resume()
+
+    def unwake(self) -> None:
+        if self.wake is not None:
+            self.wake.cancel()
+            self.wake = None
 
     def idle(self, now: float, timeout: float) -> bool:
         """Sent nothing for ``timeout`` seconds. A client whose reading is paused, or that
@@ -198,6 +216,7 @@ class ClientProtocol(asyncio.Protocol):
     def moved(self) -> None:
         """The socket is on its way to another worker: let go of it without a word."""
         self.core.moved()
+        self.unwake()
         if self.transport is not None:
             self.transport.abort()  # closes this process's descriptor only; no FIN, no RST
 
@@ -239,6 +258,7 @@ class ClientProtocol(asyncio.Protocol):
         if core.closed:
             return
         core.close()
+        self.unwake()
         self.host.detach(self)
         if self.output is None:
             return

@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from ipc import messages as m
 from wire.dialects import LEGACY, LINE, Dialect
 from wire.replies import Clients, Ended, Welcome
-from workers.connection import BACKED_UP, GO, NEXT_TICK, PAUSE, READ, Connection, Limits
+from workers.connection import (
+    BACKED_UP,
+    GO,
+    NEXT_TICK,
+    PAUSE,
+    READ,
+    WAIT,
+    Connection,
+    Limits,
+)
 from workers.moving import Moving
 
 WORKER = 0
@@ -345,3 +356,54 @@ def test_matchmaker_replaced_forgets_owed_answers():
     conn.matchmaker_replaced()
     assert conn.answer(Clients(((5, False), (6, False))))
     assert out(conn) == b"ENDED 6\nCLIENTS 5=FREE 6=FREE\n"
+
+
+# ---- the budget (--rate, --burst) ---------------------------------------------------------
+
+PACED = Limits.of(WORKER, sendq=1 << 20, max_line=4096, rate=10.0, burst=3)
+
+
+def test_a_client_over_its_budget_waits_and_loses_nothing():
+    """Lines past the burst wait undecoded, in order, until the budget has room again."""
+    a, _ = client(key=1, cid=5, limits=PACED)
+    b, _ = client(key=2, cid=6, limits=PACED)
+    pair(b, 10, 5, here=a)
+    pair(a, 10, 6, here=b, requested=True)
+    out(a), out(b)
+    a.receive(b"".join(b"line %d\n" % i for i in range(6)), now=1.0)
+    assert a.drain(1.0) == WAIT  # the burst (3) was spent at once
+    assert out(b) == b"MSG line 0\nMSG line 1\nMSG line 2\n"
+    assert a.budget is not None and a.budget.due(1.0) == pytest.approx(0.1, abs=1e-6)
+    assert a.drain(1.05) == WAIT and out(b) == b""
+    assert a.drain(1.1) == WAIT and out(b) == b"MSG line 3\n"
+    assert a.drain(1.3) == READ and out(b) == b"MSG line 4\nMSG line 5\n"
+
+
+def test_without_a_budget_nothing_waits():
+    conn, _ = client()
+    assert conn.budget is None
+    assert type_(conn, b"PING\n" * 500) == READ
+    assert out(conn) == b"PONG\n" * 500
+
+
+def test_half_a_line_over_budget_and_a_close_wait_their_turn():
+    conn, effects = client(limits=PACED)
+    conn.receive(b"PING\n" * 4 + b"PI", now=0.0)
+    conn.receive_eof()
+    assert conn.drain(0.0) == WAIT and out(conn) == b"PONG\n" * 3
+    assert conn.drain(0.1) == WAIT and out(conn) == b"PONG\n"
+    assert effects.take() == []
+    conn.drain(0.2)  # the half line is dropped, then EOF is a #CLOSE#
+    assert effects.take() == [m.Drop(5, 1, answer=True)]
+
+
+def test_a_moving_client_takes_its_budget_along():
+    """No fresh burst for moving: what it had spent stays spent on its new worker."""
+    conn, _ = client(key=3, cid=100, limits=PACED)
+    conn.receive(b"PING\nPING\nCONNECT 6\nPING\n", now=0.0)
+    assert conn.drain(0.0) == PAUSE  # the CONNECT waits for its answer, a PING behind it
+    assert conn.budget is not None and conn.budget.allowance(0.0) == 0
+    state = pickle.loads(pickle.dumps(conn.export(9, now=0.0)))
+    there = Connection.arriving(8, state, LINE, PACED, Effects(), now=500.0)
+    assert there.budget is not None and there.budget.allowance(500.0) == 0
+    assert there.budget.allowance(500.1) == 1

@@ -23,6 +23,12 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
 
+#: Limits most tests would trip over on purpose: they stream thousands of lines
+#: as fast as they can, and open dozens of clients at once, all from 127.0.0.1.
+#: A test of a limit passes its own value, which wins (the last of a repeated
+#: flag counts).
+UNLIMITED = ("--rate", "0", "--max-per-ip", "0", "--accept-rate", "0")
+
 
 class Server:
     """``python -m matchmaker`` on 127.0.0.1 and a free port, in its own process group."""
@@ -33,7 +39,7 @@ class Server:
         """``preexec_fn`` runs in the server's process before it starts (e.g. to set limits)."""
         self.stderr = tempfile.TemporaryFile()
         cmd = [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--workers", str(workers), "--placement", "round-robin", *args]
+        cmd += ["--workers", str(workers), "--placement", "round-robin", *UNLIMITED, *args]
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
@@ -128,9 +134,10 @@ class Server:
                     return i
         raise AssertionError(f"no worker holds the connection from {local}")
 
-    def connect(self, rcvbuf: int = 0) -> Client:
-        """A new connection, nothing read yet; closed at teardown."""
-        c = Client(self.host, self.port, rcvbuf)
+    def connect(self, rcvbuf: int = 0, source: str = "") -> Client:
+        """A new connection (from address ``source``: 127.0.0.2 ...), nothing read yet;
+        closed at teardown."""
+        c = Client(self.host, self.port, rcvbuf, source=source)
         self.opened.append(c)
         return c
 
@@ -141,9 +148,9 @@ class Server:
         c.welcome()
         return c
 
-    def client(self, rcvbuf: int = 0) -> Client:
+    def client(self, rcvbuf: int = 0, source: str = "") -> Client:
         """A new client that has read its ``WELCOME``."""
-        c = self.connect(rcvbuf)
+        c = self.connect(rcvbuf, source)
         c.welcome()
         return c
 
@@ -214,11 +221,15 @@ def title(p: psutil.Process) -> str:
         return ""
 
 
-def connect_to(host: str, port: int, rcvbuf: int = 0) -> socket.socket:
-    """A connected socket; ``rcvbuf`` set before connecting, so the window stays that small."""
+def connect_to(host: str, port: int, rcvbuf: int = 0, source: str = "") -> socket.socket:
+    """A connected socket; ``rcvbuf`` set before connecting, so the window stays that small;
+    from the local address ``source`` if given (any of 127.0.0.0/8 on loopback)."""
     if not rcvbuf:
-        return socket.create_connection((host, port), timeout=TIMEOUT)
+        where = (source, 0) if source else None
+        return socket.create_connection((host, port), timeout=TIMEOUT, source_address=where)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if source:
+        sock.bind((source, 0))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(TIMEOUT)
     sock.connect((host, port))
@@ -235,8 +246,9 @@ class Client:
         rcvbuf: int = 0,
         tls: ssl.SSLContext | None = None,
         name: str = "localhost",
+        source: str = "",
     ) -> None:
-        self.sock = connect_to(host, port, rcvbuf)
+        self.sock = connect_to(host, port, rcvbuf, source)
         if tls is not None:
             self.sock = tls.wrap_socket(self.sock, server_hostname=name)
         self.buf = b""
@@ -329,8 +341,10 @@ def two_clients(server: Server, placement: str) -> tuple[Client, Client]:
 class LegacyClient:
     """The original C++ client's side of the wire: 256-byte NUL-padded records."""
 
-    def __init__(self, host: str, port: int, garbage: bool = True, rcvbuf: int = 0) -> None:
-        self.sock = connect_to(host, port, rcvbuf)
+    def __init__(
+        self, host: str, port: int, garbage: bool = True, rcvbuf: int = 0, source: str = ""
+    ) -> None:
+        self.sock = connect_to(host, port, rcvbuf, source)
         self.buf = b""
         self.garbage = garbage  # pad like the original: bytes after the NUL are junk
         self.times: list[float] = []  # when each record arrived, for pacing checks

@@ -77,6 +77,10 @@ def test_a_message_before_any_session_shows_an_unknown_sender() -> None:
         ),
         ("ERROR ENCODING", "the server could not read that line as UTF-8 and dropped it"),
         ("ERROR FULL", "the server is full; try again later"),
+        (
+            "ERROR TOO_MANY",
+            "the server takes no more connections from your address just now; try later",
+        ),
         ("ERROR SLOW_CONSUMER", "the server dropped this client for reading too slowly"),
         ("ERROR IDLE", "the server closed this idle connection; reconnect to go on"),
     ],

@@ -85,6 +85,12 @@ def test_full_before_welcome_is_refused() -> None:
     assert session.outcome is Outcome.REFUSED and session.outcome.exit_code == 1
 
 
+def test_too_many_before_welcome_is_refused() -> None:
+    session = ClientSession()
+    feed(session, "ERROR TOO_MANY")
+    assert session.outcome is Outcome.REFUSED
+
+
 def test_other_errors_change_nothing() -> None:
     session = ClientSession()
     feed(session, "WELCOME 1", "ERROR FULL", "ERROR OFFLINE 9", "ERROR SLOW_CONSUMER")

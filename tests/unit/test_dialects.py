@@ -87,7 +87,7 @@ def test_legacy_words_for_every_reply_the_server_makes():
     assert LEGACY.render(Welcome(3)) == b""
     assert LEGACY.render(Pong()) == record("PONG")
     assert LEGACY.render(Outage()) == record("OUTAGE")
-    for code in (ErrorCode.FULL, ErrorCode.SLOW_CONSUMER, ErrorCode.IDLE):
+    for code in (ErrorCode.FULL, ErrorCode.TOO_MANY, ErrorCode.SLOW_CONSUMER, ErrorCode.IDLE):
         assert LEGACY.render(Error(code)) == record("ABORT")
     assert LEGACY.render(Error(ErrorCode.UNKNOWN_COMMAND, "x")) == record("INVALID COMMAND")
     assert b"".join(map(LEGACY.render, HELP)) == b"".join(record(h.line()) for h in HELP)
