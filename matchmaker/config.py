@@ -70,6 +70,7 @@ DEFAULT_NODE_TTL = 5.0
 MIN_WORKER_TIMEOUT = 4 * BEAT_INTERVAL
 
 PLACEMENTS = ("least-loaded", "round-robin")
+LOG_FORMATS = ("text", "json")
 LOOPS = ("auto", "uvloop", "asyncio")
 
 
@@ -114,6 +115,7 @@ class Config:
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     loop: str = "asyncio"
     log_level: str = "INFO"
+    log_format: str = "text"
     redis: str | None = None
     node: str | None = None
     node_ttl: float = DEFAULT_NODE_TTL
@@ -327,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         default=DEFAULTS.log_level,
         help="logging threshold (logs go to stderr)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=DEFAULTS.log_format,
+        help="text: one line per record for people; json: one JSON object per line, with "
+        "the fields of each record (a drop's reason, client, peer) apart",
     )
     return parser
 

@@ -497,5 +497,5 @@ class Supervisor:
 
 
 def run(config: Config) -> int:
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format, "supervisor")
     return Supervisor(config).run()

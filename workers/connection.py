@@ -33,7 +33,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from ipc import counts
 from ipc import messages as m
+from ipc.counts import COUNTS
 from wire import commands as c
 from wire import replies as r
 from wire.dialects import HELP, Dialect
@@ -133,6 +135,8 @@ class Connection:
         "unacked",
         "since",
         "crossing",
+        "arrived",
+        "path",
     )
 
     def __init__(
@@ -169,6 +173,8 @@ class Connection:
         self.unacked = 0  # bytes of the partner's lines written here since the last Received
         self.since = 0  # when the matchmaker gave it its id (Welcome.since); it keeps it
         self.crossing = False  # its next line may be a CONNECT that crossed its partner's
+        self.arrived = 0  # the session it moved to this worker for, if it did
+        self.path = counts.SAME_WORKER  # how its lines reach the partner (for the metrics)
 
     # ---- lines in ----------------------------------------------------------------------
 
@@ -257,7 +263,7 @@ class Connection:
             else:
                 self.on_free_line(event)
         else:
-            self.write(self.dialect.render(r.Error(event)))
+            self.write(self.error(r.Error(event)))
 
     def on_busy_line(self, line: str) -> None:
         if self.crossing and self.crossed(line):
@@ -277,7 +283,7 @@ class Connection:
         try:
             command = c.parse_free(line)
         except ProtocolError as exc:
-            self.write(self.dialect.render(exc.reply))
+            self.write(self.error(exc.reply))
             return
         if isinstance(command, c.Get):
             self.ask(m.Get(self.cid, command.free_only, self.key))
@@ -308,7 +314,7 @@ class Connection:
             return False
         if not isinstance(command, c.Connect) or command.target != self.peer:
             return False
-        self.write(self.dialect.render(r.Error(ErrorCode.TALKING, str(self.peer))))
+        self.write(self.error(r.Error(ErrorCode.TALKING, str(self.peer))))
         return True
 
     def relay(self, text: str) -> None:
@@ -316,10 +322,12 @@ class Connection:
         sent = self.sent
         if sent is not None:  # the partner is on another worker
             self.effects.send(m.Relay(self.cid, self.session, text, sent.add(text)))
+            COUNTS.lines[self.path] += 1
             return
         peer = self.local_peer
         if peer is not None and peer.session == self.session:
             peer.write(peer.dialect.msg(text))
+            COUNTS.lines[self.path] += 1
 
     def leave(self) -> None:
         """``#CLOSE#`` or EOF: ``BYE`` comes once the matchmaker has freed the id."""
@@ -350,8 +358,13 @@ class Connection:
         if self.swallow:  # given already, when the partner's goodbye crossed ours
             self.swallow -= 1
             return False
-        self.write(self.dialect.render(reply))
+        self.write(self.error(reply) if type(reply) is r.Error else self.dialect.render(reply))
         return self.answered()
+
+    def error(self, reply: r.Error) -> bytes:
+        """An ``ERROR`` line for this client, counted by its code for the metrics."""
+        COUNTS.errors[reply.code.value] += 1
+        return self.dialect.render(reply)
 
     def answered(self) -> bool:
         self.request = None
@@ -365,7 +378,7 @@ class Connection:
         the last bytes to send it before closing."""
         self.request = None
         self.cid = 0  # refused: its id, if it had one, is not its own (nothing to drop)
-        return self.dialect.render(reply)
+        return self.error(reply) if type(reply) is r.Error else self.dialect.render(reply)
 
     def paired(self, msg: m.Paired, local_peer: Connection | None) -> bool:
         self.session, self.peer = msg.session, msg.peer
@@ -376,6 +389,14 @@ class Connection:
             local_peer.local_peer = self  # it heard first, before this one landed here
         across = msg.peer_worker != self.limits.worker
         self.sent = Unconfirmed() if across else None
+        if across:  # a worker of another host is a negative number (the cluster's ELSEWHERE)
+            self.path = counts.CROSS_HOST if msg.peer_worker < 0 else counts.RELAYED
+        elif msg.session in (self.arrived, local_peer.arrived if local_peer is not None else 0):
+            self.path = counts.MOVED
+        else:
+            self.path = counts.SAME_WORKER
+        if msg.requested:
+            COUNTS.sessions += 1
         self.recv_seq = 0
         self.unacked = 0
         self.crossing = not msg.requested and self.request is None
@@ -497,6 +518,7 @@ class Connection:
         self.out += state.out
         self.last_session = state.last_session
         self.since = state.since
+        self.arrived = state.session
         return self
 
     # ---- lines out and the end ----------------------------------------------------------
