@@ -116,6 +116,9 @@ class Config:
     loop: str = "asyncio"
     log_level: str = "INFO"
     log_format: str = "text"
+    #: Prometheus metrics over HTTP (``--metrics-port``), served by the supervisor
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     redis: str | None = None
     node: str | None = None
     node_ttl: float = DEFAULT_NODE_TTL
@@ -336,6 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.log_format,
         help="text: one line per record for people; json: one JSON object per line, with "
         "the fields of each record (a drop's reason, client, peer) apart",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve Prometheus metrics over HTTP on this port (GET /metrics; 0 picks a port, "
+        "printed as 'metrics listening on HOST:PORT'); off by default",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=DEFAULTS.metrics_host,
+        help="with --metrics-port: the address the metrics are served on (loopback, so "
+        "that only this machine can read them unless you say otherwise)",
     )
     return parser
 
