@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port,
         default=None,
         help="serve Prometheus metrics over HTTP on this port (GET /metrics; 0 picks a port, "
-        "printed as 'metrics listening on HOST:PORT'); off by default",
+        "printed as 'metrics listening on HOST:PORT')",
     )
     parser.add_argument(
         "--metrics-host",
