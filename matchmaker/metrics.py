@@ -73,7 +73,7 @@ class Collector:
             return counters.get(key, 0)
 
         yield GaugeMetricFamily(
-            "matchmaker_clients_connected", "Clients connected (given an id)", sum(self.load.live)
+            "matchmaker_clients_connected", "Clients the workers serve now", sum(self.load.live)
         )
         yield GaugeMetricFamily(
             "matchmaker_sessions_active",
