@@ -26,10 +26,12 @@ import socket
 import time
 from collections.abc import Callable
 
+from ipc.counts import COUNTS
 from ipc.fdpass import LEGACY, LINE, TLS, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
 from ipc.peers import address_key
 from matchmaker.admission import Admission
+from matchmaker.drops import Reason, dropped, peer_of
 from matchmaker.proc import Tally, booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
 from wire import dialects
@@ -177,9 +179,17 @@ class Reserve:
             self.fd = self._take()
             return False
         with conn:
+            full(conn, tag, f"out of descriptors for {SHED_AFTER:g}s")
             refuse(conn, tag)
         self.fd = self._take()  # the client's descriptor is free again
         return True
+
+
+def full(conn: socket.socket, tag: bytes, why: str) -> None:
+    """The log line and the counts of a client about to be refused FULL (``refuse``)."""
+    if tag != TLS:
+        COUNTS.errors[ErrorCode.FULL.value] += 1
+    dropped(Reason.FULL, 0, peer_of(conn), why)
 
 
 def refuse(conn: socket.socket, tag: bytes, code: ErrorCode = ErrorCode.FULL) -> None:
@@ -238,9 +248,12 @@ class Intake:
                 self.hand_over(conn, tag)
                 return
             peer = address_key(addr[0])
-            why = admission.refusal(peer, time.monotonic())
-            if why is not None:
-                log.info("refused a connection from %s: %s (ERROR TOO_MANY)", shown(addr), why)
+            refused = admission.refusal(peer, time.monotonic())
+            if refused is not None:
+                reason, why = refused
+                if tag != TLS:
+                    COUNTS.errors[ErrorCode.TOO_MANY.value] += 1
+                dropped(reason, 0, shown(addr), f"{why}: ERROR TOO_MANY")
                 refuse(conn, tag, ErrorCode.TOO_MANY)
             elif self.hand_over(conn, tag):
                 worker = self.placed_on
@@ -275,6 +288,7 @@ class Intake:
         if self._room(workers) and self._offer(conn, tag, workers):
             return True
         self.refused.note()
+        full(conn, tag, "no worker's hand-off channel has room")
         refuse(conn, tag)
         return False
 
@@ -306,17 +320,25 @@ def shown(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) -> None:
+def serve(
+    listeners: dict[socket.socket, bytes],
+    intake: Intake,
+    parent: int,
+    control: socket.socket | None = None,
+) -> None:
     """Accept on every listener until SIGTERM, or until the supervisor is gone.
 
     ``listeners`` maps each listening socket to the tag its connections carry
     to the worker (the protocol v1 port, its TLS port, or the legacy port).
+    The counts for the metrics go to the supervisor over ``control``.
     """
     with selectors.DefaultSelector() as selector:
         for listener, tag in listeners.items():
             listener.setblocking(False)
             selector.register(listener, selectors.EVENT_READ, tag)
+        COUNTS.report(control, force=True)  # the supervisor's sign that the acceptor serves
         while os.getppid() == parent:
+            COUNTS.report(control)
             # wakes to notice a dead supervisor and a silent worker
             for key, _ in selector.select(timeout=WAKE):
                 intake.accept(key.fileobj, key.data)  # type: ignore[arg-type]
@@ -328,7 +350,7 @@ def serve(listeners: dict[socket.socket, bytes], intake: Intake, parent: int) ->
 def main(spawn: Spawn) -> None:
     """Entry point of the acceptor process (spawned by the supervisor)."""
     with booting(spawn.title):
-        parent = child_setup(spawn.title, spawn.config.log_level)
+        parent = child_setup(spawn.title, spawn.config.log_level, spawn.config.log_format)
         exit_on_sigterm()
         config, load = spawn.config, spawn.load
         admission = None
@@ -337,4 +359,4 @@ def main(spawn: Spawn) -> None:
         intake = Intake(spawn.handoffs, Placement(config.placement, load), admission)
         tags = {spawn.listener: LINE, spawn.tls_listener: TLS, spawn.legacy_listener: LEGACY}
         listeners = {sock: tag for sock, tag in tags.items() if sock is not None}
-    serve(listeners, intake, parent)
+    serve(listeners, intake, parent, spawn.control)

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from ipc.peers import PeerCounts
+from matchmaker.drops import Reason
 from wire.budget import TokenBucket
 
 #: Seconds between two sweeps of the buckets of addresses gone quiet.
@@ -45,21 +46,23 @@ class Admission:
         self.buckets: dict[bytes, TokenBucket] = {}
         self.tidied = 0.0
 
-    def refusal(self, peer: bytes, now: float) -> str | None:
+    def refusal(self, peer: bytes, now: float) -> tuple[Reason, str] | None:
         """Why a new connection from ``peer`` is refused, or None to let it in (and count it
         against ``--accept-rate``)."""
         if self.max_per_ip:
             live = self.live(peer)
             if live >= self.max_per_ip:
-                return (
+                why = (
                     f"{live} connections from its address already (--max-per-ip {self.max_per_ip})"
                 )
+                return Reason.TOO_MANY, why
         if self.accept_rate:
             bucket = self.buckets.get(peer)
             if bucket is None:
                 bucket = self.buckets[peer] = TokenBucket(self.accept_rate, self.burst, now)
             if not bucket.take(1, now):
-                return f"over {self.accept_rate:g} new connections a second (--accept-rate)"
+                why = f"over {self.accept_rate:g} new connections a second (--accept-rate)"
+                return Reason.ACCEPT_RATE, why
         return None
 
     def handed(self, worker: int, seq: int, peer: bytes) -> None:

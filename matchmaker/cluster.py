@@ -1033,8 +1033,10 @@ async def serve(
     loop.add_reader(control.fileno(), relinked)
 
     async def watch_parent() -> None:
+        mm.report(control, force=True)
         while not orphaned():
             await asyncio.sleep(1.0)
+            mm.report(control)  # the counts for the metrics (ipc.counts)
         stopped.set_result(None)
 
     def terminate() -> None:
@@ -1068,7 +1070,7 @@ def main(spawn: Spawn) -> None:
     can leave the shared table on its way out.
     """
     with booting(spawn.title):
-        parent = child_setup(spawn.title, spawn.config.log_level)
+        parent = child_setup(spawn.title, spawn.config.log_level, spawn.config.log_format)
         exit_on_sigterm()  # until the loop takes SIGTERM over
         assert spawn.control is not None
 

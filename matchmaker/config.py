@@ -89,6 +89,7 @@ DEFAULT_NODE_TTL = 5.0
 MIN_WORKER_TIMEOUT = 4 * BEAT_INTERVAL
 
 PLACEMENTS = ("least-loaded", "round-robin")
+LOG_FORMATS = ("text", "json")
 LOOPS = ("auto", "uvloop", "asyncio")
 
 
@@ -137,6 +138,10 @@ class Config:
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     loop: str = "asyncio"
     log_level: str = "INFO"
+    log_format: str = "text"
+    #: Prometheus metrics over HTTP (``--metrics-port``), served by the supervisor
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     redis: str | None = None
     node: str | None = None
     node_ttl: float = DEFAULT_NODE_TTL
@@ -396,6 +401,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         default=DEFAULTS.log_level,
         help="logging threshold (logs go to stderr)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=DEFAULTS.log_format,
+        help="text: one line per record for people; json: one JSON object per line, with "
+        "the fields of each record (a drop's reason, client, peer) apart",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve Prometheus metrics over HTTP on this port (GET /metrics; 0 picks a port, "
+        "printed as 'metrics listening on HOST:PORT')",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=DEFAULTS.metrics_host,
+        help="with --metrics-port: the address the metrics are served on (loopback, so "
+        "that only this machine can read them unless you say otherwise)",
     )
     return parser
 

@@ -20,19 +20,19 @@ from types import FrameType
 
 import setproctitle
 
+from matchmaker import logs
 from matchmaker.roles import BOOT_ERROR
 
-LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+
+def setup_logging(level: str, fmt: str = "text", title: str | None = None) -> None:
+    """``--log-level`` and ``--log-format`` for this process (``matchmaker.logs``)."""
+    logs.setup(level, fmt, title)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT)
-
-
-def child_setup(title: str, log_level: str) -> int:
+def child_setup(title: str, log_level: str, log_format: str = "text") -> int:
     """Name the process, set up logging, ignore SIGINT; returns the parent's pid."""
     setproctitle.setproctitle(f"matchmaker: {title}")
-    setup_logging(log_level)
+    setup_logging(log_level, log_format, title)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return os.getppid()
 

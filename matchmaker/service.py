@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 from ipc import messages as m
 from ipc.channel import Ends, Receiver, Sender, recv_ends
+from ipc.counts import COUNTS
 from matchmaker.proc import booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
 from matchmaker.table import ClientTable, Entry, Session
@@ -127,6 +128,18 @@ class Matchmaker:
             if ended is not None and not {ended.a.id, ended.b.id} <= lost:
                 self._tell_ended(cid, ended)
         log.warning("worker %d died; %d of its clients are gone", worker + 1, len(gone))
+
+    def sessions_active(self) -> int:
+        """Sessions with an end on this host (a count over the table: taken per report)."""
+        ends = [e for e in self.table.entries() if e.session]
+        here = sum(1 for e in ends if e.peer is not None and e.peer in self.table)
+        return here // 2 + len(ends) - here
+
+    def report(self, control: socket.socket | None, force: bool = False) -> None:
+        """The counts for the metrics to the supervisor, when due (``ipc.counts``)."""
+        if force or COUNTS.due():
+            COUNTS.gauges["sessions_active"] = self.sessions_active()
+            COUNTS.report(control, force)
 
     def _to(self, entry: Entry[Addr], message: m.ToWorker) -> None:
         self.outboxes[entry.addr[0]].send(message)
@@ -439,6 +452,7 @@ def run(
     starting = Startup(matchmaker, len(slots))
     control.setblocking(False)
     watched = [control.fileno()]  # until the supervisor is gone
+    matchmaker.report(control, force=True)  # the supervisor's sign that this one serves
     while not orphaned():
         blocked = [o for o in outboxes if o.blocked]
         readers = [r.fileno() for r in inboxes if not r.closed]
@@ -467,6 +481,7 @@ def run(
                 else:
                     matchmaker.handle(i, batch)
         matchmaker.flush()
+        matchmaker.report(control)
 
 
 def fresh_links(control: socket.socket, watched: list[int]) -> Iterator[tuple[int, Ends]]:
@@ -542,7 +557,7 @@ def _wait(
 def main(spawn: Spawn) -> None:
     """Entry point of the matchmaker process (spawned by the supervisor)."""
     with booting(spawn.title):
-        parent = child_setup(spawn.title, spawn.config.log_level)
+        parent = child_setup(spawn.title, spawn.config.log_level, spawn.config.log_format)
         exit_on_sigterm()
         assert spawn.control is not None
         config = spawn.config

@@ -14,6 +14,12 @@ hands the survivor its ends over the survivor's control socket (fd passing)
 and starts the replacement with the others: no link outlives a process, and
 there is no limit to how often one may be replaced.
 
+Every child reports its counts over its control socket (``ipc.counts``); the
+supervisor sums them (``Totals``), serves them with ``--metrics-port``
+(``matchmaker.metrics``), and takes each child's first report as its sign that
+it serves: once every child has given it, systemd hears ``READY=1``
+(``matchmaker.notify``), and ``STOPPING=1`` when the shutdown begins.
+
 Shutdown order: the acceptor first (no new clients), then the workers (each
 sends ``OUTAGE`` to its clients and closes them), then the matchmaker; whatever
 still runs at the deadline is killed, and every child is reaped.
@@ -31,15 +37,19 @@ import secrets
 import signal
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 from ipc.channel import Ends, link, send_ends
+from ipc.counts import Totals
 from ipc.fdpass import handoff_pair, move_pair
 from ipc.load import WorkerLoad
 from matchmaker import roles
 from matchmaker.config import Config
+from matchmaker.notify import notify
 from matchmaker.proc import setup_logging
 from matchmaker.roles import BOOT_ERROR, Spawn
 
@@ -127,6 +137,12 @@ class Supervisor:
         self.load: WorkerLoad | None = None
         self._wakeup_r = -1
         self._checked = 0.0  # when the heartbeats were last looked at
+        self.totals = Totals()  # every child's counts, from their reports
+        self.restarts: Counter[str] = Counter()  # by role (``worker``), for the metrics
+        self.ready = False  # systemd has been told READY=1
+        self.metrics: Any = None  # the metrics' HTTP server, with --metrics-port
+        #: (title, pid) of this process and every child, for the metrics' thread
+        self.pids: tuple[tuple[str, int], ...] = ()
 
     # ---- start ------------------------------------------------------------------
 
@@ -143,11 +159,18 @@ class Supervisor:
         control = self._control(spawn)
         child = Child(self._start_process(spawn), spawn, control=control)
         self.children.append(child)
+        self._publish_pids()
         return child
 
+    def _publish_pids(self) -> None:
+        """Who is running, for the metrics' thread (a new tuple: it reads it at any time)."""
+        pids = [(c.role, c.process.pid) for c in self.children if c.process.pid is not None]
+        self.pids = (("supervisor", os.getpid()), *pids)
+
     def _control(self, spawn: Spawn) -> socket.socket | None:
-        """A fresh control socket for a child with links: the supervisor's end."""
-        if not spawn.links:
+        """A fresh control socket for a child with links, and for the acceptor: the
+        supervisor's end. Fresh links go down it; the child's counts come up it."""
+        if not spawn.links and spawn.module != roles.ACCEPTOR:
             return None
         ours, spawn.control = handoff_pair()
         return ours
@@ -177,6 +200,7 @@ class Supervisor:
             child.control.close()
         child.control = self._control(child.spawn)
         child.process = self._start_process(child.spawn)
+        self._publish_pids()
 
     def raise_fd_limit(self) -> None:
         """Take every descriptor the hard limit allows (the children inherit the limit).
@@ -255,11 +279,25 @@ class Supervisor:
         # connections queued in a dead worker's channel go to its replacement.
         self.handoff_ends = [end for pair in pairs for end in pair]
         log.info("%d workers, matchmaker and acceptor started", cfg.workers)
+        if cfg.metrics_port is not None:
+            self.serve_metrics(cfg.metrics_host, cfg.metrics_port)
         # the plain port's line last: whoever waits for it knows the others by then
         for prefix, sock in (("legacy ", self.legacy_listener), ("tls ", self.tls_listener),
                              ("", self.listener)):  # fmt: skip
             if sock is not None:
                 print(f"{prefix}listening on {host}:{sock.getsockname()[1]}", flush=True)
+
+    def serve_metrics(self, host: str, port: int) -> None:
+        """``--metrics-port``: Prometheus's text format at ``/metrics``, from a thread."""
+        from matchmaker import metrics  # prometheus_client: only with --metrics-port
+
+        assert self.load is not None
+        collector = metrics.Collector(
+            self.totals, self.load, lambda: self.pids, lambda: dict(self.restarts)
+        )
+        self.metrics, _thread = metrics.serve(host, port, collector)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"metrics listening on {shown}:{self.metrics.server_port}", flush=True)
 
     def _listeners(self) -> tuple[socket.socket | None, ...]:
         return (self.listener, self.tls_listener, self.legacy_listener)
@@ -299,7 +337,31 @@ class Supervisor:
         # death is known): filtering by ``alive`` would reap a child that just died
         # and leave its death unseen until the next event.
         sentinels = [c.process.sentinel for c in self.children if c.due is None]
-        multiprocessing.connection.wait([*sentinels, self._wakeup_r], timeout)
+        # their reports too (not of a dead child: its socket at EOF would wake us at once)
+        controls = [c.control for c in self.children if c.due is None and c.control is not None]
+        multiprocessing.connection.wait([*sentinels, *controls, self._wakeup_r], timeout)
+
+    # ---- reports ------------------------------------------------------------------
+
+    def absorb(self, child: Child) -> None:
+        """Take the reports ``child`` has sent (``ipc.counts``); the newest holds its totals."""
+        if child.control is None:
+            return
+        while True:
+            try:
+                payload = child.control.recv(1 << 16, socket.MSG_DONTWAIT)
+            except OSError:  # none waiting (or the socket is gone)
+                return
+            if not payload:  # it has closed its end: it is dead
+                return
+            self.totals.take(child.role, payload)
+
+    def check_ready(self) -> None:
+        """Tell systemd the server is ready once every child has said it serves."""
+        if not self.ready and all(c.role in self.totals.heard for c in self.children):
+            self.ready = True
+            notify("READY=1")
+            log.debug("every child serves")
 
     # ---- run ----------------------------------------------------------------------
 
@@ -319,11 +381,16 @@ class Supervisor:
                 log.info("%s: shutting down", signal.Signals(signals[0]).name)
                 self.stopping_since = time.monotonic()
                 break
+            for child in self.children:
+                if child.due is None:
+                    self.absorb(child)
+            self.check_ready()
             self.kill_silent_workers()
             if not self.handle_deaths():
                 status = BOOT_ERROR
                 break
             self.restart_due()
+        notify("STOPPING=1")
         self.stop()
         return status
 
@@ -334,6 +401,8 @@ class Supervisor:
                 continue
             code = child.process.exitcode
             log.error("%s %s", child.role, describe_exit(code, child.cause))
+            self.absorb(child)  # its last report; its counts are kept, its gauges go
+            self.totals.ended(child.role)
             if code == BOOT_ERROR:
                 log.error(
                     "%s failed to start (its log above says why); stopping the server",
@@ -364,6 +433,7 @@ class Supervisor:
         for child in self.children:
             if child.due is not None and child.due <= now:
                 self.respawn(child)
+                self.restarts[child.role.split(" ", 1)[0]] += 1
                 log.info("%s restarted (pid %s)", child.role, child.process.pid)
 
     def kill_silent_workers(self) -> None:
@@ -445,6 +515,9 @@ class Supervisor:
     def stop(self, force: bool = False) -> None:
         """Stop every child in order, kill what is left at the deadline, reap all."""
         deadline = time.monotonic() + self.config.shutdown_timeout
+        if self.metrics is not None:
+            self.metrics.shutdown()  # its thread; a scrape under way finishes first
+            self.metrics.server_close()
         for listener in self._listeners():
             if listener is not None:
                 listener.close()
@@ -497,5 +570,5 @@ class Supervisor:
 
 
 def run(config: Config) -> int:
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format, "supervisor")
     return Supervisor(config).run()

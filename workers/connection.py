@@ -39,7 +39,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from ipc import counts
 from ipc import messages as m
+from ipc.counts import COUNTS
 from wire import commands as c
 from wire import replies as r
 from wire.budget import Budget, Pace
@@ -147,6 +149,8 @@ class Connection:
         "since",
         "crossing",
         "budget",
+        "arrived",
+        "path",
     )
 
     def __init__(
@@ -185,6 +189,8 @@ class Connection:
         self.crossing = False  # its next line may be a CONNECT that crossed its partner's
         pace = limits.pace
         self.budget = Budget(pace, now) if pace is not None else None  # lines it may send
+        self.arrived = 0  # the session it moved to this worker for, if it did
+        self.path = counts.SAME_WORKER  # how its lines reach the partner (for the metrics)
 
     # ---- lines in ----------------------------------------------------------------------
 
@@ -287,7 +293,7 @@ class Connection:
             else:
                 self.on_free_line(event)
         else:
-            self.write(self.dialect.render(r.Error(event)))
+            self.write(self.error(r.Error(event)))
 
     def on_busy_line(self, line: str) -> None:
         if self.crossing and self.crossed(line):
@@ -307,7 +313,7 @@ class Connection:
         try:
             command = c.parse_free(line)
         except ProtocolError as exc:
-            self.write(self.dialect.render(exc.reply))
+            self.write(self.error(exc.reply))
             return
         if isinstance(command, c.Get):
             self.ask(m.Get(self.cid, command.free_only, self.key))
@@ -338,7 +344,7 @@ class Connection:
             return False
         if not isinstance(command, c.Connect) or command.target != self.peer:
             return False
-        self.write(self.dialect.render(r.Error(ErrorCode.TALKING, str(self.peer))))
+        self.write(self.error(r.Error(ErrorCode.TALKING, str(self.peer))))
         return True
 
     def relay(self, text: str) -> None:
@@ -346,10 +352,12 @@ class Connection:
         sent = self.sent
         if sent is not None:  # the partner is on another worker
             self.effects.send(m.Relay(self.cid, self.session, text, sent.add(text)))
+            COUNTS.lines[self.path] += 1
             return
         peer = self.local_peer
         if peer is not None and peer.session == self.session:
             peer.write(peer.dialect.msg(text))
+            COUNTS.lines[self.path] += 1
 
     def leave(self) -> None:
         """``#CLOSE#`` or EOF: ``BYE`` comes once the matchmaker has freed the id."""
@@ -380,8 +388,13 @@ class Connection:
         if self.swallow:  # given already, when the partner's goodbye crossed ours
             self.swallow -= 1
             return False
-        self.write(self.dialect.render(reply))
+        self.write(self.error(reply) if type(reply) is r.Error else self.dialect.render(reply))
         return self.answered()
+
+    def error(self, reply: r.Error) -> bytes:
+        """An ``ERROR`` line for this client, counted by its code for the metrics."""
+        COUNTS.errors[reply.code.value] += 1
+        return self.dialect.render(reply)
 
     def answered(self) -> bool:
         self.request = None
@@ -395,7 +408,7 @@ class Connection:
         the last bytes to send it before closing."""
         self.request = None
         self.cid = 0  # refused: its id, if it had one, is not its own (nothing to drop)
-        return self.dialect.render(reply)
+        return self.error(reply) if type(reply) is r.Error else self.dialect.render(reply)
 
     def paired(self, msg: m.Paired, local_peer: Connection | None) -> bool:
         self.session, self.peer = msg.session, msg.peer
@@ -406,6 +419,14 @@ class Connection:
             local_peer.local_peer = self  # it heard first, before this one landed here
         across = msg.peer_worker != self.limits.worker
         self.sent = Unconfirmed() if across else None
+        if across:  # a worker of another host is a negative number (the cluster's ELSEWHERE)
+            self.path = counts.CROSS_HOST if msg.peer_worker < 0 else counts.RELAYED
+        elif msg.session in (self.arrived, local_peer.arrived if local_peer is not None else 0):
+            self.path = counts.MOVED
+        else:
+            self.path = counts.SAME_WORKER
+        if msg.requested:
+            COUNTS.sessions += 1
         self.recv_seq = 0
         self.unacked = 0
         self.crossing = not msg.requested and self.request is None
@@ -533,6 +554,7 @@ class Connection:
         if state.budget is not None and self.budget is not None:
             self.budget = state.budget  # no fresh burst for moving
             self.budget.rebase(now)
+        self.arrived = state.session
         return self
 
     # ---- lines out and the end ----------------------------------------------------------

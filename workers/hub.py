@@ -23,17 +23,19 @@ from typing import Any
 
 from ipc import messages as m
 from ipc.channel import Sender
+from ipc.counts import COUNTS
 from ipc.peers import PeerCounts, address_key
 from matchmaker.config import Config
+from matchmaker.drops import Reason, dropped, peer_of
 from wire.dialects import LINE, Dialect
 from wire.errors import ErrorCode
-from wire.replies import Error, Outage
+from wire.replies import Bye, Error, Outage
 from workers.connection import Limits
 from workers.migrate import Mover
 from workers.moving import Moving
 from workers.output import reset
 from workers.protocol import ClientProtocol
-from workers.tls import handshake_failure, server_context
+from workers.tls import handshake_failure, server_context, timed_out
 
 log = logging.getLogger("workers.hub")
 
@@ -139,6 +141,7 @@ class Hub:
         came along)."""
         sock.setblocking(False)
         if self.stopping:  # too late to serve it: it gets its OUTAGE here and now
+            dropped(Reason.STOPPING, state.cid, peer_of(sock), "moved here as the worker stops")
             try:
                 sock.send(LINE.render(Outage()))
             except OSError:
@@ -168,7 +171,7 @@ class Hub:
             serving = self.loop.connect_accepted_socket(
                 factory, sock, ssl=tls, ssl_handshake_timeout=timeout
             )
-            peer = _peer(sock)  # for the log, should the handshake fail (the socket goes)
+            peer = peer_of(sock)  # for the log, should the handshake fail (the socket goes)
         task = self.loop.create_task(serving)
         self._tasks.add(task)
         task.add_done_callback(lambda task: self._adopted(task, sock, key, moved, peer))
@@ -185,12 +188,13 @@ class Hub:
         exc = None if task.cancelled() else task.exception()
         if exc is not None and peer:  # the socket is closed: no id was given
             timeout = self.config.tls_handshake_timeout
-            log.info("worker %d: closed %s (no id yet): %s",
-                     self.index + 1, peer, handshake_failure(exc, timeout))  # fmt: skip
+            late = Reason.HANDSHAKE_TIMEOUT if timed_out(exc) else Reason.HANDSHAKE_FAILED
+            dropped(late, 0, peer, handshake_failure(exc, timeout))
             sock.close()
             self._unseat(key)
         elif exc is not None:
-            log.warning("could not serve a handed-over socket: %s", exc)
+            cid = moved.core.cid if moved is not None else 0
+            dropped(Reason.ERROR, cid, peer_of(sock), f"could not serve the socket: {exc}")
             sock.close()
             self._unseat(key)
             if moved is not None:  # the matchmaker holds its id until told
@@ -225,7 +229,7 @@ class Hub:
         self.landing.pop(client.key, None)
         if self.stopping:
             self.waiting_for.pop(client.key, None)
-            client.close(client.core.dialect.render(Outage()))
+            client.close(client.core.dialect.render(Outage()), Reason.STOPPING)
             return
         self.clients[client.key] = client
         self.on_count(len(self.clients))
@@ -348,7 +352,8 @@ class Hub:
         self.departing.pop(msg.key, None)
         client = self.clients.get(msg.key)
         if client is not None:
-            client.close(client.core.refused(msg.reply))
+            reply, cid = msg.reply, client.core.cid
+            client.close(client.core.refused(reply), refusal(reply), cid=cid)
 
     def hello(self) -> m.Hello:
         """What a new matchmaker needs to know: every client, every open request, and
@@ -400,6 +405,7 @@ class Hub:
             went = self.mover.send(to, [(c.fileno(), c.export(session)) for c, session in group])
             for (client, session), gone in zip(group, went, strict=True):
                 if gone:
+                    COUNTS.moves += 1
                     del self.clients[client.key]
                     self._unseat(client.key)
                     client.moved()
@@ -425,13 +431,16 @@ class Hub:
         now = self.loop.time()
         config = self.config
         for client in [c for c in self.congested if c.stalled(now, config.stall_timeout)]:
-            log.info("client %s: read nothing of its output for %.0fs; cutting it",
-                     client.core.cid, config.stall_timeout)  # fmt: skip
-            client.close(client.core.dialect.render(Error(ErrorCode.SLOW_CONSUMER)))
+            COUNTS.errors[ErrorCode.SLOW_CONSUMER.value] += 1
+            last = client.core.dialect.render(Error(ErrorCode.SLOW_CONSUMER))
+            why = f"read none of its output for --stall-timeout {config.stall_timeout:g}s"
+            client.close(last, Reason.STALLED, why)
         timeout = config.idle_timeout
         if timeout:
             for client in [c for c in self.clients.values() if c.idle(now, timeout)]:
-                client.close(client.core.dialect.render(Error(ErrorCode.IDLE)))
+                COUNTS.errors[ErrorCode.IDLE.value] += 1
+                last = client.core.dialect.render(Error(ErrorCode.IDLE))
+                client.close(last, Reason.IDLE, f"silent for --idle-timeout {timeout:g}s")
         interval = min(timeout / 4, 1.0) if timeout else 1.0
         self.loop.call_later(min(interval, config.stall_timeout / 4), self.sweep)
 
@@ -443,7 +452,7 @@ class Hub:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         for client in list(self.clients.values()):
-            client.close(client.core.dialect.render(Outage()))
+            client.close(client.core.dialect.render(Outage()), Reason.STOPPING)
         if self.connections:
             self._all_lost = asyncio.Event()
             try:
@@ -455,10 +464,10 @@ class Hub:
                 reset(client.transport)
 
 
-def _peer(sock: socket.socket) -> str:
-    """``HOST:PORT`` of the socket's peer, or ``?`` for one already gone."""
-    try:
-        host, port = sock.getpeername()[:2]
-    except OSError:
-        return "?"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def refusal(reply: object) -> Reason | None:
+    """Why the matchmaker refused a client (``Refuse``); None for a ``BYE``, its own doing."""
+    if isinstance(reply, Bye):
+        return None
+    if isinstance(reply, Error):
+        return Reason.UNAVAILABLE if reply.code == ErrorCode.UNAVAILABLE else Reason.FULL
+    return Reason.OUTAGE

@@ -20,6 +20,7 @@ from typing import Any
 
 from ipc import messages as m
 from ipc.channel import Ends, Receiver, Sender, recv_ends
+from ipc.counts import COUNTS
 from ipc.fdpass import Dropped
 from ipc.load import BEAT_INTERVAL, WorkerLoad
 from matchmaker.proc import booting, child_setup
@@ -37,7 +38,7 @@ ORPHAN_CHECK = 1.0
 def main(spawn: Spawn) -> None:
     """Run worker ``spawn.slot`` (0-based; titled ``worker slot+1``) until told to stop."""
     with booting(spawn.title):
-        parent = child_setup(spawn.title, spawn.config.log_level)
+        parent = child_setup(spawn.title, spawn.config.log_level, spawn.config.log_format)
         run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
         if spawn.config.loop == "uvloop":
             import uvloop
@@ -118,14 +119,18 @@ class MatchmakerLink:
         self.hub.outbox.close()
 
 
-def beat(loop: asyncio.AbstractEventLoop, load: WorkerLoad, index: int) -> None:
+def beat(
+    loop: asyncio.AbstractEventLoop, load: WorkerLoad, index: int, control: socket.socket
+) -> None:
     """Tell the supervisor and the acceptor this loop runs; again in ``BEAT_INTERVAL``.
 
     A timer on the loop itself, never a thread: a thread would go on beating
     while the loop is stuck (gunicorn's workers notify from their own loop too).
+    The counts for the metrics go with it, when they changed (``ipc.counts``).
     """
     load.beat[index] = time.monotonic()
-    loop.call_later(BEAT_INTERVAL, beat, loop, load, index)
+    COUNTS.report(control)
+    loop.call_later(BEAT_INTERVAL, beat, loop, load, index, control)
 
 
 async def serve(spawn: Spawn, parent: int) -> None:
@@ -156,8 +161,9 @@ async def serve(spawn: Spawn, parent: int) -> None:
         hub.can_move(mover)
         loop.add_reader(spawn.move_inbox.fileno(), mover.receive)
         hub.sweep()
-        beat(loop, load, index)
+        beat(loop, load, index, spawn.control)
         load.up[index] = 1
+        COUNTS.report(spawn.control, force=True)  # the supervisor's sign that this one serves
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     while not stop.is_set() and os.getppid() == parent:

@@ -17,6 +17,8 @@ import time
 from typing import TYPE_CHECKING, Protocol, cast
 
 from ipc import messages as m
+from ipc.counts import COUNTS
+from matchmaker.drops import Reason, address, dropped
 from wire.dialects import LINE, Dialect
 from wire.errors import ErrorCode
 from wire.replies import Error
@@ -155,7 +157,7 @@ class ClientProtocol(asyncio.Protocol):
         loop = self.host.loop
         verdict = core.drain(loop.time())
         if verdict == FAILED:
-            self.close(b"")
+            self.close(b"", Reason.ERROR, "a bug while handling its line")
             return
         transport = self.transport
         if transport is None or core.closed or transport.is_closing():
@@ -232,10 +234,16 @@ class ClientProtocol(asyncio.Protocol):
         output.send(bytes(out))
         sendq = self.host.config.sendq
         if output.queued() > sendq:
-            log.info("client %s: send queue over %d bytes; cutting it", self.core.cid, sendq)
-            self.close(self.core.dialect.render(Error(ErrorCode.SLOW_CONSUMER)))
+            COUNTS.errors[ErrorCode.SLOW_CONSUMER.value] += 1
+            last = self.core.dialect.render(Error(ErrorCode.SLOW_CONSUMER))
+            self.close(last, Reason.SENDQ, f"send queue over --sendq {sendq} bytes")
         elif size > self.host.limits.tick and not self.core.writing_paused:
             self.host.drained(self)  # it held lines back, and the socket took it all
+
+    def peer(self) -> str:
+        """The client's address, for the log (``?`` once unknown)."""
+        transport = self.transport
+        return address(transport.get_extra_info("peername")) if transport is not None else "?"
 
     def stalled(self, now: float, timeout: float) -> bool:
         """Whether the backed-up output has not moved for ``timeout`` seconds."""
@@ -248,15 +256,21 @@ class ClientProtocol(asyncio.Protocol):
             return False
         return now - self.stalled_since > timeout
 
-    def close(self, last: bytes) -> None:
+    def close(
+        self, last: bytes, reason: Reason | None = None, detail: str = "", cid: int = 0
+    ) -> None:
         """Send what is queued and ``last``, close, and tell the matchmaker the client is gone.
 
+        With a ``reason`` the server closes it on its own: that is logged, once
+        (``matchmaker.drops``); ``cid`` is its id if the core no longer says.
         A client that does not read would keep a closing socket (and its buffer)
         forever, so one that still has bytes waiting after ``--linger`` is reset.
         """
         core = self.core
         if core.closed:
             return
+        if reason is not None:
+            dropped(reason, cid or core.cid, self.peer(), detail)
         core.close()
         self.unwake()
         self.host.detach(self)

@@ -37,8 +37,13 @@ def handshake_failure(exc: BaseException, timeout: float) -> str:
         hint = " (not TLS: a plain client on the TLS port?)" if reason in NOT_TLS else ""
         return f"TLS handshake failed: {reason.lower().replace('_', ' ')}{hint}"
     text = str(exc)
-    if isinstance(exc, ConnectionAbortedError | TimeoutError) and "longer than" in text:
+    if timed_out(exc):
         return f"TLS handshake not done within {timeout:g}s (--tls-handshake-timeout)"
     if isinstance(exc, ConnectionError) or not text:
         return f"TLS handshake cut short by the peer ({type(exc).__name__})"
     return f"TLS handshake failed: {text}"
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether the handshake failed for want of time (asyncio's and uvloop's own words)."""
+    return isinstance(exc, ConnectionAbortedError | TimeoutError) and "longer than" in str(exc)

@@ -8,6 +8,7 @@ import pytest
 
 from ipc.peers import PeerCounts, address_key
 from matchmaker.admission import TIDY_EVERY, Admission
+from matchmaker.drops import Reason
 
 CTX = multiprocessing.get_context("spawn")
 A, B = address_key("127.0.0.2"), address_key("127.0.0.3")
@@ -74,7 +75,10 @@ def test_a_handed_over_client_counts_once_before_and_after_its_worker_takes_it()
     assert door.live(A) == 2  # the worker's now, not the acceptor's
     assert door.refusal(A, 0.0) is None
     w.hand(door, 0, A)
-    assert door.refusal(A, 0.0) == "3 connections from its address already (--max-per-ip 3)"
+    assert door.refusal(A, 0.0) == (
+        Reason.TOO_MANY,
+        "3 connections from its address already (--max-per-ip 3)",
+    )
     assert door.refusal(B, 0.0) is None
     w.take(1, A)
     w.take(0, A)
@@ -88,7 +92,10 @@ def test_new_connections_a_second_per_address() -> None:
     door = Admission(0, 2.0, None, w.received)
     assert [door.refusal(A, 10.0) is None for _ in range(3)] == [True, True, False]
     assert door.refusal(B, 10.0) is None
-    assert door.refusal(A, 10.4) is not None
+    assert door.refusal(A, 10.4) == (
+        Reason.ACCEPT_RATE,
+        "over 2 new connections a second (--accept-rate)",
+    )
     assert door.refusal(A, 10.5) is None  # one more each half second
     door.tidy(10.0 + TIDY_EVERY)
     assert set(door.buckets) == set()  # full again: forgotten

@@ -51,6 +51,7 @@ class Server:
         self.host = "127.0.0.1"
         self.legacy_port = 0
         self.tls_port = 0
+        self.metrics_port = 0  # with --metrics-port
         # with --port off the TLS port's line is the last one
         self.plain = all(
             (flag, value) != ("--port", "off") for flag, value in zip(args, args[1:], strict=False)
@@ -76,6 +77,8 @@ class Server:
                     break
                 if line.startswith("legacy listening on "):
                     self.legacy_port = int(line.strip().rsplit(":", 1)[1])
+                elif line.startswith("metrics listening on "):
+                    self.metrics_port = int(line.strip().rsplit(":", 1)[1])
                 elif line.startswith("tls listening on "):
                     self.tls_port = int(line.strip().rsplit(":", 1)[1])
                     if not self.plain:

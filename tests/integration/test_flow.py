@@ -240,7 +240,7 @@ def test_clients_that_never_read_their_replies_cost_at_most_their_limits(start_s
     writers = [sender(c.sock, b"HELP\n" * (256 * 1024 // 5)) for c in greedy]
     peak = 0
     deadline = time.monotonic() + 30
-    while server.log().count("cutting it") < len(greedy):  # --stall-timeout after reading stops
+    while server.log().count("drop reason=stalled") < len(greedy):  # cut at --stall-timeout
         assert time.monotonic() < deadline, server.log()[-2000:]
         peak = max(peak, rss(server, "worker 1"))
         probe.quiet()  # the worker still serves everyone else meanwhile

@@ -138,7 +138,10 @@ def test_the_wrong_port_fails_cleanly_and_nobody_else_notices(tls_server, trusti
     c.expect("BYE")
     c.expect_closed()
     wait_for(lambda: worker_fds(server) == fds, f"descriptors leaked: {worker_fds(server)}")
-    said = r"worker \d: closed 127\.0\.0\.1:\d+ \(no id yet\): TLS handshake failed: .*\(not TLS"
+    said = (
+        r'drop reason=handshake_failed client=none peer=127\.0\.0\.1:\d+ process="worker \d" '
+        r"\(TLS handshake failed: .*\(not TLS"
+    )
     wait_for(lambda: re.search(said, server.log()) is not None, f"no log line: {server.log()}")
 
 
