@@ -199,6 +199,10 @@ class RedisServer:
         """SIGSTOP: connects still complete (the kernel queues them) but nothing is answered."""
         assert self.running(), "redis-server is not running"
         os.kill(self.pid, signal.SIGSTOP)
+        # The signal is delivered when the kernel next schedules Redis: wait for the stop
+        # itself (we are its parent), so that "paused" is true when this returns.
+        _, status = os.waitpid(self.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), f"redis-server ended instead of stopping: {status}"
 
     def resume(self) -> None:
         """SIGCONT after ``pause``: Redis answers again, its data intact."""
