@@ -49,7 +49,7 @@ from matchmaker.roles import Spawn
 from matchmaker.service import Addr, Matchmaker, Startup, fresh_links
 from matchmaker.table import ClientTable, Entry, Session
 from wire.errors import ErrorCode
-from wire.replies import Bye, Clients, Ended, Error, Outage
+from wire.replies import BUSY, FREE, Bye, Clients, Ended, Error, Outage
 
 log = logging.getLogger("matchmaker.cluster")
 
@@ -450,10 +450,11 @@ class ClusterMatchmaker(Matchmaker):
             return
         await self._upto(last[0][0] if last else "0-0")  # what it hears before the list
         in_session = {int(c) for c in busy}
+        ids = sorted(int(c) for c in owners)
         if msg.free_only:
-            listed = [(c, False) for c in sorted(int(c) for c in owners) if c not in in_session]
+            listed = [(c, FREE, "") for c in ids if c not in in_session]
         else:
-            listed = [(c, c in in_session) for c in sorted(int(c) for c in owners)]
+            listed = [(c, BUSY if c in in_session else FREE, "") for c in ids]
         self._to(me, m.Answer.of(msg.key, Clients(tuple(listed))))
 
     async def _connect_shared(self, worker: int, msg: m.Connect) -> None:

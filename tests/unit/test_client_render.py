@@ -189,9 +189,15 @@ def test_render_never_raises_and_never_breaks_a_line(
         assert len(outputs) == 1
 
 
-@given(st.lists(st.tuples(st.integers(1, 10**6), st.booleans()), max_size=30))
-def test_every_clients_line_renders(entries: list[tuple[int, bool]]) -> None:
-    line = replies.clients_line(sorted(dict(entries).items()))
-    assert len(show(line, table=True)) == max(1, len(dict(entries)) + 1)
+NAMES = st.one_of(st.just(""), st.from_regex(r"[A-Za-z_-][A-Za-z0-9_-]{0,23}", fullmatch=True))
+
+
+@given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(0, 2), NAMES), max_size=30))
+def test_every_clients_line_renders(entries: list[tuple[int, int, str]]) -> None:
+    unique = {cid: (status, name) for cid, status, name in entries}
+    listed = [(cid, status, name) for cid, (status, name) in sorted(unique.items())]
+    line = replies.clients_line(listed)
+    assert replies.parse_reply(line) == replies.Clients(tuple(listed))
+    assert len(show(line, table=True)) == max(1, len(unique) + 1)
     (only,) = show(line)
     assert only[1].startswith("clients: ")
