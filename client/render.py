@@ -160,15 +160,17 @@ def render(
     partner: int | None,
     when: datetime.time,
     table: bool = False,
+    names: dict[int, str] | None = None,
 ) -> list[Output]:
     """The lines that show ``reply`` to the user.
 
     ``me`` and ``partner`` are the view after ``reply`` was applied, except
     for ``ENDED``, which names the partner itself. ``table`` asks for
-    ``CLIENTS`` as a table rather than one line. Text from the server is
-    passed through ``visible``.
+    ``CLIENTS`` as a table rather than one line. ``names`` are the clients'
+    names as far as known (the last listing): shown beside their ids. Text
+    from the server is passed through ``visible``.
     """
-    outputs = _render(reply, me=me, partner=partner, when=when, table=table)
+    outputs = _render(reply, me=me, partner=partner, when=when, table=table, names=names or {})
     return [Output(out.tone, visible(out.text)) for out in outputs]
 
 
@@ -179,11 +181,19 @@ def _render(
     partner: int | None,
     when: datetime.time,
     table: bool,
+    names: dict[int, str],
 ) -> list[Output]:
     match reply:
         case replies.Msg(text):
-            who = partner if partner is not None else "?"
+            who = _label(partner, names) if partner is not None else "?"
             return [Output(Tone.PARTNER, f"[{stamp(when)}] {who}: {text}")]
+        case replies.Connected(peer) if names.get(peer):
+            return [
+                Output(
+                    Tone.NOTICE,
+                    f"connected: in a session with client {_label(peer, names)}; /bye ends it",
+                )
+            ]
         case replies.Clients(entries):
             if table:
                 return [Output(Tone.INFO, row) for row in clients_table(entries, me)]
@@ -193,6 +203,11 @@ def _render(
         case replies.Outage():
             return [Output(Tone.ALERT, "outage: the server is shutting down")]
     return [_one_line(reply)]
+
+
+def _label(cid: int, names: dict[int, str]) -> str:
+    name = names.get(cid)
+    return f"{cid} {name}" if name else str(cid)
 
 
 def _one_line(reply: replies.Reply) -> Output:

@@ -201,3 +201,33 @@ def test_every_clients_line_renders(entries: list[tuple[int, int, str]]) -> None
     assert len(show(line, table=True)) == max(1, len(unique) + 1)
     (only,) = show(line)
     assert only[1].startswith("clients: ")
+
+
+@pytest.mark.parametrize(
+    ("line", "tone", "text"),
+    [
+        ("WAITING", Tone.NOTICE, "waiting: you are next in line for a partner; /cancel leaves"),
+        ("CANCELLED", Tone.NOTICE, "cancelled: you left the line; you are free"),
+        ("NAMED ann", Tone.NOTICE, "named: others see you as ann"),
+        ("NAMED", Tone.NOTICE, "named: you have no name now"),
+        ("ERROR WAITING", Tone.ERROR,
+         "error: you are waiting for a partner already; /cancel leaves the line"),
+        ("ERROR NOT_WAITING", Tone.ERROR,
+         "error: you are not waiting for a partner; /match finds one"),
+        ("ERROR OFFLINE bo", Tone.ERROR,
+         "error: no client is called bo; /list shows who is connected"),
+        ("CLIENTS 1=FREE=bo 3=WAITING 7=BUSY=ann", Tone.INFO,
+         "clients: 1 bo free, 3 waiting, 7 ann busy (you)"),
+    ],
+)  # fmt: skip
+def test_match_and_name_lines(line: str, tone: Tone, text: str) -> None:
+    assert show(line) == [(tone, text)]
+
+
+def test_clients_table_has_a_name_column_when_anyone_is_named() -> None:
+    assert show("CLIENTS 1=FREE=bo 7=WAITING 12=BUSY=annabel", table=True) == [
+        (Tone.INFO, "id  name     status"),
+        (Tone.INFO, " 1  bo       FREE"),
+        (Tone.INFO, " 7           WAITING  (you)"),
+        (Tone.INFO, "12  annabel  BUSY"),
+    ]

@@ -202,7 +202,8 @@ def test_parse_free_never_raises_anything_but_protocol_error(line):
         assert error.code in (ErrorCode.USAGE, ErrorCode.UNKNOWN_COMMAND, ErrorCode.NOT_IN_CHAT)
         assert error.line().startswith(f"ERROR {error.code.value}")
     else:
-        assert result is None or isinstance(result, (Get, Connect, Ping, Help, Close))
+        kinds = (Get, Connect, Match, Cancel, Name, Ping, Help, Close)
+        assert result is None or isinstance(result, kinds)
         if result is None:
             assert line.split() == []
 
