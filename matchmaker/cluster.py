@@ -130,6 +130,9 @@ class ClusterMatchmaker(Matchmaker):
             m.Connect: self._connect_shared,
             m.Goodbye: self._goodbye_shared,
             m.Drop: self._drop_shared,
+            m.Match: self._not_shared,
+            m.Cancel: self._not_shared,
+            m.Name: self._not_shared,
         }
         self.settling = False  # the pump is at work (a decision may be half made)
         self.unanswered = 0  # appends sent and not yet answered (``_answered``)
@@ -457,9 +460,19 @@ class ClusterMatchmaker(Matchmaker):
             listed = [(c, BUSY if c in in_session else FREE, "") for c in ids]
         self._to(me, m.Answer.of(msg.key, Clients(tuple(listed))))
 
+    async def _not_shared(self, worker: int, msg: m.Match | m.Cancel | m.Name) -> None:
+        """The line of MATCH and the names are not shared between hosts yet: deciding
+        them here alone could pair a client another host pairs too."""
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is not None and not self._waits(msg, me):
+            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
+
     async def _connect_shared(self, worker: int, msg: m.Connect) -> None:
         me = self._asker(worker, msg.cid, msg.key)
         if me is None or self._waits(msg, me):
+            return
+        if msg.name:  # names are not shared between hosts yet (``_not_shared``)
+            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
             return
         asked = self.wall.wall_us(msg.asked) if msg.asked else 0
         args = [self.node, self.token, msg.cid, msg.target, asked]
