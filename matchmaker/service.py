@@ -148,6 +148,8 @@ class Matchmaker:
             self.counts[moving.to if moving is not None else dropped[0].addr[0]] -= 1
         if moving is not None:
             self._settle(moving)
+            if moving.match is not None and moving.requester == cid:
+                self.table.requeue(moving.other)  # the one it took out of the line waits on
             requester = self.table.get(moving.requester)
             if requester is not None and self.moves.get(requester.id) is None:
                 # It was the target, and the requester still waits for its CONNECT's
@@ -347,6 +349,8 @@ class Matchmaker:
             self._settle(move)  # the partner's CONNECTs get TALKING after CONNECTED
             return waited or requester is me
         self._settle(move)  # the partner left while this one was moving
+        if move.match is not None and move.requester != me.id:
+            self.table.requeue(me.id)  # it waited, and never heard of the session
         return waited
 
     def _paired(self, end: Entry[Addr], peer: Entry[Addr], sid: int, requested: bool) -> None:

@@ -59,6 +59,7 @@ class Entry(Generic[A]):
     name: str = ""  # as it asked for it ("" for none); unique without regard to case
     # the partner of its last session, as (id, since): whom ``MATCH NEW`` skips
     last_peer: tuple[int, float] | None = None
+    new: bool = False  # it waits, or last waited, with MATCH NEW
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +211,19 @@ class ClientTable(Generic[A]):
                 continue
             del self._line[other_id]
             return self._pair_new(me, other)
-        self._line[cid] = new
+        self._line[cid] = me.new = new
         return None
+
+    def requeue(self, cid: int) -> bool:
+        """Put ``cid`` back at the head of the line: the pairing that took it out was
+        called off before it started (its partner left while one of them moved), and
+        it never heard of it. Only a FREE client not in the line; whether it went back.
+        """
+        me = self._entries.get(cid)
+        if me is None or me.session or cid in self._line:
+            return False
+        self._line = {cid: me.new, **self._line}
+        return True
 
     def cancel(self, cid: int) -> None:
         """Take ``cid`` out of the line; TALKING if it is paired, NOT_WAITING if not in it."""

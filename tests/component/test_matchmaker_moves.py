@@ -461,11 +461,26 @@ def test_the_waiter_leaving_during_the_move_asks_the_match_again(h):
     assert h.mm.table.line() == [a] and h.mm.table.asked_new(a)
 
 
-def test_the_matcher_leaving_during_the_move_frees_the_waiter(h):
+def test_the_matcher_leaving_during_the_move_puts_the_waiter_back_first_in_line(h):
+    """b never heard of the session: it still waits, and ahead of anyone who came since."""
     a = h.register(0, 10)
     b = h.register(1, 20)
-    h.handle(1, m.Match(b, 20))
+    c = h.register(0, 11)
+    h.handle(1, m.Match(b, 20, 1, True))
     assert h.handle(0, m.Match(a, 10)) == [(0, m.Move(10, a, 1, 1))]
+    h.handle(0, m.Match(c, 11))  # nobody waits now: c does
     h.handle(0, m.Drop(a, 10))
-    assert h.mm.table.get(b).session == 0
-    assert h.handle(1, m.Get(b, False, 20)) == [(1, answer(20, f"CLIENTS {b}=FREE"))]
+    assert h.mm.table.line() == [b, c] and h.mm.table.asked_new(b)
+    assert h.handle(1, m.Get(b, False, 20)) == [(1, answer(20, f"CLIENTS {b}=WAITING {c}=WAITING"))]
+
+
+def test_the_matcher_leaving_while_the_waiter_moves_puts_the_waiter_back_in_line(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.register(1, 21)  # worker 1 is fuller: the waiter b moves to a
+    h.handle(1, m.Match(b, 20))
+    assert h.handle(0, m.Match(a, 10)) == [(1, m.Move(20, b, 1, 0))]
+    h.handle(0, m.Drop(a, 10))
+    assert h.mm.table.line() == []  # b is on its way
+    assert h.handle(0, m.Placed(25, b, 1, None)) == []
+    assert h.mm.table.line() == [b]

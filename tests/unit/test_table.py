@@ -519,6 +519,18 @@ def test_a_session_ended_by_leaving_sets_the_last_partner():
     assert table.get(1).last_peer == (2, 0.0)
 
 
+def test_requeue_puts_a_free_client_back_at_the_head_of_the_line():
+    table = filled(4)
+    table.match(1, new=True)
+    table.connect(2, 1)  # out of the line
+    assert not table.requeue(1)  # in a session: no
+    table.drop(2)
+    table.match(3)
+    assert table.requeue(1) and table.line() == [1, 3] and table.asked_new(1)
+    assert not table.requeue(1)  # never twice
+    assert not table.requeue(9)
+
+
 def test_pair_from_elsewhere_takes_both_out_of_the_line():
     table = filled(2)
     table.match(1)
