@@ -97,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--name",
         type=_name,
-        default="",
         metavar="NAME",
         help="take this name once connected (NAME); others see it in /list and may /connect "
         "to it (default: none)",
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         tls=args.tls,
         cafile=args.cafile,
         insecure=args.insecure,
-        name=args.name,
+        name=args.name or "",
     )
     try:
         return asyncio.run(run(options))
