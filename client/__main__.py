@@ -8,6 +8,7 @@ import os
 import sys
 
 from client.app import Options, run
+from wire.commands import NAME_MAX, valid_name
 
 DESCRIPTION = """\
 Terminal client for the one-to-one chat server (protocol v1, docs/PROTOCOL.md).
@@ -43,6 +44,14 @@ def _port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r} (1-65535)")
     return value
+
+
+def _name(text: str) -> str:
+    if not valid_name(text):
+        raise argparse.ArgumentTypeError(
+            f"not a name: {text!r} (1-{NAME_MAX} letters, digits, _ and -, not all digits)"
+        )
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -86,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up connecting after this long (default: 10)",
     )
     parser.add_argument(
+        "--name",
+        type=_name,
+        metavar="NAME",
+        help="take this name once connected (NAME); others see it in /list and may /connect "
+        "to it (default: none)",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="connect over TLS (the server's --tls-port), verifying its certificate against "
@@ -122,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         tls=args.tls,
         cafile=args.cafile,
         insecure=args.insecure,
+        name=args.name or "",
     )
     try:
         return asyncio.run(run(options))

@@ -30,6 +30,8 @@ class Alias:
     summary: str
     #: False when the alias means nothing in a session (it would become a message)
     in_session: bool = False
+    #: the wire line without the argument, when the argument may be left out
+    bare: str | None = None
 
     @property
     def takes_argument(self) -> bool:
@@ -41,7 +43,20 @@ class Alias:
 ALIASES: dict[str, Alias] = {
     "list": Alias("GET", "/list", "list connected clients"),
     "free": Alias("GET FREE", "/free", "list the clients free to chat"),
-    "connect": Alias("CONNECT {}", "/connect <id>", "start a session with client <id>"),
+    "connect": Alias("CONNECT {}", "/connect <id>", "start a session with client <id> (or <name>)"),
+    "match": Alias(
+        "MATCH {}",
+        "/match [new]",
+        "pair with whoever waits, or wait (new: not your last partner)",
+        bare="MATCH",
+    ),
+    "cancel": Alias("CANCEL", "/cancel", "stop waiting for a partner"),
+    "name": Alias(
+        "NAME {}",
+        "/name [<name>]",
+        "take a name others can /connect to (none: drop it)",
+        bare="NAME",
+    ),
     "ping": Alias("PING", "/ping", "check that the server answers"),
     "help": Alias("HELP", "/help", "show this list and the server's commands", in_session=True),
     "bye": Alias(GOODBYE, "/bye", "end the current session, stay connected", in_session=True),
@@ -104,6 +119,8 @@ def translate(line: str, *, busy: bool) -> Action:
             f"{alias.syntax.split()[0]} works only outside a session "
             "(in one, every line goes to your partner); /bye ends the session"
         )
+    if not args and alias.bare is not None:
+        return Send(alias.bare)
     if len(args) != (1 if alias.takes_argument else 0):
         return Refuse(f"usage: {alias.syntax}")
     if word.lower() == "help":
@@ -117,4 +134,24 @@ def help_lines() -> list[str]:
     lines = [f"{a.syntax:<{width}}  {a.summary}" for a in ALIASES.values()]
     lines.append("in a session, plain text goes to your partner; //text sends /text")
     lines.append("protocol words work as typed: GET, GET FREE, CONNECT <id>, #GOODBYE#, #CLOSE#")
+    lines.append("Tab after /connect completes the ids and names of the last /list")
     return lines
+
+
+def completions(before: str, known: dict[int, str]) -> list[str]:
+    """What Tab may complete the word being typed to, after ``/connect `` only.
+
+    ``before`` is the text before the cursor; ``known`` the ids and names of the
+    last listing (``ClientSession.names``). Ids first, ascending, then names;
+    a name matches without regard to case, as the server compares them.
+    """
+    word, space, rest = before.partition(" ")
+    if word.lower() != "/connect" or not space or " " in rest.lstrip():
+        return []
+    prefix = rest.lstrip()
+    ids = [str(cid) for cid in sorted(known) if str(cid).startswith(prefix)]
+    names = sorted(
+        (name for name in known.values() if name and name.lower().startswith(prefix.lower())),
+        key=str.lower,
+    )
+    return ids + names

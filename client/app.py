@@ -21,12 +21,15 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from client.aliases import completions
 from client.render import Output, Tone, paint
 from client.session import ClientSession, Outcome
 from client.tls import INSECURE_WARNING, client_context, describe
@@ -62,6 +65,8 @@ class Options:
     tls: bool = False
     cafile: str | None = None
     insecure: bool = False
+    #: the name to take once connected (``--name``), "" for none
+    name: str = ""
 
 
 class Printer:
@@ -151,6 +156,9 @@ class Shell:
             return
         now = datetime.datetime.now().time()
         self.printer.server(event, self.session.receive(parse_reply(event), now))
+        for line in self.session.take_outbox():  # written at once; drained by the next send
+            if not self.writer.is_closing():
+                self.writer.write(encode(line))
 
     async def submit(self, text: str) -> None:
         """Send what the user entered, after alias mapping; show local notes."""
@@ -223,7 +231,7 @@ async def run(options: Options) -> int:
         print(f"client: cannot connect to {where}: {result}", file=sys.stderr)
         return 1
     reader, writer = result
-    session = ClientSession(table=options.interactive and not options.raw)
+    session = ClientSession(table=options.interactive and not options.raw, name=options.name)
     shell = Shell(session, reader, writer, Printer(options))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -254,7 +262,9 @@ def finish(outcome: Outcome, where: str) -> int:
 
 async def interact(shell: Shell, options: Options, stop: asyncio.Event) -> None:
     """Interactive mode: a prompt that says who and where we are; lines print above it."""
-    prompt: PromptSession[str] = PromptSession(shell.session.prompt)
+    prompt: PromptSession[str] = PromptSession(
+        shell.session.prompt, completer=ConnectCompleter(shell.session), complete_while_typing=False
+    )
     shell.on_change = prompt.app.invalidate  # CONNECTED or ENDED change the prompt
     with patch_stdout(raw=True):
         hint = f"connected to {options.host}:{options.port}; /help lists commands, Ctrl-D quits"
@@ -269,6 +279,21 @@ async def interact(shell: Shell, options: Options, stop: asyncio.Event) -> None:
             await typing  # prompt_toolkit puts the terminal back as the task unwinds
         if not pump.done():
             await shell.close(pump, options.linger, stop)
+
+
+class ConnectCompleter(Completer):
+    """Tab after ``/connect``: the ids and names of the last listing (``aliases.completions``)."""
+
+    def __init__(self, session: ClientSession) -> None:
+        self.session = session
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterator[Completion]:
+        before = document.text_before_cursor
+        word = before.rpartition(" ")[2]
+        for text in completions(before, self.session.names):
+            yield Completion(text, start_position=-len(word))
 
 
 async def _type_lines(shell: Shell, prompt: PromptSession[str]) -> None:

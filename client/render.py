@@ -63,6 +63,8 @@ def error_sentence(error: replies.Error, me: int | None) -> str:
     """What an ``ERROR`` means and what to do about it, as one sentence."""
     code, detail = error.code, error.detail
     peer = detail or "that client"
+    if code is ErrorCode.OFFLINE and detail and not detail.isdigit():
+        return f"no client is called {detail}; /list shows who is connected"
     if code is ErrorCode.OFFLINE:
         return f"no client has id {peer}; /list shows who is connected"
     if code is ErrorCode.SELF:
@@ -79,6 +81,12 @@ def error_sentence(error: replies.Error, me: int | None) -> str:
         return f"{word} not a command; /help lists them, /connect <id> starts a chat"
     if code is ErrorCode.NOT_IN_CHAT:
         return "you are not in a session; /connect <id> starts one"
+    if code is ErrorCode.WAITING:
+        return "you are waiting for a partner already; /cancel leaves the line"
+    if code is ErrorCode.NOT_WAITING:
+        return "you are not waiting for a partner; /match finds one"
+    if code is ErrorCode.NAME_TAKEN:
+        return f"the name {detail or 'you asked for'} is taken; pick another with /name <name>"
     if code is ErrorCode.TOO_LONG:
         return "that line was too long for the server and was dropped; send it in parts"
     if code is ErrorCode.ENCODING:
@@ -96,26 +104,31 @@ def error_sentence(error: replies.Error, me: int | None) -> str:
     return f"{code.value} {detail}".rstrip()  # a code added to ErrorCode but not here yet
 
 
-def clients_summary(entries: tuple[tuple[int, bool], ...], me: int | None) -> str:
-    """``CLIENTS`` on one line: ``clients: 1 free, 7 busy (you)``."""
+def clients_summary(entries: tuple[replies.Listed, ...], me: int | None) -> str:
+    """``CLIENTS`` on one line: ``clients: 1 free, 2 ann busy, 7 waiting (you)``."""
     if not entries:
         return "clients: none"
     parts = [
-        f"{cid} {'busy' if busy else 'free'}{' (you)' if cid == me else ''}"
-        for cid, busy in entries
+        f"{cid}{' ' + name if name else ''} {replies.STATUS_WORDS[status].lower()}"
+        f"{' (you)' if cid == me else ''}"
+        for cid, status, name in entries
     ]
     return "clients: " + ", ".join(parts)
 
 
-def clients_table(entries: tuple[tuple[int, bool], ...], me: int | None) -> list[str]:
-    """``CLIENTS`` as a small table: a header, then one row per client."""
+def clients_table(entries: tuple[replies.Listed, ...], me: int | None) -> list[str]:
+    """``CLIENTS`` as a small table: a header, then one row per client (a name column
+    when anyone has a name)."""
     if not entries:
         return ["no clients to list"]
-    width = max(2, *(len(str(cid)) for cid, _ in entries))
-    rows = [f"{'id':>{width}}  status"]
-    for cid, busy in entries:
+    width = max(2, *(len(str(cid)) for cid, _, _ in entries))
+    names = max((len(name) for _, _, name in entries), default=0)
+    named = f"  {'name':<{max(names, 4)}}" if names else ""
+    rows = [f"{'id':>{width}}{named}  status"]
+    for cid, status, name in entries:
         you = "  (you)" if cid == me else ""
-        rows.append(f"{cid:>{width}}  {'BUSY' if busy else 'FREE'}{you}")
+        column = f"  {name:<{max(names, 4)}}" if names else ""
+        rows.append(f"{cid:>{width}}{column}  {replies.STATUS_WORDS[status]}{you}")
     return rows
 
 
@@ -147,15 +160,17 @@ def render(
     partner: int | None,
     when: datetime.time,
     table: bool = False,
+    names: dict[int, str] | None = None,
 ) -> list[Output]:
     """The lines that show ``reply`` to the user.
 
     ``me`` and ``partner`` are the view after ``reply`` was applied, except
     for ``ENDED``, which names the partner itself. ``table`` asks for
-    ``CLIENTS`` as a table rather than one line. Text from the server is
-    passed through ``visible``.
+    ``CLIENTS`` as a table rather than one line. ``names`` are the clients'
+    names as far as known (the last listing): shown beside their ids. Text
+    from the server is passed through ``visible``.
     """
-    outputs = _render(reply, me=me, partner=partner, when=when, table=table)
+    outputs = _render(reply, me=me, partner=partner, when=when, table=table, names=names or {})
     return [Output(out.tone, visible(out.text)) for out in outputs]
 
 
@@ -166,11 +181,19 @@ def _render(
     partner: int | None,
     when: datetime.time,
     table: bool,
+    names: dict[int, str],
 ) -> list[Output]:
     match reply:
         case replies.Msg(text):
-            who = partner if partner is not None else "?"
+            who = _label(partner, names) if partner is not None else "?"
             return [Output(Tone.PARTNER, f"[{stamp(when)}] {who}: {text}")]
+        case replies.Connected(peer) if names.get(peer):
+            return [
+                Output(
+                    Tone.NOTICE,
+                    f"connected: in a session with client {_label(peer, names)}; /bye ends it",
+                )
+            ]
         case replies.Clients(entries):
             if table:
                 return [Output(Tone.INFO, row) for row in clients_table(entries, me)]
@@ -180,6 +203,11 @@ def _render(
         case replies.Outage():
             return [Output(Tone.ALERT, "outage: the server is shutting down")]
     return [_one_line(reply)]
+
+
+def _label(cid: int, names: dict[int, str]) -> str:
+    name = names.get(cid)
+    return f"{cid} {name}" if name else str(cid)
 
 
 def _one_line(reply: replies.Reply) -> Output:
@@ -194,6 +222,16 @@ def _one_line(reply: replies.Reply) -> Output:
             )
         case replies.Bye():
             return Output(Tone.NOTICE, "bye: disconnected")
+        case replies.Waiting():
+            return Output(
+                Tone.NOTICE, "waiting: you are next in line for a partner; /cancel leaves"
+            )
+        case replies.Cancelled():
+            return Output(Tone.NOTICE, "cancelled: you left the line; you are free")
+        case replies.Named(name) if name:
+            return Output(Tone.NOTICE, f"named: others see you as {name}")
+        case replies.Named():
+            return Output(Tone.NOTICE, "named: you have no name now")
         case replies.Pong():
             return Output(Tone.INFO, "pong")
         case replies.HelpLine(text):

@@ -56,9 +56,19 @@ Step = Send | Output
 class ClientSession:
     """Tracks own id, FREE/BUSY and partner from the server's lines, and renders them."""
 
-    def __init__(self, *, table: bool = False) -> None:
+    def __init__(self, *, table: bool = False, name: str = "") -> None:
         #: our id, from ``WELCOME``
         self.me: int | None = None
+        #: our name, from ``NAMED``
+        self.name = ""
+        #: every client of the last ``CLIENTS`` (id -> name, "" for none): for showing
+        #: names beside ids, and for Tab after ``/connect``
+        self.names: dict[int, str] = {}
+        #: in the line of ``MATCH``, from ``WAITING`` until ``CONNECTED`` or ``CANCELLED``
+        self.waiting = False
+        #: lines to send of our own accord (``NAME`` for ``--name``, after ``WELCOME``)
+        self.outbox: list[str] = []
+        self._take_name = name
         #: the session partner, from ``CONNECTED`` until ``ENDED``
         self.partner: int | None = None
         #: set once the connection is over
@@ -79,14 +89,20 @@ class ClientSession:
         return self.outcome is Outcome.RUNNING
 
     def prompt(self) -> str:
-        """The prompt: who we are and where we are, e.g. ``[7 FREE]> ``."""
+        """The prompt: who we are and where we are, e.g. ``[7 FREE]> ``, ``[7 ann -> 3 bo]> ``."""
         if not self.running:
             return "[closed]> "
         if self.me is None:
             return "[connecting]> "
+        me = f"{self.me} {self.name}" if self.name else str(self.me)
         if self.partner is not None:
-            return f"[{self.me} -> {self.partner}]> "
-        return f"[{self.me} FREE]> "
+            return f"[{me} -> {self.label(self.partner)}]> "
+        return f"[{me} {'WAITING' if self.waiting else 'FREE'}]> "
+
+    def label(self, cid: int) -> str:
+        """A client as shown: its id, and its name if the last listing had one."""
+        name = self.names.get(cid)
+        return f"{cid} {name}" if name else str(cid)
 
     def receive(self, reply: replies.Reply, when: datetime.time) -> list[Output]:
         """Apply one server line to the view; return how to show it."""
@@ -94,8 +110,21 @@ class ClientSession:
         match reply:
             case replies.Welcome(cid):
                 self.me = cid
+                if self._take_name:
+                    self.outbox.append(f"NAME {self._take_name}")
             case replies.Connected(peer):
                 self.partner = peer
+                self.waiting = False
+            case replies.Waiting():
+                self.waiting = True
+            case replies.Cancelled():
+                self.waiting = False
+            case replies.Named(name):
+                self.name = name
+            case replies.Clients(entries):
+                self.names = {cid: name for cid, _, name in entries}
+                if self.me in self.names:
+                    self.name = self.names[self.me]
             case replies.Ended(peer):
                 ended = peer
                 if self.partner == peer:
@@ -108,7 +137,14 @@ class ClientSession:
             case replies.Error(ErrorCode.FULL | ErrorCode.TOO_MANY) if self.me is None:
                 self._finish(Outcome.REFUSED)
         partner = ended if ended is not None else self.partner
-        return render.render(reply, me=self.me, partner=partner, when=when, table=self.table)
+        return render.render(
+            reply, me=self.me, partner=partner, when=when, table=self.table, names=self.names
+        )
+
+    def take_outbox(self) -> list[str]:
+        """Lines to send of our own accord, once."""
+        out, self.outbox = self.outbox, []
+        return out
 
     def connection_lost(self) -> None:
         """The server closed the connection (EOF or reset)."""

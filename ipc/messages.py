@@ -57,12 +57,41 @@ class Connect(NamedTuple):
 
     ``target`` must have held its id since then at the latest, or it is OFFLINE.
     ``asked`` 0 is the earliest moment: only a client stamped 0 is that old.
+    With a ``name`` (``CONNECT <name>``, ``target`` 0) the target is whoever
+    holds that name when the matchmaker decides.
     """
 
     cid: int
     target: int
     key: int
     asked: int = 0
+    name: str = ""
+
+
+class Match(NamedTuple):
+    """Client ``cid`` (``key`` here) sent ``MATCH`` (``MATCH NEW`` with ``new``), read at
+    ``asked``: when it waits, it waits since then (the order of the line, for a new
+    matchmaker)."""
+
+    cid: int
+    key: int
+    asked: int = 0
+    new: bool = False
+
+
+class Cancel(NamedTuple):
+    """Client ``cid`` (``key`` here) sent ``CANCEL``."""
+
+    cid: int
+    key: int
+
+
+class Name(NamedTuple):
+    """Client ``cid`` (``key`` here) sent ``NAME name`` (``NAME`` alone: ``name`` is "")."""
+
+    cid: int
+    key: int
+    name: str
 
 
 class Relay(NamedTuple):
@@ -115,7 +144,7 @@ class Drop(NamedTuple):
 #: A request that waits for an answer (at most one per client at a time). Each
 #: has the client's ``key``: a client that moves to another worker takes its
 #: request along under its new key there.
-ToMatchmakerRequest = Register | Get | Connect | Goodbye | Drop
+ToMatchmakerRequest = Register | Get | Connect | Match | Cancel | Name | Goodbye | Drop
 
 
 class Placed(NamedTuple):
@@ -155,6 +184,10 @@ class ClientState(NamedTuple):
     last_session: int = 0  # the newest session it has heard of, ended or not
     since: int = 0  # when it was given its id (``Welcome.since``)
     pinned: bool = False  # it cannot move to another worker (``Register.pinned``)
+    name: str = ""  # its name (``NAMED``), "" for none
+    waiting: int | None = None  # in the line of MATCH since then (``Match.asked``)
+    new: bool = False  # waiting with MATCH NEW
+    last_peer: int = 0  # the partner of its last session, for MATCH NEW
 
 
 class Hello(NamedTuple):
@@ -273,7 +306,21 @@ class Ended(NamedTuple):
     peer: int
 
 
-ToMatchmaker = Register | Get | Connect | Relay | Received | Goodbye | Drop | Hello | Placed | Lost
+ToMatchmaker = (
+    Register
+    | Get
+    | Connect
+    | Relay
+    | Received
+    | Goodbye
+    | Drop
+    | Hello
+    | Placed
+    | Lost
+    | Match
+    | Cancel
+    | Name
+)
 ToWorker = Welcome | Answer | Refuse | Paired | Deliver | Confirm | Move | Ended
 
 

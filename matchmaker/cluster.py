@@ -49,7 +49,7 @@ from matchmaker.roles import Spawn
 from matchmaker.service import Addr, Matchmaker, Startup, fresh_links
 from matchmaker.table import ClientTable, Entry, Session
 from wire.errors import ErrorCode
-from wire.replies import Bye, Clients, Ended, Error, Outage
+from wire.replies import BUSY, FREE, Bye, Clients, Ended, Error, Outage
 
 log = logging.getLogger("matchmaker.cluster")
 
@@ -130,6 +130,9 @@ class ClusterMatchmaker(Matchmaker):
             m.Connect: self._connect_shared,
             m.Goodbye: self._goodbye_shared,
             m.Drop: self._drop_shared,
+            m.Match: self._not_shared,
+            m.Cancel: self._not_shared,
+            m.Name: self._not_shared,
         }
         self.settling = False  # the pump is at work (a decision may be half made)
         self.unanswered = 0  # appends sent and not yet answered (``_answered``)
@@ -450,15 +453,26 @@ class ClusterMatchmaker(Matchmaker):
             return
         await self._upto(last[0][0] if last else "0-0")  # what it hears before the list
         in_session = {int(c) for c in busy}
+        ids = sorted(int(c) for c in owners)
         if msg.free_only:
-            listed = [(c, False) for c in sorted(int(c) for c in owners) if c not in in_session]
+            listed = [(c, FREE, "") for c in ids if c not in in_session]
         else:
-            listed = [(c, c in in_session) for c in sorted(int(c) for c in owners)]
+            listed = [(c, BUSY if c in in_session else FREE, "") for c in ids]
         self._to(me, m.Answer.of(msg.key, Clients(tuple(listed))))
+
+    async def _not_shared(self, worker: int, msg: m.Match | m.Cancel | m.Name) -> None:
+        """The line of MATCH and the names are not shared between hosts yet: deciding
+        them here alone could pair a client another host pairs too."""
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is not None and not self._waits(msg, me):
+            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
 
     async def _connect_shared(self, worker: int, msg: m.Connect) -> None:
         me = self._asker(worker, msg.cid, msg.key)
         if me is None or self._waits(msg, me):
+            return
+        if msg.name:  # names are not shared between hosts yet (``_not_shared``)
+            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
             return
         asked = self.wall.wall_us(msg.asked) if msg.asked else 0
         args = [self.node, self.token, msg.cid, msg.target, asked]

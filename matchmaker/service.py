@@ -40,13 +40,16 @@ from ipc.counts import COUNTS
 from matchmaker.proc import booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
 from matchmaker.table import ClientTable, Entry, Session
-from wire.errors import ProtocolError
-from wire.replies import Bye, Clients, Ended, Outage
+from wire.errors import ErrorCode, ProtocolError
+from wire.replies import Bye, Cancelled, Clients, Ended, Error, Named, Outage, Waiting
 
 log = logging.getLogger("matchmaker.service")
 
 #: A client's address: (worker index, key on that worker).
 Addr = tuple[int, int]
+
+#: The requests that wait for a move their asker (or a CONNECT's target) is in.
+Asked = m.Get | m.Connect | m.Match | m.Cancel | m.Name
 
 
 class MoveOrder(NamedTuple):
@@ -56,9 +59,11 @@ class MoveOrder(NamedTuple):
     mover: int
     other: int
     to: int
-    requester: int  # which end sent the CONNECT
+    requester: int  # which end sent the CONNECT (or the MATCH)
     # requests that must wait for the move, with the asker's entry then
-    deferred: list[tuple[m.Get | m.Connect, Entry[Addr]]]
+    deferred: list[tuple[Asked, Entry[Addr]]]
+    # the requester's MATCH, if that formed the session: asked again if the target goes
+    match: m.Match | None = None
 
 
 class Matchmaker:
@@ -93,6 +98,9 @@ class Matchmaker:
             m.Register: self._register,
             m.Get: self._get,
             m.Connect: self._connect,
+            m.Match: self._match,
+            m.Cancel: self._cancel,
+            m.Name: self._name,
             m.Relay: self._relay,
             m.Received: self._received,
             m.Goodbye: self._goodbye,
@@ -153,13 +161,18 @@ class Matchmaker:
             self.counts[moving.to if moving is not None else dropped[0].addr[0]] -= 1
         if moving is not None:
             self._settle(moving)
+            if moving.match is not None and moving.requester == cid:
+                self.table.requeue(moving.other)  # the one it took out of the line waits on
             requester = self.table.get(moving.requester)
             if requester is not None and self.moves.get(requester.id) is None:
                 # It was the target, and the requester still waits for its CONNECT's
                 # answer: now that the target is gone, it is OFFLINE (asked at 0, so
-                # not even a newcomer with its id would do).
+                # not even a newcomer with its id would do). A MATCH is asked again.
                 worker, key = requester.addr
-                self._connect(worker, m.Connect(requester.id, cid, key, 0))
+                if moving.match is not None:
+                    self._match(worker, moving.match._replace(key=key))
+                else:
+                    self._connect(worker, m.Connect(requester.id, cid, key, 0))
         elif move is not None:  # the partner is still on its way, and will ask again
             del self.moves[cid]
         return dropped
@@ -198,7 +211,7 @@ class Matchmaker:
         self.counts[worker] += 1
         self._to(entry, m.Welcome(msg.key, entry.id, since))
 
-    def _waits(self, msg: m.Get | m.Connect, me: Entry[Addr]) -> bool:
+    def _waits(self, msg: Asked, me: Entry[Addr]) -> bool:
         """Whether ``msg`` must wait for a move to end (it is queued on the move).
 
         The asker is in a move: it would see itself BUSY, or hear TALKING, before it
@@ -224,8 +237,16 @@ class Matchmaker:
 
     def _connect(self, worker: int, msg: m.Connect) -> None:
         me = self._asker(worker, msg.cid, msg.key)
-        if me is None or self._waits(msg, me):
+        if me is None:
             return  # the requester left while its CONNECT was in flight, or lost its id
+        if msg.name:  # whoever holds the name now
+            target = self.table.named(msg.name)
+            if target is None:
+                self._to(me, m.Answer.of(msg.key, Error(ErrorCode.OFFLINE, msg.name)))
+                return
+            msg = msg._replace(target=target, name="")
+        if self._waits(msg, me):
+            return
         try:
             session = self.table.connect(msg.cid, msg.target, msg.asked)
         except ProtocolError as exc:
@@ -233,17 +254,54 @@ class Matchmaker:
             return
         self._formed(session)
 
-    def _formed(self, session: Session[Addr]) -> None:
+    def _match(self, worker: int, msg: m.Match) -> None:
+        """Pair with the longest-waiting client (the asker is the requester), or wait."""
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None or self._waits(msg, me):
+            return
+        try:
+            session = self.table.match(msg.cid, msg.new)
+        except ProtocolError as exc:
+            self._to(me, m.Answer.of(msg.key, exc.reply))
+            return
+        if session is None:
+            self._to(me, m.Answer.of(msg.key, Waiting()))
+        else:
+            self._formed(session, msg)
+
+    def _cancel(self, worker: int, msg: m.Cancel) -> None:
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None or self._waits(msg, me):
+            return
+        try:
+            self.table.cancel(msg.cid)
+        except ProtocolError as exc:
+            self._to(me, m.Answer.of(msg.key, exc.reply))
+            return
+        self._to(me, m.Answer.of(msg.key, Cancelled()))
+
+    def _name(self, worker: int, msg: m.Name) -> None:
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None or self._waits(msg, me):
+            return
+        try:
+            self.table.name(msg.cid, msg.name)
+        except ProtocolError as exc:
+            self._to(me, m.Answer.of(msg.key, exc.reply))
+            return
+        self._to(me, m.Answer.of(msg.key, Named(msg.name)))
+
+    def _formed(self, session: Session[Addr], match: m.Match | None = None) -> None:
         """A session between two clients of this host: move one end first, or start it.
 
         A session with a pinned end (TLS) is relayed, like one with ``--migrate off``:
-        neither end moves.
+        neither end moves. ``match`` is the requester's, if a MATCH formed it.
         """
         a, b = session.a, session.b
         if self.migrate and a.addr[0] != b.addr[0] and not (a.pinned or b.pinned):
             # the end on the fuller worker moves; the requester on a tie
             mover, other = (b, a) if self.counts[b.addr[0]] > self.counts[a.addr[0]] else (a, b)
-            move = MoveOrder(session.id, mover.id, other.id, other.addr[0], a.id, [])
+            move = MoveOrder(session.id, mover.id, other.id, other.addr[0], a.id, [], match)
             self.moves[mover.id] = self.moves[other.id] = move
             self.counts[mover.addr[0]] -= 1
             self.counts[move.to] += 1
@@ -304,6 +362,8 @@ class Matchmaker:
             self._settle(move)  # the partner's CONNECTs get TALKING after CONNECTED
             return waited or requester is me
         self._settle(move)  # the partner left while this one was moving
+        if move.match is not None and move.requester != me.id:
+            self.table.requeue(me.id)  # it waited, and never heard of the session
         return waited
 
     def _paired(self, end: Entry[Addr], peer: Entry[Addr], sid: int, requested: bool) -> None:
@@ -370,13 +430,20 @@ class Matchmaker:
         entries: dict[int, Entry[Addr]] = {}
         heard: dict[int, int] = {}  # cid -> the newest session it has heard of
         goodbyes: dict[int, int] = {}  # cid -> the session its open goodbye ends
+        line: list[tuple[int, int, bool]] = []  # (since, cid, new): the line of MATCH
+        last_peers: dict[int, int] = {}  # cid -> the partner of its last session
         last_session = 0
         for worker, hello in hellos.items():
             for st in hello.clients:
                 entries[st.cid] = Entry(
-                    st.cid, (worker, st.key), st.peer or None, st.session, st.since, st.pinned
-                )
+                    st.cid, (worker, st.key), st.peer or None, st.session, st.since, st.pinned,
+                    st.name,
+                )  # fmt: skip
                 heard[st.cid] = st.last_session
+                if st.waiting is not None:
+                    line.append((st.waiting, st.cid, st.new))
+                if st.last_peer:
+                    last_peers[st.cid] = st.last_peer
                 last_session = max(last_session, st.session, st.last_session)
             for req in hello.requests:
                 if isinstance(req, m.Goodbye):
@@ -397,7 +464,8 @@ class Matchmaker:
                 p.session, p.peer = e.session, e.id
                 if goodbyes.get(p.id) != e.session:
                     requested = any(
-                        isinstance(r, m.Connect) and r.cid == p.id and r.target == e.id
+                        (isinstance(r, m.Connect) and r.target == e.id or isinstance(r, m.Match))
+                        and r.cid == p.id
                         for r in hellos[p.addr[0]].requests
                     )
                     if requested:
@@ -406,7 +474,10 @@ class Matchmaker:
                 continue
             self._to(e, m.Ended(e.addr[1], e.session, e.peer))
             e.session, e.peer = 0, None
-        self.table.restore(list(entries.values()), last_session)
+        self._last_peers(entries, heard, last_peers)
+        waiting = [(cid, new) for _, cid, new in sorted(line)]
+        for e in self.table.restore(list(entries.values()), last_session, waiting):
+            log.error("client %d lost its name to a client that holds it too", e.id)
         self.moves.clear()  # moves the dead matchmaker ordered end in Placed, or hellos
         self.counts = [0] * len(self.outboxes)
         for e in entries.values():
@@ -417,9 +488,23 @@ class Matchmaker:
             self.handle(worker, list(hello.lines))
         for worker, hello in hellos.items():
             requests = [
-                r for r in hello.requests if not (isinstance(r, m.Connect) and r.cid in answered)
+                r
+                for r in hello.requests
+                if not (isinstance(r, m.Connect | m.Match) and r.cid in answered)
             ]
             self.handle(worker, requests)
+
+    @staticmethod
+    def _last_peers(
+        entries: dict[int, Entry[Addr]], heard: dict[int, int], last_peers: dict[int, int]
+    ) -> None:
+        """Who ``MATCH NEW`` skips, as far as the hellos tell: the holder of the last
+        partner's id, if its newest session is the one they had (else it may be a
+        newcomer that took the id)."""
+        for cid, peer in last_peers.items():
+            other = entries.get(peer)
+            if other is not None and heard.get(peer) == heard.get(cid):
+                entries[cid].last_peer = (other.id, other.since)
 
     def _elsewhere(self, cid: int) -> bool:
         """Whether a partner missing from this host's table may live on another host."""

@@ -18,6 +18,12 @@ request is not the client it named, and the requester hears OFFLINE. The
 stamps are opaque numbers here, compared and never read from a clock; the
 caller makes them on one clock for every process involved (on one host, the
 monotonic clock).
+
+The line of ``MATCH`` is the table's too: the clients waiting for whoever asks
+next, longest-waiting first. A client in it is FREE (a ``CONNECT`` pairs with
+it, and takes it out of the line), never in it twice, and leaves it when it
+is paired, cancels or leaves. Names are the table's as well, unique without
+regard to case, freed with their holder.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import math
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from wire.commands import name_key
 from wire.errors import ErrorCode, ProtocolError
+from wire.replies import BUSY, FREE, WAITING, Listed
 
 #: Default for ``--max-clients``: the 10,000 idle clients the design is sized
 #: for (about 40 MiB of buffers at most). The supervisor raises the soft
@@ -48,6 +56,10 @@ class Entry(Generic[A]):
     session: int = 0  # 0 while FREE
     since: float = 0.0  # when it was given its id: a request asked before is not for it
     pinned: bool = False  # its socket cannot move to another worker
+    name: str = ""  # as it asked for it ("" for none); unique without regard to case
+    # the partner of its last session, as (id, since): whom ``MATCH NEW`` skips
+    last_peer: tuple[int, float] | None = None
+    new: bool = False  # it waits, or last waited, with MATCH NEW
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,9 @@ class ClientTable(Generic[A]):
         self._freed: list[int] = []  # heap of ids below _next_id that are free
         self._next_id = 1
         self._next_session = 1
+        # the line of MATCH, longest-waiting first: id -> whether it asked MATCH NEW
+        self._line: dict[int, bool] = {}
+        self._names: dict[str, int] = {}  # name_key(name) -> its holder
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -81,17 +96,34 @@ class ClientTable(Generic[A]):
     def entries(self) -> list[Entry[A]]:
         return list(self._entries.values())
 
-    def restore(self, entries: list[Entry[A]], last_session: int) -> None:
+    def restore(
+        self,
+        entries: list[Entry[A]],
+        last_session: int,
+        line: list[tuple[int, bool]] | None = None,
+    ) -> list[Entry[A]]:
         """Start over from what the workers report (a fresh matchmaker after a crash).
 
         Sessions started from now on get ids above ``last_session``, the highest
         any worker still knows, so no late message can be taken for a new session.
+        ``line`` is who waits for ``MATCH`` (with its ``NEW``), longest-waiting
+        first; a client in a session is left out. Names come with the entries;
+        of two that clash, the lower id keeps it: the others lose theirs and are
+        returned.
         """
         self._entries = {e.id: e for e in entries}
+        self._line = {cid: new for cid, new in line or () if self._free(cid)}
+        self._names = {}
+        clashed = []
+        for e in sorted(entries, key=lambda e: e.id):
+            if e.name and self._names.setdefault(name_key(e.name), e.id) != e.id:
+                e.name = ""
+                clashed.append(e)
         self._next_id = max(self._entries, default=0) + 1
         self._freed = [i for i in range(1, self._next_id) if i not in self._entries]
         heapq.heapify(self._freed)
         self._next_session = last_session + 1
+        return clashed
 
     def register(self, addr: A, since: float = 0.0) -> Entry[A]:
         """Give a new client the smallest free id, from ``since`` on; FULL at ``max_clients``."""
@@ -128,12 +160,98 @@ class ClientTable(Generic[A]):
         self._entries[cid] = entry
         return entry
 
-    def clients(self, free_only: bool = False) -> list[tuple[int, bool]]:
-        """``(id, busy)`` for every client (or every FREE one), ascending id."""
-        entries = self._entries
-        if free_only:
-            return [(cid, False) for cid in sorted(entries) if not entries[cid].session]
-        return [(cid, bool(entries[cid].session)) for cid in sorted(entries)]
+    def clients(self, free_only: bool = False) -> list[Listed]:
+        """``(id, status, name)`` for every client (or every FREE one), ascending id.
+
+        FREE only leaves out the clients waiting in the line too.
+        """
+        entries, line = self._entries, self._line
+        listed = []
+        for cid in sorted(entries):
+            e = entries[cid]
+            status = BUSY if e.session else WAITING if cid in line else FREE
+            if status == FREE or not free_only:
+                listed.append((cid, status, e.name))
+        return listed
+
+    def _free(self, cid: int) -> bool:
+        entry = self._entries.get(cid)
+        return entry is not None and not entry.session
+
+    # ---- the line of MATCH ------------------------------------------------------------
+
+    def line(self) -> list[int]:
+        """The clients waiting for ``MATCH``, longest-waiting first."""
+        return list(self._line)
+
+    def waiting(self, cid: int) -> bool:
+        return cid in self._line
+
+    def asked_new(self, cid: int) -> bool:
+        """Whether ``cid`` waits with ``MATCH NEW``."""
+        return self._line.get(cid, False)
+
+    def match(self, cid: int, new: bool = False) -> Session[A] | None:
+        """Pair ``cid`` with the client that has waited longest, or put it in the line (None).
+
+        ``new`` skips the partner of its last session; one waiting with ``new`` is
+        skipped by the partner of its own. TALKING if it is in a session (a pairing
+        crossed its request), WAITING if it is in the line already.
+        """
+        me = self._entries[cid]
+        if me.session:
+            raise ProtocolError(ErrorCode.TALKING, str(me.peer))
+        if cid in self._line:
+            raise ProtocolError(ErrorCode.WAITING)
+        for other_id, other_new in self._line.items():
+            other = self._entries[other_id]
+            if new and me.last_peer == (other.id, other.since):
+                continue
+            if other_new and other.last_peer == (me.id, me.since):
+                continue
+            del self._line[other_id]
+            return self._pair_new(me, other)
+        self._line[cid] = me.new = new
+        return None
+
+    def requeue(self, cid: int) -> bool:
+        """Put ``cid`` back at the head of the line: the pairing that took it out was
+        called off before it started (its partner left while one of them moved), and
+        it never heard of it. Only a FREE client not in the line; whether it went back.
+        """
+        me = self._entries.get(cid)
+        if me is None or me.session or cid in self._line:
+            return False
+        self._line = {cid: me.new, **self._line}
+        return True
+
+    def cancel(self, cid: int) -> None:
+        """Take ``cid`` out of the line; TALKING if it is paired, NOT_WAITING if not in it."""
+        me = self._entries[cid]
+        if me.session:
+            raise ProtocolError(ErrorCode.TALKING, str(me.peer))
+        if self._line.pop(cid, None) is None:
+            raise ProtocolError(ErrorCode.NOT_WAITING)
+
+    # ---- names -------------------------------------------------------------------------
+
+    def name(self, cid: int, name: str) -> None:
+        """Give ``cid`` the name (a valid one: ``wire.commands.valid_name``), or drop its
+        own with ``""``; NAME_TAKEN if another client holds it in any case."""
+        me = self._entries[cid]
+        key = name_key(name)
+        holder = self._names.get(key) if name else None
+        if holder is not None and holder != cid:
+            raise ProtocolError(ErrorCode.NAME_TAKEN, name)
+        if me.name:
+            del self._names[name_key(me.name)]
+        me.name = name
+        if name:
+            self._names[key] = cid
+
+    def named(self, name: str) -> int | None:
+        """Who holds ``name`` (in any case), if anyone."""
+        return self._names.get(name_key(name))
 
     def connect(self, requester: int, target: int, asked: float = math.inf) -> Session[A]:
         """Pair two FREE clients, or raise the error the requester gets.
@@ -153,15 +271,23 @@ class ClientTable(Generic[A]):
             raise ProtocolError(ErrorCode.OFFLINE, str(target))
         if other.session:
             raise ProtocolError(ErrorCode.BUSY, str(target))
+        return self._pair_new(me, other)
+
+    def _pair_new(self, me: Entry[A], other: Entry[A]) -> Session[A]:
+        """Pair two FREE clients in a new session; neither waits in the line any more."""
         sid = self._next_session
         self._next_session += 1
-        me.peer, me.session = target, sid
-        other.peer, other.session = requester, sid
+        me.peer, me.session = other.id, sid
+        other.peer, other.session = me.id, sid
+        self._line.pop(me.id, None)
+        self._line.pop(other.id, None)
         return Session(sid, me, other)
 
     def pair(self, requester: int, target: int, session: int) -> Session[A]:
         """Record a session decided elsewhere (the table shared by several hosts)."""
         me, other = self._entries[requester], self._entries[target]
+        self._line.pop(requester, None)
+        self._line.pop(target, None)
         me.peer, me.session = target, session
         other.peer, other.session = requester, session
         self._next_session = max(self._next_session, session + 1)
@@ -182,6 +308,7 @@ class ClientTable(Generic[A]):
         me = self._entries[cid]
         me.peer = other.peer = None
         me.session = other.session = 0
+        me.last_peer, other.last_peer = (other.id, other.since), (me.id, me.since)
         return Session(session, me, other)
 
     def drop(self, cid: int) -> tuple[Entry[A], Session[A] | None] | None:
@@ -191,5 +318,8 @@ class ClientTable(Generic[A]):
             return None
         ended = self.goodbye(cid, me.session) if me.session else None
         del self._entries[cid]
+        self._line.pop(cid, None)
+        if me.name:
+            del self._names[name_key(me.name)]
         heapq.heappush(self._freed, cid)
         return me, ended

@@ -33,9 +33,31 @@ class Get:
 
 @dataclass(frozen=True, slots=True)
 class Connect:
-    """Ask for a session with ``target``."""
+    """Ask for a session with ``target``, or with the client called ``name`` (then
+    ``target`` is 0)."""
 
     target: int
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Pair with whoever has waited longest, or wait in line; ``new``: not with the
+    partner of the last session."""
+
+    new: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Leave the line ``MATCH`` put this client in."""
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """Take ``name`` (others may ``CONNECT`` to it); an empty one drops the name."""
+
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +87,7 @@ class Message:
     text: str
 
 
-Command = Get | Connect | Ping | Help | Close | Goodbye | Message
+Command = Get | Connect | Match | Cancel | Name | Ping | Help | Close | Goodbye | Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +101,13 @@ class Verb:
 #: Every command a FREE client may send, in the order ``HELP`` lists them.
 VERBS: dict[str, Verb] = {
     "GET": Verb("GET [FREE]", "list connected clients (FREE: only those free to chat)"),
-    "CONNECT": Verb("CONNECT <id>", "start a one-to-one session with a FREE client"),
+    "CONNECT": Verb("CONNECT <id>", "start a one-to-one session with a FREE client (or <name>)"),
+    "MATCH": Verb(
+        "MATCH [NEW]",
+        "pair with whoever has waited longest, or wait for the next (NEW: not your last partner)",
+    ),
+    "CANCEL": Verb("CANCEL", "leave the line MATCH put you in"),
+    "NAME": Verb("NAME [<name>]", "take a name others can CONNECT to (none: drop yours)"),
     "PING": Verb("PING", "check that the server answers (PONG)"),
     "HELP": Verb("HELP", "show this list"),
     CLOSE: Verb(CLOSE, "disconnect (BYE)"),
@@ -94,17 +122,35 @@ def _usage(verb: str) -> ProtocolError:
     return ProtocolError(ErrorCode.USAGE, VERBS[verb].syntax)
 
 
-def _parse_id(word: str) -> int:
+#: The longest name: short enough to sit in a ``GET`` listing of 10,000 clients.
+NAME_MAX = 24
+
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def valid_name(word: str) -> bool:
+    """1 to ``NAME_MAX`` letters, digits, ``_`` and ``-``, not all digits (those are ids)."""
+    return 0 < len(word) <= NAME_MAX and _NAME_CHARS.issuperset(word) and not word.isdigit()
+
+
+def name_key(name: str) -> str:
+    """What two names are compared by: names are unique without regard to case."""
+    return name.lower()
+
+
+def _parse_target(word: str) -> Connect:
     # ids are positive decimal integers; "+5", "5.0", "0x5" and "0" are not ids
+    if valid_name(word):
+        return Connect(0, word)
     if not word.isascii() or not word.isdigit() or len(word) > 18:
         raise _usage("CONNECT")
     value = int(word)
     if value < 1:
         raise _usage("CONNECT")
-    return value
+    return Connect(value)
 
 
-_BARE: dict[str, Command] = {"PING": Ping(), "HELP": Help(), CLOSE: Close()}
+_BARE: dict[str, Command] = {"PING": Ping(), "HELP": Help(), CLOSE: Close(), "CANCEL": Cancel()}
 
 
 def parse_free(line: str) -> Command | None:
@@ -127,8 +173,20 @@ def parse_free(line: str) -> Command | None:
     if verb == "CONNECT":
         if len(args) != 1:
             raise _usage(verb)
-        return Connect(_parse_id(args[0]))
-    if verb in ("PING", "HELP", CLOSE):
+        return _parse_target(args[0])
+    if verb == "MATCH":
+        if not args:
+            return Match(False)
+        if len(args) == 1 and args[0].upper() == "NEW":
+            return Match(True)
+        raise _usage(verb)
+    if verb == "NAME":
+        if not args:
+            return Name("")
+        if len(args) == 1 and valid_name(args[0]):
+            return Name(args[0])
+        raise _usage(verb)
+    if verb in ("PING", "HELP", CLOSE, "CANCEL"):
         if args:
             raise _usage(verb)
         return _BARE[verb]

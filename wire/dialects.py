@@ -19,16 +19,19 @@ from wire.errors import ErrorCode
 from wire.legacy import RecordDecoder, record, records
 from wire.replies import (
     Bye,
+    Cancelled,
     Clients,
     Connected,
     Ended,
     Error,
     HelpLine,
     Msg,
+    Named,
     Outage,
     Pong,
     Reply,
     Unknown,
+    Waiting,
     Welcome,
 )
 
@@ -50,6 +53,8 @@ class Dialect(Protocol):
     paced: bool
     #: the client is told its id on arrival
     welcomes: bool
+    #: the client may take a name (``NAME``) and ``CONNECT`` to one
+    named: bool
 
     def decoder(self, max_line: int) -> Decoder: ...
 
@@ -64,6 +69,7 @@ class LineDialect:
     name = "line"
     paced = False
     welcomes = True
+    named = True
 
     @staticmethod
     def decoder(max_line: int) -> LineDecoder:
@@ -84,6 +90,7 @@ class LegacyDialect:
     name = "legacy"
     paced = True
     welcomes = False  # the original client expects nothing before its first command
+    named = False  # its users are known by id only, as they always were
 
     @staticmethod
     def decoder(max_line: int) -> RecordDecoder:
@@ -112,7 +119,7 @@ class LegacyDialect:
                 return record(legacy.OUTAGE)
             case Welcome():
                 return b""
-            case Pong() | HelpLine() | Unknown():
+            case Pong() | HelpLine() | Waiting() | Cancelled() | Named() | Unknown():
                 return record(reply.line())
         raise TypeError(f"no legacy words for {reply!r}")
 

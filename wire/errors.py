@@ -31,6 +31,12 @@ class ErrorCode(enum.Enum):
     UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
     #: ``#GOODBYE#`` outside a session.
     NOT_IN_CHAT = "NOT_IN_CHAT"
+    #: ``MATCH`` from a client already waiting in the line.
+    WAITING = "WAITING"
+    #: ``CANCEL`` from a client that is not waiting in the line.
+    NOT_WAITING = "NOT_WAITING"
+    #: ``NAME <name>``: another client holds that name (in any case); detail: the name.
+    NAME_TAKEN = "NAME_TAKEN"
     #: a line longer than ``--max-line`` bytes; it was discarded up to its end.
     TOO_LONG = "TOO_LONG"
     #: a line that is not valid UTF-8; it was discarded.

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from wire.codec import Decoding, Event
 from wire.errors import ErrorCode
+from wire.replies import BUSY
 
 RECORD = 256
 
@@ -84,10 +85,11 @@ def records(prefix: str, text: str) -> bytes:
             return b"".join(out)
 
 
-def get_reply(entries: Iterable[tuple[int, bool]]) -> str:
+def get_reply(entries: Iterable[tuple[int, int, str]]) -> str:
     """``GET 1 0 -1 ``: one status per id by position from id 0 (0 FREE, 1 BUSY, -1 none),
-    each followed by a space, cut to fit the record."""
-    status = dict(entries)
+    each followed by a space, cut to fit the record. A client waiting for ``MATCH`` is
+    FREE here (a ``CONNECT`` pairs with it); names are not shown."""
+    status = {cid: state == BUSY for cid, state, _ in entries}
     top = max(status, default=0)
     out = ["GET "]
     size = 4

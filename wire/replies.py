@@ -28,11 +28,21 @@ class Welcome:
         return f"WELCOME {self.id}"
 
 
+#: A client's status in ``CLIENTS``, as the plain ints that cross the pipes (an
+#: enum would be pickled through Python code, for each of 10,000 clients).
+FREE, BUSY, WAITING = 0, 1, 2
+STATUS_WORDS = ("FREE", "BUSY", "WAITING")
+_STATUS = {word: status for status, word in enumerate(STATUS_WORDS)}
+
+#: One client in ``CLIENTS``: its id, its status and its name ("" for none).
+Listed = tuple[int, int, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Clients:
-    """Reply to ``GET``: ``(id, busy)`` for every listed client, ascending id."""
+    """Reply to ``GET``: ``(id, status, name)`` for every listed client, ascending id."""
 
-    entries: tuple[tuple[int, bool], ...]
+    entries: tuple[Listed, ...]
 
     def line(self) -> str:
         return clients_line(self.entries)
@@ -90,6 +100,32 @@ class Outage:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiting:
+    """Reply to ``MATCH`` when nobody waits: this client waits in the line now."""
+
+    def line(self) -> str:
+        return "WAITING"
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """Reply to ``CANCEL``: this client has left the line."""
+
+    def line(self) -> str:
+        return "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """Reply to ``NAME``: the client's name now (``NAMED`` alone: it has none)."""
+
+    name: str = ""
+
+    def line(self) -> str:
+        return f"NAMED {self.name}" if self.name else "NAMED"
+
+
+@dataclass(frozen=True, slots=True)
 class Pong:
     """Reply to ``PING``."""
 
@@ -131,14 +167,36 @@ class Unknown:
 
 
 Reply = (
-    Welcome | Clients | Connected | Msg | Ended | Bye | Outage | Pong | HelpLine | Error | Unknown
+    Welcome
+    | Clients
+    | Connected
+    | Msg
+    | Ended
+    | Bye
+    | Outage
+    | Waiting
+    | Cancelled
+    | Named
+    | Pong
+    | HelpLine
+    | Error
+    | Unknown
 )
 
 
-def clients_line(entries: Iterable[tuple[int, bool]]) -> str:
-    """``CLIENTS 1=FREE 2=BUSY``; plain ``CLIENTS`` when there are none."""
+def clients_line(entries: Iterable[Listed]) -> str:
+    """``CLIENTS 1=FREE 2=BUSY=ann 3=WAITING``; plain ``CLIENTS`` when there are none.
+
+    A named client is ``id=STATUS=name``, the name last: a reader that splits
+    each item on ``=`` and reads the first two fields still gets every id and
+    status (names never hold ``=`` or blanks).
+    """
+    words = STATUS_WORDS
     parts = ["CLIENTS"]
-    parts.extend(f"{cid}={'BUSY' if busy else 'FREE'}" for cid, busy in entries)
+    parts.extend(
+        f"{cid}={words[status]}={name}" if name else f"{cid}={words[status]}"
+        for cid, status, name in entries
+    )
     return " ".join(parts)
 
 
@@ -149,11 +207,13 @@ def _int(word: str) -> int | None:
 def _parse_clients(rest: str) -> Clients | None:
     entries = []
     for item in rest.split():
-        cid, sep, status = item.partition("=")
+        cid, sep, tail = item.partition("=")
+        word, _, name = tail.partition("=")
         number = _int(cid)
-        if not sep or number is None or status not in ("FREE", "BUSY"):
+        status = _STATUS.get(word)
+        if not sep or number is None or status is None:
             return None
-        entries.append((number, status == "BUSY"))
+        entries.append((number, status, name))
     return Clients(tuple(entries))
 
 
@@ -162,7 +222,14 @@ _NUMBERED: dict[str, type[Welcome | Connected | Ended]] = {
     "CONNECTED": Connected,
     "ENDED": Ended,
 }
-_BARE: dict[str, Reply] = {"BYE": Bye(), "OUTAGE": Outage(), "PONG": Pong()}
+_BARE: dict[str, Reply] = {
+    "BYE": Bye(),
+    "OUTAGE": Outage(),
+    "PONG": Pong(),
+    "WAITING": Waiting(),
+    "CANCELLED": Cancelled(),
+    "NAMED": Named(),
+}
 
 
 def parse_reply(line: str) -> Reply:
@@ -179,6 +246,8 @@ def parse_reply(line: str) -> Reply:
             reply = _NUMBERED[word](number)
     elif word == "CLIENTS":
         reply = _parse_clients(rest)
+    elif word == "NAMED" and rest:
+        reply = Named(rest)
     elif word == "ERROR":
         code, _, detail = rest.partition(" ")
         if code in ErrorCode.__members__:
@@ -189,7 +258,7 @@ def parse_reply(line: str) -> Reply:
 
 
 #: The replies the matchmaker decides.
-Decided = Clients | Error | Ended | Bye | Outage
+Decided = Clients | Error | Ended | Bye | Outage | Waiting | Cancelled | Named
 
 #: The same, by their tag in ``pack``.
 _PACKED: tuple[type[Decided], ...] = (
@@ -198,6 +267,9 @@ _PACKED: tuple[type[Decided], ...] = (
     Ended,
     Bye,
     Outage,
+    Waiting,
+    Cancelled,
+    Named,
 )
 _TAG = {cls: tag for tag, cls in enumerate(_PACKED)}
 _CODES = {code.value: code for code in ErrorCode}
@@ -219,6 +291,8 @@ def pack(reply: Decided) -> Packed:
         return (tag, reply.entries)
     if isinstance(reply, Ended):
         return (tag, reply.peer)
+    if isinstance(reply, Named):
+        return (tag, reply.name)
     return (tag,)
 
 

@@ -151,6 +151,9 @@ class Connection:
         "budget",
         "arrived",
         "path",
+        "name",
+        "waiting",
+        "new",
     )
 
     def __init__(
@@ -191,6 +194,10 @@ class Connection:
         self.budget = Budget(pace, now) if pace is not None else None  # lines it may send
         self.arrived = 0  # the session it moved to this worker for, if it did
         self.path = counts.SAME_WORKER  # how its lines reach the partner (for the metrics)
+        self.name = ""  # the name the matchmaker gave it (NAMED), for a new matchmaker
+        # in the line of MATCH since this stamp (its Match.asked), for a new matchmaker
+        self.waiting: int | None = None
+        self.new = False  # it waits with MATCH NEW
 
     # ---- lines in ----------------------------------------------------------------------
 
@@ -318,8 +325,21 @@ class Connection:
         if isinstance(command, c.Get):
             self.ask(m.Get(self.cid, command.free_only, self.key))
         elif isinstance(command, c.Connect):
+            if command.name and not self.dialect.named:
+                self.write(self.error(r.Error(ErrorCode.USAGE)))
+                return
             # stamped as it is read: a client given that id after now is not the one named
-            self.ask(m.Connect(self.cid, command.target, self.key, self.effects.stamp()))
+            stamp = self.effects.stamp()
+            self.ask(m.Connect(self.cid, command.target, self.key, stamp, command.name))
+        elif isinstance(command, c.Match):
+            self.ask(m.Match(self.cid, self.key, self.effects.stamp(), command.new))
+        elif isinstance(command, c.Cancel):
+            self.ask(m.Cancel(self.cid, self.key))
+        elif isinstance(command, c.Name):
+            if not self.dialect.named:  # the original client's users have ids only
+                self.write(self.error(r.Error(ErrorCode.USAGE)))
+                return
+            self.ask(m.Name(self.cid, self.key, command.name))
         elif isinstance(command, c.Ping):
             self.write(self.dialect.render(r.Pong()))
         elif isinstance(command, c.Help):
@@ -329,20 +349,24 @@ class Connection:
         # None: a blank line, ignored
 
     def crossed(self, line: str) -> bool:
-        """Whether ``line`` is this client's ``CONNECT`` to the partner that just paired it.
+        """Whether ``line`` is a request that crossed the pairing that just reached this client.
 
-        Asked only of the first line after another client's ``CONNECT`` paired
-        this one while nothing of its own waited for an answer: such a
-        ``CONNECT`` crossed the partner's, and had it been read a moment
-        earlier the matchmaker would have answered it ``ERROR TALKING``. It is
-        answered so here, and not relayed. Any other line is chat.
+        Asked only of the first line after another client's ``CONNECT`` or
+        ``MATCH`` paired this one while nothing of its own waited for an
+        answer: a ``CONNECT`` to that partner, a ``MATCH`` or a ``CANCEL``
+        crossed the pairing, and had it been read a moment earlier the
+        matchmaker would have answered it ``ERROR TALKING``. It is answered so
+        here, and not relayed. Any other line is chat.
         """
         self.crossing = False
         try:
             command = c.parse_free(line)
         except ProtocolError:
             return False
-        if not isinstance(command, c.Connect) or command.target != self.peer:
+        if isinstance(command, c.Connect):
+            if command.target != self.peer or command.name:
+                return False
+        elif not isinstance(command, c.Match | c.Cancel):
             return False
         self.write(self.error(r.Error(ErrorCode.TALKING, str(self.peer))))
         return True
@@ -388,6 +412,13 @@ class Connection:
         if self.swallow:  # given already, when the partner's goodbye crossed ours
             self.swallow -= 1
             return False
+        request = self.request
+        if isinstance(reply, r.Waiting) and isinstance(request, m.Match):
+            self.waiting, self.new = request.asked, request.new
+        elif isinstance(reply, r.Cancelled):
+            self.waiting = None
+        elif isinstance(reply, r.Named):
+            self.name = reply.name
         self.write(self.error(reply) if type(reply) is r.Error else self.dialect.render(reply))
         return self.answered()
 
@@ -417,6 +448,7 @@ class Connection:
         self.local_peer = local_peer
         if local_peer is not None and local_peer.session == msg.session:
             local_peer.local_peer = self  # it heard first, before this one landed here
+        self.waiting = None  # paired: out of the line, if it was in it
         across = msg.peer_worker != self.limits.worker
         self.sent = Unconfirmed() if across else None
         if across:  # a worker of another host is a negative number (the cluster's ELSEWHERE)
@@ -500,7 +532,9 @@ class Connection:
         if not cid or (self.leaving and not session):
             return None, []
         state = m.ClientState(self.key, cid, session, self.peer if session else 0,
-                              self.last_session, self.since)  # fmt: skip
+                              self.last_session, self.since, False, self.name,
+                              None if session else self.waiting, self.new,
+                              0 if session or not self.last_session else self.peer)  # fmt: skip
         sent = self.sent
         if sent is None or not session:
             return state, []
@@ -512,15 +546,15 @@ class Connection:
         """Can this client go to another worker now, with nothing lost or reordered?
 
         Only a line client that waits for nothing but, at most, the ``CONNECT``
-        the move answers; one that has half-closed, is leaving, or still has an
-        answer to skip stays. (Its socket must have sent everything too: the
+        or ``MATCH`` the move answers; one that has half-closed, is leaving, or
+        still has an answer to skip stays. (Its socket must have sent everything too: the
         transport's part.)
         """
         if self.closed or self.leaving or self.cid != cid or self.session:
             return False
         if self.swallow or self.eof or self.dialect.paced:
             return False
-        return self.request is None or isinstance(self.request, m.Connect)
+        return self.request is None or isinstance(self.request, m.Connect | m.Match)
 
     def export(self, session: int, now: float) -> Moving:
         """What the next worker needs to go on where this one stops (see ``arriving``).
@@ -532,7 +566,7 @@ class Connection:
             self.budget.settle(now)
         return Moving(session, self.cid, self.request, tuple(self.ready), self.decoder,
                       now - self.last_seen, bytes(self.out), self.last_session,
-                      self.since, self.budget)  # fmt: skip
+                      self.since, self.budget, self.name)  # fmt: skip
 
     @classmethod
     def arriving(
@@ -551,6 +585,7 @@ class Connection:
         self.out += state.out
         self.last_session = state.last_session
         self.since = state.since
+        self.name = state.name
         if state.budget is not None and self.budget is not None:
             self.budget = state.budget  # no fresh burst for moving
             self.budget.rebase(now)

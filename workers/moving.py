@@ -38,3 +38,5 @@ class Moving:
     since: int = 0
     #: what it may still send (``--rate``), settled to when it left; None: no budget
     budget: Budget | None = None
+    #: its name (``NAMED``), "" for none
+    name: str = ""

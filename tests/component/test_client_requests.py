@@ -11,8 +11,9 @@ import pytest
 from ipc import messages as m
 from tests.component.test_connection import WORKER, Effects, client, out
 from wire.dialects import LEGACY, LINE, Dialect
+from wire.errors import ErrorCode
 from wire.legacy import record
-from wire.replies import Clients
+from wire.replies import Cancelled, Clients, Error, Named, Waiting
 from workers.connection import Connection
 
 
@@ -95,8 +96,84 @@ def test_a_client_paired_while_its_own_request_waited_gets_chat() -> None:
     say(b, "GET")
     assert b.request is not None
     paired(a, b)
-    assert b.answer(Clients(((1, True), (2, True))))
+    assert b.answer(Clients(((1, 1, ""), (2, 1, ""))))
     b.drain()
     say(b, "CONNECT 1")
     assert out(a) == b"MSG CONNECT 1\n"
     assert out(b) == b"CLIENTS 1=BUSY 2=BUSY\n"
+
+
+# ---- MATCH, CANCEL and NAME ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", [LINE, LEGACY], ids=["line", "legacy"])
+def test_match_and_cancel_ask_the_matchmaker_and_the_worker_keeps_the_line_state(
+    dialect: Dialect,
+) -> None:
+    """The worker remembers it waits, and since when, for a new matchmaker's hello."""
+    conn, effects = client(key=7, cid=1, dialect=dialect)
+    say(conn, "MATCH NEW")
+    assert effects.take() == [m.Match(1, 7, asked=1001, new=True)]
+    assert conn.answer(Waiting())
+    assert out(conn) == dialect.render(Waiting())
+    state, _ = conn.hello_state()
+    assert state is not None and (state.waiting, state.new) == (1001, True)
+    say(conn, "CANCEL")
+    assert effects.take() == [m.Cancel(1, 7)]
+    assert conn.answer(Cancelled())
+    state, _ = conn.hello_state()
+    assert state is not None and state.waiting is None
+
+
+def test_a_waiting_client_paired_by_someone_else_waits_no_more() -> None:
+    conn, effects = client(key=7, cid=1)
+    say(conn, "MATCH")
+    conn.answer(Waiting())
+    conn.paired(m.Paired(7, 4, 2, WORKER + 1, 9, False), None)
+    assert out(conn) == b"WAITING\nCONNECTED 2\n"
+    state, _ = conn.hello_state()
+    assert state is not None and state.waiting is None and state.session == 4
+
+
+@pytest.mark.parametrize("line", ["MATCH", "match new", "CANCEL"])
+def test_a_match_or_cancel_that_crossed_the_pairing_is_answered_talking(line: str) -> None:
+    """``b`` waited; ``a``'s MATCH paired it just as ``b`` sent one of these."""
+    a, b, _ = pair()
+    say(b, line)
+    assert out(b) == b"ERROR TALKING 1\n"
+    assert out(a) == b""
+    say(b, line)  # not the first line any more: chat
+    assert out(a) == f"MSG {line}\n".encode()
+
+
+def test_name_asks_the_matchmaker_and_the_worker_keeps_the_name() -> None:
+    conn, effects = client(key=7, cid=1)
+    say(conn, "NAME Ann")
+    assert effects.take() == [m.Name(1, 7, "Ann")]
+    assert conn.answer(Named("Ann"))
+    assert out(conn) == b"NAMED Ann\n"
+    state, _ = conn.hello_state()
+    assert state is not None and state.name == "Ann"
+    say(conn, "NAME bo")
+    assert conn.answer(Error(ErrorCode.NAME_TAKEN, "bo"))
+    assert conn.hello_state()[0].name == "Ann"  # type: ignore[union-attr]
+    say(conn, "NAME")
+    assert effects.take()[-1] == m.Name(1, 7, "")
+    assert conn.answer(Named())
+    assert conn.hello_state()[0].name == ""  # type: ignore[union-attr]
+
+
+def test_connect_by_name_is_stamped_too() -> None:
+    conn, effects = client(key=7, cid=1)
+    say(conn, "CONNECT ann")
+    assert effects.take() == [m.Connect(1, 0, 7, asked=1001, name="ann")]
+
+
+@pytest.mark.parametrize("line", ["NAME ann", "NAME", "CONNECT ann"])
+def test_a_legacy_client_has_no_names(line: str) -> None:
+    """The original client is unchanged: what it never had is an invalid command."""
+    conn, effects = client(key=7, cid=1, dialect=LEGACY)
+    say(conn, line)
+    assert effects.take() == []
+    assert out(conn) == record("INVALID COMMAND")
+    assert conn.request is None

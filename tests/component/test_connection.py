@@ -98,7 +98,7 @@ def test_replies_come_in_the_order_of_the_lines_while_a_request_waits():
     assert type_(conn, b"GET\nPING\nCONNECT\nHELP\n") == PAUSE
     assert effects.take() == [m.Get(5, False, 1)]
     assert out(conn) == b""  # PING waits behind GET, undecoded
-    assert conn.answer(Clients(((5, False),)))
+    assert conn.answer(Clients(((5, 0, ""),)))
     assert conn.drain() == READ
     assert out(conn).startswith(b"CLIENTS 5=FREE\nPONG\nERROR USAGE CONNECT <id>\n")
     assert effects.take() == []
@@ -141,7 +141,7 @@ def test_crossed_goodbyes_end_once_each_and_the_late_answer_is_swallowed():
     assert out(conn) == b"ENDED 6\n"
     assert not conn.answer(Ended(6))  # the matchmaker's own answer to our goodbye
     assert out(conn) == b""
-    assert conn.answer(Clients(((5, False), (6, False))))
+    assert conn.answer(Clients(((5, 0, ""), (6, 0, ""))))
     assert out(conn) == b"CLIENTS 5=FREE 6=FREE\n"
 
 
@@ -256,7 +256,7 @@ def test_a_new_matchmaker_hears_the_session_being_ended_and_its_unconfirmed_line
     assert lines == [m.Relay(5, 10, "two", 2)]
     assert conn.request == m.Goodbye(5, 10, 6, 1)  # the hello asks it again
     assert conn.answer(Ended(6))
-    assert conn.hello_state() == (m.ClientState(1, 5, 0, 0, 10, 500), [])
+    assert conn.hello_state() == (m.ClientState(1, 5, 0, 0, 10, 500, last_peer=6), [])
 
 
 def test_a_client_leaving_still_reports_its_id_until_bye():
@@ -275,14 +275,14 @@ def test_eof_after_the_last_line_is_a_close():
     assert conn.receive_eof()
     assert conn.drain() == PAUSE
     assert effects.take() == [m.Get(5, False, 1)]
-    conn.answer(Clients(((5, False),)))
+    conn.answer(Clients(((5, 0, ""),)))
     assert conn.drain() == READ
     assert effects.take() == [m.Drop(5, 1, answer=True)]
 
 
 def test_a_bad_line_gets_an_error_and_nothing_else_is_lost():
     conn, effects = client()
-    assert type_(conn, b"CONNECT x\nPING\n") == READ
+    assert type_(conn, b"CONNECT 0\nPING\n") == READ
     assert out(conn) == b"ERROR USAGE CONNECT <id>\nPONG\n"
     assert effects.take() == []
 
@@ -354,7 +354,7 @@ def test_matchmaker_replaced_forgets_owed_answers():
     assert out(conn) == b"CONNECTED 6\n"
     conn.ended(10, 6)
     conn.matchmaker_replaced()
-    assert conn.answer(Clients(((5, False), (6, False))))
+    assert conn.answer(Clients(((5, 0, ""), (6, 0, ""))))
     assert out(conn) == b"ENDED 6\nCLIENTS 5=FREE 6=FREE\n"
 
 

@@ -64,7 +64,7 @@ def test_lines_of_a_session_one_end_moved_for_are_counted_as_moved():
 def test_errors_are_counted_by_code():
     before = dict(COUNTS.errors)
     conn, _ = client()
-    type_(conn, b"CONNECT x\nnonsense\n#GOODBYE#\n")
+    type_(conn, b"CONNECT\nnonsense\n#GOODBYE#\n")
     conn.request = m.Get(5, False, 1)
     conn.answer(Error(ErrorCode.BUSY, "3"))
     got = {k: COUNTS.errors[k] - before.get(k, 0) for k in COUNTS.errors}

@@ -15,6 +15,7 @@ from ipc import messages as m
 from matchmaker.service import Matchmaker
 from matchmaker.table import ClientTable
 from tests.component.test_matchmaker_service import Clock, Harness, answer, refuse
+from wire.replies import BUSY, FREE
 
 
 class MoveHarness(Harness):
@@ -32,7 +33,10 @@ def test_a_session_across_workers_starts_with_a_move_of_the_requester_on_a_tie(h
     a = h.register(0, 10)
     b = h.register(1, 20)
     assert h.handle(0, m.Connect(a, b, 10)) == [(0, m.Move(10, a, 1, 1))]
-    assert h.mm.table.clients() == [(a, True), (b, True)]  # listed BUSY from the decision on
+    assert h.mm.table.clients() == [
+        (a, BUSY, ""),
+        (b, BUSY, ""),
+    ]  # listed BUSY from the decision on
 
 
 def test_the_end_on_the_fuller_worker_moves(h):
@@ -107,7 +111,7 @@ def test_the_partner_leaving_during_the_move_answers_the_connect_again(h):
     assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, b, 25))) == [
         (1, answer(25, f"ERROR OFFLINE {b}"))
     ]
-    assert h.mm.table.clients() == [(a, False)]
+    assert h.mm.table.clients() == [(a, FREE, "")]
     assert h.mm.table.get(a).addr == (1, 25)
 
 
@@ -300,7 +304,7 @@ def test_a_client_refused_on_landing_is_not_answered_for_the_id_it_lost(h, reque
 def test_a_refused_client_leaving_hears_only_its_own_bye(h):
     _, b = refused_mover(h)
     assert h.handle(0, m.Drop(b, 5, True)) == [(0, refuse(5, "BYE"))]
-    assert h.mm.table.clients() == [(1, False), (2, False), (3, False)]
+    assert h.mm.table.clients() == [(1, FREE, ""), (2, FREE, ""), (3, FREE, "")]
     assert h.mm.table.get(b).addr == (1, 23)
 
 
@@ -329,7 +333,7 @@ def test_a_client_lost_on_its_way_frees_its_id(h):
     a, b = h.register(0, 10), h.register(1, 20)
     h.handle(0, m.Connect(a, b, 10))  # a moves to worker 1
     assert h.handle(1, m.Lost(a, 1)) == [(1, m.Ended(20, 1, a))]  # b never heard; ignores it
-    assert h.mm.table.clients() == [(b, False)]
+    assert h.mm.table.clients() == [(b, FREE, "")]
     assert h.mm.moves == {}
     assert h.mm.counts == [0, 1]
 
@@ -342,7 +346,7 @@ def test_a_lost_client_whose_id_was_given_away_frees_nothing(h):
     h.mm.worker_gone(0)
     assert h.register(1, 21) == a
     assert h.handle(1, m.Lost(a, 1)) == []
-    assert h.mm.table.clients() == [(a, False), (b, False)]
+    assert h.mm.table.clients() == [(a, FREE, ""), (b, FREE, "")]
 
 
 def test_a_movers_connect_still_on_its_way_from_its_old_worker_is_answered_where_it_landed(h):
@@ -394,7 +398,7 @@ def test_a_connect_brought_along_is_not_for_a_newcomer_given_its_target_id_meanw
     assert h.handle(1, m.Placed(25, a, 1, m.Connect(a, t, 25, 120), 100)) == [
         (1, answer(25, f"ERROR OFFLINE {t}"))
     ]
-    assert h.mm.table.clients() == [(a, False), (t, False)]
+    assert h.mm.table.clients() == [(a, FREE, ""), (t, FREE, "")]
 
 
 def test_a_client_taken_back_after_its_old_worker_died_keeps_when_it_got_its_id():
@@ -431,3 +435,52 @@ def test_a_restarted_matchmaker_still_knows_a_pinned_client_from_the_hello(h):
     )
     out = h.handle(1, m.Connect(2, 1, 20))
     assert [type(msg) for _, msg in out] == [m.Paired, m.Paired]
+
+
+def test_a_match_across_workers_moves_one_end_first(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    assert h.handle(1, m.Match(b, 20)) == [(1, answer(20, "WAITING"))]
+    assert h.handle(0, m.Match(a, 10, 1)) == [(0, m.Move(10, a, 1, 1))]
+    assert h.handle(1, m.Placed(25, a, 1, m.Match(a, 25, 1))) == [
+        (1, m.Paired(20, 1, a, 1, 25, False)),
+        (1, m.Paired(25, 1, b, 1, 20, True)),
+    ]
+
+
+def test_the_waiter_leaving_during_the_move_asks_the_match_again(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.register(1, 21)  # worker 1 is fuller: b moves to a
+    h.handle(1, m.Match(b, 20))
+    assert h.handle(0, m.Match(a, 10, 1, True)) == [(1, m.Move(20, b, 1, 0))]
+    assert h.handle(1, m.Drop(b, 20)) == [
+        (0, answer(10, "WAITING")),  # nobody else waits
+        (0, m.Ended(10, 1, b)),  # a's worker ignores it: a never heard of the session
+    ]
+    assert h.mm.table.line() == [a] and h.mm.table.asked_new(a)
+
+
+def test_the_matcher_leaving_during_the_move_puts_the_waiter_back_first_in_line(h):
+    """b never heard of the session: it still waits, and ahead of anyone who came since."""
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    c = h.register(0, 11)
+    h.handle(1, m.Match(b, 20, 1, True))
+    assert h.handle(0, m.Match(a, 10)) == [(0, m.Move(10, a, 1, 1))]
+    h.handle(0, m.Match(c, 11))  # nobody waits now: c does
+    h.handle(0, m.Drop(a, 10))
+    assert h.mm.table.line() == [b, c] and h.mm.table.asked_new(b)
+    assert h.handle(1, m.Get(b, False, 20)) == [(1, answer(20, f"CLIENTS {b}=WAITING {c}=WAITING"))]
+
+
+def test_the_matcher_leaving_while_the_waiter_moves_puts_the_waiter_back_in_line(h):
+    a = h.register(0, 10)
+    b = h.register(1, 20)
+    h.register(1, 21)  # worker 1 is fuller: the waiter b moves to a
+    h.handle(1, m.Match(b, 20))
+    assert h.handle(0, m.Match(a, 10)) == [(1, m.Move(20, b, 1, 0))]
+    h.handle(0, m.Drop(a, 10))
+    assert h.mm.table.line() == []  # b is on its way
+    assert h.handle(0, m.Placed(25, b, 1, None)) == []
+    assert h.mm.table.line() == [b]

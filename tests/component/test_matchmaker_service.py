@@ -11,7 +11,7 @@ import pytest
 from ipc import messages as m
 from matchmaker.service import Matchmaker
 from matchmaker.table import ClientTable
-from wire.replies import parse_reply
+from wire.replies import FREE, parse_reply
 
 
 def answer(key: int, line: str) -> m.Answer:
@@ -218,7 +218,7 @@ def test_a_connect_read_before_a_newcomer_took_the_id_is_offline():
     clock.now = 130
     assert h.register(1, 21) == 2
     assert h.handle(0, m.Connect(1, 2, 10, 120)) == [(0, answer(10, "ERROR OFFLINE 2"))]
-    assert h.mm.table.clients() == [(1, False), (2, False)]
+    assert h.mm.table.clients() == [(1, FREE, ""), (2, FREE, "")]
     out = h.handle(0, m.Connect(1, 2, 10, 140))  # asked once the newcomer had the id
     assert [(w, type(msg)) for w, msg in out] == [(1, m.Paired), (0, m.Paired)]
 
@@ -280,7 +280,7 @@ def test_goodbye_ends_the_session_for_the_other_end(h):
     out = h.handle(0, m.Goodbye(1, sid, 2, 10))
     ended = [(w, msg) for w, msg in out if isinstance(msg, m.Ended)]
     assert ended == [(1, m.Ended(20, sid, 1))]  # only the other end gets Ended
-    assert h.mm.table.clients() == [(1, False), (2, False)]
+    assert h.mm.table.clients() == [(1, FREE, ""), (2, FREE, "")]
     assert h.pair(2, 1) == sid + 1  # both can pair again
 
 
@@ -322,7 +322,7 @@ def test_drop_of_a_paired_client_ends_the_session_and_frees_the_id(h):
     h.register(1, 20)
     sid = h.pair(1, 2)
     assert h.handle(1, m.Drop(2, 20)) == [(0, m.Ended(10, sid, 2))]
-    assert h.mm.table.clients() == [(1, False)]
+    assert h.mm.table.clients() == [(1, FREE, "")]
     assert h.handle(1, m.Register(21)) == [(1, m.Welcome(21, 2))]
     assert h.handle(0, m.Get(1, False, 10)) == [(0, answer(10, "CLIENTS 1=FREE 2=FREE"))]
 
@@ -331,7 +331,7 @@ def test_drop_of_a_free_client_tells_no_one(h):
     h.register(0, 10)
     h.register(1, 20)
     assert h.handle(1, m.Drop(2, 20)) == []
-    assert h.mm.table.clients() == [(1, False)]
+    assert h.mm.table.clients() == [(1, FREE, "")]
 
 
 def test_drop_with_answer_says_bye_after_the_partner_is_told(h):
@@ -358,7 +358,7 @@ def test_requests_from_a_dropped_client_get_nothing(h):
     assert h.handle(0, m.Get(1, False, 10)) == []
     assert h.handle(0, m.Connect(1, 2, 10)) == []
     assert h.handle(0, m.Relay(1, 1, "x")) == []
-    assert h.mm.table.clients() == [(2, False)]
+    assert h.mm.table.clients() == [(2, FREE, "")]
 
 
 # ---- batching ----------------------------------------------------------------------
@@ -406,7 +406,7 @@ def test_a_dead_workers_clients_are_freed_and_their_partners_told(h):
     h.log.clear()
     h.mm.worker_gone(1)
     assert h.log == [(0, m.Ended(10, s, b))]  # only the partner on a live worker hears
-    assert h.mm.table.clients() == [(a, False), (e, False)]
+    assert h.mm.table.clients() == [(a, FREE, ""), (e, FREE, "")]
     assert h.register(0, 12) == min({b, c, d})  # their ids are free again
 
 
@@ -465,7 +465,7 @@ def test_restore_ends_a_session_whose_other_end_is_gone():
     h = Harness()
     h.mm.restore({0: m.Hello((state(10, 1, 7, 2),), ()), 1: m.Hello((), ())})
     assert h.log == [(0, m.Ended(10, 7, 2))]
-    assert h.mm.table.clients() == [(1, False)]
+    assert h.mm.table.clients() == [(1, FREE, "")]
 
 
 def test_restore_completes_a_session_whose_connected_was_lost():
@@ -491,7 +491,7 @@ def test_restore_lets_an_open_goodbye_end_the_session():
         }
     )
     assert h.log == [(0, m.Ended(10, 7, 2)), (1, answer(20, "ENDED 1"))]
-    assert h.mm.table.clients() == [(1, False), (2, False)]
+    assert h.mm.table.clients() == [(1, FREE, ""), (2, FREE, "")]
 
 
 def test_restore_ends_a_stale_session_when_the_peer_moved_on():
@@ -524,7 +524,7 @@ def test_restore_does_not_revive_a_session_the_free_end_saw_end():
         }
     )
     assert h.log == [(0, m.Ended(10, 7, 2))]  # not a second CONNECTED for 2
-    assert h.mm.table.clients() == [(1, False), (2, False)]
+    assert h.mm.table.clients() == [(1, FREE, ""), (2, FREE, "")]
 
 
 def test_a_worker_lost_before_the_table_is_rebuilt_is_forgotten():
@@ -538,7 +538,7 @@ def test_a_worker_lost_before_the_table_is_rebuilt_is_forgotten():
     starting.take(1, [m.Hello((state(20, 2, 7, 1),), ())])
     assert not starting.waiting
     assert h.log == [(1, m.Ended(20, 7, 1))]  # nobody welcomed under an old key
-    assert h.mm.table.clients() == [(2, False)]
+    assert h.mm.table.clients() == [(2, FREE, "")]
 
 
 # ---- requests from a connection that does not hold the id ---------------------------
@@ -577,4 +577,132 @@ def test_the_same_key_on_another_worker_is_not_the_holder(h):
     assert h.handle(1, m.Get(1, False, 10)) == []
     assert h.handle(1, m.Connect(1, 2, 10)) == []
     assert h.handle(1, m.Drop(1, 10)) == []
-    assert h.mm.table.clients() == [(1, False), (2, False)]
+    assert h.mm.table.clients() == [(1, FREE, ""), (2, FREE, "")]
+
+
+# ---- MATCH, CANCEL, NAME -------------------------------------------------------------------
+
+
+def test_match_waits_then_pairs_the_next_asker_across_workers(h):
+    a, b = h.register(0, 10), h.register(1, 20)
+    assert h.handle(0, m.Match(a, 10)) == [(0, answer(10, "WAITING"))]
+    assert h.handle(1, m.Get(b, False, 20)) == [(1, answer(20, f"CLIENTS {a}=WAITING {b}=FREE"))]
+    assert h.handle(1, m.Get(b, True, 20)) == [(1, answer(20, f"CLIENTS {b}=FREE"))]
+    assert h.handle(1, m.Match(b, 20)) == [
+        (0, m.Paired(10, 1, b, 1, 20, False)),  # the one that waited hears first
+        (1, m.Paired(20, 1, a, 0, 10, True)),  # and the MATCH is answered
+    ]
+    assert h.mm.table.line() == []
+
+
+def test_match_while_waiting_and_cancel(h):
+    a = h.register(0, 10)
+    h.handle(0, m.Match(a, 10))
+    assert h.handle(0, m.Match(a, 10, 5, True)) == [(0, answer(10, "ERROR WAITING"))]
+    assert h.handle(0, m.Cancel(a, 10)) == [(0, answer(10, "CANCELLED"))]
+    assert h.handle(0, m.Cancel(a, 10)) == [(0, answer(10, "ERROR NOT_WAITING"))]
+
+
+def test_a_match_that_crossed_a_pairing_is_talking(h):
+    a, b = h.register(0, 10), h.register(1, 20)
+    h.handle(0, m.Match(a, 10))
+    h.handle(1, m.Connect(b, a, 20))  # pairs with the waiting client
+    assert h.handle(0, m.Cancel(a, 10)) == [(0, answer(10, f"ERROR TALKING {b}"))]
+    assert h.handle(0, m.Match(a, 10)) == [(0, answer(10, f"ERROR TALKING {b}"))]
+
+
+def test_a_waiting_client_that_leaves_or_dies_leaves_the_line(h):
+    a, b, c = h.register(0, 10), h.register(1, 20), h.register(1, 21)
+    h.handle(0, m.Match(a, 10))
+    h.handle(0, m.Drop(a, 10))
+    assert h.handle(1, m.Match(b, 20)) == [(1, answer(20, "WAITING"))]
+    h.mm.worker_gone(1)
+    h.log.clear()
+    assert h.mm.table.line() == []
+    assert c not in h.mm.table
+
+
+def test_match_is_never_with_itself_nor_twice_in_the_line(h):
+    a = h.register(0, 10)
+    h.handle(0, m.Match(a, 10))
+    h.handle(0, m.Match(a, 10))
+    assert h.mm.table.line() == [a]
+
+
+def test_requests_of_a_client_that_lost_its_id_are_not_answered(h):
+    a = h.register(0, 10)
+    assert h.handle(0, m.Match(a, 99)) == []  # not the holder
+    assert h.handle(0, m.Name(a, 99, "x")) == []
+    assert h.handle(0, m.Cancel(a, 99)) == []
+    assert h.mm.table.line() == [] and h.mm.table.named("x") is None
+
+
+def test_name_and_connect_by_name(h):
+    a, b = h.register(0, 10), h.register(1, 20)
+    assert h.handle(0, m.Name(a, 10, "Ann")) == [(0, answer(10, "NAMED Ann"))]
+    assert h.handle(1, m.Name(b, 20, "ANN")) == [(1, answer(20, "ERROR NAME_TAKEN ANN"))]
+    assert h.handle(1, m.Connect(b, 0, 20, 0, "bo")) == [(1, answer(20, "ERROR OFFLINE bo"))]
+    assert h.handle(1, m.Get(b, False, 20)) == [(1, answer(20, f"CLIENTS {a}=FREE=Ann {b}=FREE"))]
+    assert h.handle(1, m.Connect(b, 0, 20, 0, "ann")) == [
+        (0, m.Paired(10, 1, b, 1, 20, False)),
+        (1, m.Paired(20, 1, a, 0, 10, True)),
+    ]
+    assert h.handle(0, m.Connect(a, 0, 10, 0, "ann")) == [(0, answer(10, f"ERROR TALKING {b}"))]
+    assert h.handle(0, m.Name(a, 10, "")) == [(0, answer(10, "NAMED"))]
+    h.handle(0, m.Name(a, 10, "cy"))
+    h.handle(0, m.Drop(a, 10))
+    assert h.mm.table.named("cy") is None
+
+
+def test_connect_by_name_is_offline_to_a_newcomer_after_the_request():
+    clock = Clock(100)
+    h = Harness(clock=clock)
+    a = h.register(0, 10)
+    clock.now = 300
+    b = h.register(1, 20)
+    h.handle(1, m.Name(b, 20, "bo"))
+    assert h.handle(0, m.Connect(a, 0, 10, 200, "bo")) == [(0, answer(10, f"ERROR OFFLINE {b}"))]
+
+
+def test_restore_keeps_the_line_in_order_and_the_names():
+    h = Harness()
+    h.mm.restore(
+        {
+            0: m.Hello((state(10, 1)._replace(waiting=50, name="Ann"), state(11, 2)), ()),
+            1: m.Hello((state(20, 3)._replace(waiting=40, new=True),), ()),
+        }
+    )
+    assert h.mm.table.line() == [3, 1]  # 3 waited since 40, 1 since 50
+    assert h.mm.table.asked_new(3) and h.mm.table.named("ann") == 1
+    assert h.handle(0, m.Match(2, 11)) == [
+        (1, m.Paired(20, 1, 2, 0, 11, False)),
+        (0, m.Paired(11, 1, 3, 1, 20, True)),
+    ]
+
+
+def test_restore_answers_an_open_match_with_the_session_it_formed():
+    """The old matchmaker paired 2 (its MATCH) with 1, which waited; only 1 heard it."""
+    h = Harness()
+    h.mm.restore(
+        {
+            0: m.Hello((state(10, 1, 7, 2),), ()),
+            1: m.Hello((state(20, 2),), (m.Match(2, 20, 5),)),
+        }
+    )
+    assert h.log == [(1, m.Paired(20, 7, 1, 0, 10, True))]  # answers 2's MATCH
+    assert h.mm.table.line() == []
+
+
+def test_restore_takes_match_new_partners_only_from_the_same_session():
+    """1 and 2 just ended session 7; 3 holds the id of a client 4 left, in session 5."""
+    h = Harness()
+    one, four = state(10, 1, 0, 0, 7), state(11, 4, 0, 0, 5)
+    two, three = state(20, 2, 0, 0, 7), state(21, 3, 0, 0, 6)
+    h.mm.restore(
+        {
+            0: m.Hello((one._replace(last_peer=2), four._replace(last_peer=3)), ()),
+            1: m.Hello((two._replace(last_peer=1), three), ()),
+        }
+    )
+    assert h.mm.table.get(1).last_peer == (2, 0) and h.mm.table.get(2).last_peer == (1, 0)
+    assert h.mm.table.get(4).last_peer is None

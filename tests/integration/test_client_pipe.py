@@ -243,3 +243,34 @@ def test_a_full_server_is_a_connect_failure(start_server, clients: list[ClientPr
         == f"client: cannot connect to {server.host}:{server.port}: the server is full\n"
     )
     assert done.returncode == 1
+
+
+def test_name_match_and_names_beside_messages(server: Server, clients: list[ClientProc]) -> None:
+    """``--name`` is taken after WELCOME; ``/match`` pairs two client processes; a name
+    the last listing showed is printed beside its id."""
+    ann = start(clients, server, "--name", "ann")
+    ann.expect("welcome: you are client 1")
+    ann.expect("named: others see you as ann")
+    bo = start(clients, server, "--name", "bo")
+    bo.expect("welcome: you are client 2")
+    bo.expect("named: others see you as bo")
+    ann.send("/match")
+    ann.expect("waiting: you are next in line for a partner; /cancel leaves")
+    bo.send("/list")
+    bo.expect("clients: 1 ann waiting, 2 bo free (you)")
+    bo.send("/match")
+    bo.expect("connected: in a session with client 1 ann; /bye ends it")
+    ann.expect("connected: in a session with client 2; /bye ends it")  # ann never listed
+    ann.send("hi bo")
+    bo.expect_match(STAMP + " 1 ann: hi bo")
+    bo.send("/bye")
+    bo.expect("ended: the session with client 1 is over; you are free")
+    ann.expect("ended: the session with client 2 is over; you are free")
+    assert ann.finish()[:2] == (0, ["bye: disconnected"])
+    assert bo.finish()[:2] == (0, ["bye: disconnected"])
+
+
+def test_a_bad_name_is_a_usage_error(server: Server) -> None:
+    done = run_client("", server.host, server.port, "--name", "12")
+    assert done.returncode == 2
+    assert "not a name: '12'" in done.stderr

@@ -114,6 +114,20 @@ def test_connect_across_hosts_gives_the_same_replies_as_on_one(host: Host) -> No
     a2.expect("MSG again")
 
 
+def test_match_and_names_are_not_shared_across_hosts_yet(host: Host) -> None:
+    """Until the line and the names live in Redis, a host decides none of them alone:
+    pairing here a client another host may pair too would break invariant 1."""
+    a, b = host("a"), host("b")
+    a1, b1 = a.client(), b.client()
+    for line in ("MATCH", "MATCH NEW", "CANCEL", "NAME ann", "NAME", "CONNECT ann"):
+        a1.send(line)
+        a1.expect("ERROR UNAVAILABLE")
+    a1.send("NAME 12")  # a bad name is still the worker's to refuse
+    a1.expect("ERROR USAGE NAME [<name>]")
+    assert get(b1) == "CLIENTS 1=FREE 2=FREE"
+    pair(b1, a1)
+
+
 def leave(c: Client) -> None:
     """``#CLOSE#``, and wait for its ``BYE`` (an ``ENDED`` may come first)."""
     c.send("#CLOSE#")

@@ -57,7 +57,12 @@ def test_ping_help_and_blank_lines(server):
     [
         ("CONNECT 99", "ERROR OFFLINE 99"),
         ("CONNECT", "ERROR USAGE CONNECT <id>"),
-        ("CONNECT x", "ERROR USAGE CONNECT <id>"),
+        ("CONNECT x", "ERROR OFFLINE x"),  # a name nobody holds
+        ("CONNECT x!", "ERROR USAGE CONNECT <id>"),
+        ("MATCH later", "ERROR USAGE MATCH [NEW]"),
+        ("CANCEL", "ERROR NOT_WAITING"),
+        ("NAME 12", "ERROR USAGE NAME [<name>]"),
+        ("NAME a+b", "ERROR USAGE NAME [<name>]"),
         ("CONNECT 0", "ERROR USAGE CONNECT <id>"),
         ("CONNECT 1 2", "ERROR USAGE CONNECT <id>"),
         ("GET ALL", "ERROR USAGE GET [FREE]"),

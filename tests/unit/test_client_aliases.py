@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.aliases import ALIASES, Refuse, Send, ShowHelp, help_lines, split_lines, translate
+from client.aliases import (
+    ALIASES,
+    Refuse,
+    Send,
+    ShowHelp,
+    completions,
+    help_lines,
+    split_lines,
+    translate,
+)
 
 
 @pytest.mark.parametrize(
@@ -122,3 +131,51 @@ def test_plain_text_goes_out_unchanged(line: str, busy: bool) -> None:
 @given(st.text().filter(lambda s: "\n" not in s), st.booleans())
 def test_double_slash_sends_one_slash(rest: str, busy: bool) -> None:
     assert translate("//" + rest, busy=busy) == Send("/" + rest)
+
+
+@pytest.mark.parametrize(
+    ("typed", "wire"),
+    [
+        ("/match", "MATCH"),
+        ("/match new", "MATCH new"),
+        ("/MATCH NEW", "MATCH NEW"),
+        ("/cancel", "CANCEL"),
+        ("/name ann", "NAME ann"),
+        ("/name", "NAME"),
+        ("/connect ann", "CONNECT ann"),
+    ],
+)
+def test_match_cancel_and_name_aliases(typed: str, wire: str) -> None:
+    assert translate(typed, busy=False) == Send(wire)
+
+
+@pytest.mark.parametrize("typed", ["/match", "/cancel", "/name ann", "/name"])
+def test_match_cancel_and_name_are_refused_in_a_session(typed: str) -> None:
+    assert isinstance(translate(typed, busy=True), Refuse)
+
+
+def test_optional_argument_aliases_take_at_most_one_word() -> None:
+    assert translate("/name a b", busy=False) == Refuse("usage: /name [<name>]")
+    assert translate("/cancel now", busy=False) == Refuse("usage: /cancel")
+
+
+KNOWN = {1: "", 2: "ann", 12: "Bo", 20: "annie"}
+
+
+@pytest.mark.parametrize(
+    ("before", "offered"),
+    [
+        ("/connect ", ["1", "2", "12", "20", "ann", "annie", "Bo"]),
+        ("/connect 1", ["1", "12"]),
+        ("/connect AN", ["ann", "annie"]),
+        ("/CONNECT b", ["Bo"]),
+        ("/connect  2", ["2", "20"]),
+        ("/connect", []),  # no space yet: the alias itself is being typed
+        ("/connect 1 2", []),  # one argument only
+        ("/list ", []),
+        ("CONNECT ", []),
+        ("hello /connect ", []),
+    ],
+)
+def test_tab_completes_ids_and_names_after_connect_only(before: str, offered: list[str]) -> None:
+    assert completions(before, KNOWN) == offered

@@ -189,9 +189,45 @@ def test_render_never_raises_and_never_breaks_a_line(
         assert len(outputs) == 1
 
 
-@given(st.lists(st.tuples(st.integers(1, 10**6), st.booleans()), max_size=30))
-def test_every_clients_line_renders(entries: list[tuple[int, bool]]) -> None:
-    line = replies.clients_line(sorted(dict(entries).items()))
-    assert len(show(line, table=True)) == max(1, len(dict(entries)) + 1)
+NAMES = st.one_of(st.just(""), st.from_regex(r"[A-Za-z_-][A-Za-z0-9_-]{0,23}", fullmatch=True))
+
+
+@given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(0, 2), NAMES), max_size=30))
+def test_every_clients_line_renders(entries: list[tuple[int, int, str]]) -> None:
+    unique = {cid: (status, name) for cid, status, name in entries}
+    listed = [(cid, status, name) for cid, (status, name) in sorted(unique.items())]
+    line = replies.clients_line(listed)
+    assert replies.parse_reply(line) == replies.Clients(tuple(listed))
+    assert len(show(line, table=True)) == max(1, len(unique) + 1)
     (only,) = show(line)
     assert only[1].startswith("clients: ")
+
+
+@pytest.mark.parametrize(
+    ("line", "tone", "text"),
+    [
+        ("WAITING", Tone.NOTICE, "waiting: you are next in line for a partner; /cancel leaves"),
+        ("CANCELLED", Tone.NOTICE, "cancelled: you left the line; you are free"),
+        ("NAMED ann", Tone.NOTICE, "named: others see you as ann"),
+        ("NAMED", Tone.NOTICE, "named: you have no name now"),
+        ("ERROR WAITING", Tone.ERROR,
+         "error: you are waiting for a partner already; /cancel leaves the line"),
+        ("ERROR NOT_WAITING", Tone.ERROR,
+         "error: you are not waiting for a partner; /match finds one"),
+        ("ERROR OFFLINE bo", Tone.ERROR,
+         "error: no client is called bo; /list shows who is connected"),
+        ("CLIENTS 1=FREE=bo 3=WAITING 7=BUSY=ann", Tone.INFO,
+         "clients: 1 bo free, 3 waiting, 7 ann busy (you)"),
+    ],
+)  # fmt: skip
+def test_match_and_name_lines(line: str, tone: Tone, text: str) -> None:
+    assert show(line) == [(tone, text)]
+
+
+def test_clients_table_has_a_name_column_when_anyone_is_named() -> None:
+    assert show("CLIENTS 1=FREE=bo 7=WAITING 12=BUSY=annabel", table=True) == [
+        (Tone.INFO, "id  name     status"),
+        (Tone.INFO, " 1  bo       FREE"),
+        (Tone.INFO, " 7           WAITING  (you)"),
+        (Tone.INFO, "12  annabel  BUSY"),
+    ]

@@ -187,3 +187,44 @@ def test_any_reply_sequence_keeps_the_view_consistent(lines: list[str], lost: bo
         session.connection_lost()
         assert session.outcome is not Outcome.RUNNING
     assert session.outcome.exit_code in (0, 1, 3)
+
+
+def test_prompt_shows_the_name_and_waiting() -> None:
+    session = ClientSession()
+    feed(session, "WELCOME 7", "NAMED ann")
+    assert session.prompt() == "[7 ann FREE]> "
+    assert feed(session, "WAITING") == [
+        "waiting: you are next in line for a partner; /cancel leaves"
+    ]
+    assert session.prompt() == "[7 ann WAITING]> "
+    feed(session, "CANCELLED")
+    assert session.prompt() == "[7 ann FREE]> "
+    feed(session, "WAITING", "CONNECTED 3")
+    assert session.prompt() == "[7 ann -> 3]> "
+    feed(session, "ENDED 3", "NAMED")
+    assert session.prompt() == "[7 FREE]> "
+
+
+def test_names_from_the_listing_show_beside_ids() -> None:
+    session = ClientSession()
+    feed(session, "WELCOME 7", "CLIENTS 3=FREE=bo 7=FREE=ann 9=BUSY")
+    assert session.names == {3: "bo", 7: "ann", 9: ""}
+    assert session.prompt() == "[7 ann FREE]> "
+    assert feed(session, "CONNECTED 3", "MSG hi") == [
+        "connected: in a session with client 3 bo; /bye ends it",
+        "[12:00:00] 3 bo: hi",
+    ]
+    assert session.prompt() == "[7 ann -> 3 bo]> "
+    assert feed(session, "ENDED 3") == ["ended: the session with client 3 is over; you are free"]
+
+
+def test_a_name_asked_for_is_sent_after_welcome() -> None:
+    session = ClientSession(name="ann")
+    assert session.take_outbox() == []
+    feed(session, "WELCOME 7")
+    assert session.take_outbox() == ["NAME ann"]
+    assert session.take_outbox() == []
+    assert feed(session, "ERROR NAME_TAKEN ann") == [
+        "error: the name ann is taken; pick another with /name <name>"
+    ]
+    assert session.prompt() == "[7 FREE]> "

@@ -11,16 +11,21 @@ from wire.commands import (
     GOODBYE,
     SESSION_HELP,
     VERBS,
+    Cancel,
     Close,
     Connect,
     Get,
     Goodbye,
     Help,
+    Match,
     Message,
+    Name,
     Ping,
     help_lines,
+    name_key,
     parse_busy,
     parse_free,
+    valid_name,
 )
 from wire.errors import ErrorCode, ProtocolError
 
@@ -75,19 +80,26 @@ def refused(line):
         ("GET BUSY", "ERROR USAGE GET [FREE]"),
         ("CONNECT", "ERROR USAGE CONNECT <id>"),
         ("connect", "ERROR USAGE CONNECT <id>"),
-        ("CONNECT a", "ERROR USAGE CONNECT <id>"),
         ("CONNECT 0", "ERROR USAGE CONNECT <id>"),
         ("CONNECT 000", "ERROR USAGE CONNECT <id>"),
-        ("CONNECT -1", "ERROR USAGE CONNECT <id>"),
         ("CONNECT +1", "ERROR USAGE CONNECT <id>"),
         ("CONNECT 1 2", "ERROR USAGE CONNECT <id>"),
         ("CONNECT 1.0", "ERROR USAGE CONNECT <id>"),
-        ("CONNECT 0x5", "ERROR USAGE CONNECT <id>"),
-        ("CONNECT 1_000", "ERROR USAGE CONNECT <id>"),
         ("CONNECT \uff13", "ERROR USAGE CONNECT <id>"),  # fullwidth digit three
         ("CONNECT \u0663", "ERROR USAGE CONNECT <id>"),  # arabic-indic digit three
         ("CONNECT \u00b2", "ERROR USAGE CONNECT <id>"),  # superscript two: isdigit() is True
         ("CONNECT 1234567890123456789", "ERROR USAGE CONNECT <id>"),  # 19 digits
+        ("CONNECT a!", "ERROR USAGE CONNECT <id>"),  # neither an id nor a name
+        ("CONNECT " + "a" * 25, "ERROR USAGE CONNECT <id>"),  # a name too long
+        ("CONNECT \u00e9t\u00e9", "ERROR USAGE CONNECT <id>"),  # letters, but not ASCII
+        ("MATCH x", "ERROR USAGE MATCH [NEW]"),
+        ("MATCH NEW NEW", "ERROR USAGE MATCH [NEW]"),
+        ("CANCEL x", "ERROR USAGE CANCEL"),
+        ("NAME 42", "ERROR USAGE NAME [<name>]"),  # all digits: that is an id
+        ("NAME a b", "ERROR USAGE NAME [<name>]"),
+        ("NAME a.b", "ERROR USAGE NAME [<name>]"),
+        ("NAME " + "a" * 25, "ERROR USAGE NAME [<name>]"),
+        ("NAME \u00c5sa", "ERROR USAGE NAME [<name>]"),
         ("PING x", "ERROR USAGE PING"),
         ("ping PING", "ERROR USAGE PING"),
         ("HELP me", "ERROR USAGE HELP"),
@@ -98,6 +110,42 @@ def test_parse_free_usage_errors(line, reply):
     error = refused(line)
     assert error.code is ErrorCode.USAGE
     assert error.line() == reply
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        ("CONNECT ann", Connect(0, "ann")),
+        ("connect Ann-2_x", Connect(0, "Ann-2_x")),
+        ("CONNECT -1", Connect(0, "-1")),  # not all digits: a name, not an id
+        ("CONNECT 0x5", Connect(0, "0x5")),
+        ("CONNECT " + "z" * 24, Connect(0, "z" * 24)),
+        ("MATCH", Match(False)),
+        ("match new", Match(True)),
+        (" MATCH  NEW ", Match(True)),
+        ("CANCEL", Cancel()),
+        ("cancel", Cancel()),
+        ("NAME ann", Name("ann")),
+        ("name A1", Name("A1")),
+        ("NAME", Name("")),
+        ("NAME _", Name("_")),
+    ],
+)
+def test_parse_free_match_cancel_name_and_connect_by_name(line, command):
+    assert parse_free(line) == command
+
+
+@pytest.mark.parametrize(
+    ("word", "valid"),
+    [("a", True), ("A-b_9", True), ("12a", True), ("12", False), ("", False),
+     ("a" * 24, True), ("a" * 25, False), ("a b", False), ("a=b", False), ("\u00e5", False)],
+)  # fmt: skip
+def test_valid_name(word, valid):
+    assert valid_name(word) is valid
+
+
+def test_names_compare_without_regard_to_case():
+    assert name_key("Ann") == name_key("aNN") != name_key("anna")
 
 
 def test_usage_detail_is_the_verbs_syntax():
@@ -154,7 +202,8 @@ def test_parse_free_never_raises_anything_but_protocol_error(line):
         assert error.code in (ErrorCode.USAGE, ErrorCode.UNKNOWN_COMMAND, ErrorCode.NOT_IN_CHAT)
         assert error.line().startswith(f"ERROR {error.code.value}")
     else:
-        assert result is None or isinstance(result, (Get, Connect, Ping, Help, Close))
+        kinds = (Get, Connect, Match, Cancel, Name, Ping, Help, Close)
+        assert result is None or isinstance(result, kinds)
         if result is None:
             assert line.split() == []
 
@@ -207,10 +256,23 @@ def test_busy_any_text_is_a_message_unless_a_control_line(line):
 
 
 def test_verbs_table():
-    assert list(VERBS) == ["GET", "CONNECT", "PING", "HELP", "#CLOSE#", "#GOODBYE#"]
+    assert list(VERBS) == [
+        "GET",
+        "CONNECT",
+        "MATCH",
+        "CANCEL",
+        "NAME",
+        "PING",
+        "HELP",
+        "#CLOSE#",
+        "#GOODBYE#",
+    ]
     assert [v.syntax for v in VERBS.values()] == [
         "GET [FREE]",
         "CONNECT <id>",
+        "MATCH [NEW]",
+        "CANCEL",
+        "NAME [<name>]",
         "PING",
         "HELP",
         "#CLOSE#",
@@ -230,12 +292,16 @@ def test_help_lines_one_per_verb_then_the_session_line():
 
 def test_help_lines_exact_text():
     assert help_lines() == [
-        "HELP GET [FREE]    list connected clients (FREE: only those free to chat)",
-        "HELP CONNECT <id>  start a one-to-one session with a FREE client",
-        "HELP PING          check that the server answers (PONG)",
-        "HELP HELP          show this list",
-        "HELP #CLOSE#       disconnect (BYE)",
-        "HELP #GOODBYE#     in a session: end it; both of you stay connected and FREE",
+        "HELP GET [FREE]     list connected clients (FREE: only those free to chat)",
+        "HELP CONNECT <id>   start a one-to-one session with a FREE client (or <name>)",
+        "HELP MATCH [NEW]    pair with whoever has waited longest, or wait for the next"
+        " (NEW: not your last partner)",
+        "HELP CANCEL         leave the line MATCH put you in",
+        "HELP NAME [<name>]  take a name others can CONNECT to (none: drop yours)",
+        "HELP PING           check that the server answers (PONG)",
+        "HELP HELP           show this list",
+        "HELP #CLOSE#        disconnect (BYE)",
+        "HELP #GOODBYE#      in a session: end it; both of you stay connected and FREE",
         "HELP in a session every other line goes to your partner as MSG <line>",
     ]
 

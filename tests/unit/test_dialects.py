@@ -17,14 +17,20 @@ from wire.dialects import HELP, LEGACY, LINE
 from wire.errors import ErrorCode, ProtocolError
 from wire.legacy import record
 from wire.replies import (
+    BUSY,
+    FREE,
+    WAITING,
     Bye,
+    Cancelled,
     Clients,
     Connected,
     Ended,
     Error,
     Msg,
+    Named,
     Outage,
     Pong,
+    Waiting,
     Welcome,
     pack,
     parse_reply,
@@ -35,14 +41,18 @@ ids = st.integers(min_value=1, max_value=2**31)
 words = st.text(st.characters(blacklist_categories=["Cc", "Cs", "Zs", "Zl", "Zp"]), min_size=1)
 texts = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\n\r"))
 
+names = st.one_of(st.just(""), st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,23}", fullmatch=True))
 decided = st.one_of(
-    st.builds(Clients, st.lists(st.tuples(ids, st.booleans()), unique_by=lambda e: e[0]).map(
-        lambda entries: tuple(sorted(entries))
-    )),
+    st.builds(Clients, st.lists(
+        st.tuples(ids, st.sampled_from([FREE, BUSY, WAITING]), names), unique_by=lambda e: e[0]
+    ).map(lambda entries: tuple(sorted(entries)))),
     st.builds(Error, st.sampled_from(list(ErrorCode)), st.one_of(st.just(""), words)),
     st.builds(Ended, ids),
     st.just(Bye()),
     st.just(Outage()),
+    st.just(Waiting()),
+    st.just(Cancelled()),
+    st.builds(Named, names),
 )  # fmt: skip
 
 
@@ -60,7 +70,7 @@ def test_a_packed_reply_is_plain_data():
     """Plain tuples, strings and ints pickle in C: no class, no enum on the queue."""
     packed = pack(Error(ErrorCode.BUSY, "4"))
     assert packed == (1, "BUSY", "4")
-    assert pack(Clients(((1, False), (2, True)))) == (0, ((1, False), (2, True)))
+    assert pack(Clients(((1, 0, ""), (2, 1, "")))) == (0, ((1, 0, ""), (2, 1, "")))
 
 
 @given(decided)

@@ -71,9 +71,9 @@ def test_a_nul_in_the_text_cannot_end_it_early():
 
 
 def test_get_reply_by_position_and_cut_to_fit():
-    assert get_reply([(1, False), (3, True)]) == "GET -1 0 -1 1 "
+    assert get_reply([(1, 0, ""), (3, 1, "ann"), (4, 2, "")]) == "GET -1 0 -1 1 0 "
     assert get_reply([]) == "GET -1 "
-    long = get_reply([(i, False) for i in range(1, 500)])
+    long = get_reply([(i, 0, "") for i in range(1, 500)])
     assert len(long.encode()) <= 255 and long.endswith(" ")
 
 

@@ -9,15 +9,18 @@ from hypothesis import strategies as st
 from wire.errors import ErrorCode, ProtocolError
 from wire.replies import (
     Bye,
+    Cancelled,
     Clients,
     Connected,
     Ended,
     Error,
     HelpLine,
     Msg,
+    Named,
     Outage,
     Pong,
     Unknown,
+    Waiting,
     Welcome,
     clients_line,
     parse_reply,
@@ -27,8 +30,8 @@ EXACT = [
     (Welcome(1), "WELCOME 1"),
     (Welcome(10000), "WELCOME 10000"),
     (Clients(()), "CLIENTS"),
-    (Clients(((1, False),)), "CLIENTS 1=FREE"),
-    (Clients(((1, True), (2, True), (3, False))), "CLIENTS 1=BUSY 2=BUSY 3=FREE"),
+    (Clients(((1, 0, ""),)), "CLIENTS 1=FREE"),
+    (Clients(((1, 1, ""), (2, 1, ""), (3, 0, ""))), "CLIENTS 1=BUSY 2=BUSY 3=FREE"),
     (Connected(2), "CONNECTED 2"),
     (Msg("hello world"), "MSG hello world"),
     (Msg(""), "MSG "),
@@ -62,7 +65,7 @@ def test_parse_reply_inverts_line(reply, line):
 
 def test_clients_line():
     assert clients_line([]) == "CLIENTS"
-    assert clients_line(iter([(4, False), (9, True)])) == "CLIENTS 4=FREE 9=BUSY"
+    assert clients_line(iter([(4, 0, ""), (9, 1, "")])) == "CLIENTS 4=FREE 9=BUSY"
 
 
 @pytest.mark.parametrize("code", list(ErrorCode))
@@ -138,12 +141,35 @@ def test_id_replies_round_trip(number, cls):
     assert parse_reply(cls(number).line()) == cls(number)
 
 
-@given(st.dictionaries(ids, st.booleans(), max_size=30))
+names = st.one_of(st.just(""), st.from_regex(r"[A-Za-z_-][A-Za-z0-9_-]{0,23}", fullmatch=True))
+
+
+@given(st.dictionaries(ids, st.tuples(st.integers(0, 2), names), max_size=30))
 def test_clients_round_trips(status):
-    entries = tuple(sorted(status.items()))
+    entries = tuple((cid, state, name) for cid, (state, name) in sorted(status.items()))
     line = Clients(entries).line()
     assert parse_reply(line) == Clients(entries)
-    assert line.split()[1:] == [f"{cid}={'BUSY' if busy else 'FREE'}" for cid, busy in entries]
+    words = ("FREE", "BUSY", "WAITING")
+    assert line.split()[1:] == [
+        f"{cid}={words[state]}" + (f"={name}" if name else "") for cid, state, name in entries
+    ]
+    # a reader of id=STATUS that splits on "=" and takes two fields loses nothing
+    assert [tuple(item.split("=")[:2]) for item in line.split()[1:]] == [
+        (str(cid), words[state]) for cid, state, _ in entries
+    ]
+
+
+def test_waiting_cancelled_and_named_lines():
+    assert [r.line() for r in (Waiting(), Cancelled(), Named("Ann"), Named())] == [
+        "WAITING",
+        "CANCELLED",
+        "NAMED Ann",
+        "NAMED",
+    ]
+    assert parse_reply("CLIENTS 1=FREE 2=BUSY=bo 3=WAITING=x-y") == Clients(
+        ((1, 0, ""), (2, 1, "bo"), (3, 2, "x-y"))
+    )
+    assert parse_reply("CLIENTS 1=LATE") == Unknown("CLIENTS 1=LATE")
 
 
 @given(st.sampled_from(list(ErrorCode)), st.text())

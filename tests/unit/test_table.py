@@ -10,6 +10,7 @@ import pytest
 
 from matchmaker.table import DEFAULT_MAX_CLIENTS, ClientTable, Entry
 from wire.errors import ErrorCode, ProtocolError
+from wire.replies import BUSY, FREE, WAITING
 
 
 def snapshot(table):
@@ -18,7 +19,8 @@ def snapshot(table):
         len(table),
         table.clients(),
         table.clients(free_only=True),
-        sorted((e.id, e.addr, e.peer, e.session) for e in table.entries()),
+        table.line(),
+        sorted((e.id, e.addr, e.peer, e.session, e.name, e.last_peer) for e in table.entries()),
     )
 
 
@@ -50,7 +52,7 @@ def test_register_gives_ids_from_one_with_the_address():
     assert 1 in table and 3 in table and 4 not in table and "1" not in table
     assert table.get(1) is first
     assert table.get(4) is None
-    assert table.clients() == [(1, False), (2, False), (3, False)]
+    assert table.clients() == [(1, FREE, ""), (2, FREE, ""), (3, FREE, "")]
 
 
 def test_smallest_free_id_is_reused_like_file_descriptors():
@@ -59,7 +61,7 @@ def test_smallest_free_id_is_reused_like_file_descriptors():
     assert table.register("b").id == 2
     table.drop(1)
     table.drop(3)
-    assert table.clients() == [(2, False)]
+    assert table.clients() == [(2, FREE, "")]
     assert table.register("c").id == 1
     assert table.register("d").id == 3
     assert table.register("e").id == 4
@@ -115,8 +117,8 @@ def test_connect_pairs_two_free_clients():
     assert session.a is table.get(1) and session.b is table.get(3)
     assert (table.get(1).peer, table.get(1).session) == (3, 1)
     assert (table.get(3).peer, table.get(3).session) == (1, 1)
-    assert table.clients() == [(1, True), (2, False), (3, True)]
-    assert table.clients(free_only=True) == [(2, False)]
+    assert table.clients() == [(1, BUSY, ""), (2, FREE, ""), (3, BUSY, "")]
+    assert table.clients(free_only=True) == [(2, FREE, "")]
 
 
 def test_connect_self():
@@ -161,7 +163,7 @@ def test_two_requesters_for_one_target_only_the_first_pairs():
     table = filled(3)
     table.connect(1, 3)
     assert refused(table, table.connect, 2, 3) == "ERROR BUSY 3"
-    assert table.clients(free_only=True) == [(2, False)]
+    assert table.clients(free_only=True) == [(2, FREE, "")]
 
 
 def test_session_ids_increase_and_are_never_reused():
@@ -279,7 +281,7 @@ def test_goodbye_frees_both_ends(leaver):
     assert ended.b.id == 3 - leaver
     for cid in (1, 2):
         assert (table.get(cid).peer, table.get(cid).session) == (None, 0)
-    assert table.clients() == [(1, False), (2, False), (3, False)]
+    assert table.clients() == [(1, FREE, ""), (2, FREE, ""), (3, FREE, "")]
     assert table.connect(2, 1).id == session.id + 1  # both can pair again
 
 
@@ -315,7 +317,7 @@ def test_drop_free_client():
     entry = table.get(2)
     assert table.drop(2) == (entry, None)
     assert 2 not in table
-    assert table.clients() == [(1, False), (3, False)]
+    assert table.clients() == [(1, FREE, ""), (3, FREE, "")]
 
 
 def test_drop_of_paired_client_ends_the_session_and_frees_the_partner():
@@ -329,7 +331,7 @@ def test_drop_of_paired_client_ends_the_session_and_frees_the_partner():
     assert ended.id == session.id
     assert (ended.a.id, ended.b.id) == (3, 1)  # a is the one that left
     assert (table.get(1).peer, table.get(1).session) == (None, 0)
-    assert table.clients() == [(1, False), (2, False)]
+    assert table.clients() == [(1, FREE, ""), (2, FREE, "")]
     assert table.partner(1, session.id) is None
     assert table.register("new").id == 3
     assert table.get(3).session == 0  # the new holder of id 3 is not in the old session
@@ -355,8 +357,20 @@ def test_clients_free_only_and_ascending():
     table.drop(3)
     table.connect(5, 1)
     table.register("back")  # takes 3
-    assert table.clients() == [(1, True), (2, False), (3, False), (4, False), (5, True), (6, False)]
-    assert table.clients(free_only=True) == [(2, False), (3, False), (4, False), (6, False)]
+    assert table.clients() == [
+        (1, BUSY, ""),
+        (2, FREE, ""),
+        (3, FREE, ""),
+        (4, FREE, ""),
+        (5, BUSY, ""),
+        (6, FREE, ""),
+    ]
+    assert table.clients(free_only=True) == [
+        (2, FREE, ""),
+        (3, FREE, ""),
+        (4, FREE, ""),
+        (6, FREE, ""),
+    ]
     assert table.clients(True) == table.clients(free_only=True)
 
 
@@ -398,3 +412,190 @@ def test_admit_refuses_an_id_someone_holds_and_a_full_table():
         t.admit(3, "c")
     assert full.value.code is ErrorCode.FULL
     assert len(t) == 2
+
+
+# ---- the line of MATCH ----------------------------------------------------------------
+
+
+def test_match_with_nobody_waiting_joins_the_line():
+    table = filled(3)
+    assert table.match(2) is None
+    assert table.line() == [2] and table.waiting(2) and not table.waiting(1)
+    assert table.clients() == [(1, FREE, ""), (2, WAITING, ""), (3, FREE, "")]
+    assert table.clients(free_only=True) == [(1, FREE, ""), (3, FREE, "")]
+
+
+def test_match_pairs_with_whoever_waited_longest():
+    table = filled(4)
+    table.match(1)
+    session = table.match(2)
+    assert session is not None and (session.a.id, session.b.id) == (2, 1)  # a asked
+    assert table.line() == []
+    assert table.match(3) is None
+    assert (table.match(4).a.id, table.get(4).peer) == (4, 3)
+
+
+def test_the_line_is_first_come_first_served():
+    """Two wait at once only when MATCH NEW kept them apart; the longest-waiting goes first."""
+    table = filled(3)
+    table.goodbye(1, table.connect(1, 2).id)
+    assert table.match(1) is None
+    assert table.match(2, new=True) is None  # not with 1, its last partner
+    assert table.line() == [1, 2]
+    assert table.match(3).b.id == 1
+    assert table.line() == [2]
+
+
+def test_match_while_waiting_or_in_a_session_is_refused():
+    table = filled(3)
+    table.match(1)
+    assert refused(table, table.match, 1) == "ERROR WAITING"
+    assert refused(table, table.match, 1, True) == "ERROR WAITING"
+    table.connect(2, 3)
+    assert refused(table, table.match, 2) == "ERROR TALKING 3"
+
+
+def test_cancel_leaves_the_line():
+    table = filled(3)
+    table.match(1)
+    table.cancel(1)
+    assert table.line() == [] and table.match(2) is None  # nobody to pair 2 with
+    assert refused(table, table.cancel, 1) == "ERROR NOT_WAITING"
+    table.connect(1, 3)
+    assert refused(table, table.cancel, 1) == "ERROR TALKING 3"
+
+
+def test_connect_to_a_waiting_client_takes_it_out_of_the_line():
+    table = filled(3)
+    table.match(1)
+    table.connect(2, 1)
+    assert table.line() == [] and table.match(3) is None
+
+
+def test_a_waiting_client_that_connects_leaves_the_line():
+    table = filled(3)
+    table.match(1)
+    table.connect(1, 3)
+    assert table.line() == []
+
+
+def test_a_waiting_client_that_leaves_leaves_the_line():
+    table = filled(2)
+    table.match(1)
+    table.drop(1)
+    assert table.line() == [] and table.match(2) is None
+    assert table.register("new").id == 1  # a newcomer with its id does not wait
+    assert table.line() == [2]
+
+
+def test_match_new_skips_the_last_partner_both_ways():
+    table = filled(3)
+    table.goodbye(1, table.connect(1, 2).id)
+    assert table.get(1).last_peer == (2, 0.0) and table.get(2).last_peer == (1, 0.0)
+    table.match(1, new=True)
+    assert table.match(2) is None  # 1 asked NEW: its last partner is not for it
+    assert table.line() == [1, 2]
+    table.cancel(1)
+    table.cancel(2)
+    table.match(1)
+    assert table.match(2).b.id == 1  # neither asked NEW: last partners may meet again
+
+
+def test_match_new_skips_the_last_partner_not_a_newcomer_with_its_id():
+    table = ClientTable()
+    table.register("a", since=1.0)
+    table.register("b", since=2.0)
+    table.goodbye(1, table.connect(1, 2).id)
+    table.drop(2)
+    assert table.register("c", since=3.0).id == 2
+    table.match(2)
+    assert table.match(1, new=True).b.id == 2
+
+
+def test_a_session_ended_by_leaving_sets_the_last_partner():
+    table = filled(2)
+    table.connect(1, 2)
+    table.drop(2)
+    assert table.get(1).last_peer == (2, 0.0)
+
+
+def test_requeue_puts_a_free_client_back_at_the_head_of_the_line():
+    table = filled(4)
+    table.match(1, new=True)
+    table.connect(2, 1)  # out of the line
+    assert not table.requeue(1)  # in a session: no
+    table.drop(2)
+    table.match(3)
+    assert table.requeue(1) and table.line() == [1, 3] and table.asked_new(1)
+    assert not table.requeue(1)  # never twice
+    assert not table.requeue(9)
+
+
+def test_pair_from_elsewhere_takes_both_out_of_the_line():
+    table = filled(2)
+    table.match(1)
+    table.pair(2, 1, 7)
+    assert table.line() == []
+
+
+# ---- names -------------------------------------------------------------------------------
+
+
+def test_name_is_unique_without_regard_to_case():
+    table = filled(3)
+    table.name(1, "Ann")
+    assert table.named("ann") == table.named("ANN") == 1
+    assert refused(table, table.name, 2, "aNN") == "ERROR NAME_TAKEN aNN"
+    table.name(1, "ANN")  # its own name, in another case
+    assert table.get(1).name == "ANN"
+    assert table.clients() == [(1, FREE, "ANN"), (2, FREE, ""), (3, FREE, "")]
+
+
+def test_renaming_frees_the_old_name_and_no_name_clears_it():
+    table = filled(2)
+    table.name(1, "ann")
+    table.name(1, "bo")
+    assert table.named("ann") is None and table.named("bo") == 1
+    table.name(2, "ann")
+    table.name(1, "")
+    assert table.named("bo") is None and table.get(1).name == ""
+    table.name(1, "")  # none to drop: still fine
+
+
+def test_a_name_is_freed_when_its_holder_leaves():
+    table = filled(2)
+    table.name(1, "ann")
+    table.drop(1)
+    assert table.named("ann") is None
+    table.name(2, "Ann")
+    assert table.register("x").name == ""  # a newcomer with the id has no name
+
+
+def test_names_show_with_every_status():
+    table = filled(4)
+    table.name(1, "a")
+    table.name(3, "c")
+    table.connect(1, 2)
+    table.match(3)
+    assert table.clients() == [(1, BUSY, "a"), (2, BUSY, ""), (3, WAITING, "c"), (4, FREE, "")]
+    assert table.clients(free_only=True) == [(4, FREE, "")]
+
+
+# ---- restore -----------------------------------------------------------------------------
+
+
+def test_restore_takes_names_and_the_line_in_order():
+    table = ClientTable()
+    entries = [Entry(1, "a", name="Ann"), Entry(2, "b"), Entry(3, "c", 4, 9), Entry(4, "d", 3, 9)]
+    assert table.restore(entries, 9, [(2, False), (1, True), (3, False)]) == []
+    assert table.line() == [2, 1]  # 3 is in a session: not waiting
+    assert table.asked_new(1) and not table.asked_new(2)
+    assert table.named("ann") == 1
+    assert table.connect(1, 2).id == 10
+
+
+def test_restore_keeps_a_clashing_name_for_the_lower_id():
+    table = ClientTable()
+    two, one = Entry(2, "b", name="ann"), Entry(1, "a", name="Ann")
+    assert table.restore([two, one], 0) == [two]
+    assert two.name == "" and table.named("ANN") == 1

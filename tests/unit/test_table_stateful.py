@@ -2,9 +2,9 @@
 
 The model keeps, per id, the peer and session the table should hold and
 when the id was given (on a clock that ticks once per rule), plus every
-session id ever given out. Each rule predicts the outcome from the model
-alone and checks the table against it; a refused move must leave the table
-exactly as it was.
+session id ever given out, the line of MATCH, the names and each client's
+last partner. Each rule predicts the outcome from the model alone and checks
+the table against it; a refused move must leave the table exactly as it was.
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ from hypothesis.stateful import (
 
 from matchmaker.table import ClientTable
 from wire.errors import ProtocolError
+from wire.replies import BUSY, FREE, WAITING
 
 MAX_CLIENTS = 6
+
+#: a few names that clash in case, so NAME_TAKEN comes up often
+NAMES = ["", "ann", "Ann", "bo", "BO", "cy"]
 
 
 def snapshot(table):
@@ -33,7 +37,10 @@ def snapshot(table):
         len(table),
         table.clients(),
         table.clients(free_only=True),
-        sorted((e.id, e.addr, e.peer, e.session, e.since) for e in table.entries()),
+        table.line(),
+        sorted(
+            (e.id, e.addr, e.peer, e.session, e.since, e.name, e.last_peer) for e in table.entries()
+        ),
     )
 
 
@@ -45,6 +52,9 @@ class TableMachine(RuleBasedStateMachine):
         self.sessions = []  # every session id given out, in order
         self.addrs = itertools.count()
         self.now = 0.0  # the clock that stamps ids and requests
+        self.line = {}  # id -> asked MATCH NEW, longest-waiting first
+        self.names = {}  # id -> name
+        self.last = {}  # id -> (id, since) of the partner of its last session
 
     def tick(self):
         self.now += 1.0
@@ -106,10 +116,84 @@ class TableMachine(RuleBasedStateMachine):
             return
         result = self.table.connect(requester, target, asked)
         assert (result.a.id, result.b.id) == (requester, target)
+        self.started(result, requester, target)
+
+    def started(self, result, a, b):
         assert all(result.id > old for old in self.sessions)
         self.sessions.append(result.id)
-        self.model[requester][1:3] = [target, result.id]
-        self.model[target][1:3] = [requester, result.id]
+        self.model[a][1:3] = [b, result.id]
+        self.model[b][1:3] = [a, result.id]
+        self.line.pop(a, None)
+        self.line.pop(b, None)
+
+    def ended(self, a, b):
+        self.model[a][1:3] = [None, 0]
+        self.model[b][1:3] = [None, 0]
+        self.last[a] = (b, self.model[b][3])
+        self.last[b] = (a, self.model[a][3])
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def match(self, data):
+        cid = data.draw(st.sampled_from(sorted(self.model)), label="cid")
+        new = data.draw(st.booleans(), label="new")
+        _, peer, session, since = self.model[cid]
+        if session:
+            assert self.expect_refused(self.table.match, cid, new) == f"ERROR TALKING {peer}"
+            return
+        if cid in self.line:
+            assert self.expect_refused(self.table.match, cid, new) == "ERROR WAITING"
+            return
+        me = (cid, since)
+        partner = next(
+            (
+                w
+                for w, w_new in self.line.items()
+                if not (new and self.last.get(cid) == (w, self.model[w][3]))
+                and not (w_new and self.last.get(w) == me)
+            ),
+            None,
+        )
+        result = self.table.match(cid, new)
+        if partner is None:
+            assert result is None
+            self.line[cid] = new
+            return
+        assert result is not None and (result.a.id, result.b.id) == (cid, partner)
+        self.started(result, cid, partner)
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def cancel(self, data):
+        cid = data.draw(st.sampled_from(sorted(self.model)), label="cid")
+        _, peer, session, _ = self.model[cid]
+        if session:
+            assert self.expect_refused(self.table.cancel, cid) == f"ERROR TALKING {peer}"
+        elif cid not in self.line:
+            assert self.expect_refused(self.table.cancel, cid) == "ERROR NOT_WAITING"
+        else:
+            self.table.cancel(cid)
+            del self.line[cid]
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def name(self, data):
+        cid = data.draw(st.sampled_from(sorted(self.model)), label="cid")
+        name = data.draw(st.sampled_from(NAMES), label="name")
+        holder = next((c for c, n in self.names.items() if n.lower() == name.lower()), None)
+        if name and holder not in (None, cid):
+            assert self.expect_refused(self.table.name, cid, name) == f"ERROR NAME_TAKEN {name}"
+            return
+        self.table.name(cid, name)
+        self.names.pop(cid, None)
+        if name:
+            self.names[cid] = name
+
+    @rule(data=st.data())
+    def named(self, data):
+        name = data.draw(st.sampled_from(NAMES[1:]), label="name")
+        holder = next((c for c, n in self.names.items() if n.lower() == name.lower()), None)
+        assert self.table.named(name) == holder
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -129,8 +213,7 @@ class TableMachine(RuleBasedStateMachine):
         ended = self.table.goodbye(cid, session)
         assert ended is not None
         assert (ended.id, ended.a.id, ended.b.id) == (session, cid, peer)
-        self.model[cid][1:3] = [None, 0]
-        self.model[peer][1:3] = [None, 0]
+        self.ended(cid, peer)
 
     @rule(data=st.data())
     def partner(self, data):
@@ -150,15 +233,19 @@ class TableMachine(RuleBasedStateMachine):
             assert self.table.drop(cid) is None
             assert snapshot(self.table) == before
             return
-        addr, peer, session, _ = self.model.pop(cid)
+        addr, peer, session, _ = self.model[cid]
         entry, ended = self.table.drop(cid)
         assert (entry.id, entry.addr) == (cid, addr)
         if session:
             assert ended is not None
             assert (ended.id, ended.a.id, ended.b.id) == (session, cid, peer)
-            self.model[peer][1:3] = [None, 0]
+            self.ended(cid, peer)
         else:
             assert ended is None
+        del self.model[cid]
+        self.line.pop(cid, None)
+        self.names.pop(cid, None)
+        self.last.pop(cid, None)
 
     @rule(data=st.data())
     def admit(self, data):
@@ -180,6 +267,19 @@ class TableMachine(RuleBasedStateMachine):
         assert (entry.id, entry.addr, entry.peer, entry.session) == (cid, addr, None, 0)
         assert entry.since == since
         self.model[cid] = [addr, None, 0, since]
+
+    @rule()
+    def restore(self):
+        """A new matchmaker rebuilds the table from what the workers say: entries with
+        their names, and the line in the order it had."""
+        entries = self.table.entries()
+        line = [(cid, self.table.asked_new(cid)) for cid in self.table.line()]
+        top = max(self.sessions, default=0)
+        before = snapshot(self.table)
+        table = ClientTable(MAX_CLIENTS)
+        assert table.restore(entries, top, line) == []  # no names clash
+        self.table = table
+        assert snapshot(self.table) == before
 
     # ---- invariants -----------------------------------------------------------
 
@@ -214,10 +314,32 @@ class TableMachine(RuleBasedStateMachine):
     def bounded_and_ascending(self):
         assert len(self.table) <= MAX_CLIENTS
         listed = self.table.clients()
-        ids = [cid for cid, _ in listed]
+        ids = [cid for cid, _, _ in listed]
         assert ids == sorted(set(ids))
-        assert listed == [(cid, bool(self.model[cid][2])) for cid in sorted(self.model)]
-        assert self.table.clients(free_only=True) == [(c, False) for c, busy in listed if not busy]
+
+        def status(cid):
+            return BUSY if self.model[cid][2] else WAITING if cid in self.line else FREE
+
+        assert listed == [(c, status(c), self.names.get(c, "")) for c in sorted(self.model)]
+        free = [entry for entry in listed if entry[1] == FREE]
+        assert self.table.clients(free_only=True) == free
+
+    @invariant()
+    def the_line_holds_free_clients_once_in_order(self):
+        assert self.table.line() == list(self.line)
+        for cid in self.line:
+            assert self.model[cid][2] == 0  # never someone in a session
+            assert self.table.waiting(cid)
+
+    @invariant()
+    def names_are_unique_without_regard_to_case(self):
+        names = [e.name.lower() for e in self.table.entries() if e.name]
+        assert len(names) == len(set(names))
+
+    @invariant()
+    def last_partners_are_remembered(self):
+        for entry in self.table.entries():
+            assert entry.last_peer == self.last.get(entry.id)
 
     @invariant()
     def session_ids_strictly_increase(self):
