@@ -7,6 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client.aliases import ALIASES, Refuse, Send, ShowHelp, help_lines, split_lines, translate
+from wire.commands import parse_free
+from wire.errors import ErrorCode, ProtocolError
 
 
 @pytest.mark.parametrize(
@@ -17,7 +19,6 @@ from client.aliases import ALIASES, Refuse, Send, ShowHelp, help_lines, split_li
         ("/free", "GET FREE"),
         ("/connect 3", "CONNECT 3"),
         ("/connect   12  ", "CONNECT 12"),
-        ("/connect abc", "CONNECT abc"),  # the server judges ids: ERROR USAGE
         ("/ping", "PING"),
         ("/bye", "#GOODBYE#"),
         ("/quit", "#CLOSE#"),
@@ -66,6 +67,12 @@ def test_help_sends_help_when_free_and_only_shows_aliases_in_a_session() -> None
         ("/ list", "/ is not a command here; /help lists them, //text sends /text"),
         ("/connect", "usage: /connect <id>"),
         ("/connect 1 2", "usage: /connect <id>"),
+        # not an id, as the server's parser says (it would answer ERROR USAGE)
+        ("/connect x", "usage: /connect <id>"),
+        ("/connect 0", "usage: /connect <id>"),
+        ("/connect -1", "usage: /connect <id>"),
+        ("/connect +5", "usage: /connect <id>"),
+        ("/connect 1.5", "usage: /connect <id>"),
         ("/list all", "usage: /list"),
         ("/quit now", "usage: /quit"),
     ],
@@ -122,3 +129,17 @@ def test_plain_text_goes_out_unchanged(line: str, busy: bool) -> None:
 @given(st.text().filter(lambda s: "\n" not in s), st.booleans())
 def test_double_slash_sends_one_slash(rest: str, busy: bool) -> None:
     assert translate("//" + rest, busy=busy) == Send("/" + rest)
+
+
+@given(st.sampled_from(sorted(ALIASES)), st.text().filter(lambda s: "\n" not in s))
+def test_an_alias_never_sends_what_the_server_would_refuse_as_usage(word: str, rest: str) -> None:
+    """``/connect x`` went out as ``CONNECT x`` and came back ``ERROR USAGE``, though an
+    alias with wrong arguments is refused here and nothing is sent."""
+    action = translate(f"/{word} {rest}", busy=False)
+    line = action.line if isinstance(action, Send) else getattr(action, "send", None)
+    if line is None:
+        return
+    try:
+        parse_free(line)
+    except ProtocolError as exc:
+        assert exc.code is not ErrorCode.USAGE, line
