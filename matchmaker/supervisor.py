@@ -470,7 +470,8 @@ class Supervisor:
             child.process.join()
             if child.due is None and child.process.exitcode not in (0, None):
                 log.info("%s %s", child.role, describe_exit(child.process.exitcode))
-        log.info("stopped")
+        if self.children:  # a port that could not be bound started nothing: its error alone
+            log.info("stopped")
 
     def _second_signal(self) -> bool:
         """A signal soon after the first is the same one delivered twice (``timeout(1)``

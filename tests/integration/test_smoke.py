@@ -1,6 +1,10 @@
+import socket
+import subprocess
+import sys
+
 import pytest
 
-from tests.integration.harness import pair
+from tests.integration.harness import ROOT, TIMEOUT, pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -28,3 +32,22 @@ def test_the_asyncio_loop_serves_too(start_server):
     b.send("#CLOSE#")
     b.expect("BYE")
     a.expect(f"ENDED {b.id}")
+
+
+def test_a_taken_port_prints_its_error_alone():
+    """The server logged ``stopped`` before the real error, though nothing had started."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == f"matchmaker: cannot listen on 127.0.0.1:{port}: Address already in use\n"
