@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
 import queue
 import resource
@@ -497,6 +498,25 @@ class Supervisor:
                 return False
 
 
+def skip_resource_tracker() -> None:
+    """Start children without multiprocessing's resource tracker.
+
+    With the spawn context, starting a child first starts the tracker: one
+    more process (about 13 MB of RSS, and no title of ours for ``ps``) that
+    would unlink the named semaphores and shared memory segments a dead
+    process left behind. The server makes none: its shared memory is
+    ``RawArray``, over a file unlinked as it is made, which the kernel frees
+    with the last process that maps it; its links are pipes. So each child is
+    handed /dev/null where the tracker's pipe would be (anything written
+    there is dropped) and no tracker is started. Were multiprocessing to stop
+    asking ``getfd`` for it, the tracker would simply run again, and the test
+    that every process of the server has its title would say so.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    multiprocessing.resource_tracker.getfd = lambda: null
+
+
 def run(config: Config) -> int:
     setup_logging(config.log_level)
+    skip_resource_tracker()
     return Supervisor(config).run()

@@ -290,7 +290,7 @@ class Server:
 
     def survivors(self) -> list[str]:
         """Processes of the server still running a while after it exited."""
-        deadline = time.monotonic() + 5.0  # multiprocessing's resource tracker exits last
+        deadline = time.monotonic() + 5.0  # a child may still be on its way out
         while True:
             left = []
             for pid in self.pids:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.integration.harness import ROOT, TIMEOUT, pair
+from tests.integration.harness import ROOT, TIMEOUT, pair, title
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -51,3 +51,14 @@ def test_a_taken_port_prints_its_error_alone():
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr == f"matchmaker: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_every_process_of_the_server_has_its_title(server):
+    """multiprocessing's resource tracker ran as one more process, without a title."""
+    titles = sorted(title(p) for p in server.children())
+    assert titles == [
+        "matchmaker: acceptor",
+        "matchmaker: matchmaker",
+        "matchmaker: worker 1",
+        "matchmaker: worker 2",
+    ]
