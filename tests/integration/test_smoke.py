@@ -1,3 +1,4 @@
+import re
 import socket
 import subprocess
 import sys
@@ -62,3 +63,37 @@ def test_every_process_of_the_server_has_its_title(server):
         "matchmaker: worker 1",
         "matchmaker: worker 2",
     ]
+
+
+def shape(line: str) -> str:
+    """A line of the server's output with what changes from run to run taken out."""
+    line = re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \d+ ", "", line)
+    line = re.sub(r"^\S+ INFO \d+ workers", "INFO N workers", line)
+    return re.sub(r"listening on [\d.]+:\d+$", "listening on HOST:PORT", line)
+
+
+def test_the_readme_shows_what_a_start_prints():
+    """The README's transcripts left out the log line printed before ``listening on``."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = "$ python -m matchmaker --port 5000 --legacy-port 5001\n"
+    shown = readme.split(command, 1)[1].split("$ ", 1)[0].splitlines()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "matchmaker", "--host", "127.0.0.1", "--port", "0"]
+        + ["--legacy-port", "0", "--workers", "2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        printed: list[str] = []
+        while not printed or not printed[-1].startswith("listening on"):
+            line = proc.stdout.readline()  # the test's timeout bounds a server that hangs
+            assert line, printed
+            printed.append(line.rstrip("\n"))
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=TIMEOUT)
+    assert [shape(line) for line in printed] == [shape(line) for line in shown]
