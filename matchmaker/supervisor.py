@@ -210,6 +210,10 @@ class Supervisor:
             self.tls_listener = self.bind(cfg.tls_port)
         if cfg.legacy_port is not None:
             self.legacy_listener = self.bind(cfg.legacy_port)
+            # the port bound (``0`` picks one): a worker names it to a legacy client
+            # that came to the line port
+            port = self.legacy_listener.getsockname()[1]
+            cfg = self.config = replace(cfg, legacy_port=port)
         first = next(sock for sock in self._listeners() if sock is not None)
         host, port = first.getsockname()[:2]
         self.load = WorkerLoad(self.ctx, cfg.workers, peers=cfg.max_per_ip > 0)

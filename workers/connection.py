@@ -43,8 +43,9 @@ from ipc import messages as m
 from wire import commands as c
 from wire import replies as r
 from wire.budget import Budget, Pace
-from wire.dialects import HELP, Dialect
+from wire.dialects import Dialect
 from wire.errors import ErrorCode, ProtocolError
+from wire.legacy import RECORD, looks_like_record
 from workers.moving import Moving
 from workers.unconfirmed import Unconfirmed
 
@@ -56,8 +57,9 @@ log = logging.getLogger("workers.connection")
 GO, NEXT_TICK, BACKED_UP, OVER_BUDGET = 0, 1, 2, 3
 
 #: What ``Connection.drain`` says to do with the socket's reading: read on, pause,
-#: close (a bug), or pause until ``budget.due`` (the client is over its budget).
-READ, PAUSE, FAILED, WAIT = 0, 1, 2, 3
+#: close (a bug), pause until ``budget.due`` (the client is over its budget), or
+#: close with a hint (the original client, on the line port: ``Connection.sniff``).
+READ, PAUSE, FAILED, WAIT, WRONG_PORT = 0, 1, 2, 3, 4
 
 #: Lines decoded at once. Checking ``held`` once per batch instead of once per
 #: line keeps a stream's per-line cost where it was; a batch of lines at most
@@ -147,6 +149,8 @@ class Connection:
         "since",
         "crossing",
         "budget",
+        "head",
+        "misdirected",
     )
 
     def __init__(
@@ -185,14 +189,35 @@ class Connection:
         self.crossing = False  # its next line may be a CONNECT that crossed its partner's
         pace = limits.pace
         self.budget = Budget(pace, now) if pace is not None else None  # lines it may send
+        # a line client's first bytes until its first line break (or a record's worth):
+        # the original client's 256-byte records here mean it came to the wrong port
+        self.head: bytes | None = b"" if dialect.name == "line" else None
+        self.misdirected = False
 
     # ---- lines in ----------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> None:
         """Bytes from the client; ``drain`` handles them."""
         self.last_seen = now
-        if not (self.closed or self.leaving):
-            self.decoder.receive(data)
+        if self.closed or self.leaving or self.misdirected:
+            return
+        if self.head is not None:
+            self.sniff(data)
+            if self.misdirected:
+                return
+        self.decoder.receive(data)
+
+    def sniff(self, data: bytes) -> None:
+        """Look at a line client's first bytes: a NUL before the first line break means
+        the original client's records, sent to the line port (``drain`` says so)."""
+        assert self.head is not None
+        head = self.head + data[: RECORD - len(self.head)]
+        if looks_like_record(head):
+            self.misdirected = True
+        elif b"\n" in head or len(head) >= RECORD:
+            self.head = None  # a v1 line: nothing more to look at
+        else:
+            self.head = head
 
     def receive_eof(self) -> bool:
         """The client closed its sending side; whether the socket stays open for replies."""
@@ -242,6 +267,8 @@ class Connection:
         (``PAUSE``), pauses until the budget has room (``WAIT``), or the client
         must go (``FAILED``: a bug).
         """
+        if self.misdirected:
+            return WRONG_PORT
         ready = self.ready
         decoder = self.decoder
         budget = self.budget
@@ -317,7 +344,7 @@ class Connection:
         elif isinstance(command, c.Ping):
             self.write(self.dialect.render(r.Pong()))
         elif isinstance(command, c.Help):
-            self.write(b"".join(map(self.dialect.render, HELP)))
+            self.write(self.dialect.help())
         elif isinstance(command, c.Close):
             self.leave()
         # None: a blank line, ignored
@@ -522,6 +549,9 @@ class Connection:
         Its request is its own here too, under its new key.
         """
         self = cls(key, dialect, limits, effects, now - state.idle)
+        # Not looked at again: its first worker did, from its first byte (one asked for
+        # a session before it sent anything at all moves unexamined).
+        self.head = None
         request = state.request
         self.request = request._replace(key=key) if request is not None else None
         self.cid = state.cid
