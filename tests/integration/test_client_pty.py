@@ -189,6 +189,7 @@ def test_partner_leaving_and_server_outage(server: Server, spawn: Spawn) -> None
 def test_quit_leaves_no_prompt_after_bye(spawn: Spawn) -> None:
     """After /quit a new prompt was drawn, turned into "[closed]>" and left above BYE."""
     a = spawn("--no-color")
+    a.expect_exact("welcome: you are client 1")
     a.expect_exact("[1 FREE]>")
     a.send("/quit\r")
     a.expect_exact("bye: disconnected")
