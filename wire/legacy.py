@@ -153,16 +153,30 @@ def help_records() -> bytes:
     return b"".join(say(line) for line in HELP)
 
 
-def looks_like_record(head: bytes) -> bool:
-    """Whether the first bytes a client sent are a legacy record, not a v1 line.
+def sniff(head: bytes) -> bool | None:
+    """Whether the first bytes a client sent to the line port are the original client's
+    record: ``True``, ``False``, or ``None`` while there are too few bytes to tell.
 
-    The original client's first write is a 256-byte record: its text, a NUL
-    and padding. A v1 line has no NUL before its ``\\n``.
+    The original client writes 256 bytes at once: the text it was given (a
+    line break at its end at most), a NUL, then padding, maybe garbage. So
+    the first 256 bytes must hold a NUL with no line break before it (but
+    one ending the text), and before the NUL some text without control
+    characters. A v1 line ends at its ``\\n`` with no NUL before it.
     """
     head = head[:RECORD]
     nul = head.find(b"\0")
     newline = head.find(b"\n")
-    return nul >= 0 and (newline < 0 or nul < newline)
+    if newline >= 0 and not 0 <= nul <= newline + 1:
+        return False  # a line ended first
+    if len(head) < RECORD:
+        return None
+    if nul < 0:
+        return False
+    try:
+        text = head[:nul].rstrip(b"\r\n").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and all(" " <= c != "\x7f" for c in text)
 
 
 def wrong_port(legacy_port: int | None) -> bytes:

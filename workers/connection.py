@@ -45,7 +45,7 @@ from wire import replies as r
 from wire.budget import Budget, Pace
 from wire.dialects import Dialect
 from wire.errors import ErrorCode, ProtocolError
-from wire.legacy import RECORD, looks_like_record
+from wire.legacy import RECORD, sniff
 from workers.moving import Moving
 from workers.unconfirmed import Unconfirmed
 
@@ -208,16 +208,16 @@ class Connection:
         self.decoder.receive(data)
 
     def sniff(self, data: bytes) -> None:
-        """Look at a line client's first bytes: a NUL before the first line break means
-        the original client's records, sent to the line port (``drain`` says so)."""
+        """Look at a line client's first bytes (``wire.legacy.sniff``): the original
+        client's record on the line port makes ``drain`` say ``WRONG_PORT``."""
         assert self.head is not None
         head = self.head + data[: RECORD - len(self.head)]
-        if looks_like_record(head):
-            self.misdirected = True
-        elif b"\n" in head or len(head) >= RECORD:
-            self.head = None  # a v1 line: nothing more to look at
-        else:
+        verdict = sniff(head)
+        if verdict is None:
             self.head = head
+        else:
+            self.head = None  # told: nothing more to look at
+            self.misdirected = verdict
 
     def receive_eof(self) -> bool:
         """The client closed its sending side; whether the socket stays open for replies."""

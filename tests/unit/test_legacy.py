@@ -14,9 +14,9 @@ from wire.legacy import (
     RecordDecoder,
     get_reply,
     help_records,
-    looks_like_record,
     record,
     records,
+    sniff,
     wrong_port,
 )
 from wire.replies import Connected, Error, Pong, Welcome, parse_reply
@@ -125,21 +125,26 @@ def test_pong_and_help_are_sentences_the_original_client_prints():
 
 
 @pytest.mark.parametrize(
-    ("head", "legacy"),
+    ("head", "verdict"),
     [
         (record("GET"), True),
         (record("CONNECT 3"), True),
-        (b"GET\0", True),
-        (b"\0", True),
+        (record("GET\r\n"), True),  # a line break ending the text
+        (b"GET\0" + bytes(range(1, 253)), True),  # padded with garbage, a \n in it
+        (b"GET\0", None),  # a record comes whole: wait for it
+        (b"GET", None),
+        (b"GET\n\0", None),
         (b"GET\n", False),
-        (b"GET\n\0", False),
-        (b"GET", False),  # nothing to tell yet
-        (b"x" * 256 + b"\0", False),  # no NUL within a record's worth
+        (b"GET\nx\0", False),
         (b"caf\xc3\xa9\r\n", False),
+        (b"x" * 256 + b"\0", False),  # no NUL within a record's worth
+        (bytes(256), False),  # no text
+        (b"\x01\x02" + bytes(254), False),  # control characters are no typed text
+        (b"\xff\xfe" + bytes(254), False),  # nor is what is not UTF-8
     ],
 )
-def test_looks_like_record(head, legacy):
-    assert looks_like_record(head) is legacy
+def test_sniff(head, verdict):
+    assert sniff(head) is verdict
 
 
 def test_the_wrong_port_hint_is_one_record_naming_the_legacy_port():
