@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wire.commands import CLOSE, GOODBYE
+from wire.commands import CLOSE, GOODBYE, parse_free
+from wire.errors import ErrorCode, ProtocolError
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,23 @@ def translate(line: str, *, busy: bool) -> Action:
         return Refuse(f"usage: {alias.syntax}")
     if word.lower() == "help":
         return ShowHelp(None if busy else alias.template)
-    return Send(alias.template.format(*args))
+    wire = alias.template.format(*args)
+    if not _well_formed(wire):
+        return Refuse(f"usage: {alias.syntax}")
+    return Send(wire)
+
+
+def _well_formed(wire: str) -> bool:
+    """Whether the server would take ``wire`` as a command (``/connect x!`` it would not).
+
+    The server's own parser judges, so the alias refuses exactly what the
+    server would answer with ``ERROR USAGE``.
+    """
+    try:
+        parse_free(wire)
+    except ProtocolError as exc:
+        return exc.code is not ErrorCode.USAGE
+    return True
 
 
 def help_lines() -> list[str]:

@@ -274,6 +274,10 @@ async def interact(shell: Shell, options: Options, stop: asyncio.Event) -> None:
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({pump, typing, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
+        if not shell.session.running:
+            # The connection is over (OUTAGE, a dead worker): the prompt goes, so the
+            # last lines on the screen say why, with no prompt left dangling above them.
+            prompt.app.erase_when_done = True
         typing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await typing  # prompt_toolkit puts the terminal back as the task unwinds
@@ -297,8 +301,9 @@ class ConnectCompleter(Completer):
 
 
 async def _type_lines(shell: Shell, prompt: PromptSession[str]) -> None:
-    """Prompt for lines until Ctrl-C or Ctrl-D, sending each; empty lines are skipped."""
-    while shell.session.running:
+    """Prompt for lines until Ctrl-C, Ctrl-D or ``#CLOSE#``, sending each; empty lines
+    are skipped. After ``/quit`` no new prompt is drawn: ``BYE`` is the last line."""
+    while shell.session.running and not shell.session.sent_close:
         try:
             text = await prompt.prompt_async(handle_sigint=False, set_exception_handler=False)
         except (KeyboardInterrupt, EOFError):

@@ -177,6 +177,14 @@ def _port_or_off(text: str) -> int | None:
     return None if text == "off" else _port(text)
 
 
+def _text_or_off(text: str) -> str | None:
+    return None if text == "off" else text
+
+
+#: ``--node``'s default, as ``--help`` shows it: the supervisor names the host so.
+AUTO_NODE = "HOSTNAME:PORT"
+
+
 def _seconds_or_off(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -229,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tls-port",
-        type=_port,
-        default=None,
+        type=_port_or_off,
+        default="off",
         help="also serve protocol v1 over TLS (1.2 or newer) on this port (0 picks a port, "
         "printed as 'tls listening on HOST:PORT'); needs --tls-cert and --tls-key",
     )
@@ -261,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--legacy-port",
-        type=_port,
-        default=None,
+        type=_port_or_off,
+        default="off",
         help="also listen here for the original C++ client (256-byte records; 0 picks a port, "
         "printed as 'legacy listening on HOST:PORT')",
     )
@@ -379,15 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--redis",
-        default=None,
+        type=_text_or_off,
+        default="off",
         metavar="URL",
         help="share one client table with every host started with the same URL "
         "(redis://HOST:PORT/DB; docs/CLUSTER.md); without it this host is on its own",
     )
     parser.add_argument(
         "--node",
-        default=None,
-        help="this host's name in the shared table (default: HOSTNAME:PORT); unique per host",
+        default=AUTO_NODE,
+        help="this host's name in the shared table; unique per host",
     )
     parser.add_argument(
         "--node-ttl",
@@ -411,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metrics-port",
-        type=_port,
-        default=None,
+        type=_port_or_off,
+        default="off",
         help="serve Prometheus metrics over HTTP on this port (GET /metrics; 0 picks a port, "
         "printed as 'metrics listening on HOST:PORT')",
     )
@@ -439,6 +448,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     ns["loop"] = _pick_loop(ns["loop"], parser)
     ns["migrate"] = ns["migrate"] == "on"
     ns["token"] = ""
+    if ns["node"] == AUTO_NODE:
+        ns["node"] = None  # the supervisor names the host once its port is bound
     if ns["node"] is not None and (not ns["node"] or "|" in ns["node"]):
         parser.error("--node: a non-empty name without '|'")
     _check_tls(ns, parser)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
 import queue
 import resource
@@ -233,6 +234,10 @@ class Supervisor:
             self.tls_listener = self.bind(cfg.tls_port)
         if cfg.legacy_port is not None:
             self.legacy_listener = self.bind(cfg.legacy_port)
+            # the port bound (``0`` picks one): a worker names it to a legacy client
+            # that came to the line port
+            port = self.legacy_listener.getsockname()[1]
+            cfg = self.config = replace(cfg, legacy_port=port)
         first = next(sock for sock in self._listeners() if sock is not None)
         host, port = first.getsockname()[:2]
         self.load = WorkerLoad(self.ctx, cfg.workers, peers=cfg.max_per_ip > 0)
@@ -543,7 +548,8 @@ class Supervisor:
             child.process.join()
             if child.due is None and child.process.exitcode not in (0, None):
                 log.info("%s %s", child.role, describe_exit(child.process.exitcode))
-        log.info("stopped")
+        if self.children:  # a port that could not be bound started nothing: its error alone
+            log.info("stopped")
 
     def _second_signal(self) -> bool:
         """A signal soon after the first is the same one delivered twice (``timeout(1)``
@@ -569,6 +575,25 @@ class Supervisor:
                 return False
 
 
+def skip_resource_tracker() -> None:
+    """Start children without multiprocessing's resource tracker.
+
+    With the spawn context, starting a child first starts the tracker: one
+    more process (about 13 MB of RSS, and no title of ours for ``ps``) that
+    would unlink the named semaphores and shared memory segments a dead
+    process left behind. The server makes none: its shared memory is
+    ``RawArray``, over a file unlinked as it is made, which the kernel frees
+    with the last process that maps it; its links are pipes. So each child is
+    handed /dev/null where the tracker's pipe would be (anything written
+    there is dropped) and no tracker is started. Were multiprocessing to stop
+    asking ``getfd`` for it, the tracker would simply run again, and the test
+    that every process of the server has its title would say so.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    multiprocessing.resource_tracker.getfd = lambda: null
+
+
 def run(config: Config) -> int:
     setup_logging(config.log_level, config.log_format, "supervisor")
+    skip_resource_tracker()
     return Supervisor(config).run()

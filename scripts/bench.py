@@ -60,7 +60,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 
@@ -1047,7 +1047,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "scripts/tlsload.py; TLS/plain ratios",
     )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes (default 1)")
-    p.add_argument("--json", type=Path, help="write the JSON lines here instead of stdout")
+    p.add_argument(
+        "--json",
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write the JSON lines to FILE ('-': stdout). Without it they go to stdout "
+        "when it is piped, and nowhere on a terminal, which gets progress and the table",
+    )
     p.add_argument(
         "--py-spy",
         type=Path,
@@ -1176,13 +1183,14 @@ def main(argv: list[str] | None = None) -> int:
     add_ratios(rows)
     if hosts:
         add_host_ratios(rows, one_host.label)
-    out: IO[str] = open(args.json, "w") if args.json else sys.stdout
-    try:
+    json_to = json_destination(args.json, sys.stdout.isatty())
+    if json_to == "-":
         for r in rows:
-            print(json.dumps(r.json(), sort_keys=True), file=out)
-    finally:
-        if args.json:
-            out.close()
+            print(json.dumps(r.json(), sort_keys=True))
+    elif json_to is not None:
+        with open(json_to, "w") as out:
+            for r in rows:
+                print(json.dumps(r.json(), sort_keys=True), file=out)
     print()
     print(f"bench: {' '.join(shlex.quote(a) for a in sys.argv[1:]) or '(defaults)'}")
     print(
@@ -1222,7 +1230,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in host_targets(rows, goal_server):
             mark = {True: "PASS", False: "FAIL", None: "  - "}[t.ok]
             print(f"  {mark}  {t.goal}: {t.measured}")
-    if any(s.label == REF for s in specs):
+    if not hosts:  # those that need the reference say "no ref" without it
         print()
         print(f"targets ({goal_server} vs {REF}):")
         for t in targets(rows, goal_server):
@@ -1264,12 +1272,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cross-worker rows: n/a for {', '.join(sorted(single))} (one process holds all)")
     for f in failed:
         print(f"FAILED: {f}")
+    if json_to is None:
+        print("JSON lines: not written (--json FILE writes them; --json - to stdout)")
+    elif json_to != "-":
+        print(f"JSON lines: {json_to}")
     bad = [r for r in rows if r.first and (r.run.get("lost") or r.run.get("out_of_order"))]
     if bad or failed:
         print(f"server logs: {workdir}")
         return 1
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def json_destination(asked: Path | None, terminal: bool) -> Path | str | None:
+    """Where the JSON lines go: the file asked for, ``"-"`` for stdout (asked, or stdout
+    is piped: a script reads them), or nowhere (a terminal gets the table instead)."""
+    if asked is not None:
+        return "-" if str(asked) == "-" else asked
+    return None if terminal else "-"
 
 
 def tls_main(args: argparse.Namespace, duration: float, warmup: float) -> int:

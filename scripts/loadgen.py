@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from scripts.rules import CLOSE, GOODBYE, Event, Transcript, message
+from scripts.rules import CLOSE, CUTS, GOODBYE, Event, Transcript, message
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,19 +62,41 @@ class Load:
     seconds: float = 0.0
 
 
+@dataclass
+class Tally:
+    """What the load has done so far, counted as it happens (for a progress line)."""
+
+    connections: int = 0
+    #: CONNECTED lines read: two per session between two users
+    connected: int = 0
+    sent: int = 0
+    #: MSG lines read
+    relayed: int = 0
+    #: ERROR lines read
+    errors: int = 0
+    #: connections the server closed after one of ``rules.CUTS`` (``OUTAGE``, ...)
+    cut: int = 0
+
+
 class _Counters:
     def __init__(self) -> None:
         self.uid = 0
         self.born = 0
+        self.tally = Tally()
 
 
 class Conn:
     """One connection: sends and reads lines, records both, keeps the user's belief."""
 
     def __init__(
-        self, uid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        uid: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tally: Tally | None = None,
     ) -> None:
         self.uid = uid
+        self.tally = tally if tally is not None else Tally()
         self.reader = reader
         self.writer = writer
         self.events: list[Event] = []
@@ -102,11 +124,21 @@ class Conn:
             pass  # reset, or a line over the reader's limit: the transcript shows the rest
         self.closed = True
         self.closed_at = time.monotonic()
+        last = [text for kind, text in self.events if kind == "recv"][-1:]
+        if last and last[0] in CUTS:
+            self.tally.cut += 1
         self.news.set()
 
     def seen(self, text: str, counters: _Counters) -> None:
         self.events.append(("recv", text))
         word, _, rest = text.partition(" ")
+        tally = self.tally
+        if word == "MSG":
+            tally.relayed += 1
+        elif word == "CONNECTED":
+            tally.connected += 1
+        elif word == "ERROR":
+            tally.errors += 1
         if word == "WELCOME" and not self.cid:
             self.cid = int(rest)
             counters.born += 1
@@ -125,6 +157,7 @@ class Conn:
         for line in lines:
             self.events.append(("sent", line))
             self.sent += 1
+        self.tally.sent += len(lines)
         self.gone = self.gone or CLOSE in lines
         try:
             self.writer.write("".join(line + "\n" for line in lines).encode())
@@ -204,7 +237,8 @@ class User:
             self.out.transcripts.append(Transcript(uid, 0, 0, (), True))
             self.out.spans[uid] = (opened, time.monotonic())
             return False
-        conn = Conn(uid, reader, writer)
+        conn = Conn(uid, reader, writer, self.counters.tally)
+        self.counters.tally.connections += 1
         self.out.ports[uid] = writer.get_extra_info("sockname")[1]
         pump = asyncio.create_task(conn.pump(self.counters))
         try:
@@ -281,11 +315,18 @@ class User:
         return rng.randint(1, self.plan.clients + 5)  # maybe OFFLINE, maybe BUSY
 
 
-async def load(host: str, port: int | Sequence[int], plan: Plan) -> Load:
+async def load(
+    host: str,
+    port: int | Sequence[int],
+    plan: Plan,
+    progress: Callable[[float, Tally], None] | None = None,
+) -> Load:
     """Run every user of ``plan`` against the server at ``host:port``.
 
     With several ports (the hosts of a cluster), user ``n`` makes all its
     connections to ``port[n % len(port)]``: the users are dealt round robin.
+    ``progress``, if given, is called once a second with the seconds since the
+    start and what the load has done so far.
     """
     ports = [port] if isinstance(port, int) else list(port)
     out = Load()
@@ -293,10 +334,23 @@ async def load(host: str, port: int | Sequence[int], plan: Plan) -> Load:
     started = time.monotonic()
     deadline = started + plan.duration
     users = [User(n, plan, host, ports[n % len(ports)], out, counters) for n in range(plan.clients)]
-    await asyncio.gather(*(u.run(deadline) for u in users))
+    ticker = None
+    if progress is not None:
+        ticker = asyncio.create_task(_tick(progress, started, counters.tally))
+    try:
+        await asyncio.gather(*(u.run(deadline) for u in users))
+    finally:
+        if ticker is not None:
+            ticker.cancel()
     out.seconds = time.monotonic() - started
     out.transcripts.sort(key=lambda t: t.uid)
     return out
+
+
+async def _tick(progress: Callable[[float, Tally], None], started: float, tally: Tally) -> None:
+    while True:
+        await asyncio.sleep(1.0)  # a clock for the display, not a wait for an event
+        progress(time.monotonic() - started, tally)
 
 
 def run_load(

@@ -43,7 +43,7 @@ import psutil
 import redis
 
 from scripts.chaos import ROLES, SIGNALS, Chaos, ChaosPlan, role
-from scripts.loadgen import Load, Plan, load
+from scripts.loadgen import Load, Plan, Tally, load
 from scripts.redisproc import RedisProcess, RedisUsage
 from scripts.rules import CUTS, Report, Transcript, check
 from scripts.sampler import PREFIX, Sample, Sampler, by_title, server_processes
@@ -290,7 +290,7 @@ class Server:
 
     def survivors(self) -> list[str]:
         """Processes of the server still running a while after it exited."""
-        deadline = time.monotonic() + 5.0  # multiprocessing's resource tracker exits last
+        deadline = time.monotonic() + 5.0  # a child may still be on its way out
         while True:
             left = []
             for pid in self.pids:
@@ -364,6 +364,9 @@ def soak(args: argparse.Namespace, logs: list[IO[bytes]]) -> Outcome:
         if store is not None:
             finish_redis(store, out)
     assert out.load is not None
+    if sys.stderr.isatty():
+        print(f"soak: checking {len(out.load.transcripts)} connections against the rules",
+              file=sys.stderr, flush=True)  # fmt: skip
     started = time.monotonic()
     out.report = check(out.load.transcripts)
     out.check_seconds = time.monotonic() - started
@@ -401,12 +404,15 @@ def run(
             halt_on_signals(chaoses)
             for chaos in chaoses:
                 chaos.start()
+        show = Progress(out.plan.duration) if sys.stderr.isatty() else None
         try:
             ports = [s.port for s in servers]
             out.load = asyncio.run(
-                load("127.0.0.1", ports[0] if len(ports) == 1 else ports, out.plan)
+                load("127.0.0.1", ports[0] if len(ports) == 1 else ports, out.plan, show)
             )
         finally:
+            if show is not None:
+                show.done()
             for host in out.hosts:
                 if host.chaos is not None:
                     host.chaos.stop()  # every stopped child continued before anything else
@@ -434,6 +440,36 @@ def run(
             host.end = settle(sampler, host.start)
         if watcher is not None and out.redis is not None:
             out.redis.end_fds = sum(s.fds for s in watcher.sample())
+
+
+class Progress:
+    """One line on a terminal's stderr, rewritten each second while the load runs.
+
+    Rule violations are judged once the load is over (the checker ties every
+    connection's transcript to its partners'), so the line counts what can be
+    told so far: connections cut by the server, which fail the soak too.
+    Nothing of it is written when stderr is not a terminal (CI pipes it).
+    """
+
+    def __init__(self, duration: float) -> None:
+        self.duration = duration
+        self.shown = False
+
+    def __call__(self, elapsed: float, tally: Tally) -> None:
+        line = (
+            f"soak: {elapsed:3.0f}/{self.duration:g} s  connections {tally.connections}"
+            f"  sessions {tally.connected // 2}  lines sent {tally.sent}"
+            f"  relayed {tally.relayed}  errors {tally.errors}  cut {tally.cut}"
+        )
+        sys.stderr.write("\r\x1b[K" + line)
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        """End the line, so what follows starts on its own."""
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def finish_redis(store: RedisProcess, out: Outcome) -> None:

@@ -62,6 +62,8 @@ class Dialect(Protocol):
 
     def msg(self, text: str) -> bytes: ...
 
+    def help(self) -> bytes: ...
+
 
 class LineDialect:
     """Protocol v1 (docs/PROTOCOL.md): one UTF-8 line per reply."""
@@ -82,6 +84,10 @@ class LineDialect:
     @staticmethod
     def msg(text: str) -> bytes:
         return b"MSG " + text.encode() + b"\n"
+
+    @staticmethod
+    def help() -> bytes:
+        return b"".join(LineDialect.render(line) for line in HELP)
 
 
 class LegacyDialect:
@@ -119,13 +125,23 @@ class LegacyDialect:
                 return record(legacy.OUTAGE)
             case Welcome():
                 return b""
-            case Pong() | HelpLine() | Waiting() | Cancelled() | Named() | Unknown():
+            case Pong():
+                return record(legacy.PONG)
+            case HelpLine(text):  # only in words the original client prints: help() below
+                return legacy.say(text)
+            case Waiting() | Cancelled():  # shown in full, as its user's own words are
+                return legacy.say(reply.line())
+            case Named() | Unknown():
                 return record(reply.line())
         raise TypeError(f"no legacy words for {reply!r}")
 
     @staticmethod
     def msg(text: str) -> bytes:
         return records("SEND ", text)
+
+    @staticmethod
+    def help() -> bytes:
+        return legacy.help_records()
 
 
 # the classes themselves are the dialects: their methods are static

@@ -9,6 +9,13 @@ decoder reassembles by 256-byte boundaries.
 The original client reads one record per ``read()`` and drops whatever was
 coalesced behind it, so the server writes each record on its own, paced
 (``workers.output.PacedOutput``); this module only makes the records.
+
+What the original client shows of a record: ``SEND <text>``, and any record
+whose word it does not know, print as a line from its partner: ``(Friend):``
+and the record from its fifth byte on (the v1 line ``WELCOME 1`` reads
+``(Friend): OME 1``). So whatever the server says to it in words of its own
+(``PING``, ``HELP``, the line port's hint) goes in ``SEND`` records, which
+read as plain sentences.
 """
 
 from __future__ import annotations
@@ -109,6 +116,24 @@ CONNECT_ERRORS = {
     ErrorCode.BUSY: "CONNECT BUSY",
     ErrorCode.TALKING: "CONNECT TALK",
 }
+#: The prefix of a record the original client prints as a line of text.
+SAY = "SEND "
+
+#: The reply to ``PING`` on the legacy port.
+PONG = SAY + "PONG"
+
+#: The reply to ``HELP`` on the legacy port, a record per line: its own words only
+#: (no BYE, no MSG, no GET FREE: it never sees those).
+HELP = (
+    "GET: the status of every id from 0 on (0 free, 1 busy, -1 nobody)",
+    "CONNECT <id>: start a session with a free client",
+    "#GOODBYE#: end the session; both of you stay connected",
+    "#CLOSE#: disconnect",
+    "PING: check that the server answers (PONG)",
+    "HELP: this list",
+    "in a session every other line goes to your partner",
+)
+
 INVALID = "INVALID COMMAND"
 TERMINATED = "TERMINATED"
 ABORT = "ABORT"
@@ -118,3 +143,49 @@ OUTAGE = "OUTAGE"
 def error_reply(code: ErrorCode) -> str:
     """What the original client hears for an ``ERROR``; everything else was an invalid command."""
     return CONNECT_ERRORS.get(code, INVALID)
+
+
+def say(text: str) -> bytes:
+    """``text`` in ``SEND`` records: what the original client prints as it is."""
+    return records(SAY, text)
+
+
+def help_records() -> bytes:
+    """The reply to ``HELP``: one ``SEND`` record per line of ``HELP``."""
+    return b"".join(say(line) for line in HELP)
+
+
+def sniff(head: bytes) -> bool | None:
+    """Whether the first bytes a client sent to the line port are the original client's
+    record: ``True``, ``False``, or ``None`` while there are too few bytes to tell.
+
+    The original client writes 256 bytes at once: the text it was given (a
+    line break at its end at most), a NUL, then padding, maybe garbage. So
+    the first 256 bytes must hold a NUL with no line break before it (but
+    one ending the text), and before the NUL some text without control
+    characters. A v1 line ends at its ``\\n`` with no NUL before it.
+    """
+    head = head[:RECORD]
+    nul = head.find(b"\0")
+    newline = head.find(b"\n")
+    if newline >= 0 and not 0 <= nul <= newline + 1:
+        return False  # a line ended first
+    if len(head) < RECORD:
+        return None
+    if nul < 0:
+        return False
+    try:
+        text = head[:nul].rstrip(b"\r\n").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and all(" " <= c != "\x7f" for c in text)
+
+
+def wrong_port(legacy_port: int | None) -> bytes:
+    """What a legacy client that connected to the line port reads before it is closed:
+    one record it prints, naming the port it should use (``None``: there is none)."""
+    if legacy_port is None:
+        where = "it has no port for this client (--legacy-port)"
+    else:
+        where = f"this client connects to port {legacy_port}"
+    return record(f"{SAY}wrong port: this is the server's port for protocol v1; {where}")

@@ -45,8 +45,9 @@ from ipc.counts import COUNTS
 from wire import commands as c
 from wire import replies as r
 from wire.budget import Budget, Pace
-from wire.dialects import HELP, Dialect
+from wire.dialects import Dialect
 from wire.errors import ErrorCode, ProtocolError
+from wire.legacy import RECORD, sniff
 from workers.moving import Moving
 from workers.unconfirmed import Unconfirmed
 
@@ -58,8 +59,9 @@ log = logging.getLogger("workers.connection")
 GO, NEXT_TICK, BACKED_UP, OVER_BUDGET = 0, 1, 2, 3
 
 #: What ``Connection.drain`` says to do with the socket's reading: read on, pause,
-#: close (a bug), or pause until ``budget.due`` (the client is over its budget).
-READ, PAUSE, FAILED, WAIT = 0, 1, 2, 3
+#: close (a bug), pause until ``budget.due`` (the client is over its budget), or
+#: close with a hint (the original client, on the line port: ``Connection.sniff``).
+READ, PAUSE, FAILED, WAIT, WRONG_PORT = 0, 1, 2, 3, 4
 
 #: Lines decoded at once. Checking ``held`` once per batch instead of once per
 #: line keeps a stream's per-line cost where it was; a batch of lines at most
@@ -154,6 +156,8 @@ class Connection:
         "name",
         "waiting",
         "new",
+        "head",
+        "misdirected",
     )
 
     def __init__(
@@ -198,14 +202,35 @@ class Connection:
         # in the line of MATCH since this stamp (its Match.asked), for a new matchmaker
         self.waiting: int | None = None
         self.new = False  # it waits with MATCH NEW
+        # a line client's first bytes until its first line break (or a record's worth):
+        # the original client's 256-byte records here mean it came to the wrong port
+        self.head: bytes | None = b"" if dialect.name == "line" else None
+        self.misdirected = False
 
     # ---- lines in ----------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> None:
         """Bytes from the client; ``drain`` handles them."""
         self.last_seen = now
-        if not (self.closed or self.leaving):
-            self.decoder.receive(data)
+        if self.closed or self.leaving or self.misdirected:
+            return
+        if self.head is not None:
+            self.sniff(data)
+            if self.misdirected:
+                return
+        self.decoder.receive(data)
+
+    def sniff(self, data: bytes) -> None:
+        """Look at a line client's first bytes (``wire.legacy.sniff``): the original
+        client's record on the line port makes ``drain`` say ``WRONG_PORT``."""
+        assert self.head is not None
+        head = self.head + data[: RECORD - len(self.head)]
+        verdict = sniff(head)
+        if verdict is None:
+            self.head = head
+        else:
+            self.head = None  # told: nothing more to look at
+            self.misdirected = verdict
 
     def receive_eof(self) -> bool:
         """The client closed its sending side; whether the socket stays open for replies."""
@@ -255,6 +280,8 @@ class Connection:
         (``PAUSE``), pauses until the budget has room (``WAIT``), or the client
         must go (``FAILED``: a bug).
         """
+        if self.misdirected:
+            return WRONG_PORT
         ready = self.ready
         decoder = self.decoder
         budget = self.budget
@@ -343,7 +370,7 @@ class Connection:
         elif isinstance(command, c.Ping):
             self.write(self.dialect.render(r.Pong()))
         elif isinstance(command, c.Help):
-            self.write(b"".join(map(self.dialect.render, HELP)))
+            self.write(self.dialect.help())
         elif isinstance(command, c.Close):
             self.leave()
         # None: a blank line, ignored
@@ -577,6 +604,9 @@ class Connection:
         Its request is its own here too, under its new key.
         """
         self = cls(key, dialect, limits, effects, now - state.idle)
+        # Not looked at again: its first worker did, from its first byte (one asked for
+        # a session before it sent anything at all moves unexamined).
+        self.head = None
         request = state.request
         self.request = request._replace(key=key) if request is not None else None
         self.cid = state.cid

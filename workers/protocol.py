@@ -21,8 +21,9 @@ from ipc.counts import COUNTS
 from matchmaker.drops import Reason, address, dropped
 from wire.dialects import LINE, Dialect
 from wire.errors import ErrorCode
+from wire.legacy import wrong_port
 from wire.replies import Error
-from workers.connection import FAILED, READ, WAIT, Connection
+from workers.connection import FAILED, READ, WAIT, WRONG_PORT, Connection
 from workers.moving import Moving
 from workers.output import DirectOutput, Output, PacedOutput, unread_input
 
@@ -158,6 +159,16 @@ class ClientProtocol(asyncio.Protocol):
         verdict = core.drain(loop.time())
         if verdict == FAILED:
             self.close(b"", Reason.ERROR, "a bug while handling its line")
+            return
+        if verdict == WRONG_PORT:
+            port = self.host.config.legacy_port
+            log.info(
+                "client %s sent a legacy record to the line port; told it the legacy port "
+                "(%s) and closed it",
+                core.cid or "without an id yet",
+                "off" if port is None else port,
+            )
+            self.close(wrong_port(port))
             return
         transport = self.transport
         if transport is None or core.closed or transport.is_closing():

@@ -21,6 +21,7 @@ from workers.connection import (
     PAUSE,
     READ,
     WAIT,
+    WRONG_PORT,
     Connection,
     Limits,
 )
@@ -407,3 +408,50 @@ def test_a_moving_client_takes_its_budget_along():
     there = Connection.arriving(8, state, LINE, PACED, Effects(), now=500.0)
     assert there.budget is not None and there.budget.allowance(500.0) == 0
     assert there.budget.allowance(500.1) == 1
+
+
+# ---- the original client on the line port -------------------------------------------------
+
+RECORD_GET = b"GET\0" + bytes(range(1, 253))  # as the original pads: junk after the NUL
+
+
+def record_of(text: bytes) -> bytes:
+    return text + bytes(256 - len(text))  # padded with NULs only
+
+
+@pytest.mark.parametrize(
+    ("record", "chunk"),
+    [(RECORD_GET, 256), (record_of(b"GET"), 256), (record_of(b"GET"), 1), (record_of(b"GET"), 3)],
+)
+def test_a_legacy_record_on_the_line_port_is_told_it_came_to_the_wrong_port(record, chunk):
+    """The original client on the line port read WELCOME 1 as "(Friend): OME 1" and then
+    hung: its NUL-padded records never end a line. (It writes a record at once; one that
+    came in pieces with a line break in its padding would be answered as lines meanwhile.)"""
+    conn, effects = client()
+    verdicts = [type_(conn, record[i : i + chunk]) for i in range(0, 256, chunk)]
+    assert verdicts[-1] == WRONG_PORT
+    assert out(conn) == b"" and effects.take() == []  # nothing of it was taken as a line
+
+
+def test_the_same_before_its_id_came():
+    effects = Effects()
+    conn = Connection(1, LINE, LIMITS, effects, now=0.0)
+    conn.receive(RECORD_GET, now=0.5)
+    assert conn.drain() == WRONG_PORT
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"GET\nx\0\n", b"PING\r\n", b"x" * 300 + b"\0\n", b"GET\n" + RECORD_GET],
+)
+def test_a_nul_after_the_first_line_is_no_legacy_record(data):
+    conn, _ = client()
+    assert type_(conn, data) in (READ, PAUSE)
+    assert not conn.misdirected and conn.head is None
+
+
+def test_the_legacy_port_is_not_sniffed():
+    conn, effects = client(dialect=LEGACY)
+    assert type_(conn, RECORD_GET) == READ
+    assert effects.take() == [m.Get(5, False, 1)]
+    assert not conn.misdirected

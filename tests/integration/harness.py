@@ -195,8 +195,8 @@ class Server:
     def wait_survivors(self, timeout: float = TIMEOUT) -> list[psutil.Process]:
         """Children still running ``timeout`` seconds after the server exited.
 
-        multiprocessing's resource tracker exits once it reads EOF from the
-        supervisor, a moment after it; anything else should already be gone.
+        A child still exiting as the supervisor is reaped may linger for a
+        moment; anything else should already be gone.
         """
         deadline = time.monotonic() + timeout
         while (left := self.survivors()) and time.monotonic() < deadline:

@@ -8,7 +8,9 @@ question off instead of waiting for it.
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 
@@ -43,12 +45,61 @@ def spawn(server: Server) -> Iterator[Spawn]:
             encoding="utf-8",
             timeout=TIMEOUT,
         )
+        child.logfile_read = io.StringIO()  # everything it wrote, for screen()
         children.append(child)
         return child
 
     yield start
     for child in children:
         child.close(force=True)
+
+
+CSI = re.compile(r"\x1b\[([?\d;]*)([A-Za-z])")
+
+
+def screen(output: str) -> list[str]:
+    """The lines a terminal shows after ``output``, for the escapes prompt_toolkit writes
+    here: cursor moves (A B C D), erase below (J) and to the end of the line (K); modes
+    and colours change no text. Lines are never wider than the pty, so nothing wraps."""
+    rows: list[list[str]] = [[]]
+    y = x = 0
+    i = 0
+    while i < len(output):
+        match = CSI.match(output, i)
+        if match is not None:
+            i = match.end()
+            args, op = match.groups()
+            n = int(args) if args.isdigit() else 1
+            if op == "A":
+                y = max(0, y - n)
+            elif op == "B":
+                y += n
+            elif op == "C":
+                x += n
+            elif op == "D":
+                x = max(0, x - n)
+            elif op == "J":
+                del rows[y][x:]
+                del rows[y + 1 :]
+            elif op == "K":
+                del rows[y][x:]
+            while len(rows) <= y:
+                rows.append([])
+            continue
+        char = output[i]
+        i += 1
+        if char == "\r":
+            x = 0
+        elif char == "\n":
+            y += 1
+            while len(rows) <= y:
+                rows.append([])
+        elif char >= " ":
+            row = rows[y]
+            row.extend(" " * (x - len(row)))
+            row[x : x + 1] = [char]
+            x += 1
+    return ["".join(row).rstrip() for row in rows]
 
 
 def exit_status(child: pexpect.spawn) -> int:
@@ -126,6 +177,25 @@ def test_partner_leaving_and_server_outage(server: Server, spawn: Spawn) -> None
     a.expect_exact("outage: the server is shutting down")
     a.expect_exact(f"client: the server at {server.host}:{server.port} shut down")
     assert exit_status(a) == 3
+    # no stale "[closed]>" prompt is left, with the notices below it: they end the screen
+    shown = [line for line in screen(a.logfile_read.getvalue()) if line]
+    assert shown[-3:] == [
+        "ended: the session with client 2 is over; you are free",
+        "outage: the server is shutting down",
+        f"client: the server at {server.host}:{server.port} shut down",
+    ]
+
+
+def test_quit_leaves_no_prompt_after_bye(spawn: Spawn) -> None:
+    """After /quit a new prompt was drawn, turned into "[closed]>" and left above BYE."""
+    a = spawn("--no-color")
+    a.expect_exact("welcome: you are client 1")
+    a.expect_exact("[1 FREE]>")
+    a.send("/quit\r")
+    a.expect_exact("bye: disconnected")
+    assert exit_status(a) == 0
+    shown = [line for line in screen(a.logfile_read.getvalue()) if line]
+    assert shown[-2:] == ["[1 FREE]> /quit", "bye: disconnected"]
 
 
 def test_history_and_line_editing(spawn: Spawn) -> None:

@@ -263,7 +263,7 @@ def test_a_legacy_client_chats_with_a_client_of_another_host(host: Host) -> None
     old = LegacyClient(a.host, a.legacy_port)
     a.opened.append(old)  # type: ignore[arg-type]
     old.send("PING")
-    old.expect("PONG")  # answered once it has its id, 1
+    old.expect("SEND PONG")  # answered once it has its id, 1
     y = b.client()
     y.send("CONNECT 1")
     y.expect("CONNECTED 1")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
 
-from tests.integration.harness import Client, LegacyClient, Server, pair
-from wire.commands import help_lines
+from tests.integration.harness import TIMEOUT, Client, LegacyClient, Server, pair
+from wire import legacy as legacy_words
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -130,8 +131,8 @@ def test_records_are_written_one_at_a_time_and_paced(server):
     probe = server.client()
     old, _ = legacy(server, probe)
     old.send("HELP")
-    got = [old.recv() for _ in help_lines()]
-    assert got == help_lines()
+    got = [old.recv() for _ in legacy_words.HELP]
+    assert got == [f"SEND {line}" for line in legacy_words.HELP]
     gaps = [b - a for a, b in zip(old.times, old.times[1:], strict=False)]
     assert min(gaps) > 0.015, gaps  # 20 ms apart, less what the kernel's timing blurs
 
@@ -142,3 +143,58 @@ def test_outage_reaches_legacy_clients(server):
     assert server.stop() == 0
     old.expect("OUTAGE")
     probe.expect("OUTAGE")
+
+
+def test_ping_and_help_answer_in_words_the_original_client_prints(server):
+    """PONG showed as an empty line from "(Friend)" (the original client prints a record
+    from its fifth byte on), and HELP spoke of BYE and MSG, which it never sees."""
+    probe = server.client()
+    old, _ = legacy(server, probe)
+    old.send("PING")
+    old.expect("SEND PONG")
+    old.send("HELP")
+    for line in legacy_words.HELP:
+        old.expect(f"SEND {line}")
+
+
+def everything_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"not closed in time; got {data!r}"
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+@pytest.mark.parametrize("legacy_port", [True, False])
+def test_the_original_client_on_the_line_port_is_told_where_to_go(start_server, legacy_port):
+    """It read WELCOME 1 as "(Friend): OME 1" and then hung: its records end no line."""
+    server = start_server(*(["--legacy-port", "0"] if legacy_port else []))
+    old = LegacyClient(server.host, server.port)  # the line port
+    server.opened.append(old)  # type: ignore[arg-type]
+    welcome = b""
+    while not welcome.endswith(b"\n"):  # as the original client reads it before it types
+        old.sock.settimeout(TIMEOUT)
+        chunk = old.sock.recv(256)
+        assert chunk, welcome
+        welcome += chunk
+    assert welcome == b"WELCOME 1\n"
+    old.send("GET")
+    hint = legacy_words.wrong_port(server.legacy_port if legacy_port else None)
+    assert everything_until_closed(old.sock) == hint
+    if legacy_port:
+        assert f"connects to port {server.legacy_port}".encode() in hint
+    logged = "client 1 sent a legacy record to the line port; told it the legacy port "
+    logged += f"({server.legacy_port if legacy_port else 'off'}) and closed it"
+    assert logged in server.log()
+    line = server.client()  # nobody else is hurt, and the id came back
+    assert line.id == 1

@@ -131,7 +131,7 @@ def test_a_legacy_clients_crossed_connect_is_answered_connect_talk(start_server)
     old.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server.opened.append(old)  # type: ignore[arg-type]
     old.send("PING")
-    old.expect("PONG")  # answered once it has its id: lines wait for it
+    old.expect("SEND PONG")  # answered once it has its id: lines wait for it
     old_id = a.id + 1
     for _ in range(20):
         a.send(f"CONNECT {old_id}")

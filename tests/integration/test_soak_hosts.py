@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from tests.redis_server import require_redis_server
@@ -42,6 +43,26 @@ def test_soak_across_two_hosts_passes_and_shows_redis() -> None:
     assert re.search(r"^rule violations: 0 ", out, re.M), report
     assert "RESULT: PASS" in out, report
     assert run.returncode == 0, report
+    assert "soak: " not in run.stderr, report  # piped: no progress lines
+
+
+@pytest.mark.timeout(60)
+def test_soak_on_a_terminal_shows_progress_each_second() -> None:
+    """A minute of silence at the defaults: now a line a second, rewritten in place."""
+    cmd = ["scripts/soak.sh", "--duration", "3", "--clients", "10", "--workers", "1"]
+    child = pexpect.spawn(
+        "bash", cmd, cwd=str(ROOT), env=_env(), encoding="utf-8", timeout=30, dimensions=(24, 200)
+    )
+    try:
+        for second in (1, 2):
+            child.expect(rf"\r\x1b\[Ksoak: +{second}/3 s  connections \d+  sessions \d+  "
+                         r"lines sent \d+  relayed \d+  errors \d+  cut 0")  # fmt: skip
+        child.expect(r"\r\nsoak: checking \d+ connections against the rules\r\n")
+        child.expect_exact("RESULT: PASS")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
 
 
 def _env() -> dict[str, str]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +15,10 @@ from scripts.bench import (
     Row,
     add_ratios,
     fmt,
+    json_destination,
     latencies_ms,
     median_run,
+    parse_args,
     percentile,
     targets,
 )
@@ -145,3 +151,24 @@ def test_median_run_keeps_the_middle_run_and_sums_correctness():
     assert chosen[0].run["repeats"] == [30.0, 10.0, 20.0]
     single = [[row("w2", "rate", 5.0, lost=0)]]
     assert median_run(single) == single[0] and "repeats" not in single[0][0].run
+
+
+def test_json_lines_go_where_asked_to_stdout_when_piped_and_nowhere_on_a_terminal():
+    """On a terminal the JSON lines (~800 characters each) buried the table."""
+    assert json_destination(None, terminal=True) is None
+    assert json_destination(None, terminal=False) == "-"
+    assert json_destination(Path("-"), terminal=True) == "-"
+    assert json_destination(Path("b.json"), terminal=True) == Path("b.json")
+    assert json_destination(Path("b.json"), terminal=False) == Path("b.json")
+    assert parse_args(["--out", "b.json"]).json == Path("b.json")
+
+
+def test_help_states_each_default_once():
+    """``--help`` once said ``(default 3) (default: None)``."""
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), pytest.raises(SystemExit):
+        parse_args(["--help"])
+    options = re.split(r"\n  (?=-)", text.getvalue())
+    assert len(options) > 20
+    for option in options:
+        assert " ".join(option.split()).count("default") <= 1, option

@@ -16,6 +16,8 @@ from client.aliases import (
     split_lines,
     translate,
 )
+from wire.commands import parse_free
+from wire.errors import ErrorCode, ProtocolError
 
 
 @pytest.mark.parametrize(
@@ -26,7 +28,6 @@ from client.aliases import (
         ("/free", "GET FREE"),
         ("/connect 3", "CONNECT 3"),
         ("/connect   12  ", "CONNECT 12"),
-        ("/connect abc", "CONNECT abc"),  # the server judges ids: ERROR USAGE
         ("/ping", "PING"),
         ("/bye", "#GOODBYE#"),
         ("/quit", "#CLOSE#"),
@@ -75,6 +76,12 @@ def test_help_sends_help_when_free_and_only_shows_aliases_in_a_session() -> None
         ("/ list", "/ is not a command here; /help lists them, //text sends /text"),
         ("/connect", "usage: /connect <id>"),
         ("/connect 1 2", "usage: /connect <id>"),
+        # neither an id nor a name, as the server's parser says (it would answer ERROR USAGE)
+        ("/connect x!", "usage: /connect <id>"),
+        ("/connect " + "n" * 25, "usage: /connect <id>"),
+        ("/connect 0", "usage: /connect <id>"),
+        ("/connect +5", "usage: /connect <id>"),
+        ("/connect 1.5", "usage: /connect <id>"),
         ("/list all", "usage: /list"),
         ("/quit now", "usage: /quit"),
     ],
@@ -179,3 +186,17 @@ KNOWN = {1: "", 2: "ann", 12: "Bo", 20: "annie"}
 )
 def test_tab_completes_ids_and_names_after_connect_only(before: str, offered: list[str]) -> None:
     assert completions(before, KNOWN) == offered
+
+
+@given(st.sampled_from(sorted(ALIASES)), st.text().filter(lambda s: "\n" not in s))
+def test_an_alias_never_sends_what_the_server_would_refuse_as_usage(word: str, rest: str) -> None:
+    """``/connect x`` went out as ``CONNECT x`` and came back ``ERROR USAGE``, though an
+    alias with wrong arguments is refused here and nothing is sent."""
+    action = translate(f"/{word} {rest}", busy=False)
+    line = action.line if isinstance(action, Send) else getattr(action, "send", None)
+    if line is None:
+        return
+    try:
+        parse_free(line)
+    except ProtocolError as exc:
+        assert exc.code is not ErrorCode.USAGE, line

@@ -95,18 +95,19 @@ def test_connected_shows_who_asked_only_in_legacy(peer, requested):
 
 def test_legacy_words_for_every_reply_the_server_makes():
     assert LEGACY.render(Welcome(3)) == b""
-    assert LEGACY.render(Pong()) == record("PONG")
+    assert LEGACY.render(Pong()) == record("SEND PONG")
     assert LEGACY.render(Outage()) == record("OUTAGE")
     for code in (ErrorCode.FULL, ErrorCode.TOO_MANY, ErrorCode.SLOW_CONSUMER, ErrorCode.IDLE):
         assert LEGACY.render(Error(code)) == record("ABORT")
     assert LEGACY.render(Error(ErrorCode.UNKNOWN_COMMAND, "x")) == record("INVALID COMMAND")
-    assert b"".join(map(LEGACY.render, HELP)) == b"".join(record(h.line()) for h in HELP)
+    assert b"".join(map(LEGACY.render, HELP)) == b"".join(record(f"SEND {h.text}") for h in HELP)
 
 
 def test_help_is_one_help_line_per_entry():
     text = b"".join(map(LINE.render, HELP)).decode()
     assert text.splitlines() == [h.line() for h in HELP]
     assert all(line.startswith("HELP ") for line in text.splitlines())
+    assert LINE.help() == b"".join(map(LINE.render, HELP))
 
 
 def test_a_protocol_error_is_its_error_reply():

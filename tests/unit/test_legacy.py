@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from wire.dialects import LEGACY, LINE
 from wire.errors import ErrorCode
-from wire.legacy import RECORD, RecordDecoder, get_reply, record, records
-from wire.replies import Connected, Error, Welcome, parse_reply
+from wire.legacy import (
+    HELP,
+    RECORD,
+    RecordDecoder,
+    get_reply,
+    help_records,
+    record,
+    records,
+    sniff,
+    wrong_port,
+)
+from wire.replies import Connected, Error, Pong, Welcome, parse_reply
 
 
 def rec(text: bytes, pad: bytes = b"") -> bytes:
@@ -92,3 +103,56 @@ def test_dialects_translate_the_matchmaker_answers():
     assert LINE.render(parse_reply("ERROR OFFLINE 9")) == b"ERROR OFFLINE 9\n"
     assert LINE.msg("hi") == b"MSG hi\n"
     assert LINE.render(Connected(3, requested=False)) == b"CONNECTED 3\n"
+
+
+def texts(data):
+    assert len(data) % RECORD == 0
+    return [data[i : i + RECORD].split(b"\0", 1)[0].decode() for i in range(0, len(data), RECORD)]
+
+
+def test_pong_and_help_are_sentences_the_original_client_prints():
+    """It printed PONG as an empty line from "(Friend)" (it shows a record from its fifth
+    byte on), and HELP in the words of protocol v1 (BYE, MSG), which it never sees."""
+    assert LEGACY.render(Pong()) == record("SEND PONG")
+    shown = texts(help_records())
+    assert shown == [f"SEND {line}" for line in HELP]
+    assert LEGACY.help() == help_records()
+    words = " ".join(shown).split()
+    for v1_only in ("BYE", "MSG", "FREE", "PONG)", "ENDED", "CONNECTED", "WELCOME"):
+        assert v1_only not in words
+    for command in ("GET:", "CONNECT", "#GOODBYE#:", "#CLOSE#:", "PING:", "HELP:"):
+        assert command in words
+
+
+@pytest.mark.parametrize(
+    ("head", "verdict"),
+    [
+        (record("GET"), True),
+        (record("CONNECT 3"), True),
+        (record("GET\r\n"), True),  # a line break ending the text
+        (b"GET\0" + bytes(range(1, 253)), True),  # padded with garbage, a \n in it
+        (b"GET\0", None),  # a record comes whole: wait for it
+        (b"GET", None),
+        (b"GET\n\0", None),
+        (b"GET\n", False),
+        (b"GET\nx\0", False),
+        (b"caf\xc3\xa9\r\n", False),
+        (b"x" * 256 + b"\0", False),  # no NUL within a record's worth
+        (bytes(256), False),  # no text
+        (b"\x01\x02" + bytes(254), False),  # control characters are no typed text
+        (b"\xff\xfe" + bytes(254), False),  # nor is what is not UTF-8
+    ],
+)
+def test_sniff(head, verdict):
+    assert sniff(head) is verdict
+
+
+def test_the_wrong_port_hint_is_one_record_naming_the_legacy_port():
+    assert texts(wrong_port(5001)) == [
+        "SEND wrong port: this is the server's port for protocol v1; "
+        "this client connects to port 5001"
+    ]
+    assert texts(wrong_port(None)) == [
+        "SEND wrong port: this is the server's port for protocol v1; "
+        "it has no port for this client (--legacy-port)"
+    ]

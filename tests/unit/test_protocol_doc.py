@@ -141,20 +141,34 @@ def test_help_points_at_the_protocol_document(help_text):
     assert "docs/PROTOCOL.md" in " ".join(help_text.split())
 
 
-@pytest.mark.parametrize(
-    "flag",
-    [
-        "--max-line",
-        "--max-clients",
-        "--sendq",
-        "--port",
-        "--host",
-        "--workers",
-        "--worker-timeout",
-    ],
-)
-def test_help_states_each_default_once(help_text, flag):
-    assert flag_help(help_text, flag).count("(default:") == 1
+def test_help_states_each_default_once(help_text):
+    """``--node`` said ``(default: HOSTNAME:PORT) ... (default: None)``."""
+    flags = re.findall(r"^  (--[a-z-]+)", help_text, re.M)
+    assert len(flags) > 20
+    for flag in flags:
+        assert flag_help(help_text, flag).count("default") == 1, flag
+
+
+def readme_defaults():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = [line.split("|")[1:3] for line in readme.splitlines() if line.startswith("| `--")]
+    return {flag.strip().strip("`"): default.strip().strip("`") for flag, default in rows}
+
+
+def same_default(a, b):
+    a, b = a.lower().removeprefix("the "), b.lower().removeprefix("the ")
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return a == b
+
+
+def test_help_and_the_readme_name_the_same_defaults(help_text):
+    """``--help`` said ``--legacy-port ... (default: None)`` where the README says off."""
+    for flag, default in readme_defaults().items():
+        stated = re.search(r"\(default: ([^)]*)\)", flag_help(help_text, flag))
+        assert stated is not None, flag
+        assert same_default(stated[1], default), (flag, stated[1], default)
 
 
 def test_readme_flag_table_has_every_flag():
