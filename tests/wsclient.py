@@ -97,7 +97,7 @@ class WsClient:
             self.ws.receive_data(None)
         else:
             self.ws.receive_data(data)
-        events = list(self.ws.events())
+        events: list[object] = list(self.ws.events())
         for event in events:
             if isinstance(event, TextMessage):
                 self.partial += event.data
