@@ -352,7 +352,7 @@ class FrameTransport(asyncio.Transport):
         *lines, self.partial = (self.partial + bytes(data)).split(b"\n")
         out = bytearray()
         for line in lines:
-            self.last = line.decode()
+            self.last = line.decode(errors="replace")  # lines are UTF-8: never replaced
             out += ws.send(Message(data=self.last))
         if out:
             self.raw.write(bytes(out))
