@@ -26,8 +26,8 @@ def handoff_pair() -> tuple[socket.socket, socket.socket]:
 
 
 #: The byte sent with a descriptor: which port the connection came in on (protocol v1,
-#: the legacy dialect, protocol v1 over TLS).
-LINE, LEGACY, TLS = b"F", b"L", b"T"
+#: the legacy dialect, protocol v1 over TLS, WebSocket, WebSocket over TLS).
+LINE, LEGACY, TLS, WS, WSS = b"F", b"L", b"T", b"W", b"S"
 
 
 class Dropped(Exception):

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from ipc.counts import COUNTS
-from ipc.fdpass import LEGACY, LINE, TLS, send_fd
+from ipc.fdpass import LEGACY, LINE, TLS, WS, WSS, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
 from ipc.peers import address_key
 from matchmaker.admission import Admission
@@ -185,9 +185,17 @@ class Reserve:
         return True
 
 
+#: What a refused connection of a WebSocket port is told: it speaks HTTP until its
+#: upgrade, so the refusal is an HTTP status with the error line as its text.
+HTTP_REFUSAL = {
+    ErrorCode.FULL: "503 Service Unavailable",
+    ErrorCode.TOO_MANY: "429 Too Many Requests",
+}
+
+
 def full(conn: socket.socket, tag: bytes, why: str) -> None:
     """The log line and the counts of a client about to be refused FULL (``refuse``)."""
-    if tag != TLS:
+    if tag not in (TLS, WSS):
         COUNTS.errors[ErrorCode.FULL.value] += 1
     dropped(Reason.FULL, 0, peer_of(conn), why)
 
@@ -195,14 +203,21 @@ def full(conn: socket.socket, tag: bytes, why: str) -> None:
 def refuse(conn: socket.socket, tag: bytes, code: ErrorCode = ErrorCode.FULL) -> None:
     """Tell the client ``code`` in its port's dialect without waiting; the caller closes it.
 
-    A client of the TLS port is closed without a word: the handshake is a
-    worker's, and plain text would only break it.
+    A client of a TLS port is closed without a word: the handshake is a
+    worker's, and plain text would only break it. One of the WebSocket port
+    gets an HTTP answer (it has sent a request, or is about to).
     """
-    if tag == TLS:
+    if tag in (TLS, WSS):
         return
-    dialect = dialects.LEGACY if tag == LEGACY else dialects.LINE
+    if tag == WS:
+        line = Error(code).line()
+        status = HTTP_REFUSAL.get(code, "503 Service Unavailable")
+        head = f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(line) + 1}"
+        data = f"HTTP/1.1 {status}\r\n{head}\r\nConnection: close\r\n\r\n{line}\n".encode()
+    else:
+        data = (dialects.LEGACY if tag == LEGACY else dialects.LINE).render(Error(code))
     try:
-        conn.send(dialect.render(Error(code)), socket.MSG_DONTWAIT)
+        conn.send(data, socket.MSG_DONTWAIT)
     except OSError:
         pass  # gone already, or its buffer is full: it only misses the reason
 
@@ -251,7 +266,7 @@ class Intake:
             refused = admission.refusal(peer, time.monotonic())
             if refused is not None:
                 reason, why = refused
-                if tag != TLS:
+                if tag not in (TLS, WSS):
                     COUNTS.errors[ErrorCode.TOO_MANY.value] += 1
                 dropped(reason, 0, shown(addr), f"{why}: ERROR TOO_MANY")
                 refuse(conn, tag, ErrorCode.TOO_MANY)
@@ -329,7 +344,8 @@ def serve(
     """Accept on every listener until SIGTERM, or until the supervisor is gone.
 
     ``listeners`` maps each listening socket to the tag its connections carry
-    to the worker (the protocol v1 port, its TLS port, or the legacy port).
+    to the worker (the protocol v1 port, its TLS port, the WebSocket port, or the
+    legacy port).
     The counts for the metrics go to the supervisor over ``control``.
     """
     with selectors.DefaultSelector() as selector:
@@ -357,6 +373,8 @@ def main(spawn: Spawn) -> None:
         if config.max_per_ip or config.accept_rate:
             admission = Admission(config.max_per_ip, config.accept_rate, load.peers, load.received)
         intake = Intake(spawn.handoffs, Placement(config.placement, load), admission)
-        tags = {spawn.listener: LINE, spawn.tls_listener: TLS, spawn.legacy_listener: LEGACY}
+        web = WSS if config.tls_cert is not None else WS  # --tls-cert makes it wss://
+        tags = {spawn.listener: LINE, spawn.tls_listener: TLS, spawn.legacy_listener: LEGACY,
+                spawn.ws_listener: web}  # fmt: skip
         listeners = {sock: tag for sock, tag in tags.items() if sock is not None}
     serve(listeners, intake, parent, spawn.control)

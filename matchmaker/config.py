@@ -59,6 +59,16 @@ DEFAULT_WORKER_TIMEOUT = 5.0
 #: client on the TLS port) holds: one descriptor and a little memory, no id.
 #: asyncio's own default is 60 s, nginx's client_header_timeout (which covers it) 60 s.
 DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
+#: Default for ``--ws-handshake-timeout``: a browser sends its HTTP request in the
+#: first round trip after connecting; the same 10 s as a TLS handshake bounds what a
+#: connection that never sends a whole request holds (one descriptor, no id).
+DEFAULT_WS_HANDSHAKE_TIMEOUT = 10.0
+#: Default for ``--ws-ping-interval``: a ping every 20 s, and a client that has sent
+#: nothing, not even the pong, by the next one is cut: a dead browser tab or a
+#: vanished network is noticed within 40 s, and proxies that drop connections idle
+#: for 30 to 60 s (nginx's proxy_read_timeout is 60 s) see traffic. The `websockets`
+#: library pings every 20 s by default too.
+DEFAULT_WS_PING_INTERVAL = 20.0
 #: Defaults for ``--rate`` and ``--burst``: each client may send 20 lines a second
 #: on average and 60 at once (its bytes: a quarter of ``--max-line`` per line,
 #: ``wire.budget.Pace``). A person types a few lines a second at most; a paste of
@@ -136,6 +146,12 @@ class Config:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
+    #: WebSocket clients and the browser page (``--ws-port``); over TLS with ``--tls-cert``
+    ws_port: int | None = None
+    #: the Origins a browser page may connect from; empty: the page's own origin only
+    ws_origin: tuple[str, ...] = ()
+    ws_handshake_timeout: float = DEFAULT_WS_HANDSHAKE_TIMEOUT
+    ws_ping_interval: float = DEFAULT_WS_PING_INTERVAL
     loop: str = "asyncio"
     log_level: str = "INFO"
     log_format: str = "text"
@@ -215,6 +231,18 @@ def _worker_timeout(text: str) -> float:
     return value
 
 
+def _origin(text: str) -> str:
+    """An origin as browsers send it: ``scheme://host[:port]``, no path; or ``*``."""
+    if text == "*":
+        return text
+    scheme, sep, rest = text.partition("://")
+    if scheme.lower() not in ("http", "https") or not sep or not rest or "/" in rest:
+        raise argparse.ArgumentTypeError(
+            f"an origin is http[s]://HOST[:PORT] with no path, or '*'; not {text}"
+        )
+    return text.lower()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m matchmaker",
@@ -232,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--port",
         type=_port_or_off,
         default=DEFAULTS.port,
-        help="TCP port; 0 picks a free one, 'off' serves none (then --tls-port or "
+        help="TCP port; 0 picks a free one, 'off' serves none (then --tls-port, --ws-port or "
         "--legacy-port is needed). Prints 'listening on HOST:PORT' when ready",
     )
     parser.add_argument(
@@ -246,13 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert",
         default=None,
         metavar="FILE",
-        help="with --tls-port: the server's certificate chain (PEM, leaf first)",
+        help="with --tls-port or --ws-port: the server's certificate chain (PEM, leaf first); "
+        "with --ws-port it makes that port wss:// and https://",
     )
     parser.add_argument(
         "--tls-key",
         default=None,
         metavar="FILE",
-        help="with --tls-port: the private key of --tls-cert (PEM, not encrypted)",
+        help="the private key of --tls-cert (PEM, not encrypted)",
     )
     parser.add_argument(
         "--tls-handshake-timeout",
@@ -260,6 +289,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.tls_handshake_timeout,
         help="with --tls-port: close a connection whose TLS handshake is not done within "
         "this many seconds (it has no id yet)",
+    )
+    parser.add_argument(
+        "--ws-port",
+        type=_port,
+        default=None,
+        help="also serve WebSocket clients at /ws and the browser page at / on this port (0 "
+        "picks a port, printed as 'ws listening on HOST:PORT'); wss:// and https:// with "
+        "--tls-cert",
+    )
+    parser.add_argument(
+        "--ws-origin",
+        type=_origin,
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="with --ws-port: an Origin a browser page may connect to /ws from, as "
+        "http[s]://HOST[:PORT]; repeat for more, '*' for any. Without it only the page's own "
+        "origin may (another gets HTTP 403)",
+    )
+    parser.add_argument(
+        "--ws-handshake-timeout",
+        type=_seconds,
+        default=DEFAULTS.ws_handshake_timeout,
+        help="with --ws-port: close a connection that has not sent a whole HTTP request "
+        "within this many seconds (after its TLS handshake, with --tls-cert)",
+    )
+    parser.add_argument(
+        "--ws-ping-interval",
+        type=_seconds,
+        default=DEFAULTS.ws_ping_interval,
+        help="with --ws-port: ping each WebSocket client this often; one that has sent "
+        "nothing, not even the pong, by the next ping is closed",
     )
     parser.add_argument(
         "--workers",
@@ -453,6 +514,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if ns["node"] is not None and (not ns["node"] or "|" in ns["node"]):
         parser.error("--node: a non-empty name without '|'")
     _check_tls(ns, parser)
+    ns["ws_origin"] = tuple(ns["ws_origin"] or ())
     return Config(**{f.name: ns[f.name] for f in fields(Config)})
 
 
@@ -462,16 +524,21 @@ def _check_tls(ns: dict[str, Any], parser: argparse.ArgumentParser) -> None:
     The files are only checked for being readable here: each worker loads them
     (a bad certificate or key stops the server at start, with the reason logged).
     """
-    if ns["port"] is None and ns["tls_port"] is None and ns["legacy_port"] is None:
-        parser.error("--port off: give --tls-port or --legacy-port, or there is nothing to serve")
-    if ns["tls_port"] is None:
-        if ns["tls_cert"] is not None or ns["tls_key"] is not None:
-            parser.error("--tls-cert and --tls-key need --tls-port")
+    ports = ("port", "tls_port", "ws_port", "legacy_port")
+    if all(ns[port] is None for port in ports):
+        parser.error(
+            "--port off: give --tls-port, --ws-port or --legacy-port, or there is nothing to serve"
+        )
+    certified = ns["tls_cert"] is not None or ns["tls_key"] is not None
+    if ns["tls_port"] is None and not (certified and ns["ws_port"] is not None):
+        if certified:
+            parser.error("--tls-cert and --tls-key need --tls-port or --ws-port")
         return
     for flag in ("tls_cert", "tls_key"):
         name = "--" + flag.replace("_", "-")
         path = ns[flag]
         if path is None:
-            parser.error(f"--tls-port needs {name}")
+            needs = "--tls-port" if ns["tls_port"] is not None else "--tls-cert"
+            parser.error(f"{needs} needs {name}")
         if not os.access(path, os.R_OK) or not os.path.isfile(path):
             parser.error(f"{name}: cannot read {path}")

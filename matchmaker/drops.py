@@ -35,10 +35,18 @@ class Reason(enum.StrEnum):
     ACCEPT_RATE = "accept_rate"
     #: ``--max-clients`` reached, or no worker could take it (``ERROR FULL``)
     FULL = "full"
-    #: its TLS handshake was not done within ``--tls-handshake-timeout``
+    #: its TLS handshake was not done within ``--tls-handshake-timeout``, or its
+    #: WebSocket upgrade request within ``--ws-handshake-timeout``
     HANDSHAKE_TIMEOUT = "handshake_timeout"
-    #: its TLS handshake failed (not TLS at all, no common version, a bad record)
+    #: its TLS handshake failed (not TLS at all, no common version, a bad record), or its
+    #: request to the WebSocket port was no HTTP (HTTP 400)
     HANDSHAKE_FAILED = "handshake_failed"
+    #: its WebSocket upgrade came from a page of an origin not allowed (``--ws-origin``;
+    #: HTTP 403)
+    ORIGIN = "origin"
+    #: a WebSocket client that sent nothing, not even a pong, between two pings
+    #: (``--ws-ping-interval``)
+    NO_PONG = "no_pong"
     #: the server is shutting down (``OUTAGE``)
     STOPPING = "stopping"
     #: it was moving between workers when one died, and its id went to another (``OUTAGE``)

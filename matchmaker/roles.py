@@ -51,10 +51,12 @@ class Spawn:
     #: a worker's index, from 0
     slot: int = -1
     #: the acceptor: the listening sockets (none with ``--port off``; the legacy one only
-    #: with ``--legacy-port``, the TLS one only with ``--tls-port``)
+    #: with ``--legacy-port``, the TLS one only with ``--tls-port``, the WebSocket one only
+    #: with ``--ws-port``)
     listener: socket.socket | None = None
     legacy_listener: socket.socket | None = None
     tls_listener: socket.socket | None = None
+    ws_listener: socket.socket | None = None
     #: the acceptor: every worker's end of its hand-off channel; a worker: its own end
     handoffs: list[socket.socket] = field(default_factory=list)
     #: the matchmaker: its ends of every worker's link, by index; a worker: its own ends

@@ -133,6 +133,7 @@ class Supervisor:
         self.listener: socket.socket | None = None
         self.legacy_listener: socket.socket | None = None
         self.tls_listener: socket.socket | None = None
+        self.ws_listener: socket.socket | None = None
         self.handoff_ends: list[socket.socket] = []
         self.stopping_since = 0.0
         self.load: WorkerLoad | None = None
@@ -227,11 +228,14 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         self.raise_fd_limit()  # the children inherit it
-        # plain, then TLS, then legacy: the first one bound names the host (``--node``)
+        # plain, then TLS, then WebSocket, then legacy: the first one bound names the host
+        # (``--node``)
         if cfg.port is not None:
             self.listener = self.bind(cfg.port)
         if cfg.tls_port is not None:
             self.tls_listener = self.bind(cfg.tls_port)
+        if cfg.ws_port is not None:
+            self.ws_listener = self.bind(cfg.ws_port)
         if cfg.legacy_port is not None:
             self.legacy_listener = self.bind(cfg.legacy_port)
             # the port bound (``0`` picks one): a worker names it to a legacy client
@@ -276,6 +280,7 @@ class Supervisor:
                 listener=self.listener,
                 legacy_listener=self.legacy_listener,
                 tls_listener=self.tls_listener,
+                ws_listener=self.ws_listener,
                 handoffs=[a for a, _ in pairs],
             )
         )
@@ -288,7 +293,7 @@ class Supervisor:
             self.serve_metrics(cfg.metrics_host, cfg.metrics_port)
         # the plain port's line last: whoever waits for it knows the others by then
         for prefix, sock in (("legacy ", self.legacy_listener), ("tls ", self.tls_listener),
-                             ("", self.listener)):  # fmt: skip
+                             ("ws ", self.ws_listener), ("", self.listener)):  # fmt: skip
             if sock is not None:
                 print(f"{prefix}listening on {host}:{sock.getsockname()[1]}", flush=True)
 
@@ -305,7 +310,7 @@ class Supervisor:
         print(f"metrics listening on {shown}:{self.metrics.server_port}", flush=True)
 
     def _listeners(self) -> tuple[socket.socket | None, ...]:
-        return (self.listener, self.tls_listener, self.legacy_listener)
+        return (self.listener, self.tls_listener, self.ws_listener, self.legacy_listener)
 
     # ---- signals ------------------------------------------------------------------
 

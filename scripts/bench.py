@@ -441,6 +441,7 @@ class Server:
             )
         self.host, self.port = HOST, 0
         self.tls_port = 0  # with --tls-port: printed before the plain port
+        self.ws_port = 0  # with --ws-port: the same
         try:
             reader = benchload.LineReader(self.proc, f"server {spec.label}")
             deadline = time.monotonic() + START_TIMEOUT
@@ -448,6 +449,8 @@ class Server:
                 line = reader.line(deadline)
                 if line.startswith("tls listening on "):
                     self.tls_port = int(line.rpartition(":")[2])
+                if line.startswith("ws listening on "):
+                    self.ws_port = int(line.rpartition(":")[2])
                 if line.startswith("listening on "):
                     host, _, port_text = line.split()[-1].rpartition(":")
                     self.host, self.port = host.strip("[]"), int(port_text)
@@ -1046,6 +1049,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only pingpong 32 and stream 32, plain and over TLS (--tls-port), driven by "
         "scripts/tlsload.py; TLS/plain ratios",
     )
+    p.add_argument(
+        "--ws",
+        action="store_true",
+        help="only pingpong 32 and stream 32, plain and over WebSocket (--ws-port), driven by "
+        "scripts/tlsload.py; ws/plain ratios",
+    )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes (default 1)")
     p.add_argument(
         "--json",
@@ -1075,7 +1084,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (1.0 if args.quick else 3.0)
     warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 0.5)
     hosts = args.hosts
-    if args.tls:
+    if args.tls or args.ws:
         return tls_main(args, duration, warmup)
     if hosts == 1 or hosts < 0:
         raise SystemExit("--hosts needs 2 hosts or more")
@@ -1293,7 +1302,8 @@ def json_destination(asked: Path | None, terminal: bool) -> Path | str | None:
 
 
 def tls_main(args: argparse.Namespace, duration: float, warmup: float) -> int:
-    """``--tls``: plain and TLS rows from one server, the TLS/plain ratio beside each."""
+    """``--tls`` (``--ws``): plain and TLS (WebSocket) rows from one server, the TLS/plain
+    (ws/plain) ratio beside each."""
     import asyncio
     import ssl
 
@@ -1310,19 +1320,23 @@ def tls_main(args: argparse.Namespace, duration: float, warmup: float) -> int:
     trusting = ssl.create_default_context()
     ca.configure_trust(trusting)
     extra = ["--tls-port", "0", "--tls-cert", str(cert), "--tls-key", str(key)]
+    other = "tls"
+    if args.ws:  # the WebSocket port, plain (ws://)
+        extra, other = ["--ws-port", "0"], "ws"
     spec = matchmaker_spec(args.workers, 10000, [*extra, *shlex.split(args.server_args)])
     rows: list[Row] = []
     for workload, unit in (("pingpong", "rt/s"), ("stream", "lines/s")):
         for placement in ("same", "cross"):
-            for label, tls in (("plain", None), ("tls", trusting)):
+            for label in ("plain", other):
+                tls = trusting if label == "tls" else None
                 rates = []
                 for _ in range(args.repeat):
                     server = Server(spec, workdir)  # a fresh one for every run, as above
                     try:
-                        port = server.tls_port if tls else server.port
+                        ports = {"plain": server.port, "tls": server.tls_port, "ws": server.ws_port}
                         tally, took = asyncio.run(
-                            tlsload.run(server.host, port, server.pid, tls, workload, 32,
-                                        placement, warmup, duration)
+                            tlsload.run(server.host, ports[label], server.pid, tls, workload, 32,
+                                        placement, warmup, duration, web=label == "ws")
                         )  # fmt: skip
                     finally:
                         server.stop()
@@ -1339,12 +1353,12 @@ def tls_main(args: argparse.Namespace, duration: float, warmup: float) -> int:
     print()
     print(f"bench: {' '.join(shlex.quote(a) for a in sys.argv[1:])}")
     print(f"{duration:g} s measured after {warmup:g} s warmup per row; load: scripts/tlsload.py")
-    head = ("workload", "placement", "metric", "plain", "tls", "tls/plain")
+    head = ("workload", "placement", "metric", "plain", other, f"{other}/plain")
     print(f"{head[0]:<12} {head[1]:<9} {head[2]:<6} {head[3]:>10} {head[4]:>10} {head[5]:>9}")
     for r in rows:
         if r.server != "plain":
             continue
-        t = next(x for x in rows if x.server == "tls" and x.key == r.key)
+        t = next(x for x in rows if x.server == other and x.key == r.key)
         print(f"{r.workload + ' 32':<12} {r.placement:<9} {r.metric:<6} {fmt(r.value):>10} "
               f"{fmt(t.value):>10} {fmt_ratio(ratio(t.value, r.value)):>9}")  # fmt: skip
     shutil.rmtree(workdir, ignore_errors=True)

@@ -1,8 +1,10 @@
-"""``bench.py --tls``'s load generator: pingpong and stream pairs in Python, plain or over TLS.
+"""``bench.py --tls`` and ``--ws``'s load generator: pingpong and stream pairs in Python,
+plain, over TLS, or over WebSocket.
 
-The C helper of ``scripts.benchload`` drives plain sockets and speaks no TLS, so
-the TLS rows are driven from one asyncio loop here, and so are plain rows
-beside them: the ratio TLS/plain compares two runs of this same load
+The C helper of ``scripts.benchload`` drives plain sockets and speaks neither
+TLS nor WebSocket, so those rows are driven from one asyncio loop here, and so
+are plain rows beside them: the ratio TLS/plain (or ws/plain) compares two runs
+of this same load
 generator, never a Python-driven row with a C-driven one. Its own cost per
 line is that of an asyncio client, so the absolute numbers are lower than the
 C-driven table's; the ratio is what the rows are for. Clients are placed and
@@ -16,6 +18,9 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass, field
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Message, Request, TextMessage
 
 from scripts import benchload
 
@@ -36,6 +41,48 @@ class End:
     def send(self, text: str) -> None:
         self.writer.write(text.encode() + b"\n")
 
+    def send_lines(self, texts: list[str]) -> None:
+        self.writer.write(b"".join(text.encode() + b"\n" for text in texts))
+
+
+class WsEnd(End):
+    """An end over a WebSocket: one text frame per line each way (wsproto, as the server)."""
+
+    ws: WSConnection
+    texts: list[bytes]
+
+    async def upgrade(self, host: str) -> None:
+        self.ws, self.texts = WSConnection(ConnectionType.CLIENT), []
+        self.writer.write(self.ws.send(Request(host=host, target="/ws")))
+        while not any(isinstance(e, AcceptConnection) for e in await self._events()):
+            pass
+
+    async def _events(self) -> list[object]:
+        data = await asyncio.wait_for(self.reader.read(65536), benchload.REPLY_TIMEOUT)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.ws.receive_data(data)
+        events: list[object] = list(self.ws.events())
+        partial = b""
+        for event in events:
+            if isinstance(event, TextMessage):
+                partial += event.data.encode()
+                if event.message_finished:
+                    self.texts.append(partial + b"\n")
+                    partial = b""
+        return events
+
+    async def line(self) -> bytes:
+        while not self.texts:
+            await self._events()
+        return self.texts.pop(0)
+
+    def send(self, text: str) -> None:
+        self.writer.write(self.ws.send(Message(data=text)))
+
+    def send_lines(self, texts: list[str]) -> None:
+        self.writer.write(b"".join(self.ws.send(Message(data=text)) for text in texts))
+
 
 @dataclass
 class Tally:
@@ -51,12 +98,14 @@ def stamp(seq: int) -> str:
     return f"{seq} {time.perf_counter_ns()}".ljust(TEXT, ".")
 
 
-async def connect(host: str, port: int, tls: ssl.SSLContext | None) -> End:
+async def connect(host: str, port: int, tls: ssl.SSLContext | None, web: bool = False) -> End:
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, port, ssl=tls, server_hostname="localhost" if tls else None),
         benchload.REPLY_TIMEOUT,
     )
-    end = End(reader, writer, 0, writer.get_extra_info("sockname")[1])
+    end = (WsEnd if web else End)(reader, writer, 0, writer.get_extra_info("sockname")[1])
+    if isinstance(end, WsEnd):
+        await end.upgrade(f"{host}:{port}")
     word, _, cid = (await end.line()).decode().strip().partition(" ")
     if word != "WELCOME":
         raise RuntimeError(f"expected WELCOME, got {word} {cid}")
@@ -65,10 +114,16 @@ async def connect(host: str, port: int, tls: ssl.SSLContext | None) -> End:
 
 
 async def open_pairs(
-    host: str, port: int, pid: int, tls: ssl.SSLContext | None, count: int, kind: str
+    host: str,
+    port: int,
+    pid: int,
+    tls: ssl.SSLContext | None,
+    count: int,
+    kind: str,
+    web: bool = False,
 ) -> list[tuple[End, End]]:
     """``count`` pairs in sessions, both ends on one worker (same) or on two (cross)."""
-    ends = [await connect(host, port, tls) for _ in range(2 * count + 2)]
+    ends = [await connect(host, port, tls, web) for _ in range(2 * count + 2)]
     where = benchload.holders_of(pid, port, {e.port for e in ends}, "the server")
     plan = benchload.plan_pairs([where[e.port] for e in ends], count, kind)
     if plan is None:
@@ -130,7 +185,7 @@ async def stream(a: End, b: End, tally: Tally, stop: asyncio.Event) -> None:
         await room.wait()
         room.clear()
         burst = window - (sent - received)
-        a.writer.write(b"".join(stamp(sent + i + 1).encode() + b"\n" for i in range(burst)))
+        a.send_lines([stamp(sent + i + 1) for i in range(burst)])
         sent += burst
         await a.writer.drain()
     a.send("END")
@@ -147,9 +202,11 @@ async def run(
     kind: str,
     warmup: float,
     duration: float,
+    web: bool = False,
 ) -> tuple[Tally, float]:
-    """One workload; the tally of its measured ``duration`` and the seconds it really took."""
-    pairs = await open_pairs(host, port, pid, tls, count, kind)
+    """One workload; the tally of its measured ``duration`` and the seconds it really took
+    (``web``: over WebSocket)."""
+    pairs = await open_pairs(host, port, pid, tls, count, kind, web)
     tally, stop = Tally(), asyncio.Event()
     drive = pingpong if workload == "pingpong" else stream
     tasks = [asyncio.create_task(drive(a, b, tally, stop)) for a, b in pairs]

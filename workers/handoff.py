@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from ipc.fdpass import LEGACY, TLS, Dropped, recv_tagged
+from ipc.fdpass import LEGACY, TLS, WS, WSS, Dropped, recv_tagged
 from matchmaker.proc import Tally
 from wire import dialects
 from wire.dialects import Dialect
@@ -27,13 +27,14 @@ BATCH = 256
 class Handoffs:
     """Reads the hand-off channel; each socket goes to ``adopt``, each hand-over is counted.
 
-    ``adopt`` gets the socket, the dialect of its port, and whether that port is TLS.
+    ``adopt`` gets the socket, the dialect of its port, whether that port is TLS,
+    and whether it is a WebSocket port.
     """
 
     def __init__(
         self,
         channel: socket.socket,
-        adopt: Callable[[socket.socket, Dialect, bool], None],
+        adopt: Callable[[socket.socket, Dialect, bool, bool], None],
         counted: Callable[[], None],
     ) -> None:
         self.channel = channel
@@ -64,7 +65,8 @@ class Handoffs:
             taken += 1
             try:  # adopted first: the acceptor may count it as the worker's once counted
                 dialect = dialects.LEGACY if tag == LEGACY else dialects.LINE
-                self.adopt(socket.socket(fileno=fd), dialect, tag == TLS)
+                tls, web = tag in (TLS, WSS), tag in (WS, WSS)
+                self.adopt(socket.socket(fileno=fd), dialect, tls, web)
             finally:
                 self.counted()
         return True

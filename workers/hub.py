@@ -36,6 +36,8 @@ from workers.moving import Moving
 from workers.output import reset
 from workers.protocol import ClientProtocol
 from workers.tls import handshake_failure, server_context, timed_out
+from workers.webpage import Page
+from workers.websocket import Upgrade
 
 log = logging.getLogger("workers.hub")
 
@@ -98,10 +100,13 @@ class Hub:
         # what a new matchmaker, told of a landing client in the hello, said to it early
         self.waiting_for: dict[int, list[m.ToWorker]] = {}
         self.moving: dict[int, list[tuple[ClientProtocol, int]]] = {}  # by worker, this batch
-        self.tls: ssl.SSLContext | None = None  # the TLS port's, with --tls-port
-        if config.tls_port is not None:
-            assert config.tls_cert is not None and config.tls_key is not None
+        self.tls: ssl.SSLContext | None = None  # the TLS port's, and wss:// with --ws-port
+        if config.tls_cert is not None:
+            assert config.tls_key is not None
             self.tls = server_context(config.tls_cert, config.tls_key)
+        # --ws-port: the page it serves, and its connections not yet upgraded
+        self.page = Page.load() if config.ws_port is not None else Page(b"", "")
+        self.upgrading: set[Upgrade] = set()
 
     def can_move(self, mover: Mover) -> None:
         """Clients may move to other workers from now on, and arrive from them."""
@@ -113,11 +118,14 @@ class Hub:
 
     # ---- connections ------------------------------------------------------------------
 
-    def adopt(self, sock: socket.socket, dialect: Dialect = LINE, tls: bool = False) -> None:
+    def adopt(
+        self, sock: socket.socket, dialect: Dialect = LINE, tls: bool = False, web: bool = False
+    ) -> None:
         """Serve a socket the acceptor handed over, in the dialect of the port it came in on.
 
-        A socket of the TLS port is served once its handshake is done; only then
-        does it ask for an id.
+        A socket of the TLS port is served once its handshake is done, one of the
+        WebSocket port once it has upgraded (``workers.websocket``); only then
+        does it ask for an id. Both are pinned to this worker.
         """
         sock.setblocking(False)
         try:
@@ -130,6 +138,12 @@ class Hub:
             pass
         key = next(self._keys)
         self._seat(key, sock)
+        if web:
+            secure = tls and self.tls is not None
+            client = ClientProtocol(self, key, LINE, pinned=True)
+            upgrade = lambda: Upgrade(self, key, client, secure)  # noqa: E731
+            self._serve(sock, key, upgrade, tls=self.tls if secure else None)
+            return
         if tls and self.tls is not None:
             factory = lambda: ClientProtocol(self, key, dialect, pinned=True)  # noqa: E731
             self._serve(sock, key, factory, tls=self.tls)
@@ -159,7 +173,7 @@ class Hub:
         self,
         sock: socket.socket,
         key: int,
-        factory: Callable[[], ClientProtocol],
+        factory: Callable[[], asyncio.Protocol],
         moved: ClientProtocol | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -216,6 +230,10 @@ class Hub:
             return
         self.seats[key] = peer
         self.peers.add(self.index, peer, 1)
+
+    def unseat(self, key: int) -> None:
+        """A WebSocket port's connection closed before it upgraded (a page load, a refusal)."""
+        self._unseat(key)
 
     def _unseat(self, key: int) -> None:
         """The client is closing, gone or moved away: its address may connect again."""
@@ -451,6 +469,8 @@ class Hub:
         self.stop()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
+        for upgrade in list(self.upgrading):  # no id yet: nothing to tell them
+            upgrade.stop()
         for client in list(self.clients.values()):
             client.close(client.core.dialect.render(Outage()), Reason.STOPPING)
         if self.connections:

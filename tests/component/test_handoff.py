@@ -23,7 +23,7 @@ class Worker:
         self.counted = 0
         self.handoffs = Handoffs(channel, self.adopt, self.count)
 
-    def adopt(self, sock: socket.socket, dialect: object, tls: bool) -> None:
+    def adopt(self, sock: socket.socket, dialect: object, tls: bool, web: bool = False) -> None:
         self.adopted.append((sock, dialect))
         self.tls.append(tls)
 

@@ -17,8 +17,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
+
+from tests.wsclient import WsClient
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
@@ -51,11 +54,13 @@ class Server:
         self.host = "127.0.0.1"
         self.legacy_port = 0
         self.tls_port = 0
+        self.ws_port = 0  # with --ws-port
         self.metrics_port = 0  # with --metrics-port
-        # with --port off the TLS port's line is the last one
+        # with --port off the WebSocket port's line is the last one, or else the TLS port's
         self.plain = all(
             (flag, value) != ("--port", "off") for flag, value in zip(args, args[1:], strict=False)
         )
+        self.web = "--ws-port" in args
         self.workers = workers
         self.opened: list[Client] = []
         try:
@@ -66,8 +71,9 @@ class Server:
             raise
 
     def _read_port(self) -> int:
-        """Read stdout up to ``listening on HOST:PORT``; note ``legacy listening on`` and
-        ``tls listening on`` too (the last line with ``--port off``: the port is then 0)."""
+        """Read stdout up to ``listening on HOST:PORT``; note ``legacy listening on``,
+        ``tls listening on`` and ``ws listening on`` too (the last of those is the last line
+        with ``--port off``: the port is then 0)."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + TIMEOUT
         text = ""
@@ -81,6 +87,10 @@ class Server:
                     self.metrics_port = int(line.strip().rsplit(":", 1)[1])
                 elif line.startswith("tls listening on "):
                     self.tls_port = int(line.strip().rsplit(":", 1)[1])
+                    if not self.plain and not self.web:
+                        return 0
+                elif line.startswith("ws listening on "):
+                    self.ws_port = int(line.strip().rsplit(":", 1)[1])
                     if not self.plain:
                         return 0
                 elif line.startswith("listening on "):
@@ -148,6 +158,14 @@ class Server:
         """A new client of the TLS port that has read its ``WELCOME``; closed at teardown."""
         c = Client(self.host, self.tls_port, tls=ctx, name=name)
         self.opened.append(c)
+        c.welcome()
+        return c
+
+    def ws_client(self, origin: str | None = None, **options: Any) -> WsClient:
+        """A new client of the WebSocket port that has read its ``WELCOME``; closed at
+        teardown."""
+        c = WsClient(self.host, self.ws_port, origin=origin, **options)
+        self.opened.append(c)  # type: ignore[arg-type]
         c.welcome()
         return c
 

@@ -22,6 +22,8 @@ MODULES = [
     "workers.process",
     "workers.protocol",
     "workers.unconfirmed",
+    "workers.webpage",
+    "workers.websocket",
     "wire.dialects",
 ]
 
