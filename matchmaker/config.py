@@ -292,8 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--ws-port",
-        type=_port,
-        default=None,
+        type=_port_or_off,
+        default="off",
         help="also serve WebSocket clients at /ws and the browser page at / on this port (0 "
         "picks a port, printed as 'ws listening on HOST:PORT'); wss:// and https:// with "
         "--tls-cert",
@@ -302,11 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ws-origin",
         type=_origin,
         action="append",
-        default=None,
+        default=argparse.SUPPRESS,  # absent unless given; --help states the default itself
         metavar="ORIGIN",
         help="with --ws-port: an Origin a browser page may connect to /ws from, as "
-        "http[s]://HOST[:PORT]; repeat for more, '*' for any. Without it only the page's own "
-        "origin may (another gets HTTP 403)",
+        "http[s]://HOST[:PORT]; repeat for more, '*' for any; another gets HTTP 403 "
+        "(default: the page's own)",
     )
     parser.add_argument(
         "--ws-handshake-timeout",
@@ -514,7 +514,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if ns["node"] is not None and (not ns["node"] or "|" in ns["node"]):
         parser.error("--node: a non-empty name without '|'")
     _check_tls(ns, parser)
-    ns["ws_origin"] = tuple(ns["ws_origin"] or ())
+    ns["ws_origin"] = tuple(ns.get("ws_origin") or ())
     return Config(**{f.name: ns[f.name] for f in fields(Config)})
 
 
