@@ -121,3 +121,20 @@ def test_json_logs_are_one_object_a_line_with_the_drop_apart(start_server):
     assert drop["level"] == "INFO" and str(drop["process"]).startswith("worker ")
     assert drop["detail"] == "silent for --idle-timeout 0.3s"
     assert {r["process"] for r in records()} >= {"supervisor"}
+
+
+def test_a_client_whose_replies_pile_up_past_sendq(start_server):
+    """Replies to its own GETs, which it does not read: one that finds the socket full
+    and more than --sendq to queue cuts it (flow control keeps lines from partners
+    under it, so a reply is what gets there)."""
+    server = start_server("--sendq", "1000")
+    named = [server.client() for _ in range(60)]
+    for i, c in enumerate(named):  # a GET reply of about 2 kB: 60 names of 24 characters
+        c.send(f"NAME {'n' * 20}{i:04d}")
+    for i, c in enumerate(named):
+        c.expect(f"NAMED {'n' * 20}{i:04d}")
+    slow = server.client(rcvbuf=4096)
+    slow.sock.sendall(b"GET\n" * 2000)
+    (line,) = wait_drop(server, "sendq")
+    assert line["client"] == str(slow.id) and line["port"] == port_of(slow)
+    assert line["why"] == "send queue over --sendq 1000 bytes"

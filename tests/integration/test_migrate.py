@@ -298,6 +298,10 @@ def test_a_moved_client_refused_on_landing_gets_outage_and_its_lines_reach_no_on
         os.kill(receiver, signal.SIGCONT)
     a.expect("OUTAGE")
     a.expect_closed()
+    # its one drop line (README, "Drops"), with the id it had, from the worker it landed on
+    port = a.sock.getsockname()[1]
+    outage = f'drop reason=outage client={a.id} peer=127.0.0.1:{port} process="worker {dst}"'
+    wait_for(lambda: outage in server.log(), what="the outage drop line")
     b.expect(f"ERROR OFFLINE {a.id}")
     heir.send("GET")
     heir.expect(f"CLIENTS {a.id}=FREE {b.id}=FREE {p.id}=FREE")  # the first line it gets
