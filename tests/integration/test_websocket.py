@@ -263,3 +263,24 @@ def test_with_a_certificate_the_port_is_wss_and_https(start_server, tmp_path: Pa
             assert sock.recv(100).startswith(b"HTTP/1.1 200 OK")
     with pytest.raises(Rejected):  # the page's own origin is https:// here
         WsClient(server.host, server.ws_port, origin=f"http://127.0.0.1:{server.ws_port}", tls=ctx)
+
+
+def test_a_websocket_client_chats_with_a_tcp_client_of_another_host(start_server, redis_server):
+    """Across hosts (``--redis``) a WebSocket client is a client like any other."""
+    flags = ("--redis", redis_server.url, "--node-ttl", "5")
+    h1 = start_server(*flags, "--node", "h1", "--ws-port", "0")
+    h2 = start_server(*flags, "--node", "h2")
+    a = h1.ws_client()
+    b = h2.client()
+    a.send("GET")
+    a.expect(f"CLIENTS {a.id}=FREE {b.id}=FREE")
+    a.send(f"CONNECT {b.id}")
+    a.expect(f"CONNECTED {b.id}")
+    b.expect(f"CONNECTED {a.id}")
+    a.send("from a browser on h1")
+    b.expect("MSG from a browser on h1")
+    b.send("from a terminal on h2")
+    a.expect("MSG from a terminal on h2")
+    b.send("#GOODBYE#")
+    b.expect(f"ENDED {a.id}")
+    a.expect(f"ENDED {b.id}")
