@@ -114,3 +114,37 @@ def test_two_pages_pair_chat_and_part_and_a_third_chats_with_tcp(
         for tab in (one, two, three):
             tab.wait("document.getElementById('notice').textContent"
                      ".startsWith('Reconnected: you are client')", timeout=20)  # fmt: skip
+
+
+def test_names_and_random_matching_appear_when_the_server_has_them(
+    start_server: Callable[..., Server], chromium: str
+) -> None:
+    """The page shows MATCH and NAME because HELP lists them; by keyboard again."""
+    server = start_server("--ws-port", "0")
+    url = f"http://127.0.0.1:{server.ws_port}/"
+    with Chromium(chromium) as browser:
+        one = browser.tab(url)
+        me(one, 1)
+        two = browser.tab(url)
+        me(two, 2)
+        for tab in (one, two):
+            tab.wait("!document.getElementById('match').hidden"
+                     " && !document.getElementById('name-form').hidden")  # fmt: skip
+        one.focus("#name")
+        one.type("ann")
+        one.press("Enter")
+        one.wait("document.getElementById('me').textContent === 'client 1 (ann)'")
+        two.focus("#refresh")
+        two.press("Enter")
+        two.wait("document.getElementById('clients').textContent.includes('client 1 (ann)')")
+        one.focus("#match")
+        one.press("Enter")
+        one.wait("document.getElementById('notice').textContent"
+                 " === 'Waiting for a random partner...'")  # fmt: skip
+        two.focus("#match")
+        two.press("Enter")
+        chatting(one)
+        chatting(two)
+        two.wait(said(two, "system", "You are chatting with client 1 (ann)."))
+        say(two, "matched at random")
+        one.wait(said(one, "partner", "matched at random"))
