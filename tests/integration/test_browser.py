@@ -141,10 +141,15 @@ def test_names_and_random_matching_appear_when_the_server_has_them(
         one.press("Enter")
         one.wait("document.getElementById('notice').textContent"
                  " === 'Waiting for a random partner...'")  # fmt: skip
+        assert one.js("!document.getElementById('cancel').hidden"
+                      " && document.getElementById('match').hidden")  # fmt: skip
         two.focus("#match")
         two.press("Enter")
         chatting(one)
         chatting(two)
+        for tab in (one, two):  # in a chat a NAME or MATCH would be a line to the partner
+            assert tab.js("['match', 'cancel', 'name-form']"
+                          ".every(id => document.getElementById(id).hidden)")  # fmt: skip
         two.wait(said(two, "system", "You are chatting with client 1 (ann)."))
         say(two, "matched at random")
         one.wait(said(one, "partner", "matched at random"))
