@@ -42,7 +42,7 @@ class Scripts:
     def __call__(self, name: str, *args: Any) -> Any:
         """The script's reply, without the stream mark a decision ends with."""
         reply = self.scripts[name](args=self.args(name, args))
-        if name in ("connect", "goodbye") and reply[0] != "LOST":
+        if name in ("connect", "goodbye", "match", "cancel", "name") and reply[0] != "LOST":
             return reply[:-1]
         if name == "drop":
             return len(reply[:-1]) if reply else 0  # how many freed
@@ -53,17 +53,18 @@ class Scripts:
 
     def args(self, name: str, args: tuple[Any, ...]) -> list[Any]:
         """A decision's arguments end with a fresh op id (``shared.ONCE``)."""
+        if name == "connect" and len(args) == 5:
+            args = (*args, "")  # by id, not by name
         if name not in shared.ONCE:
             return list(args)
         self.ops += 1
         return [*args, f"test.{self.ops}"]
 
-    def join(
-        self, host: str, clients: tuple[tuple[int, int, int, int, int], ...] = (), epoch: str = ""
-    ) -> Any:
-        """SYNC ``clients`` (cid, since, session, peer, heard); ``epoch``: the one the host
-        last synced in (by default, the current one: Redis kept its data)."""
-        flat = [x for c in clients for x in c]
+    def join(self, host: str, clients: tuple[tuple[Any, ...], ...] = (), epoch: str = "") -> Any:
+        """SYNC ``clients`` (cid, since, session, peer, heard[, name, waiting, new]);
+        ``epoch``: the one the host last synced in (by default, the current one: Redis
+        kept its data)."""
+        flat = [x for c in clients for x in (*c, "", 0, 0)[:8]]
         epoch = epoch or self.r.get("mm:epoch") or ""
         args = (host, TOKEN[host], ALIVE_MS, 60_000, "e-sync", epoch, len(clients), *flat)
         return shared.synced(self("sync", *args))
@@ -100,11 +101,11 @@ def test_connect_answers_and_tells_the_other_host(scripts: Scripts) -> None:
         scripts("register", h, TOKEN[h], 100)
     a = TOKEN["a"]
     assert scripts("connect", "a", a, 1, 1, 200) == ["SELF"]
-    assert scripts("connect", "a", a, 1, 9, 200) == ["OFFLINE"]
-    assert scripts("connect", "a", a, 1, 2, 50) == ["OFFLINE"]  # asked before 2 was given
-    assert scripts("connect", "a", a, 1, 2, 200) == ["OK", "1", "b"]
+    assert scripts("connect", "a", a, 1, 9, 200) == ["OFFLINE", "9"]
+    assert scripts("connect", "a", a, 1, 2, 50) == ["OFFLINE", "2"]  # asked before 2 was given
+    assert scripts("connect", "a", a, 1, 2, 200) == ["OK", "1", "b", "2"]
     assert scripts.events("b") == ["P|2|1|1|a"]
-    assert scripts("connect", "b", TOKEN["b"], 3, 2, 200) == ["BUSY"]
+    assert scripts("connect", "b", TOKEN["b"], 3, 2, 200) == ["BUSY", "2"]
     assert scripts("connect", "b", TOKEN["b"], 2, 3, 200) == ["TALKING", "1", "1", "a"]
     assert scripts("connect", "c", TOKEN["c"], 2, 3, 200) == ["LOST"]  # 2 is not c's
     assert scripts("goodbye", "b", TOKEN["b"], 2, 7) == ["STALE"]
@@ -119,9 +120,9 @@ def test_a_decision_made_again_with_the_same_op_gets_the_first_answer(scripts: S
     assert register(args=["a", TOKEN["a"], 0, "x.1"]) == first == ["OK", "1"]
     assert register(args=["a", TOKEN["a"], 0, "x.2"]) == ["OK", "2"]
     connect = scripts.scripts["connect"]
-    ok = connect(args=["a", TOKEN["a"], 1, 2, 10, "x.3"])
+    ok = connect(args=["a", TOKEN["a"], 1, 2, 10, "", "x.3"])
     assert ok[:2] == ["OK", "1"]
-    assert connect(args=["a", TOKEN["a"], 1, 2, 10, "x.3"]) == ok  # not TALKING
+    assert connect(args=["a", TOKEN["a"], 1, 2, 10, "", "x.3"]) == ok  # not TALKING
     assert scripts.r.hlen("mm:owner") == 2
 
 
@@ -247,12 +248,12 @@ class SharedTable(RuleBasedStateMachine):
         elif req == target:
             assert got == ["SELF"]
         elif target not in self.owner:
-            assert got == ["OFFLINE"]
+            assert got == ["OFFLINE", str(target)]
         elif target in self.peer:
-            assert got == ["BUSY"]
+            assert got == ["BUSY", str(target)]
         else:
             self.sid += 1
-            assert got == ["OK", str(self.sid), self.owner[target]]
+            assert got == ["OK", str(self.sid), self.owner[target], str(target)]
             self.peer[req], self.peer[target] = target, req
 
     @precondition(lambda self: self.peer)
