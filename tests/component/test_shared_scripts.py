@@ -207,6 +207,117 @@ def test_sync_tells_a_host_what_it_missed(scripts: Scripts) -> None:
     assert "3" not in scripts.r.hgetall("mm:owner")
 
 
+def test_match_pairs_the_longest_waiting_client_else_waits(scripts: Scripts) -> None:
+    for h in ("a", "b", "c"):
+        scripts("register", h, TOKEN[h], 100)
+    assert scripts("match", "a", TOKEN["a"], 1, 0, 500) == ["QUEUED"]
+    assert scripts("match", "a", TOKEN["a"], 1, 0, 600) == ["WAITING"]
+    assert scripts("match", "b", TOKEN["b"], 2, 0, 400) == ["OK", "1", "a", "1"]
+    assert scripts.events("a") == ["P|1|1|2|b"]
+    assert scripts.r.zcard("mm:line") == 0  # both ends left it
+    assert scripts("match", "a", TOKEN["a"], 1, 0, 1) == ["TALKING", "2", "1", "b"]
+    assert scripts("goodbye", "a", TOKEN["a"], 1, 1) == ["OK", "2"]
+    assert scripts("match", "a", TOKEN["a"], 1, 1, 800) == ["QUEUED"]  # NEW: not 2
+    assert scripts("match", "b", TOKEN["b"], 2, 0, 700) == ["QUEUED"]  # side by side
+    assert scripts("match", "c", TOKEN["c"], 3, 0, 900) == ["OK", "2", "b", "2"]  # since 700
+    assert scripts.events("b") == ["E|2|1|1", "P|2|2|3|c"]  # the goodbye, then this
+    assert scripts("match", "c", TOKEN["c"], 9, 0, 1) == ["LOST"]  # not a client of c
+
+
+def test_match_new_skips_the_last_partner_both_ways(scripts: Scripts) -> None:
+    for h in ("a", "b", "c"):
+        scripts("register", h, TOKEN[h], 100)
+    scripts("connect", "a", TOKEN["a"], 1, 2, 200)
+    scripts("goodbye", "a", TOKEN["a"], 1, 1)
+    assert scripts("match", "a", TOKEN["a"], 1, 1, 300) == ["QUEUED"]
+    assert scripts("match", "b", TOKEN["b"], 2, 0, 400) == ["QUEUED"]  # 1 asked for someone new
+    assert scripts("match", "c", TOKEN["c"], 3, 1, 500) == ["OK", "2", "a", "1"]
+    scripts("drop", "a", TOKEN["a"], 1)
+    assert int(scripts("register", "a", TOKEN["a"], 600)[1]) == 1  # a newcomer with id 1
+    assert scripts("match", "a", TOKEN["a"], 1, 1, 700) == ["OK", "3", "b", "2"]  # not skipped
+
+
+def test_connect_takes_a_waiting_client_and_the_asker_out_of_the_line(scripts: Scripts) -> None:
+    for h in ("a", "b", "c"):
+        scripts("register", h, TOKEN[h], 100)
+    scripts("match", "a", TOKEN["a"], 1, 0, 200)
+    scripts("match", "a", TOKEN["a"], 1, 0, 200)
+    assert scripts("connect", "b", TOKEN["b"], 2, 1, 300) == ["OK", "1", "a", "1"]
+    assert scripts("match", "c", TOKEN["c"], 3, 0, 400) == ["QUEUED"]  # nobody else waits
+
+
+def test_cancel(scripts: Scripts) -> None:
+    for h in ("a", "b"):
+        scripts("register", h, TOKEN[h], 100)
+    assert scripts("cancel", "a", TOKEN["a"], 1) == ["NOT_WAITING"]
+    scripts("match", "a", TOKEN["a"], 1, 1, 200)
+    assert scripts("cancel", "a", TOKEN["a"], 1) == ["OK"]
+    assert scripts.r.zcard("mm:line") == 0 and scripts.r.scard("mm:new") == 0
+    assert scripts("match", "b", TOKEN["b"], 2, 0, 300) == ["QUEUED"]
+    scripts("connect", "a", TOKEN["a"], 1, 2, 400)
+    assert scripts("cancel", "b", TOKEN["b"], 2) == ["TALKING", "1", "1", "a"]
+
+
+def test_names_are_unique_without_regard_to_case(scripts: Scripts) -> None:
+    for h in ("a", "b", "b"):
+        scripts("register", h, TOKEN[h], 100)
+    assert scripts("name", "a", TOKEN["a"], 1, "Ann") == ["OK"]
+    assert scripts("name", "b", TOKEN["b"], 2, "aNN") == ["TAKEN"]
+    assert scripts("name", "a", TOKEN["a"], 1, "ANN") == ["OK"]  # its own, in another case
+    assert scripts("connect", "b", TOKEN["b"], 2, 0, 200, "ann") == ["OK", "1", "a", "1"]
+    assert scripts("connect", "b", TOKEN["b"], 3, 0, 200, "Bo") == ["NONAME"]
+    assert scripts("connect", "b", TOKEN["b"], 3, 0, 200, "aNn") == ["BUSY", "1"]
+    assert scripts("name", "a", TOKEN["a"], 1, "") == ["OK"]  # dropped
+    assert scripts("name", "b", TOKEN["b"], 3, "ann") == ["OK"]
+    assert scripts.r.hgetall("mm:name") == {"3": "ann"}
+    assert scripts.r.hgetall("mm:names") == {"ann": "3"}
+
+
+def test_drop_and_reaping_free_the_name_and_the_place_in_the_line(scripts: Scripts) -> None:
+    for h in ("a", "b", "b"):
+        scripts("register", h, TOKEN[h], 100)
+    for cid, host, name in ((1, "a", "x"), (2, "b", "y"), (3, "b", "z")):
+        scripts("name", host, TOKEN[host], cid, name)
+    scripts("connect", "b", TOKEN["b"], 2, 3, 200)
+    scripts("goodbye", "b", TOKEN["b"], 2, 1)
+    scripts("match", "b", TOKEN["b"], 2, 1, 300)
+    scripts("match", "b", TOKEN["b"], 3, 0, 400)  # not with 2, which asked for someone new
+    assert scripts.r.zrange("mm:line", 0, -1) == ["2", "3"]
+    scripts("drop", "a", TOKEN["a"], 1)
+    assert scripts.r.hgetall("mm:names") == {"y": "2", "z": "3"}
+    scripts.r.zadd("mm:alive", {"b": 0})  # b stops beating
+    scripts("beat", "a", TOKEN["a"], ALIVE_MS, 1, "e1")
+    for key in ("mm:line", "mm:new", "mm:names", "mm:name", "mm:last_peer"):
+        assert not scripts.r.exists(key), key
+
+
+def test_sync_gives_back_names_and_the_line_and_keeps_a_name_held_elsewhere(
+    scripts: Scripts,
+) -> None:
+    scripts("register", "b", TOKEN["b"], 100)  # 1, on b
+    scripts("name", "b", TOKEN["b"], 1, "Ann")
+    # a comes back with 2 (named ann, which 1 holds now) and 3 (waiting with NEW)
+    got = scripts.join("a", ((2, 50, 0, 0, 0, "ann", 0, 0), (3, 50, 0, 0, 0, "Cy", 700, 1)))
+    assert got.unnamed == [2]
+    assert scripts.r.hgetall("mm:names") == {"ann": "1", "cy": "3"}
+    assert scripts.r.zrange("mm:line", 0, -1, withscores=True) == [("3", 700.0)]
+    assert scripts.r.smembers("mm:new") == {"3"}
+    got = scripts.join("a", ((2, 50, 0, 0, 0, "Di", 0, 0), (3, 50, 0, 0, 0, "", 0, 0)))
+    assert got.unnamed == []
+    assert scripts.r.hgetall("mm:name") == {"1": "Ann", "2": "Di"}
+    assert scripts.r.zcard("mm:line") == 0
+
+
+def test_requeue_puts_a_free_client_at_the_head_of_the_line(scripts: Scripts) -> None:
+    for h in ("a", "a", "b"):
+        scripts("register", h, TOKEN[h], 100)
+    scripts("match", "b", TOKEN["b"], 3, 0, 500)
+    assert scripts("requeue", "a", TOKEN["a"], 1, 0) == 1
+    assert scripts("requeue", "a", TOKEN["a"], 1, 0) == 0  # in it already
+    assert scripts.r.zrange("mm:line", 0, -1) == ["1", "3"]
+    assert scripts("match", "a", TOKEN["a"], 2, 0, 600) == ["OK", "1", "a", "1"]
+
+
 class SharedTable(RuleBasedStateMachine):
     """Random requests from three hosts; Redis must answer as the model does."""
 
