@@ -1,6 +1,6 @@
 """The Lua scripts of the shared table (``matchmaker.shared``) against a real Redis.
 
-A model of the table (ids, owners, sessions) runs beside Redis; random
+A model of the table (ids, owners, sessions, the line, names) runs beside Redis; random
 operations from three hosts must give the same answers in both, and after
 each one the invariants hold: ids unique and the smallest free one given,
 sessions symmetric, nobody in two, and the news of a decision on the stream
@@ -318,6 +318,9 @@ def test_requeue_puts_a_free_client_at_the_head_of_the_line(scripts: Scripts) ->
     assert scripts("match", "a", TOKEN["a"], 2, 0, 600) == ["OK", "1", "a", "1"]
 
 
+NAMES = ("ann", "ANN", "Bo", "bo", "")
+
+
 class SharedTable(RuleBasedStateMachine):
     """Random requests from three hosts; Redis must answer as the model does."""
 
@@ -334,6 +337,32 @@ class SharedTable(RuleBasedStateMachine):
         self.owner: dict[int, str] = {}
         self.peer: dict[int, int] = {}
         self.sid = 0
+        self.clock = 0  # stamps: since when a client holds its id, and waits
+        self.since: dict[int, int] = {}
+        self.line: dict[int, tuple[int, bool]] = {}  # cid -> (waiting since, NEW)
+        self.names: dict[int, str] = {}
+        self.last: dict[int, tuple[int, int]] = {}  # cid -> (last partner, its since)
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def _pair(self, req: int, target: int) -> None:
+        self.sid += 1
+        self.peer[req], self.peer[target] = target, req
+        self.line.pop(req, None)
+        self.line.pop(target, None)
+
+    def _end(self, cid: int) -> None:
+        other = self.peer.pop(cid)
+        del self.peer[other]
+        self.last[cid], self.last[other] = (other, self.since[other]), (cid, self.since[cid])
+
+    def _gone(self, cid: int) -> None:
+        if cid in self.peer:
+            self._end(cid)
+        for table in (self.owner, self.since, self.line, self.names, self.last):
+            table.pop(cid, None)
 
     def _smallest_free(self) -> int:
         i = 1
@@ -343,17 +372,18 @@ class SharedTable(RuleBasedStateMachine):
 
     @rule(host=st.sampled_from(HOSTS))
     def register(self, host: str) -> None:
-        got = self.s("register", host, TOKEN[host], 0)
+        since = self._tick()
+        got = self.s("register", host, TOKEN[host], since)
         cid = self._smallest_free()
         assert got == ["OK", str(cid)]
-        self.owner[cid] = host
+        self.owner[cid], self.since[cid] = host, since
 
     @precondition(lambda self: self.owner)
     @rule(data=st.data())
     def connect(self, data: st.DataObject) -> None:
         req = data.draw(st.sampled_from(sorted(self.owner)))
         target = data.draw(st.integers(1, max(self.owner) + 1))
-        got = self.s("connect", self.owner[req], TOKEN[self.owner[req]], req, target, 1)
+        got = self.s("connect", self.owner[req], TOKEN[self.owner[req]], req, target, 10**9)
         if req in self.peer:
             assert got[0] == "TALKING" and int(got[1]) == self.peer[req]
         elif req == target:
@@ -363,9 +393,55 @@ class SharedTable(RuleBasedStateMachine):
         elif target in self.peer:
             assert got == ["BUSY", str(target)]
         else:
-            self.sid += 1
+            self._pair(req, target)
             assert got == ["OK", str(self.sid), self.owner[target], str(target)]
-            self.peer[req], self.peer[target] = target, req
+
+    @precondition(lambda self: self.owner)
+    @rule(data=st.data(), new=st.booleans())
+    def match(self, data: st.DataObject, new: bool) -> None:
+        req = data.draw(st.sampled_from(sorted(self.owner)))
+        stamp = self._tick()
+        got = self.s("match", self.owner[req], TOKEN[self.owner[req]], req, int(new), stamp)
+        if req in self.peer:
+            assert got[0] == "TALKING" and int(got[1]) == self.peer[req]
+            return
+        if req in self.line:
+            assert got == ["WAITING"]
+            return
+        for other in sorted(self.line, key=lambda c: self.line[c][0]):
+            if new and self.last.get(req) == (other, self.since[other]):
+                continue
+            if self.line[other][1] and self.last.get(other) == (req, self.since[req]):
+                continue
+            self._pair(req, other)
+            assert got == ["OK", str(self.sid), self.owner[other], str(other)]
+            return
+        assert got == ["QUEUED"]
+        self.line[req] = (stamp, new)
+
+    @precondition(lambda self: self.owner)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        cid = data.draw(st.sampled_from(sorted(self.owner)))
+        got = self.s("cancel", self.owner[cid], TOKEN[self.owner[cid]], cid)
+        if cid in self.peer:
+            assert got[0] == "TALKING"
+        else:
+            assert got == (["OK"] if self.line.pop(cid, None) else ["NOT_WAITING"])
+
+    @precondition(lambda self: self.owner)
+    @rule(data=st.data(), name=st.sampled_from(NAMES))
+    def name(self, data: st.DataObject, name: str) -> None:
+        cid = data.draw(st.sampled_from(sorted(self.owner)))
+        got = self.s("name", self.owner[cid], TOKEN[self.owner[cid]], cid, name)
+        holder = [c for c, n in self.names.items() if name and n.lower() == name.lower()]
+        if holder and holder != [cid]:
+            assert got == ["TAKEN"]
+            return
+        assert got == ["OK"]
+        self.names.pop(cid, None)
+        if name:
+            self.names[cid] = name
 
     @precondition(lambda self: self.peer)
     @rule(data=st.data())
@@ -374,25 +450,22 @@ class SharedTable(RuleBasedStateMachine):
         sid = int(self.s.r.hget("mm:session", str(cid)))
         got = self.s("goodbye", self.owner[cid], TOKEN[self.owner[cid]], cid, sid)
         assert got == ["OK", str(self.peer[cid])]
-        del self.peer[self.peer.pop(cid)]
+        self._end(cid)
 
     @precondition(lambda self: self.owner)
     @rule(data=st.data())
     def drop(self, data: st.DataObject) -> None:
         cid = data.draw(st.sampled_from(sorted(self.owner)))
-        host = self.owner.pop(cid)
+        host = self.owner[cid]
         assert self.s("drop", host, TOKEN[host], cid) == 1
-        if cid in self.peer:
-            del self.peer[self.peer.pop(cid)]
+        self._gone(cid)
 
     @rule(host=st.sampled_from(("b", "c")))
     def host_dies(self, host: str) -> None:
         self.s.r.zadd("mm:alive", {host: 0})
         self.s("beat", "a", TOKEN["a"], ALIVE_MS, 1, "e")
         for cid in [c for c, h in self.owner.items() if h == host]:
-            del self.owner[cid]
-            if cid in self.peer:
-                del self.peer[self.peer.pop(cid)]
+            self._gone(cid)
         assert self.s.join(host).refused == []  # it comes back, with no clients
 
     @invariant()
@@ -406,6 +479,15 @@ class SharedTable(RuleBasedStateMachine):
         for h in HOSTS:
             mine = {c for c, o in self.owner.items() if o == h}
             assert {int(c) for c in r.smembers(f"mm:clients:{h}")} == mine
+        assert r.zrange("mm:line", 0, -1) == [
+            str(c) for c in sorted(self.line, key=lambda c: self.line[c][0])
+        ]
+        assert r.smembers("mm:new") == {str(c) for c, (_, new) in self.line.items() if new}
+        assert r.hgetall("mm:name") == {str(c): n for c, n in self.names.items()}
+        assert r.hgetall("mm:names") == {n.lower(): str(c) for c, n in self.names.items()}
+        assert r.hgetall("mm:last_peer") == {
+            str(c): f"{p}|{since}" for c, (p, since) in self.last.items()
+        }
 
 
 def test_random_requests_from_three_hosts(server: RedisServer) -> None:
