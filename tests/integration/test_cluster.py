@@ -498,6 +498,10 @@ def test_redis_restarted_empty_gets_every_client_and_session_back(
     a, b = host("a"), host("b")
     x, y, z = a.client(), b.client(), a.client()
     pair(x, y)
+    z.send("NAME zed")
+    z.expect("NAMED zed")
+    z.send("MATCH")
+    z.expect("WAITING")
     redis_server.kill()
     for i in range(20):
         x.send(f"while Redis is dead {i}")
@@ -506,11 +510,16 @@ def test_redis_restarted_empty_gets_every_client_and_session_back(
     for i in range(20):
         y.expect(f"MSG while Redis is dead {i}")
     x.expect("MSG and back")
-    wait_for(lambda: get(z) == "CLIENTS 1=BUSY 2=BUSY 3=FREE", message="table rebuilt")
+    wait_for(lambda: get(z) == "CLIENTS 1=BUSY 2=BUSY 3=WAITING=zed", message="table rebuilt")
     x.send("after the restart")
     y.expect("MSG after the restart")
     fresh = b.client()
     assert fresh.id == 4  # not an id anyone holds
+    fresh.send("NAME ZED")  # names and the line came back with their hosts
+    fresh.expect("ERROR NAME_TAKEN ZED")
+    fresh.send("MATCH")
+    fresh.expect(f"CONNECTED {z.id}")
+    z.expect(f"CONNECTED {fresh.id}")
     y.send("#GOODBYE#")
     y.expect(f"ENDED {x.id}")
     x.expect(f"ENDED {y.id}")
