@@ -9,6 +9,7 @@ host's consecutive clients on different workers.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 import time
@@ -148,6 +149,42 @@ def test_match_across_hosts_pairs_with_the_client_waiting_on_another(host: Host)
     b1.send("CANCEL")
     b1.expect("ERROR NOT_WAITING")
     assert get(b1) == "CLIENTS 1=WAITING 2=FREE 3=BUSY 4=BUSY 5=FREE"
+
+
+def test_clients_of_two_hosts_matching_at_once_pair_exactly_once(host: Host) -> None:
+    """61 clients, alternately on two hosts, send MATCH at once: 30 pairs, each
+    CONNECTED to the other (within a host or across), and one left waiting."""
+    a, b = host("a"), host("b")
+    clients = [(a, b)[i % 2].client() for i in range(61)]
+    by_id = {c.id: c for c in clients}
+    for c in clients:
+        c.send("MATCH")
+    peers: dict[int, int] = {}
+    rest = []
+    for c in clients:
+        first = c.line()
+        if first == "WAITING":
+            rest.append(c)
+            continue
+        word, _, peer = first.partition(" ")
+        assert word == "CONNECTED", first
+        peers[c.id] = int(peer)
+    deadline = time.monotonic() + TIMEOUT
+    while len(peers) < 60:  # the ones that waited, in the order their lines come
+        ready = [c for c in rest if b"\n" in c.buf]
+        if not ready:
+            socks, _, _ = select.select([c.sock for c in rest], [], [], deadline - time.monotonic())
+            assert socks, f"{60 - len(peers)} waiting clients were never paired"
+            ready = [c for c in rest if c.sock in socks]
+        for c in ready:
+            word, _, peer = c.line().partition(" ")
+            assert word == "CONNECTED"
+            peers[c.id] = int(peer)
+            rest.remove(c)
+    assert all(peers[peers[cid]] == cid and peers[cid] != cid for cid in peers)
+    (left,) = set(by_id) - set(peers)
+    listed = get(by_id[left]).split()[1:]
+    assert listed == [f"{cid}={'WAITING' if cid == left else 'BUSY'}" for cid in sorted(by_id)]
 
 
 def test_names_are_unique_across_hosts_and_connect_by_name_reaches_any(host: Host) -> None:
