@@ -233,15 +233,21 @@ if sid then return talking(req, sid, node) end
 if redis.call('ZSCORE', P..'line', req) then return {'WAITING', mark(node)} end
 local last = redis.call('HGET', P..'last_peer', req)
 local me = req..'|'..(redis.call('HGET', P..'since', req) or '')
-for _, other in ipairs(redis.call('ZRANGE', P..'line', 0, -1)) do
-  local skip = new and last == other..'|'..(redis.call('HGET', P..'since', other) or '')
-  if not skip and redis.call('SISMEMBER', P..'new', other) == 1 then
-    skip = redis.call('HGET', P..'last_peer', other) == me
+local from = 0
+while true do  -- longest-waiting first, a few at a time: the first one usually does
+  local some = redis.call('ZRANGE', P..'line', from, from + 31)
+  if not some[1] then break end
+  for _, other in ipairs(some) do
+    local skip = new and last == other..'|'..(redis.call('HGET', P..'since', other) or '')
+    if not skip and redis.call('SISMEMBER', P..'new', other) == 1 then
+      skip = redis.call('HGET', P..'last_peer', other) == me
+    end
+    if not skip then
+      local tnode = redis.call('HGET', P..'owner', other)
+      return {'OK', pair(req, other, tnode, node), tnode, other, mark(node)}
+    end
   end
-  if not skip then
-    local tnode = redis.call('HGET', P..'owner', other)
-    return {'OK', pair(req, other, tnode, node), tnode, other, mark(node)}
-  end
+  from = from + 32
 end
 redis.call('ZADD', P..'line', ARGV[5], req)
 if new then redis.call('SADD', P..'new', req) else redis.call('SREM', P..'new', req) end

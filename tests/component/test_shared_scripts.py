@@ -237,6 +237,19 @@ def test_match_new_skips_the_last_partner_both_ways(scripts: Scripts) -> None:
     assert scripts("match", "a", TOKEN["a"], 1, 1, 700) == ["OK", "3", "b", "2"]  # not skipped
 
 
+def test_match_looks_past_a_long_run_of_clients_it_must_skip(scripts: Scripts) -> None:
+    for _ in range(41):
+        scripts("register", "a", TOKEN["a"], 100)
+    r = scripts.r
+    for cid in range(2, 42):  # all waiting; all but 41 asked NEW, 1 their last partner
+        r.zadd("mm:line", {str(cid): cid})
+        if cid < 41:
+            r.sadd("mm:new", cid)
+            r.hset("mm:last_peer", str(cid), "1|100")
+    assert scripts("match", "a", TOKEN["a"], 1, 0, 900) == ["OK", "1", "a", "41"]
+    assert r.zcard("mm:line") == 39
+
+
 def test_connect_takes_a_waiting_client_and_the_asker_out_of_the_line(scripts: Scripts) -> None:
     for h in ("a", "b", "c"):
         scripts("register", h, TOKEN[h], 100)
