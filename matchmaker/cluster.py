@@ -49,7 +49,19 @@ from matchmaker.roles import Spawn
 from matchmaker.service import Addr, Matchmaker, Startup, fresh_links
 from matchmaker.table import ClientTable, Entry, Session
 from wire.errors import ErrorCode
-from wire.replies import BUSY, FREE, Bye, Clients, Ended, Error, Outage
+from wire.replies import (
+    BUSY,
+    FREE,
+    WAITING,
+    Bye,
+    Cancelled,
+    Clients,
+    Ended,
+    Error,
+    Named,
+    Outage,
+    Waiting,
+)
 
 log = logging.getLogger("matchmaker.cluster")
 
@@ -130,10 +142,11 @@ class ClusterMatchmaker(Matchmaker):
             m.Connect: self._connect_shared,
             m.Goodbye: self._goodbye_shared,
             m.Drop: self._drop_shared,
-            m.Match: self._not_shared,
-            m.Cancel: self._not_shared,
-            m.Name: self._not_shared,
+            m.Match: self._match_shared,
+            m.Cancel: self._cancel_shared,
+            m.Name: self._name_shared,
         }
+        self.waited: dict[int, int] = {}  # our client -> since when it waits (wall, µs)
         self.settling = False  # the pump is at work (a decision may be half made)
         self.unanswered = 0  # appends sent and not yet answered (``_answered``)
         self.answered = asyncio.Event()  # ... none left
@@ -276,6 +289,12 @@ class ClusterMatchmaker(Matchmaker):
         elif name == "resend":
             await self._where()
             self._resend(stalled_only=True)
+        elif name == "requeue":
+            me = self.table.get(arg)
+            if me is not None and not me.session and self.table.waiting(arg):
+                args = [self.node, self.token, arg, int(me.new)]
+                if await self._call("requeue", args) is None:
+                    self.dirty = True  # the next SYNC puts it back in the line
 
     # ---- Redis ----------------------------------------------------------------------
 
@@ -438,11 +457,13 @@ class ClusterMatchmaker(Matchmaker):
             pipe = self.redis.pipeline(transaction=True)
             pipe.hkeys(shared.PREFIX + "owner")
             pipe.hkeys(shared.PREFIX + "session")
+            pipe.zrange(shared.PREFIX + "line", 0, -1)
+            pipe.hgetall(shared.PREFIX + "name")
             pipe.xrevrange(shared.stream(self.node), "+", "-", 1)
             return pipe.execute()
 
         try:
-            owners, busy, last = await _twice(listing, self.timeout)
+            owners, busy, line, names, last = await _twice(listing, self.timeout)
         except _DOWN as exc:
             self._lost_redis(exc)
             self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
@@ -453,63 +474,121 @@ class ClusterMatchmaker(Matchmaker):
             return
         await self._upto(last[0][0] if last else "0-0")  # what it hears before the list
         in_session = {int(c) for c in busy}
-        ids = sorted(int(c) for c in owners)
-        if msg.free_only:
-            listed = [(c, FREE, "") for c in ids if c not in in_session]
-        else:
-            listed = [(c, BUSY if c in in_session else FREE, "") for c in ids]
+        waiting = {int(c) for c in line}
+        named = {int(c): _text(n) for c, n in names.items()}
+        listed = []
+        for c in sorted(int(c) for c in owners):
+            status = BUSY if c in in_session else WAITING if c in waiting else FREE
+            if status == FREE or not msg.free_only:
+                listed.append((c, status, named.get(c, "")))
         self._to(me, m.Answer.of(msg.key, Clients(tuple(listed))))
-
-    async def _not_shared(self, worker: int, msg: m.Match | m.Cancel | m.Name) -> None:
-        """The line of MATCH and the names are not shared between hosts yet: deciding
-        them here alone could pair a client another host pairs too."""
-        me = self._asker(worker, msg.cid, msg.key)
-        if me is not None and not self._waits(msg, me):
-            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
 
     async def _connect_shared(self, worker: int, msg: m.Connect) -> None:
         me = self._asker(worker, msg.cid, msg.key)
+        if me is None:
+            return
+        local = self.table.named(msg.name) if msg.name else None
+        if self._waits(msg if local is None else msg._replace(target=local, name=""), me):
+            return  # a target of this host on its way to another worker: asked by id after
+        asked = self.wall.wall_us(msg.asked) if msg.asked else 0
+        args = [self.node, self.token, msg.cid, msg.target, asked, msg.name]
+        reply = await self._call("connect", args)
+        status = await self._decided(me, msg.key, reply)
+        if status == "OK":
+            await self._paired_shared(me, msg.key, reply)
+        elif status == "NONAME":
+            self._to(me, m.Answer.of(msg.key, Error(ErrorCode.OFFLINE, msg.name)))
+        elif status in ("SELF", "OFFLINE", "BUSY"):
+            detail = "" if status == "SELF" else _text(reply[1])
+            self._to(me, m.Answer.of(msg.key, Error(ErrorCode(status), detail)))
+
+    async def _match_shared(self, worker: int, msg: m.Match) -> None:
+        me = self._asker(worker, msg.cid, msg.key)
         if me is None or self._waits(msg, me):
             return
-        if msg.name:  # names are not shared between hosts yet (``_not_shared``)
-            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
-            return
-        asked = self.wall.wall_us(msg.asked) if msg.asked else 0
-        args = [self.node, self.token, msg.cid, msg.target, asked]
-        reply = await self._call("connect", args)
-        if reply is None:
-            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
-            return
-        status = _text(reply[0])
-        if status != "LOST":
-            await self._upto(reply[-1])  # what its client and the target hear first
+        since = self.wall.wall_us(msg.asked or self.clock())
+        reply = await self._call("match", [self.node, self.token, msg.cid, int(msg.new), since])
+        status = await self._decided(me, msg.key, reply)
         if status == "OK":
-            sid, node = int(reply[1]), _text(reply[2])
-            self._over(me)  # Redis found it FREE: a session still held here is over
-            if node != self.node:
-                self._pair_remote(me, sid, msg.target, node, requested=True)
-                return
-            if msg.target not in self.table:
-                log.error("Redis paired %d with %d, unknown here", msg.cid, msg.target)
-                await self._call("goodbye", [self.node, self.token, msg.cid, sid])
-                self._to(me, m.Answer.of(msg.key, Error(ErrorCode.OFFLINE, str(msg.target))))
-                return
-            self._over(self.table.get(msg.target))  # type: ignore[arg-type]
-            session = self.table.pair(msg.cid, msg.target, sid)
-            self.heard[msg.cid] = self.heard[msg.target] = sid
-            self._formed(session)
-        elif status == "TALKING":
+            await self._paired_shared(me, msg.key, reply, msg)
+        elif status == "QUEUED":
+            self.table.wait(msg.cid, msg.new)
+            self.waited[msg.cid] = since
+            self._to(me, m.Answer.of(msg.key, Waiting()))
+        elif status == "WAITING":
+            self._to(me, m.Answer.of(msg.key, Error(ErrorCode.WAITING)))
+
+    async def _cancel_shared(self, worker: int, msg: m.Cancel) -> None:
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None or self._waits(msg, me):
+            return
+        reply = await self._call("cancel", [self.node, self.token, msg.cid])
+        status = await self._decided(me, msg.key, reply)
+        if status == "OK":
+            self.table.unwait(msg.cid)
+            self._to(me, m.Answer.of(msg.key, Cancelled()))
+        elif status == "NOT_WAITING":
+            self.table.unwait(msg.cid)
+            self._to(me, m.Answer.of(msg.key, Error(ErrorCode.NOT_WAITING)))
+
+    async def _name_shared(self, worker: int, msg: m.Name) -> None:
+        me = self._asker(worker, msg.cid, msg.key)
+        if me is None or self._waits(msg, me):
+            return
+        reply = await self._call("name", [self.node, self.token, msg.cid, msg.name])
+        status = await self._decided(me, msg.key, reply)
+        if status == "OK":
+            self._named(msg.cid, msg.name)
+            self._to(me, m.Answer.of(msg.key, Named(msg.name)))
+        elif status == "TAKEN":
+            self._to(me, m.Answer.of(msg.key, Error(ErrorCode.NAME_TAKEN, msg.name)))
+
+    def _named(self, cid: int, name: str) -> None:
+        """This host's copy of a name Redis gave (for the next SYNC, and CONNECT's moves)."""
+        holder = self.table.named(name) if name else None
+        if holder is not None and holder != cid:  # it has another name by now, elsewhere
+            self.table.name(holder, "")
+        self.table.name(cid, name)
+
+    async def _decided(self, me: Entry[Addr], key: int, reply: Any) -> str:
+        """A decision's status, once the news before it is applied; answers what every
+        decision about ``me`` may answer alike (Redis unreachable, ``TALKING``, ``LOST``)."""
+        if reply is None:
+            self._to(me, m.Answer.of(key, UNAVAILABLE))
+            return ""
+        status = _text(reply[0])
+        if status == "LOST":
+            self._rejoin()
+            self._to(me, m.Answer.of(key, UNAVAILABLE))
+            return status
+        await self._upto(reply[-1])  # what its client and the target hear first
+        if status == "TALKING":
             peer, sid, node = int(reply[1]), int(reply[2]), _text(reply[3])
             if me.session != sid and node and node != self.node:
                 self._over(me)
                 self._pair_remote(me, sid, peer, node, requested=False)  # its news is on its way
-            self._to(me, m.Answer.of(msg.key, Error(ErrorCode.TALKING, str(peer))))
-        elif status == "LOST":
-            self._rejoin()
-            self._to(me, m.Answer.of(msg.key, UNAVAILABLE))
-        else:
-            detail = "" if status == "SELF" else str(msg.target)
-            self._to(me, m.Answer.of(msg.key, Error(ErrorCode(status), detail)))
+            self._to(me, m.Answer.of(key, Error(ErrorCode.TALKING, str(peer))))
+        return status
+
+    async def _paired_shared(
+        self, me: Entry[Addr], key: int, reply: Any, match: m.Match | None = None
+    ) -> None:
+        """Redis paired ``me`` (the requester) with the target in ``reply`` (OK)."""
+        sid, node, target = int(reply[1]), _text(reply[2]), int(reply[3])
+        self._over(me)  # Redis found it FREE: a session still held here is over
+        if node != self.node:
+            self._pair_remote(me, sid, target, node, requested=True)
+            return
+        other = self.table.get(target)
+        if other is None:
+            log.error("Redis paired %d with %d, unknown here", me.id, target)
+            await self._call("goodbye", [self.node, self.token, me.id, sid])
+            self._to(me, m.Answer.of(key, Error(ErrorCode.OFFLINE, str(target))))
+            return
+        self._over(other)
+        session = self.table.pair(me.id, target, sid)
+        self.heard[me.id] = self.heard[target] = sid
+        self._formed(session, match)
 
     async def _goodbye_shared(self, worker: int, msg: m.Goodbye) -> None:
         me = self._asker(worker, msg.cid, msg.key)
@@ -563,6 +642,7 @@ class ClusterMatchmaker(Matchmaker):
     def _pair_remote(
         self, me: Entry[Addr], sid: int, peer: int, node: str, requested: bool
     ) -> None:
+        self.table.unwait(me.id)
         me.session, me.peer = sid, peer
         self.remote[me.id] = node
         self.outbound[me.id] = deque()
@@ -604,6 +684,7 @@ class ClusterMatchmaker(Matchmaker):
             self._clear_remote(me)
         self.heard.pop(cid, None)
         self.parked.pop(cid, None)
+        self.waited.pop(cid, None)
         return super()._forget(cid)
 
     def _elsewhere(self, cid: int) -> bool:
@@ -611,6 +692,21 @@ class ClusterMatchmaker(Matchmaker):
 
     def _connect(self, worker: int, msg: m.Connect) -> None:
         self.handle(worker, [msg])  # decided by Redis, in the pump
+
+    def _match(self, worker: int, msg: m.Match) -> None:
+        self.handle(worker, [msg])  # asked again (its target left as it moved): in the pump
+
+    def _requeue(self, cid: int) -> bool:
+        """Back at the head of the line here, and in Redis before anything else is decided."""
+        if not super()._requeue(cid):
+            return False
+        item = ("o", "requeue", cid)
+        if self.nested is not None:
+            self.nested.insert(0, item)
+        else:
+            self.todo.appendleft(item)
+            self.wake.set()
+        return True
 
     def _in_session(self, msg: m.Relay | m.Received) -> Entry[Addr] | None:
         """The sender, if it is still in the session ``msg`` belongs to (else the message
@@ -761,8 +857,12 @@ class ClusterMatchmaker(Matchmaker):
         args: list[Any] = [self.node, self.token, self._alive_ms(), self._alive_ms(),
                            secrets.token_hex(8), self.epoch, len(entries)]  # fmt: skip
         for e in entries:
+            waiting = 0
+            if not e.session and self.table.waiting(e.id):
+                waiting = self.waited.get(e.id) or self.wall.wall_us(self.clock())
             args += [e.id, self.wall.wall_us(int(e.since)), e.session, e.peer or 0,
-                     self.heard.get(e.id, 0)]  # fmt: skip
+                     self.heard.get(e.id, 0), e.name, waiting,
+                     int(self.table.asked_new(e.id))]  # fmt: skip
         epoch = await self._epoch()
         reply = await self._call("sync", args)
         if reply is None or epoch is None:
@@ -778,6 +878,10 @@ class ClusterMatchmaker(Matchmaker):
                 log.warning("client %d lost its id to another host; closed", cid)
                 self._to(me, m.Refuse.of(me.addr[1], Outage()))
                 self._forget(cid)
+        for cid in result.unnamed:
+            if cid in self.table:
+                log.error("client %d lost its name to a client of another host", cid)
+                self.table.name(cid, "")
         for cid, sid, peer in result.ended:
             me = self.table.get(cid)
             if me is None or me.session != sid:
@@ -839,6 +943,8 @@ class ClusterMatchmaker(Matchmaker):
         for hello in hellos.values():
             for st in hello.clients:
                 self.heard[st.cid] = st.last_session
+                if st.waiting is not None:
+                    self.waited[st.cid] = self.wall.wall_us(st.waiting)
         self.sync_queued = True
         self.todo.appendleft(("o", "sync", None))  # before anything the hellos ask
         super().restore(hellos)

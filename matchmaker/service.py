@@ -162,7 +162,7 @@ class Matchmaker:
         if moving is not None:
             self._settle(moving)
             if moving.match is not None and moving.requester == cid:
-                self.table.requeue(moving.other)  # the one it took out of the line waits on
+                self._requeue(moving.other)  # the one it took out of the line waits on
             requester = self.table.get(moving.requester)
             if requester is not None and self.moves.get(requester.id) is None:
                 # It was the target, and the requester still waits for its CONNECT's
@@ -363,7 +363,7 @@ class Matchmaker:
             return waited or requester is me
         self._settle(move)  # the partner left while this one was moving
         if move.match is not None and move.requester != me.id:
-            self.table.requeue(me.id)  # it waited, and never heard of the session
+            self._requeue(me.id)  # it waited, and never heard of the session
         return waited
 
     def _paired(self, end: Entry[Addr], peer: Entry[Addr], sid: int, requested: bool) -> None:
@@ -505,6 +505,10 @@ class Matchmaker:
             other = entries.get(peer)
             if other is not None and heard.get(peer) == heard.get(cid):
                 entries[cid].last_peer = (other.id, other.since)
+
+    def _requeue(self, cid: int) -> bool:
+        """``ClientTable.requeue``: back to the head of the line, if it is FREE and not in it."""
+        return self.table.requeue(cid)
 
     def _elsewhere(self, cid: int) -> bool:
         """Whether a partner missing from this host's table may live on another host."""

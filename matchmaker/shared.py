@@ -13,7 +13,7 @@ Every script but ``BEAT`` and ``SYNC`` checks first that the calling host is
 still registered under its token: a host the others took for dead must
 re-register (``SYNC``) before it decides anything again.
 
-Every decision (CONNECT, GOODBYE, DROP) also returns the *mark* of the
+Every decision (CONNECT, MATCH, CANCEL, NAME, GOODBYE, DROP) also returns the *mark* of the
 caller's stream: the last entry on it when the decision was made. The news
 up to the mark happened before the decision and is applied first; what comes
 after it, after. So a client hears of its sessions in the order Redis decided
@@ -50,16 +50,30 @@ local function unpair(cid, node)
     redis.call('HDEL', P..'session', peer)
     redis.call('HDEL', P..'peer', peer)
     redis.call('SREM', P..'tentative', peer)
+    redis.call('HSET', P..'last_peer', cid, peer..'|'..(redis.call('HGET', P..'since', peer) or ''),
+      peer, cid..'|'..(redis.call('HGET', P..'since', cid) or ''))
     local pnode = redis.call('HGET', P..'owner', peer)
     if pnode and pnode ~= node then tell(pnode, 'E|'..peer..'|'..sid..'|'..cid) end
   end
   return {sid, peer}
+end
+local function unname(cid)
+  local name = redis.call('HGET', P..'name', cid)
+  if not name then return end
+  redis.call('HDEL', P..'name', cid)
+  if redis.call('HGET', P..'names', string.lower(name)) == cid then
+    redis.call('HDEL', P..'names', string.lower(name))
+  end
 end
 local function forget(cid, node)
   local owner = redis.call('HGET', P..'owner', cid)
   unpair(cid, node)
   redis.call('HDEL', P..'owner', cid)
   redis.call('HDEL', P..'since', cid)
+  redis.call('HDEL', P..'last_peer', cid)
+  redis.call('ZREM', P..'line', cid)
+  redis.call('SREM', P..'new', cid)
+  unname(cid)
   if owner then redis.call('SREM', P..'clients:'..owner, cid) end
   redis.call('ZADD', P..'free', cid, cid)
 end
@@ -70,6 +84,15 @@ local function reap(node)
   redis.call('ZREM', P..'alive', node)
   redis.call('HDEL', P..'nodes', node)
   return #cids
+end
+local function pair(req, target, tnode, node)
+  local sid = tostring(redis.call('INCR', P..'sid'))
+  redis.call('HSET', P..'session', req, sid, target, sid)
+  redis.call('HSET', P..'peer', req, target, target, req)
+  redis.call('ZREM', P..'line', req, target)
+  redis.call('SREM', P..'new', req, target)
+  if tnode ~= node then tell(tnode, 'P|'..target..'|'..sid..'|'..req..'|'..node) end
+  return sid
 end
 local function registered(node, token)
   return redis.call('HGET', P..'nodes', node) == token
@@ -91,6 +114,13 @@ local function ensure_epoch(epoch, window)
     redis.call('SET', P..'epoch', epoch)
     redis.call('SET', P..'rebuild', '1', 'PX', window)
   end
+end
+local function mine(node, token, cid)
+  return registered(node, token) and redis.call('HGET', P..'owner', cid) == node
+end
+local function talking(cid, sid, node)
+  local peer = redis.call('HGET', P..'peer', cid)
+  return {'TALKING', peer, sid, redis.call('HGET', P..'owner', peer) or '', mark(node)}
 end
 """
 
@@ -165,31 +195,107 @@ redis.call('SADD', P..'clients:'..node, cid)
 return {'OK', cid}
 """
 
-#: ARGV: node, token, requester, target, asked_us, op.
-#: -> {'OK', sid, target_node} | {'TALKING', peer, sid, peer_node} | {code} | {'LOST'}, each
-#: but LOST with the caller's stream mark last (``mark``: the last entry on it now).
+#: ARGV: node, token, requester, target, asked_us, name, op. With a ``name`` (target 0),
+#: the target is whoever holds it now (``NONAME`` if nobody).
+#: -> {'OK', sid, target_node, target} | {'TALKING', peer, sid, peer_node} | {'SELF'} |
+#: {'OFFLINE' or 'BUSY', target} | {'NONAME'} | {'LOST'}, each but LOST with the caller's
+#: stream mark last (``mark``: the last entry on it now). Both ends leave the line.
 CONNECT = """
 local node, req, target = ARGV[1], ARGV[3], ARGV[4]
-if not registered(node, ARGV[2]) or redis.call('HGET', P..'owner', req) ~= node then
-  return {'LOST'}
+if not mine(node, ARGV[2], req) then return {'LOST'} end
+if ARGV[6] ~= '' then
+  target = redis.call('HGET', P..'names', string.lower(ARGV[6]))
+  if not target then return {'NONAME', mark(node)} end
 end
 local sid = redis.call('HGET', P..'session', req)
-if sid then
-  local peer = redis.call('HGET', P..'peer', req)
-  return {'TALKING', peer, sid, redis.call('HGET', P..'owner', peer) or '', mark(node)}
-end
+if sid then return talking(req, sid, node) end
 if req == target then return {'SELF', mark(node)} end
 local tnode = redis.call('HGET', P..'owner', target)
-if not tnode then return {'OFFLINE', mark(node)} end
+if not tnode then return {'OFFLINE', target, mark(node)} end
 if tonumber(redis.call('HGET', P..'since', target) or '0') > tonumber(ARGV[5]) then
-  return {'OFFLINE', mark(node)}
+  return {'OFFLINE', target, mark(node)}
 end
-if redis.call('HEXISTS', P..'session', target) == 1 then return {'BUSY', mark(node)} end
-sid = tostring(redis.call('INCR', P..'sid'))
-redis.call('HSET', P..'session', req, sid, target, sid)
-redis.call('HSET', P..'peer', req, target, target, req)
-if tnode ~= node then tell(tnode, 'P|'..target..'|'..sid..'|'..req..'|'..node) end
-return {'OK', sid, tnode, mark(node)}
+if redis.call('HEXISTS', P..'session', target) == 1 then return {'BUSY', target, mark(node)} end
+return {'OK', pair(req, target, tnode, node), tnode, target, mark(node)}
+"""
+
+#: ARGV: node, token, cid, new (1 or 0), waiting_us, op. The checks of ``ClientTable.match``,
+#: then the pairing of CONNECT with the longest-waiting client (with ``new``, not the
+#: partner of its last session; nor one waiting with NEW whose last partner it was), or
+#: into the line, scored by ``waiting_us``.
+#: -> {'OK', sid, target_node, target} | {'QUEUED'} | {'WAITING'} | {'TALKING', ...} |
+#: {'LOST'}, each but LOST with the stream mark last.
+MATCH = """
+local node, req, new = ARGV[1], ARGV[3], ARGV[4] == '1'
+if not mine(node, ARGV[2], req) then return {'LOST'} end
+local sid = redis.call('HGET', P..'session', req)
+if sid then return talking(req, sid, node) end
+if redis.call('ZSCORE', P..'line', req) then return {'WAITING', mark(node)} end
+local last = redis.call('HGET', P..'last_peer', req)
+local me = req..'|'..(redis.call('HGET', P..'since', req) or '')
+local from = 0
+while true do  -- longest-waiting first, a few at a time: the first one usually does
+  local some = redis.call('ZRANGE', P..'line', from, from + 31)
+  if not some[1] then break end
+  for _, other in ipairs(some) do
+    local skip = new and last == other..'|'..(redis.call('HGET', P..'since', other) or '')
+    if not skip and redis.call('SISMEMBER', P..'new', other) == 1 then
+      skip = redis.call('HGET', P..'last_peer', other) == me
+    end
+    if not skip then
+      local tnode = redis.call('HGET', P..'owner', other)
+      return {'OK', pair(req, other, tnode, node), tnode, other, mark(node)}
+    end
+  end
+  from = from + 32
+end
+redis.call('ZADD', P..'line', ARGV[5], req)
+if new then redis.call('SADD', P..'new', req) else redis.call('SREM', P..'new', req) end
+return {'QUEUED', mark(node)}
+"""
+
+#: ARGV: node, token, cid, op. -> {'OK'} | {'NOT_WAITING'} | {'TALKING', ...} | {'LOST'}
+CANCEL = """
+local node, cid = ARGV[1], ARGV[3]
+if not mine(node, ARGV[2], cid) then return {'LOST'} end
+local sid = redis.call('HGET', P..'session', cid)
+if sid then return talking(cid, sid, node) end
+if redis.call('ZREM', P..'line', cid) == 0 then return {'NOT_WAITING', mark(node)} end
+redis.call('SREM', P..'new', cid)
+return {'OK', mark(node)}
+"""
+
+#: ARGV: node, token, cid, name (a valid one, or '' to drop it), op.
+#: -> {'OK'} | {'TAKEN'} (another client holds it, in any case) | {'LOST'}
+NAME = """
+local node, cid, name = ARGV[1], ARGV[3], ARGV[4]
+if not mine(node, ARGV[2], cid) then return {'LOST'} end
+local key = string.lower(name)
+if name ~= '' then
+  local holder = redis.call('HGET', P..'names', key)
+  if holder and holder ~= cid then return {'TAKEN', mark(node)} end
+end
+unname(cid)
+if name ~= '' then
+  redis.call('HSET', P..'name', cid, name)
+  redis.call('HSET', P..'names', key, cid)
+end
+return {'OK', mark(node)}
+"""
+
+#: ARGV: node, token, cid, new. A client taken out of the line by a pairing that was
+#: called off before it heard of it (its partner left while one of them moved) goes back
+#: to the head of the line, if it is still FREE. -> 1 if it did
+REQUEUE = """
+local node, cid = ARGV[1], ARGV[3]
+if not mine(node, ARGV[2], cid) or redis.call('HEXISTS', P..'session', cid) == 1 then return 0 end
+if redis.call('ZSCORE', P..'line', cid) then return 0 end
+local head = redis.call('ZRANGE', P..'line', 0, 0, 'WITHSCORES')
+local score = now_ms() * 1000
+if head[2] then score = tonumber(head[2]) - 1 end
+redis.call('ZADD', P..'line', score, cid)
+if ARGV[4] == '1' then redis.call('SADD', P..'new', cid) end
+return 1
 """
 
 #: ARGV: node, token, cid, sid, op. -> {'OK', peer, mark} | {'STALE', mark} | {'LOST'}
@@ -224,13 +330,19 @@ return freed
 """
 
 #: ARGV: node, token, alive_ms, window_ms, new_epoch, epoch_known, n, then n times: cid,
-#: since_us, sid, peer, heard. (A Redis found empty starts its rebuild here as in BEAT.)
+#: since_us, sid, peer, heard, name, waiting_us (0: not in the line), new (1 or 0).
+#: (A Redis found empty starts its rebuild here as in BEAT.)
 #: Registers the host and makes the table say what the host holds: ids it lost to
 #: another host are ``refused``; sessions that ended while it could not hear are
 #: ``ended``; sessions its clients never heard of are ``paired``. A Redis that
 #: lost its table (a new epoch) takes each end of a session back on its host's
 #: word, and the session stands once the other end's host says the same.
-#: -> {refused cids, ended {cid, sid, peer}..., paired {cid, sid, peer, peer_node}...}
+#: Names and the line come back from the hosts too: a FREE client the host says waits is
+#: put in the line at its stamp (if not there already); a name another host's client
+#: holds now stays its, and the host's client loses it (``unnamed``), as on one host's
+#: restore.
+#: -> {refused cids, ended {cid, sid, peer}..., paired {cid, sid, peer, peer_node}...,
+#: unnamed cids}
 SYNC = """
 local node, token = ARGV[1], ARGV[2]
 local kept = redis.call('GET', P..'epoch') == ARGV[6]
@@ -243,7 +355,7 @@ local mine, refused, ended, paired = {}, {}, {}, {}
 local last = tonumber(redis.call('GET', P..'last') or '0')
 local top = tonumber(redis.call('GET', P..'sid') or '0')
 for i = 0, n - 1 do
-  local b = 8 + i * 5
+  local b = 8 + i * 8
   local cid = ARGV[b]
   local owner = redis.call('HGET', P..'owner', cid)
   if owner and owner ~= node then
@@ -268,7 +380,7 @@ for _, cid in ipairs(redis.call('SMEMBERS', P..'clients:'..node)) do
   if not mine[cid] then forget(cid, node) end
 end
 for i = 0, n - 1 do
-  local b = 8 + i * 5
+  local b = 8 + i * 8
   local cid, sid, peer, heard = ARGV[b], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   if mine[cid] then
     if tonumber(sid) > top then top = tonumber(sid) end
@@ -303,7 +415,35 @@ for i = 0, n - 1 do
   end
 end
 if top > tonumber(redis.call('GET', P..'sid') or '0') then redis.call('SET', P..'sid', top) end
-return {refused, ended, paired}
+local unnamed = {}
+for i = 0, n - 1 do
+  local b = 8 + i * 8
+  local cid, name = ARGV[b], ARGV[b + 5]
+  if mine[cid] and redis.call('HGET', P..'name', cid) ~= name then unname(cid) end
+end
+for i = 0, n - 1 do
+  local b = 8 + i * 8
+  local cid, name, waiting = ARGV[b], ARGV[b + 5], ARGV[b + 6]
+  if mine[cid] then
+    if name ~= '' then
+      local holder = redis.call('HGET', P..'names', string.lower(name))
+      if holder and holder ~= cid and redis.call('HEXISTS', P..'owner', holder) == 1 then
+        unnamed[#unnamed + 1] = cid
+      else
+        redis.call('HSET', P..'name', cid, name)
+        redis.call('HSET', P..'names', string.lower(name), cid)
+      end
+    end
+    if waiting == '0' or redis.call('HEXISTS', P..'session', cid) == 1 then
+      redis.call('ZREM', P..'line', cid)
+      redis.call('SREM', P..'new', cid)
+    elseif not redis.call('ZSCORE', P..'line', cid) then
+      redis.call('ZADD', P..'line', waiting, cid)
+      if ARGV[b + 7] == '1' then redis.call('SADD', P..'new', cid) end
+    end
+  end
+end
+return {refused, ended, paired, unnamed}
 """
 
 #: ARGV: node, token. A host shutting down takes its clients along at once
@@ -317,6 +457,10 @@ SCRIPTS = {
     "beat": BEAT,
     "register": REGISTER,
     "connect": CONNECT,
+    "match": MATCH,
+    "cancel": CANCEL,
+    "name": NAME,
+    "requeue": REQUEUE,
     "goodbye": GOODBYE,
     "drop": DROP,
     "sync": SYNC,
@@ -327,7 +471,7 @@ SCRIPTS = {
 #: Decisions are made once: a call whose answer was lost (a timeout, this process
 #: stopped for a while) is made again with the same ``op`` (the last argument), and
 #: gets the answer of the first. One decision at a time per host, so one key each.
-ONCE = ("register", "connect", "goodbye", "drop")
+ONCE = ("register", "connect", "goodbye", "drop", "match", "cancel", "name")
 
 _ONCE = """
 local op = ARGV[#ARGV]
@@ -369,14 +513,16 @@ class Synced:
     refused: list[int]
     ended: list[tuple[int, int, int]]  # cid, session, peer
     paired: list[tuple[int, int, int, str]]  # cid, session, peer, peer's node
+    unnamed: list[int]  # clients whose name another host's client holds
 
 
 def synced(reply: Any) -> Synced:
-    refused, ended, paired = reply
+    refused, ended, paired, unnamed = reply
     return Synced(
         [int(c) for c in refused],
         [(int(c), int(s), int(p)) for c, s, p in ended],
         [(int(c), int(s), int(p), _text(n)) for c, s, p, n in paired],
+        [int(c) for c in unnamed],
     )
 
 

@@ -225,6 +225,14 @@ class ClientTable(Generic[A]):
         self._line = {cid: me.new, **self._line}
         return True
 
+    def wait(self, cid: int, new: bool = False) -> None:
+        """Put ``cid`` at the end of the line: the table shared by several hosts decided so."""
+        self._line[cid] = self._entries[cid].new = new
+
+    def unwait(self, cid: int) -> None:
+        """Take ``cid`` out of the line, if it is in it (decided elsewhere)."""
+        self._line.pop(cid, None)
+
     def cancel(self, cid: int) -> None:
         """Take ``cid`` out of the line; TALKING if it is paired, NOT_WAITING if not in it."""
         me = self._entries[cid]

@@ -1,6 +1,6 @@
 """The Lua scripts of the shared table (``matchmaker.shared``) against a real Redis.
 
-A model of the table (ids, owners, sessions) runs beside Redis; random
+A model of the table (ids, owners, sessions, the line, names) runs beside Redis; random
 operations from three hosts must give the same answers in both, and after
 each one the invariants hold: ids unique and the smallest free one given,
 sessions symmetric, nobody in two, and the news of a decision on the stream
@@ -42,7 +42,7 @@ class Scripts:
     def __call__(self, name: str, *args: Any) -> Any:
         """The script's reply, without the stream mark a decision ends with."""
         reply = self.scripts[name](args=self.args(name, args))
-        if name in ("connect", "goodbye") and reply[0] != "LOST":
+        if name in ("connect", "goodbye", "match", "cancel", "name") and reply[0] != "LOST":
             return reply[:-1]
         if name == "drop":
             return len(reply[:-1]) if reply else 0  # how many freed
@@ -53,17 +53,18 @@ class Scripts:
 
     def args(self, name: str, args: tuple[Any, ...]) -> list[Any]:
         """A decision's arguments end with a fresh op id (``shared.ONCE``)."""
+        if name == "connect" and len(args) == 5:
+            args = (*args, "")  # by id, not by name
         if name not in shared.ONCE:
             return list(args)
         self.ops += 1
         return [*args, f"test.{self.ops}"]
 
-    def join(
-        self, host: str, clients: tuple[tuple[int, int, int, int, int], ...] = (), epoch: str = ""
-    ) -> Any:
-        """SYNC ``clients`` (cid, since, session, peer, heard); ``epoch``: the one the host
-        last synced in (by default, the current one: Redis kept its data)."""
-        flat = [x for c in clients for x in c]
+    def join(self, host: str, clients: tuple[tuple[Any, ...], ...] = (), epoch: str = "") -> Any:
+        """SYNC ``clients`` (cid, since, session, peer, heard[, name, waiting, new]);
+        ``epoch``: the one the host last synced in (by default, the current one: Redis
+        kept its data)."""
+        flat = [x for c in clients for x in (*c, "", 0, 0)[:8]]
         epoch = epoch or self.r.get("mm:epoch") or ""
         args = (host, TOKEN[host], ALIVE_MS, 60_000, "e-sync", epoch, len(clients), *flat)
         return shared.synced(self("sync", *args))
@@ -100,11 +101,11 @@ def test_connect_answers_and_tells_the_other_host(scripts: Scripts) -> None:
         scripts("register", h, TOKEN[h], 100)
     a = TOKEN["a"]
     assert scripts("connect", "a", a, 1, 1, 200) == ["SELF"]
-    assert scripts("connect", "a", a, 1, 9, 200) == ["OFFLINE"]
-    assert scripts("connect", "a", a, 1, 2, 50) == ["OFFLINE"]  # asked before 2 was given
-    assert scripts("connect", "a", a, 1, 2, 200) == ["OK", "1", "b"]
+    assert scripts("connect", "a", a, 1, 9, 200) == ["OFFLINE", "9"]
+    assert scripts("connect", "a", a, 1, 2, 50) == ["OFFLINE", "2"]  # asked before 2 was given
+    assert scripts("connect", "a", a, 1, 2, 200) == ["OK", "1", "b", "2"]
     assert scripts.events("b") == ["P|2|1|1|a"]
-    assert scripts("connect", "b", TOKEN["b"], 3, 2, 200) == ["BUSY"]
+    assert scripts("connect", "b", TOKEN["b"], 3, 2, 200) == ["BUSY", "2"]
     assert scripts("connect", "b", TOKEN["b"], 2, 3, 200) == ["TALKING", "1", "1", "a"]
     assert scripts("connect", "c", TOKEN["c"], 2, 3, 200) == ["LOST"]  # 2 is not c's
     assert scripts("goodbye", "b", TOKEN["b"], 2, 7) == ["STALE"]
@@ -119,9 +120,9 @@ def test_a_decision_made_again_with_the_same_op_gets_the_first_answer(scripts: S
     assert register(args=["a", TOKEN["a"], 0, "x.1"]) == first == ["OK", "1"]
     assert register(args=["a", TOKEN["a"], 0, "x.2"]) == ["OK", "2"]
     connect = scripts.scripts["connect"]
-    ok = connect(args=["a", TOKEN["a"], 1, 2, 10, "x.3"])
+    ok = connect(args=["a", TOKEN["a"], 1, 2, 10, "", "x.3"])
     assert ok[:2] == ["OK", "1"]
-    assert connect(args=["a", TOKEN["a"], 1, 2, 10, "x.3"]) == ok  # not TALKING
+    assert connect(args=["a", TOKEN["a"], 1, 2, 10, "", "x.3"]) == ok  # not TALKING
     assert scripts.r.hlen("mm:owner") == 2
 
 
@@ -206,6 +207,133 @@ def test_sync_tells_a_host_what_it_missed(scripts: Scripts) -> None:
     assert "3" not in scripts.r.hgetall("mm:owner")
 
 
+def test_match_pairs_the_longest_waiting_client_else_waits(scripts: Scripts) -> None:
+    for h in ("a", "b", "c"):
+        scripts("register", h, TOKEN[h], 100)
+    assert scripts("match", "a", TOKEN["a"], 1, 0, 500) == ["QUEUED"]
+    assert scripts("match", "a", TOKEN["a"], 1, 0, 600) == ["WAITING"]
+    assert scripts("match", "b", TOKEN["b"], 2, 0, 400) == ["OK", "1", "a", "1"]
+    assert scripts.events("a") == ["P|1|1|2|b"]
+    assert scripts.r.zcard("mm:line") == 0  # both ends left it
+    assert scripts("match", "a", TOKEN["a"], 1, 0, 1) == ["TALKING", "2", "1", "b"]
+    assert scripts("goodbye", "a", TOKEN["a"], 1, 1) == ["OK", "2"]
+    assert scripts("match", "a", TOKEN["a"], 1, 1, 800) == ["QUEUED"]  # NEW: not 2
+    assert scripts("match", "b", TOKEN["b"], 2, 0, 700) == ["QUEUED"]  # side by side
+    assert scripts("match", "c", TOKEN["c"], 3, 0, 900) == ["OK", "2", "b", "2"]  # since 700
+    assert scripts.events("b") == ["E|2|1|1", "P|2|2|3|c"]  # the goodbye, then this
+    assert scripts("match", "c", TOKEN["c"], 9, 0, 1) == ["LOST"]  # not a client of c
+
+
+def test_match_new_skips_the_last_partner_both_ways(scripts: Scripts) -> None:
+    for h in ("a", "b", "c"):
+        scripts("register", h, TOKEN[h], 100)
+    scripts("connect", "a", TOKEN["a"], 1, 2, 200)
+    scripts("goodbye", "a", TOKEN["a"], 1, 1)
+    assert scripts("match", "a", TOKEN["a"], 1, 1, 300) == ["QUEUED"]
+    assert scripts("match", "b", TOKEN["b"], 2, 0, 400) == ["QUEUED"]  # 1 asked for someone new
+    assert scripts("match", "c", TOKEN["c"], 3, 1, 500) == ["OK", "2", "a", "1"]
+    scripts("drop", "a", TOKEN["a"], 1)
+    assert int(scripts("register", "a", TOKEN["a"], 600)[1]) == 1  # a newcomer with id 1
+    assert scripts("match", "a", TOKEN["a"], 1, 1, 700) == ["OK", "3", "b", "2"]  # not skipped
+
+
+def test_match_looks_past_a_long_run_of_clients_it_must_skip(scripts: Scripts) -> None:
+    for _ in range(41):
+        scripts("register", "a", TOKEN["a"], 100)
+    r = scripts.r
+    for cid in range(2, 42):  # all waiting; all but 41 asked NEW, 1 their last partner
+        r.zadd("mm:line", {str(cid): cid})
+        if cid < 41:
+            r.sadd("mm:new", cid)
+            r.hset("mm:last_peer", str(cid), "1|100")
+    assert scripts("match", "a", TOKEN["a"], 1, 0, 900) == ["OK", "1", "a", "41"]
+    assert r.zcard("mm:line") == 39
+
+
+def test_connect_takes_a_waiting_client_and_the_asker_out_of_the_line(scripts: Scripts) -> None:
+    for h in ("a", "b", "c"):
+        scripts("register", h, TOKEN[h], 100)
+    scripts("match", "a", TOKEN["a"], 1, 0, 200)
+    scripts("match", "a", TOKEN["a"], 1, 0, 200)
+    assert scripts("connect", "b", TOKEN["b"], 2, 1, 300) == ["OK", "1", "a", "1"]
+    assert scripts("match", "c", TOKEN["c"], 3, 0, 400) == ["QUEUED"]  # nobody else waits
+
+
+def test_cancel(scripts: Scripts) -> None:
+    for h in ("a", "b"):
+        scripts("register", h, TOKEN[h], 100)
+    assert scripts("cancel", "a", TOKEN["a"], 1) == ["NOT_WAITING"]
+    scripts("match", "a", TOKEN["a"], 1, 1, 200)
+    assert scripts("cancel", "a", TOKEN["a"], 1) == ["OK"]
+    assert scripts.r.zcard("mm:line") == 0 and scripts.r.scard("mm:new") == 0
+    assert scripts("match", "b", TOKEN["b"], 2, 0, 300) == ["QUEUED"]
+    scripts("connect", "a", TOKEN["a"], 1, 2, 400)
+    assert scripts("cancel", "b", TOKEN["b"], 2) == ["TALKING", "1", "1", "a"]
+
+
+def test_names_are_unique_without_regard_to_case(scripts: Scripts) -> None:
+    for h in ("a", "b", "b"):
+        scripts("register", h, TOKEN[h], 100)
+    assert scripts("name", "a", TOKEN["a"], 1, "Ann") == ["OK"]
+    assert scripts("name", "b", TOKEN["b"], 2, "aNN") == ["TAKEN"]
+    assert scripts("name", "a", TOKEN["a"], 1, "ANN") == ["OK"]  # its own, in another case
+    assert scripts("connect", "b", TOKEN["b"], 2, 0, 200, "ann") == ["OK", "1", "a", "1"]
+    assert scripts("connect", "b", TOKEN["b"], 3, 0, 200, "Bo") == ["NONAME"]
+    assert scripts("connect", "b", TOKEN["b"], 3, 0, 200, "aNn") == ["BUSY", "1"]
+    assert scripts("name", "a", TOKEN["a"], 1, "") == ["OK"]  # dropped
+    assert scripts("name", "b", TOKEN["b"], 3, "ann") == ["OK"]
+    assert scripts.r.hgetall("mm:name") == {"3": "ann"}
+    assert scripts.r.hgetall("mm:names") == {"ann": "3"}
+
+
+def test_drop_and_reaping_free_the_name_and_the_place_in_the_line(scripts: Scripts) -> None:
+    for h in ("a", "b", "b"):
+        scripts("register", h, TOKEN[h], 100)
+    for cid, host, name in ((1, "a", "x"), (2, "b", "y"), (3, "b", "z")):
+        scripts("name", host, TOKEN[host], cid, name)
+    scripts("connect", "b", TOKEN["b"], 2, 3, 200)
+    scripts("goodbye", "b", TOKEN["b"], 2, 1)
+    scripts("match", "b", TOKEN["b"], 2, 1, 300)
+    scripts("match", "b", TOKEN["b"], 3, 0, 400)  # not with 2, which asked for someone new
+    assert scripts.r.zrange("mm:line", 0, -1) == ["2", "3"]
+    scripts("drop", "a", TOKEN["a"], 1)
+    assert scripts.r.hgetall("mm:names") == {"y": "2", "z": "3"}
+    scripts.r.zadd("mm:alive", {"b": 0})  # b stops beating
+    scripts("beat", "a", TOKEN["a"], ALIVE_MS, 1, "e1")
+    for key in ("mm:line", "mm:new", "mm:names", "mm:name", "mm:last_peer"):
+        assert not scripts.r.exists(key), key
+
+
+def test_sync_gives_back_names_and_the_line_and_keeps_a_name_held_elsewhere(
+    scripts: Scripts,
+) -> None:
+    scripts("register", "b", TOKEN["b"], 100)  # 1, on b
+    scripts("name", "b", TOKEN["b"], 1, "Ann")
+    # a comes back with 2 (named ann, which 1 holds now) and 3 (waiting with NEW)
+    got = scripts.join("a", ((2, 50, 0, 0, 0, "ann", 0, 0), (3, 50, 0, 0, 0, "Cy", 700, 1)))
+    assert got.unnamed == [2]
+    assert scripts.r.hgetall("mm:names") == {"ann": "1", "cy": "3"}
+    assert scripts.r.zrange("mm:line", 0, -1, withscores=True) == [("3", 700.0)]
+    assert scripts.r.smembers("mm:new") == {"3"}
+    got = scripts.join("a", ((2, 50, 0, 0, 0, "Di", 0, 0), (3, 50, 0, 0, 0, "", 0, 0)))
+    assert got.unnamed == []
+    assert scripts.r.hgetall("mm:name") == {"1": "Ann", "2": "Di"}
+    assert scripts.r.zcard("mm:line") == 0
+
+
+def test_requeue_puts_a_free_client_at_the_head_of_the_line(scripts: Scripts) -> None:
+    for h in ("a", "a", "b"):
+        scripts("register", h, TOKEN[h], 100)
+    scripts("match", "b", TOKEN["b"], 3, 0, 500)
+    assert scripts("requeue", "a", TOKEN["a"], 1, 0) == 1
+    assert scripts("requeue", "a", TOKEN["a"], 1, 0) == 0  # in it already
+    assert scripts.r.zrange("mm:line", 0, -1) == ["1", "3"]
+    assert scripts("match", "a", TOKEN["a"], 2, 0, 600) == ["OK", "1", "a", "1"]
+
+
+NAMES = ("ann", "ANN", "Bo", "bo", "")
+
+
 class SharedTable(RuleBasedStateMachine):
     """Random requests from three hosts; Redis must answer as the model does."""
 
@@ -222,6 +350,32 @@ class SharedTable(RuleBasedStateMachine):
         self.owner: dict[int, str] = {}
         self.peer: dict[int, int] = {}
         self.sid = 0
+        self.clock = 0  # stamps: since when a client holds its id, and waits
+        self.since: dict[int, int] = {}
+        self.line: dict[int, tuple[int, bool]] = {}  # cid -> (waiting since, NEW)
+        self.names: dict[int, str] = {}
+        self.last: dict[int, tuple[int, int]] = {}  # cid -> (last partner, its since)
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def _pair(self, req: int, target: int) -> None:
+        self.sid += 1
+        self.peer[req], self.peer[target] = target, req
+        self.line.pop(req, None)
+        self.line.pop(target, None)
+
+    def _end(self, cid: int) -> None:
+        other = self.peer.pop(cid)
+        del self.peer[other]
+        self.last[cid], self.last[other] = (other, self.since[other]), (cid, self.since[cid])
+
+    def _gone(self, cid: int) -> None:
+        if cid in self.peer:
+            self._end(cid)
+        for table in (self.owner, self.since, self.line, self.names, self.last):
+            table.pop(cid, None)
 
     def _smallest_free(self) -> int:
         i = 1
@@ -231,29 +385,76 @@ class SharedTable(RuleBasedStateMachine):
 
     @rule(host=st.sampled_from(HOSTS))
     def register(self, host: str) -> None:
-        got = self.s("register", host, TOKEN[host], 0)
+        since = self._tick()
+        got = self.s("register", host, TOKEN[host], since)
         cid = self._smallest_free()
         assert got == ["OK", str(cid)]
-        self.owner[cid] = host
+        self.owner[cid], self.since[cid] = host, since
 
     @precondition(lambda self: self.owner)
     @rule(data=st.data())
     def connect(self, data: st.DataObject) -> None:
         req = data.draw(st.sampled_from(sorted(self.owner)))
         target = data.draw(st.integers(1, max(self.owner) + 1))
-        got = self.s("connect", self.owner[req], TOKEN[self.owner[req]], req, target, 1)
+        got = self.s("connect", self.owner[req], TOKEN[self.owner[req]], req, target, 10**9)
         if req in self.peer:
             assert got[0] == "TALKING" and int(got[1]) == self.peer[req]
         elif req == target:
             assert got == ["SELF"]
         elif target not in self.owner:
-            assert got == ["OFFLINE"]
+            assert got == ["OFFLINE", str(target)]
         elif target in self.peer:
-            assert got == ["BUSY"]
+            assert got == ["BUSY", str(target)]
         else:
-            self.sid += 1
-            assert got == ["OK", str(self.sid), self.owner[target]]
-            self.peer[req], self.peer[target] = target, req
+            self._pair(req, target)
+            assert got == ["OK", str(self.sid), self.owner[target], str(target)]
+
+    @precondition(lambda self: self.owner)
+    @rule(data=st.data(), new=st.booleans())
+    def match(self, data: st.DataObject, new: bool) -> None:
+        req = data.draw(st.sampled_from(sorted(self.owner)))
+        stamp = self._tick()
+        got = self.s("match", self.owner[req], TOKEN[self.owner[req]], req, int(new), stamp)
+        if req in self.peer:
+            assert got[0] == "TALKING" and int(got[1]) == self.peer[req]
+            return
+        if req in self.line:
+            assert got == ["WAITING"]
+            return
+        for other in sorted(self.line, key=lambda c: self.line[c][0]):
+            if new and self.last.get(req) == (other, self.since[other]):
+                continue
+            if self.line[other][1] and self.last.get(other) == (req, self.since[req]):
+                continue
+            self._pair(req, other)
+            assert got == ["OK", str(self.sid), self.owner[other], str(other)]
+            return
+        assert got == ["QUEUED"]
+        self.line[req] = (stamp, new)
+
+    @precondition(lambda self: self.owner)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        cid = data.draw(st.sampled_from(sorted(self.owner)))
+        got = self.s("cancel", self.owner[cid], TOKEN[self.owner[cid]], cid)
+        if cid in self.peer:
+            assert got[0] == "TALKING"
+        else:
+            assert got == (["OK"] if self.line.pop(cid, None) else ["NOT_WAITING"])
+
+    @precondition(lambda self: self.owner)
+    @rule(data=st.data(), name=st.sampled_from(NAMES))
+    def name(self, data: st.DataObject, name: str) -> None:
+        cid = data.draw(st.sampled_from(sorted(self.owner)))
+        got = self.s("name", self.owner[cid], TOKEN[self.owner[cid]], cid, name)
+        holder = [c for c, n in self.names.items() if name and n.lower() == name.lower()]
+        if holder and holder != [cid]:
+            assert got == ["TAKEN"]
+            return
+        assert got == ["OK"]
+        self.names.pop(cid, None)
+        if name:
+            self.names[cid] = name
 
     @precondition(lambda self: self.peer)
     @rule(data=st.data())
@@ -262,25 +463,22 @@ class SharedTable(RuleBasedStateMachine):
         sid = int(self.s.r.hget("mm:session", str(cid)))
         got = self.s("goodbye", self.owner[cid], TOKEN[self.owner[cid]], cid, sid)
         assert got == ["OK", str(self.peer[cid])]
-        del self.peer[self.peer.pop(cid)]
+        self._end(cid)
 
     @precondition(lambda self: self.owner)
     @rule(data=st.data())
     def drop(self, data: st.DataObject) -> None:
         cid = data.draw(st.sampled_from(sorted(self.owner)))
-        host = self.owner.pop(cid)
+        host = self.owner[cid]
         assert self.s("drop", host, TOKEN[host], cid) == 1
-        if cid in self.peer:
-            del self.peer[self.peer.pop(cid)]
+        self._gone(cid)
 
     @rule(host=st.sampled_from(("b", "c")))
     def host_dies(self, host: str) -> None:
         self.s.r.zadd("mm:alive", {host: 0})
         self.s("beat", "a", TOKEN["a"], ALIVE_MS, 1, "e")
         for cid in [c for c, h in self.owner.items() if h == host]:
-            del self.owner[cid]
-            if cid in self.peer:
-                del self.peer[self.peer.pop(cid)]
+            self._gone(cid)
         assert self.s.join(host).refused == []  # it comes back, with no clients
 
     @invariant()
@@ -294,6 +492,15 @@ class SharedTable(RuleBasedStateMachine):
         for h in HOSTS:
             mine = {c for c, o in self.owner.items() if o == h}
             assert {int(c) for c in r.smembers(f"mm:clients:{h}")} == mine
+        assert r.zrange("mm:line", 0, -1) == [
+            str(c) for c in sorted(self.line, key=lambda c: self.line[c][0])
+        ]
+        assert r.smembers("mm:new") == {str(c) for c, (_, new) in self.line.items() if new}
+        assert r.hgetall("mm:name") == {str(c): n for c, n in self.names.items()}
+        assert r.hgetall("mm:names") == {n.lower(): str(c) for c, n in self.names.items()}
+        assert r.hgetall("mm:last_peer") == {
+            str(c): f"{p}|{since}" for c, (p, since) in self.last.items()
+        }
 
 
 def test_random_requests_from_three_hosts(server: RedisServer) -> None:

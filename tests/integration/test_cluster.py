@@ -9,6 +9,7 @@ host's consecutive clients on different workers.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 import time
@@ -114,18 +115,131 @@ def test_connect_across_hosts_gives_the_same_replies_as_on_one(host: Host) -> No
     a2.expect("MSG again")
 
 
-def test_match_and_names_are_not_shared_across_hosts_yet(host: Host) -> None:
-    """Until the line and the names live in Redis, a host decides none of them alone:
-    pairing here a client another host may pair too would break invariant 1."""
+def test_match_across_hosts_pairs_with_the_client_waiting_on_another(host: Host) -> None:
     a, b = host("a"), host("b")
-    a1, b1 = a.client(), b.client()
-    for line in ("MATCH", "MATCH NEW", "CANCEL", "NAME ann", "NAME", "CONNECT ann"):
-        a1.send(line)
-        a1.expect("ERROR UNAVAILABLE")
-    a1.send("NAME 12")  # a bad name is still the worker's to refuse
-    a1.expect("ERROR USAGE NAME [<name>]")
-    assert get(b1) == "CLIENTS 1=FREE 2=FREE"
-    pair(b1, a1)
+    a1, b1, a2, b2 = a.client(), b.client(), a.client(), b.client()
+    a1.send("MATCH")
+    a1.expect("WAITING")
+    a1.send("MATCH NEW")
+    a1.expect("ERROR WAITING")
+    assert get(b2) == "CLIENTS 1=WAITING 2=FREE 3=FREE 4=FREE"
+    assert get(b2, free=True) == "CLIENTS 2=FREE 3=FREE 4=FREE"
+    b1.send("MATCH")
+    b1.expect(f"CONNECTED {a1.id}")
+    a1.expect(f"CONNECTED {b1.id}")
+    a1.send("hello across")
+    b1.expect("MSG hello across")
+    b1.send("hi back")
+    a1.expect("MSG hi back")
+    a2.send("MATCH")
+    a2.expect("WAITING")
+    b2.send(f"CONNECT {a2.id}")  # a waiting client is FREE: it leaves the line
+    b2.expect(f"CONNECTED {a2.id}")
+    a2.expect(f"CONNECTED {b2.id}")
+    assert get(b.client()) == "CLIENTS 1=BUSY 2=BUSY 3=BUSY 4=BUSY 5=FREE"
+    a1.send("#GOODBYE#")
+    a1.expect(f"ENDED {b1.id}")
+    b1.expect(f"ENDED {a1.id}")
+    a1.send("MATCH NEW")
+    a1.expect("WAITING")
+    b1.send("MATCH")  # its last partner asked for someone new: they wait side by side
+    b1.expect("WAITING")
+    b1.send("CANCEL")
+    b1.expect("CANCELLED")
+    b1.send("CANCEL")
+    b1.expect("ERROR NOT_WAITING")
+    assert get(b1) == "CLIENTS 1=WAITING 2=FREE 3=BUSY 4=BUSY 5=FREE"
+
+
+def test_clients_of_two_hosts_matching_at_once_pair_exactly_once(host: Host) -> None:
+    """61 clients, alternately on two hosts, send MATCH at once: 30 pairs, each
+    CONNECTED to the other (within a host or across), and one left waiting."""
+    a, b = host("a"), host("b")
+    clients = [(a, b)[i % 2].client() for i in range(61)]
+    by_id = {c.id: c for c in clients}
+    for c in clients:
+        c.send("MATCH")
+    peers: dict[int, int] = {}
+    rest = []
+    for c in clients:
+        first = c.line()
+        if first == "WAITING":
+            rest.append(c)
+            continue
+        word, _, peer = first.partition(" ")
+        assert word == "CONNECTED", first
+        peers[c.id] = int(peer)
+    deadline = time.monotonic() + TIMEOUT
+    while len(peers) < 60:  # the ones that waited, in the order their lines come
+        ready = [c for c in rest if b"\n" in c.buf]
+        if not ready:
+            socks, _, _ = select.select([c.sock for c in rest], [], [], deadline - time.monotonic())
+            assert socks, f"{60 - len(peers)} waiting clients were never paired"
+            ready = [c for c in rest if c.sock in socks]
+        for c in ready:
+            word, _, peer = c.line().partition(" ")
+            assert word == "CONNECTED"
+            peers[c.id] = int(peer)
+            rest.remove(c)
+    assert all(peers[peers[cid]] == cid and peers[cid] != cid for cid in peers)
+    (left,) = set(by_id) - set(peers)
+    listed = get(by_id[left]).split()[1:]
+    assert listed == [f"{cid}={'WAITING' if cid == left else 'BUSY'}" for cid in sorted(by_id)]
+
+
+def test_names_are_unique_across_hosts_and_connect_by_name_reaches_any(host: Host) -> None:
+    a, b = host("a"), host("b")
+    a1, b1, b2 = a.client(), b.client(), b.client()
+    a1.send("NAME Ann")
+    a1.expect("NAMED Ann")
+    b1.send("NAME aNN")
+    b1.expect("ERROR NAME_TAKEN aNN")
+    b1.send("NAME 12")  # a bad name is still the worker's to refuse
+    b1.expect("ERROR USAGE NAME [<name>]")
+    b1.send("NAME bo")
+    b1.expect("NAMED bo")
+    assert get(b2) == "CLIENTS 1=FREE=Ann 2=FREE=bo 3=FREE"
+    b2.send("CONNECT nobody")
+    b2.expect("ERROR OFFLINE nobody")
+    b1.send("CONNECT bo")
+    b1.expect("ERROR SELF")
+    b2.send("CONNECT ann")
+    b2.expect(f"CONNECTED {a1.id}")
+    a1.expect(f"CONNECTED {b2.id}")
+    b2.send("hi ann")
+    a1.expect("MSG hi ann")
+    b1.send("CONNECT ANN")
+    b1.expect(f"ERROR BUSY {a1.id}")
+    assert get(b1) == "CLIENTS 1=BUSY=Ann 2=FREE=bo 3=BUSY"
+    a1.send("#CLOSE#")
+    a1.expect("BYE")
+    b2.expect(f"ENDED {a1.id}")
+    b1.send("NAME ann")  # freed with its holder
+    b1.expect("NAMED ann")
+    b1.send("NAME")
+    b1.expect("NAMED")
+    assert get(b2) == "CLIENTS 2=FREE 3=FREE"
+
+
+def test_a_killed_host_frees_its_names_and_leaves_the_line(
+    host: Host, redis_server: RedisServer
+) -> None:
+    a, b = host("a"), host("b")
+    a1, b1, a2 = a.client(), b.client(), a.client()
+    b1.send("NAME bo")
+    b1.expect("NAMED bo")
+    b1.send("MATCH")
+    b1.expect("WAITING")
+    assert get(a1) == "CLIENTS 1=FREE 2=WAITING=bo 3=FREE"
+    b.kill()
+    wait_for(lambda: get(a1) == "CLIENTS 1=FREE 3=FREE", message="b reaped")
+    a1.send("MATCH")  # b1 left the line with its host
+    a1.expect("WAITING")
+    a2.send("NAME BO")
+    a2.expect("NAMED BO")
+    r = redis_server.client()
+    assert r.zrange("mm:line", 0, -1) == ["1"]
+    assert r.hgetall("mm:names") == {"bo": "3"}
 
 
 def leave(c: Client) -> None:
@@ -421,6 +535,10 @@ def test_redis_restarted_empty_gets_every_client_and_session_back(
     a, b = host("a"), host("b")
     x, y, z = a.client(), b.client(), a.client()
     pair(x, y)
+    z.send("NAME zed")
+    z.expect("NAMED zed")
+    z.send("MATCH")
+    z.expect("WAITING")
     redis_server.kill()
     for i in range(20):
         x.send(f"while Redis is dead {i}")
@@ -429,11 +547,16 @@ def test_redis_restarted_empty_gets_every_client_and_session_back(
     for i in range(20):
         y.expect(f"MSG while Redis is dead {i}")
     x.expect("MSG and back")
-    wait_for(lambda: get(z) == "CLIENTS 1=BUSY 2=BUSY 3=FREE", message="table rebuilt")
+    wait_for(lambda: get(z) == "CLIENTS 1=BUSY 2=BUSY 3=WAITING=zed", message="table rebuilt")
     x.send("after the restart")
     y.expect("MSG after the restart")
     fresh = b.client()
     assert fresh.id == 4  # not an id anyone holds
+    fresh.send("NAME ZED")  # names and the line came back with their hosts
+    fresh.expect("ERROR NAME_TAKEN ZED")
+    fresh.send("MATCH")
+    fresh.expect(f"CONNECTED {z.id}")
+    z.expect(f"CONNECTED {fresh.id}")
     y.send("#GOODBYE#")
     y.expect(f"ENDED {x.id}")
     x.expect(f"ENDED {y.id}")
