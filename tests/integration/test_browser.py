@@ -37,6 +37,9 @@ def chat_with(tab: Tab, cid: int) -> None:
     button = f"#clients button[data-id='{cid}']"
     tab.wait(f"document.querySelector({json.dumps(button)}) !== null")
     tab.focus(button)
+    # the list is drawn anew at every refresh (every 5 s): the focus stays on the button
+    tab.js("showClients(shown)")
+    assert tab.js(f"document.activeElement === document.querySelector({json.dumps(button)})")
     tab.press("Enter")
 
 
