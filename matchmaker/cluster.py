@@ -161,6 +161,9 @@ class ClusterMatchmaker(Matchmaker):
         self.gave_up = False  # sessions with other hosts ended for this outage
         self.dirty = False  # changed while Redis was unreachable: SYNC when it is back
         self.sync_queued = False
+        # the table is rebuilt from the workers' hellos (``Startup``): until then this
+        # process knows none of the host's clients, and must not tell Redis it has none
+        self.restored = False
         self.run = secrets.token_hex(4)  # this process, in the ids of its decisions
         self.ops = 0
 
@@ -272,6 +275,9 @@ class ClusterMatchmaker(Matchmaker):
 
     async def _op(self, name: str, arg: Any) -> None:
         if name == "sync":
+            if not self.restored:  # a SYNC of an empty table would drop the workers'
+                self.sync_queued = False  # clients in Redis: ``restore`` queues one
+                return
             await self._sync()
         elif name == "gone":
             await self._worker_gone(arg)
@@ -940,6 +946,7 @@ class ClusterMatchmaker(Matchmaker):
     # ---- restart of this host's matchmaker -----------------------------------------
 
     def restore(self, hellos: dict[int, m.Hello]) -> None:
+        self.restored = True
         for hello in hellos.values():
             for st in hello.clients:
                 self.heard[st.cid] = st.last_session

@@ -438,7 +438,9 @@ def test_a_restarted_host_drops_what_its_last_run_left(
 
 
 def test_a_dead_worker_or_matchmaker_stays_inside_its_host(host: Host) -> None:
-    a, b = host("a"), host("b")
+    # a longer --node-ttl than TTL: a matchmaker started anew on a busy machine may take
+    # longer than three quarters of a second to beat again, and then its host is dead
+    a, b = host("a", ttl=3.0), host("b", ttl=3.0)
     x1, y1 = a.client(), b.client()  # y1 on b's worker 1
     x2, y2 = a.client(), b.client()  # y2 on b's worker 2
     pair(x1, y1)
@@ -455,6 +457,33 @@ def test_a_dead_worker_or_matchmaker_stays_inside_its_host(host: Host) -> None:
     y2.send("back")
     x2.expect("MSG back")
     assert get(x1) == f"CLIENTS {x1.id}=FREE {x2.id}=BUSY {y2.id}=BUSY"
+
+
+def test_a_matchmaker_started_anew_tells_redis_nothing_before_every_hello(
+    host: Host, redis_server: RedisServer
+) -> None:
+    """Regression: the new matchmaker's first heartbeat asked for a SYNC, which ran with
+    the table still empty (a worker's hello not yet in), and Redis dropped that worker's
+    clients: their sessions across hosts ended."""
+    a, b = host("a", ttl=3.0), host("b", ttl=3.0)
+    x, y = a.client(), b.client()
+    pair(x, y)
+    r = redis_server.client()
+    worker = b.pid_of(f"worker {b.worker_of(y)}")
+    os.kill(worker, signal.SIGSTOP)  # its hello to the new matchmaker waits
+    try:
+        old = b.pid_of("matchmaker")
+        psutil.Process(old).kill()
+        beat = r.zscore("mm:alive", "b")
+        wait_for(lambda: r.zscore("mm:alive", "b") != beat, message="b beat again")
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    y.send("still paired")
+    x.expect("MSG still paired")
+    x.send("and back")
+    y.expect("MSG and back")
+    z = a.client()  # in Redis too, both are still BUSY
+    assert get(z) == f"CLIENTS {x.id}=BUSY {y.id}=BUSY {z.id}=FREE"
 
 
 def test_a_client_moving_to_a_worker_that_dies_is_taken_back_in_redis_too(host: Host) -> None:
