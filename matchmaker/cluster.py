@@ -908,6 +908,12 @@ class ClusterMatchmaker(Matchmaker):
                 self._pair_remote(me, sid, peer, node, requested=False)
         await self._where()
         self.joined.set()
+        if self.lane is None or self.lane.broken:  # the appends' lane, ready before a line
+            try:
+                async with asyncio.timeout(self.timeout):
+                    self.lane = await resp.connect(self.url)
+            except _DOWN as exc:  # the first append tries again
+                log.warning("opening the appends' connection: %s", exc)
         self._resend()
         if self.held:
             self.op("held")

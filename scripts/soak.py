@@ -30,6 +30,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -318,6 +319,24 @@ def fds(samples: list[Sample]) -> dict[str, int]:
     return {s.title: s.fds for s in samples}
 
 
+def serving(port: int, timeout: float = 30.0) -> None:
+    """A client of ``port`` was welcomed, and said goodbye: the server serves (with
+    ``--redis``, its matchmaker has joined the shared table, its connections to Redis
+    open), so the descriptors counted next are a running server's, not a starting one's."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as probe:
+        got = b""
+        while b"\n" not in got:
+            chunk = probe.recv(256)
+            if not chunk:
+                raise RuntimeError(f"port {port} closed before its WELCOME")
+            got += chunk
+        if not got.startswith(b"WELCOME "):
+            raise RuntimeError(f"port {port} said {got!r} instead of WELCOME")
+        probe.sendall(b"#CLOSE#\n")
+        while probe.recv(256):  # BYE, then the server closes
+            pass
+
+
 def settle(sampler: Sampler, start: dict[str, int]) -> dict[str, int]:
     """Descriptors once closed clients are released (or ``SETTLE`` seconds have passed)."""
     deadline = time.monotonic() + SETTLE
@@ -384,6 +403,7 @@ def run(
     with ExitStack() as stack:
         samplers = []
         for host, server in zip(out.hosts, servers, strict=True):
+            serving(server.port)
             sampler = Sampler(server.proc.pid)
             sampler.start()
             stack.callback(sampler.stop)
