@@ -9,7 +9,6 @@ host's consecutive clients on different workers.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import threading
 import time
@@ -21,6 +20,7 @@ import pytest
 from tests.integration.harness import TIMEOUT, Client, LegacyClient, Server, pair
 from tests.integration.test_faults import wait_for as migrate_wait_for
 from tests.integration.test_invariants import drain_until
+from tests.integration.test_match import match_all
 from tests.integration.test_migrate import holds
 from tests.integration.test_races import crossed_round, nodelay
 from tests.redis_server import RedisServer
@@ -157,32 +157,7 @@ def test_clients_of_two_hosts_matching_at_once_pair_exactly_once(host: Host) -> 
     a, b = host("a"), host("b")
     clients = [(a, b)[i % 2].client() for i in range(61)]
     by_id = {c.id: c for c in clients}
-    for c in clients:
-        c.send("MATCH")
-    peers: dict[int, int] = {}
-    rest = []
-    for c in clients:
-        first = c.line()
-        if first == "WAITING":
-            rest.append(c)
-            continue
-        word, _, peer = first.partition(" ")
-        assert word == "CONNECTED", first
-        peers[c.id] = int(peer)
-    deadline = time.monotonic() + TIMEOUT
-    while len(peers) < 60:  # the ones that waited, in the order their lines come
-        ready = [c for c in rest if b"\n" in c.buf]
-        if not ready:
-            socks, _, _ = select.select([c.sock for c in rest], [], [], deadline - time.monotonic())
-            assert socks, f"{60 - len(peers)} waiting clients were never paired"
-            ready = [c for c in rest if c.sock in socks]
-        for c in ready:
-            word, _, peer = c.line().partition(" ")
-            assert word == "CONNECTED"
-            peers[c.id] = int(peer)
-            rest.remove(c)
-    assert all(peers[peers[cid]] == cid and peers[cid] != cid for cid in peers)
-    (left,) = set(by_id) - set(peers)
+    _, left = match_all(clients)
     listed = get(by_id[left]).split()[1:]
     assert listed == [f"{cid}={'WAITING' if cid == left else 'BUSY'}" for cid in sorted(by_id)]
 
