@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from scripts.rules import CLOSE, CUTS, GOODBYE, Event, Transcript, message
+from scripts.rules import CLOSE, CUTS, GOODBYE, Event, Transcript, message, parse_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,8 @@ class Tally:
     errors: int = 0
     #: connections the server closed after one of ``rules.CUTS`` (``OUTAGE``, ...)
     cut: int = 0
+    #: chat lines that broke a rule as they arrived (see ``Conn.check``)
+    violations: int = 0
 
 
 class _Counters:
@@ -83,6 +85,8 @@ class _Counters:
         self.uid = 0
         self.born = 0
         self.tally = Tally()
+        #: uid -> connection, so that a receiver can look up what the sender sent
+        self.conns: dict[int, Conn] = {}
 
 
 class Conn:
@@ -105,6 +109,9 @@ class Conn:
         self.partner: int | None = None  # as far as the lines read so far say
         self.k = 0  # CONNECTED lines read
         self.sent = 0
+        self.lines: list[str] = []  # every line sent, by its place (a message's seq)
+        #: (sender uid, sender's session) -> seq of the last message read from it
+        self.last: dict[tuple[int, int], int] = {}
         self.ids: list[int] = []  # FREE ids from the last CLIENTS line
         self.closed = False  # the server closed the connection
         self.closed_at = 0.0  # time.monotonic() when it saw the close
@@ -135,6 +142,8 @@ class Conn:
         tally = self.tally
         if word == "MSG":
             tally.relayed += 1
+            if not self.check(rest, counters.conns):
+                tally.violations += 1
         elif word == "CONNECTED":
             tally.connected += 1
         elif word == "ERROR":
@@ -145,17 +154,48 @@ class Conn:
             self.born = counters.born
         elif word == "CONNECTED":
             self.partner, self.k = int(rest), self.k + 1
+            self.last.clear()  # a sender's session number may repeat in this one
         elif word == "ENDED" and self.partner == int(rest):
             self.partner = None
         elif word == "CLIENTS":
             self.ids = [int(w.split("=")[0]) for w in rest.split() if w.endswith("=FREE")]
         self.news.set()
 
+    def check(self, text: str, conns: dict[int, Conn]) -> bool:
+        """Whether a chat line passes the rules that need no replay, as it arrives.
+
+        The full checker (``rules.check``) judges once the load is over; this one
+        tells the progress line at once about what no interleaving can excuse:
+        a line its sender never sent (``foreign``), one that overtook or repeated
+        another of the same session (``order``), and one that came although an
+        earlier line of that session did not, or after its sender's
+        ``#GOODBYE#`` (``gap``). Two lines of one session both delivered mean
+        the session was live for every line its sender sent between them.
+        Every ``CONNECTED`` starts the bookkeeping anew: lines a sender wrote
+        after ``CONNECT`` carry its previous session's number.
+        """
+        parsed = parse_message(text)
+        if parsed is None:
+            return True  # a command relayed as chat, or someone else's text: replay's job
+        uid, k, q = parsed
+        sender = conns.get(uid)
+        if sender is None or q >= len(sender.lines) or sender.lines[q] != text:
+            return False
+        last = self.last.get((uid, k))
+        self.last[(uid, k)] = q if last is None else max(q, last)
+        if last is None:
+            return True
+        if q <= last:
+            return False
+        between = sender.lines[last + 1 : q]
+        return not any(x in (GOODBYE, CLOSE) or parse_message(x) for x in between)
+
     async def send(self, *lines: str) -> None:
         if self.closed:
             return
         for line in lines:
             self.events.append(("sent", line))
+            self.lines.append(line)
             self.sent += 1
         self.tally.sent += len(lines)
         self.gone = self.gone or CLOSE in lines
@@ -238,6 +278,7 @@ class User:
             self.out.spans[uid] = (opened, time.monotonic())
             return False
         conn = Conn(uid, reader, writer, self.counters.tally)
+        self.counters.conns[uid] = conn
         self.counters.tally.connections += 1
         self.out.ports[uid] = writer.get_extra_info("sockname")[1]
         pump = asyncio.create_task(conn.pump(self.counters))

@@ -42,7 +42,11 @@ def title(p: psutil.Process) -> str:
         return ""
     if text.startswith(PREFIX):
         return text
-    return "resource tracker" if "resource_tracker" in text else text[:40]
+    if "resource_tracker" in text:
+        return "resource tracker"
+    if "multiprocessing" in text:  # spawned, not yet at its setproctitle (a restart)
+        return "a child still starting"
+    return text[:40]
 
 
 def server_processes(pid: int) -> list[psutil.Process]:

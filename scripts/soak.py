@@ -465,10 +465,11 @@ def run(
 class Progress:
     """One line on a terminal's stderr, rewritten each second while the load runs.
 
-    Rule violations are judged once the load is over (the checker ties every
-    connection's transcript to its partners'), so the line counts what can be
-    told so far: connections cut by the server, which fail the soak too.
-    Nothing of it is written when stderr is not a terminal (CI pipes it).
+    The full rules are judged once the load is over (the checker ties every
+    connection's transcript to its partners'); ``violations`` counts what can be
+    told as lines arrive (``loadgen.Conn.check``: a line lost, reordered or not
+    sent by the partner), and ``cut`` the connections the server cut, which
+    fail the soak too. Nothing of it is written when stderr is not a terminal (CI pipes it).
     """
 
     def __init__(self, duration: float) -> None:
@@ -480,6 +481,7 @@ class Progress:
             f"soak: {elapsed:3.0f}/{self.duration:g} s  connections {tally.connections}"
             f"  sessions {tally.connected // 2}  lines sent {tally.sent}"
             f"  relayed {tally.relayed}  errors {tally.errors}  cut {tally.cut}"
+            f"  violations {tally.violations}"
         )
         sys.stderr.write("\r\x1b[K" + line)
         sys.stderr.flush()
