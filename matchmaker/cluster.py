@@ -124,6 +124,9 @@ class ClusterMatchmaker(Matchmaker):
         self.remote: dict[int, str] = {}  # our client -> its partner's host ("" unknown yet)
         self.outbound: dict[int, deque[tuple[int, str]]] = {}  # lines not yet confirmed
         self.heard: dict[int, int] = {}  # our client -> the newest session it was told of
+        #: our client -> (partner, session) of its last session with another host's client,
+        #: for a Redis that lost its table (sessions within this host: ``Entry.last_session``)
+        self.last_remote: dict[int, tuple[int, int]] = {}
         # news for a client moving between workers: applied once it has landed
         self.parked: dict[int, list[hosts.Event]] = {}
         self.progress: set[int] = set()  # our clients whose lines were confirmed since a beat
@@ -657,6 +660,8 @@ class ClusterMatchmaker(Matchmaker):
 
     def _clear_remote(self, me: Entry[Addr]) -> None:
         """``me`` is out of its session with another host (it knows, or is told now)."""
+        if me.session and me.peer:
+            self.last_remote[me.id] = (me.peer, me.session)
         me.session, me.peer = 0, None
         self.remote.pop(me.id, None)
         self.outbound.pop(me.id, None)
@@ -689,6 +694,7 @@ class ClusterMatchmaker(Matchmaker):
         if me is not None and cid in self.remote:
             self._clear_remote(me)
         self.heard.pop(cid, None)
+        self.last_remote.pop(cid, None)
         self.parked.pop(cid, None)
         self.waited.pop(cid, None)
         return super()._forget(cid)
@@ -866,9 +872,12 @@ class ClusterMatchmaker(Matchmaker):
             waiting = 0
             if not e.session and self.table.waiting(e.id):
                 waiting = self.waited.get(e.id) or self.wall.wall_us(self.clock())
+            last_peer, last_sid = self.last_remote.get(e.id, (0, 0))
+            if e.last_peer is not None and e.last_session > last_sid:
+                last_peer, last_sid = e.last_peer[0], e.last_session
             args += [e.id, self.wall.wall_us(int(e.since)), e.session, e.peer or 0,
                      self.heard.get(e.id, 0), e.name, waiting,
-                     int(self.table.asked_new(e.id))]  # fmt: skip
+                     int(self.table.asked_new(e.id)), last_peer, last_sid]  # fmt: skip
         epoch = await self._epoch()
         reply = await self._call("sync", args)
         if reply is None or epoch is None:

@@ -71,6 +71,7 @@ local function forget(cid, node)
   redis.call('HDEL', P..'owner', cid)
   redis.call('HDEL', P..'since', cid)
   redis.call('HDEL', P..'last_peer', cid)
+  redis.call('HDEL', P..'last_sid', cid)
   redis.call('ZREM', P..'line', cid)
   redis.call('SREM', P..'new', cid)
   unname(cid)
@@ -330,7 +331,8 @@ return freed
 """
 
 #: ARGV: node, token, alive_ms, window_ms, new_epoch, epoch_known, n, then n times: cid,
-#: since_us, sid, peer, heard, name, waiting_us (0: not in the line), new (1 or 0).
+#: since_us, sid, peer, heard, name, waiting_us (0: not in the line), new (1 or 0),
+#: last_peer, last_sid (the partner and id of its last session; 0 and 0 for none).
 #: (A Redis found empty starts its rebuild here as in BEAT.)
 #: Registers the host and makes the table say what the host holds: ids it lost to
 #: another host are ``refused``; sessions that ended while it could not hear are
@@ -340,7 +342,9 @@ return freed
 #: Names and the line come back from the hosts too: a FREE client the host says waits is
 #: put in the line at its stamp (if not there already); a name another host's client
 #: holds now stays its, and the host's client loses it (``unnamed``), as on one host's
-#: restore.
+#: restore. So does whom ``MATCH NEW`` skips: once the hosts of both ends of a
+#: last session have named it (``mm:last_sid``), each end's ``mm:last_peer`` is
+#: the other, unless a session that ended since wrote it already.
 #: -> {refused cids, ended {cid, sid, peer}..., paired {cid, sid, peer, peer_node}...,
 #: unnamed cids}
 SYNC = """
@@ -355,7 +359,7 @@ local mine, refused, ended, paired = {}, {}, {}, {}
 local last = tonumber(redis.call('GET', P..'last') or '0')
 local top = tonumber(redis.call('GET', P..'sid') or '0')
 for i = 0, n - 1 do
-  local b = 8 + i * 8
+  local b = 8 + i * 10
   local cid = ARGV[b]
   local owner = redis.call('HGET', P..'owner', cid)
   if owner and owner ~= node then
@@ -380,10 +384,10 @@ for _, cid in ipairs(redis.call('SMEMBERS', P..'clients:'..node)) do
   if not mine[cid] then forget(cid, node) end
 end
 for i = 0, n - 1 do
-  local b = 8 + i * 8
+  local b = 8 + i * 10
   local cid, sid, peer, heard = ARGV[b], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   if mine[cid] then
-    if tonumber(sid) > top then top = tonumber(sid) end
+    top = math.max(top, tonumber(sid), heard)  -- new sessions numbered above all heard of
     local cur = redis.call('HGET', P..'session', cid)
     if sid ~= '0' and cur ~= sid then
       if cur or kept then
@@ -417,12 +421,12 @@ end
 if top > tonumber(redis.call('GET', P..'sid') or '0') then redis.call('SET', P..'sid', top) end
 local unnamed = {}
 for i = 0, n - 1 do
-  local b = 8 + i * 8
+  local b = 8 + i * 10
   local cid, name = ARGV[b], ARGV[b + 5]
   if mine[cid] and redis.call('HGET', P..'name', cid) ~= name then unname(cid) end
 end
 for i = 0, n - 1 do
-  local b = 8 + i * 8
+  local b = 8 + i * 10
   local cid, name, waiting = ARGV[b], ARGV[b + 5], ARGV[b + 6]
   if mine[cid] then
     if name ~= '' then
@@ -440,6 +444,24 @@ for i = 0, n - 1 do
     elseif not redis.call('ZSCORE', P..'line', cid) then
       redis.call('ZADD', P..'line', waiting, cid)
       if ARGV[b + 7] == '1' then redis.call('SADD', P..'new', cid) end
+    end
+  end
+end
+if not kept then
+  for i = 0, n - 1 do
+    local b = 8 + i * 10
+    local cid, lpeer = ARGV[b], ARGV[b + 8]
+    if mine[cid] and lpeer ~= '0' then
+      local lsid = ARGV[b + 9]
+      redis.call('HSET', P..'last_sid', cid, lpeer..'|'..lsid)
+      if redis.call('HGET', P..'last_sid', lpeer) == cid..'|'..lsid then
+        for _, e in ipairs({{cid, lpeer}, {lpeer, cid}}) do
+          if redis.call('HEXISTS', P..'last_peer', e[1]) == 0 then
+            local since = redis.call('HGET', P..'since', e[2]) or ''
+            redis.call('HSET', P..'last_peer', e[1], e[2]..'|'..since)
+          end
+        end
+      end
     end
   end
 end

@@ -59,6 +59,7 @@ class Entry(Generic[A]):
     name: str = ""  # as it asked for it ("" for none); unique without regard to case
     # the partner of its last session, as (id, since): whom ``MATCH NEW`` skips
     last_peer: tuple[int, float] | None = None
+    last_session: int = 0  # the id of that session (a shared table rebuilt matches both ends)
     new: bool = False  # it waits, or last waited, with MATCH NEW
 
 
@@ -317,6 +318,7 @@ class ClientTable(Generic[A]):
         me.peer = other.peer = None
         me.session = other.session = 0
         me.last_peer, other.last_peer = (other.id, other.since), (me.id, me.since)
+        me.last_session = other.last_session = session
         return Session(session, me, other)
 
     def drop(self, cid: int) -> tuple[Entry[A], Session[A] | None] | None:

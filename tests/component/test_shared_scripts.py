@@ -61,10 +61,12 @@ class Scripts:
         return [*args, f"test.{self.ops}"]
 
     def join(self, host: str, clients: tuple[tuple[Any, ...], ...] = (), epoch: str = "") -> Any:
-        """SYNC ``clients`` (cid, since, session, peer, heard[, name, waiting, new]);
+        """SYNC ``clients`` (cid, since, session, peer, heard[, name, waiting, new,
+        last_peer, last_sid]);
         ``epoch``: the one the host last synced in (by default, the current one: Redis
         kept its data)."""
-        flat = [x for c in clients for x in (*c, "", 0, 0)[:8]]
+        defaults = ("", 0, 0, 0, 0)
+        flat = [x for c in clients for x in (*c, *defaults[len(c) - 5 :])]
         epoch = epoch or self.r.get("mm:epoch") or ""
         args = (host, TOKEN[host], ALIVE_MS, 60_000, "e-sync", epoch, len(clients), *flat)
         return shared.synced(self("sync", *args))
@@ -183,6 +185,40 @@ def test_sync_after_redis_lost_everything(scripts: Scripts) -> None:
     assert scripts.r.hgetall("mm:session") == {"1": "4", "2": "4"}
     assert int(scripts("register", "a", TOKEN["a"], 0)[1]) == 4
     assert int(scripts.r.get("mm:sid")) == 5  # new sessions are numbered above every old one
+
+
+def test_sync_after_redis_lost_everything_brings_back_whom_match_new_skips(
+    scripts: Scripts,
+) -> None:
+    """Both ends' hosts must name the same last session: an id that moved on to a
+    newcomer (4 says its last partner was 3 in session 2; 3 says 5 in session 6)
+    is not skipped."""
+    scripts.r.flushall()
+    scripts("beat", "a", TOKEN["a"], ALIVE_MS, 60_000, "e2")
+    # a: 1 waits with MATCH NEW after session 4 with 2; 3's last partner 5 is gone
+    got = scripts.join("a", ((1, 10, 0, 0, 4, "", 5, 1, 2, 4), (3, 30, 0, 0, 6, "", 0, 0, 5, 6)),
+                       epoch="e1")  # fmt: skip
+    assert got.refused == []
+    assert scripts.r.hgetall("mm:last_peer") == {}  # 2's host has not said it yet
+    got = scripts.join("b", ((2, 20, 0, 0, 4, "", 0, 0, 1, 4), (4, 40, 0, 0, 2, "", 0, 0, 3, 2)),
+                       epoch="e1")  # fmt: skip
+    assert scripts.r.hgetall("mm:last_peer") == {"1": "2|20", "2": "1|10"}
+    scripts.r.delete("mm:rebuild")
+    assert scripts("match", "b", TOKEN["b"], 2, 0, 50) == ["QUEUED"]  # 1 asked for someone new
+    # a new session is numbered above every one a host has heard of (3's 6)
+    assert scripts("match", "b", TOKEN["b"], 4, 1, 60) == ["OK", "7", "a", "1"]
+
+
+def test_a_session_ended_after_the_rebuild_keeps_its_last_partner(scripts: Scripts) -> None:
+    """A last session one host names after a newer one ended does not overwrite it."""
+    scripts.r.flushall()
+    scripts("beat", "a", TOKEN["a"], ALIVE_MS, 60_000, "e2")
+    scripts.join("a", ((1, 10, 0, 0, 4, "", 0, 0, 2, 4), (3, 30, 0, 0, 0)), epoch="e1")
+    scripts.r.delete("mm:rebuild")
+    assert scripts("connect", "a", TOKEN["a"], 1, 3, 100)[:2] == ["OK", "5"]
+    assert scripts("goodbye", "a", TOKEN["a"], 1, 5) == ["OK", "3"]
+    scripts.join("b", ((2, 20, 0, 0, 4, "", 0, 0, 1, 4),), epoch="e1")
+    assert scripts.r.hgetall("mm:last_peer") == {"1": "3|30", "3": "1|10", "2": "1|10"}
 
 
 def test_sync_tells_a_host_what_it_missed(scripts: Scripts) -> None:

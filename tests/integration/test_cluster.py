@@ -566,6 +566,28 @@ def test_redis_restarted_empty_gets_every_client_and_session_back(
     x.expect(f"ENDED {y.id}")
 
 
+def test_redis_restarted_empty_still_knows_whom_match_new_skips(
+    host: Host, redis_server: RedisServer
+) -> None:
+    a, b = host("a"), host("b")
+    x, y = a.client(), b.client()
+    pair(x, y)
+    y.send("#GOODBYE#")
+    y.expect(f"ENDED {x.id}")
+    x.expect(f"ENDED {y.id}")
+    redis_server.kill()
+    redis_server.start()  # same port, no data
+    wait_for(lambda: get(x) == "CLIENTS 1=FREE 2=FREE", message="table rebuilt")
+    x.send("MATCH NEW")
+    x.expect("WAITING")
+    y.send("MATCH")  # its last partner asked for someone new
+    y.expect("WAITING")
+    z = b.client()
+    z.send("MATCH")
+    z.expect(f"CONNECTED {x.id}")
+    x.expect(f"CONNECTED {z.id}")
+
+
 def test_bad_data_in_redis_is_logged_and_answered_not_a_crash(
     host: Host, redis_server: RedisServer
 ) -> None:
