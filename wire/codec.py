@@ -34,6 +34,10 @@ class Decoding:
     def take(self, limit: int) -> list[Event]:
         raise NotImplementedError
 
+    def between_lines(self) -> bool:
+        """Nothing held and nothing being discarded: the next byte starts a new line."""
+        return False  # unless the decoder says so
+
     def next_event(self) -> Event | None:
         """The next complete line (or the error its bytes earned); None until more arrive."""
         events = self.take(1)
@@ -67,6 +71,9 @@ class LineDecoder(Decoding):
     def pending(self) -> int:
         """Bytes held: of lines not yet taken, and of a line not yet ended."""
         return len(self._buf)
+
+    def between_lines(self) -> bool:
+        return not self._buf and not self._discarding
 
     def receive(self, data: bytes) -> None:
         """Add bytes from the peer; ``take`` decodes the lines, a few at a time.

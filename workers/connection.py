@@ -45,7 +45,7 @@ from ipc.counts import COUNTS
 from wire import commands as c
 from wire import replies as r
 from wire.budget import Budget, Pace
-from wire.dialects import Dialect
+from wire.dialects import LINE, Dialect
 from wire.errors import ErrorCode, ProtocolError
 from wire.legacy import RECORD, sniff
 from workers.moving import Moving
@@ -219,6 +219,61 @@ class Connection:
             if self.misdirected:
                 return
         self.decoder.receive(data)
+
+    def relay_read(self, data: bytes, now: float) -> bool:
+        """Relay one read of whole chat lines to a partner on this worker, in one step.
+
+        The common case of a session, without a line's decoding, parsing and
+        rendering: ``data`` is ASCII (or valid UTF-8), ends a line, holds no
+        ``#`` (so no ``#GOODBYE#`` or ``#CLOSE#``) and no ``\\r``, each line within
+        ``max_line``; nothing of this client waits ahead of it; its budget
+        covers every line; both outputs have room this tick. Then the partner
+        gets ``MSG <line>`` for each line, as ``receive`` and ``drain`` would
+        have written them one by one. Otherwise nothing is done and it says
+        False: the slow way decides, line by line, with the same outcome.
+        """
+        peer = self.local_peer
+        if (
+            peer is None
+            or not self.session
+            or peer.session != self.session
+            or self.request is not None
+            or self.crossing
+            or self.ready
+            or not self.decoder.between_lines()
+            or self.head is not None
+            or self.closed
+            or self.leaving
+            or self.writing_paused
+            or peer.writing_paused
+            or self.dialect is not LINE
+            or peer.dialect is not LINE
+            or data[-1:] != b"\n"
+            or b"#" in data
+            or b"\r" in data
+        ):
+            return False
+        size = len(data)
+        limits = self.limits
+        if len(peer.out) + 2 * size > limits.tick or len(self.out) > limits.tick:
+            return False  # MSG makes at most twice the bytes (a blank line: 1 -> 5)
+        if not data.isascii():
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+        lines = data.count(b"\n")
+        if size - lines > limits.max_line and max(map(len, data.split(b"\n"))) > limits.max_line:
+            return False
+        budget = self.budget
+        if budget is not None:
+            if budget.allowance(now) < lines:
+                return False
+            budget.spend(lines, size, now)
+        self.last_seen = now
+        COUNTS.lines[self.path] += lines
+        peer.write(b"MSG " + (data if lines == 1 else data.replace(b"\n", b"\nMSG ", lines - 1)))
+        return True
 
     def sniff(self, data: bytes) -> None:
         """Look at a line client's first bytes (``wire.legacy.sniff``): the original

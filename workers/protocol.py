@@ -119,7 +119,10 @@ class ClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         core = self.core
-        core.receive(data, self.host.loop.time())
+        now = self.host.loop.time()
+        if not self.paused and core.relay_read(data, now):
+            return
+        core.receive(data, now)
         if not (core.closed or core.leaving):
             self.drain()
 
