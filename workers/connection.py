@@ -113,6 +113,9 @@ class Effects(Protocol):
     def wrote(self) -> None:
         """``out`` was empty and has bytes now: write them at the end of this tick."""
 
+    def write_now(self, data: bytes) -> None:
+        """Bytes for the socket at once (``out`` is empty: nothing of this tick is ahead)."""
+
     def stamp(self) -> int:
         """Now, on the clock every process of the host shares (``time.monotonic_ns``):
         when a ``CONNECT`` is read. A client given the id it names after that moment is
@@ -272,7 +275,9 @@ class Connection:
             budget.spend(lines, size, now)
         self.last_seen = now
         COUNTS.lines[self.path] += lines
-        peer.write(b"MSG " + (data if lines == 1 else data.replace(b"\n", b"\nMSG ", lines - 1)))
+        peer.write_now(
+            b"MSG " + (data if lines == 1 else data.replace(b"\n", b"\nMSG ", lines - 1))
+        )
         return True
 
     def sniff(self, data: bytes) -> None:
@@ -685,6 +690,18 @@ class Connection:
         if not self.out:
             self.effects.wrote()
         self.out += data
+
+    def write_now(self, data: bytes) -> None:
+        """``data`` to the socket now, unless this tick's output waits: then behind it.
+
+        A read relayed in one step is the only output its partner gets from it,
+        so it skips the tick's collecting (``Hub.flush``)."""
+        if self.closed:
+            return
+        if self.out:
+            self.out += data
+        else:
+            self.effects.write_now(data)
 
     def take_output(self) -> bytearray:
         """What this tick made, to write in one call."""

@@ -241,11 +241,19 @@ class ClientProtocol(asyncio.Protocol):
     def flush(self) -> None:
         """Write what this tick produced in one call; cut the client if it cannot keep up."""
         out = self.core.take_output()
-        output = self.output
-        if self.core.closed or output is None or not out:
+        if self.core.closed or self.output is None or not out:
             return
-        size = len(out)
-        output.send(bytes(out))
+        self.write_now(bytes(out))
+
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` to the socket; cut the client if it cannot keep up."""
+        output = self.output
+        if output is None:  # not connected yet: it waits for the tick's flush
+            self.core.out += data
+            self.wrote()
+            return
+        size = len(data)
+        output.send(data)
         sendq = self.host.config.sendq
         if output.queued() > sendq:
             COUNTS.errors[ErrorCode.SLOW_CONSUMER.value] += 1

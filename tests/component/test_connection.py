@@ -38,12 +38,16 @@ class Effects:
         self.sent: list[m.ToMatchmaker] = []
         self.writes = 0  # times the output went from empty to not
         self.clock = 1000  # what stamp() says: one tick more each time
+        self.direct = bytearray()  # written at once (Connection.write_now), in order
 
     def send(self, message: m.ToMatchmaker) -> None:
         self.sent.append(message)
 
     def wrote(self) -> None:
         self.writes += 1
+
+    def write_now(self, data: bytes) -> None:
+        self.direct += data
 
     def stamp(self) -> int:
         self.clock += 1

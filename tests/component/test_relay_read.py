@@ -48,9 +48,17 @@ def fast(conn: Connection, data: bytes, now: float) -> None:
         slow(conn, data, now)
 
 
+def output(conn: Connection) -> bytes:
+    """What the socket got: written at once, then this tick's output behind it."""
+    effects = conn.effects
+    assert isinstance(effects, Effects)
+    direct, effects.direct = bytes(effects.direct), bytearray()
+    return direct + bytes(conn.take_output())
+
+
 def state(a: Connection, b: Connection) -> tuple[object, ...]:
     return (
-        bytes(a.take_output()), bytes(b.take_output()), a.session, b.session, a.request,
+        output(a), output(b), a.session, b.session, a.request,
         a.leaving, a.decoder.pending, list(a.ready), a.last_seen,
     )  # fmt: skip
 
@@ -108,10 +116,10 @@ def test_a_read_of_chat_lines_is_relayed_in_one_step():
     a, b = session()
     before = COUNTS.lines[a.path]
     assert a.relay_read(b"hello\n\nthere you\n", 3.0)
-    assert bytes(b.take_output()) == b"MSG hello\nMSG \nMSG there you\n"
+    assert output(b) == b"MSG hello\nMSG \nMSG there you\n"
     assert COUNTS.lines[a.path] == before + 3
     assert a.last_seen == 3.0
-    assert a.decoder.pending == 0 and not a.take_output()
+    assert a.decoder.pending == 0 and not output(a)
 
 
 def test_anything_the_fast_step_cannot_do_exactly_falls_through_untouched():
@@ -124,9 +132,9 @@ def test_anything_the_fast_step_cannot_do_exactly_falls_through_untouched():
         b"x" * 65 + b"\n",  # over --max-line: ERROR TOO_LONG
     ):
         assert not a.relay_read(data, 1.0), data
-        assert not b.out and a.decoder.pending == 0 and a.last_seen == 0.0
+        assert not output(b) and a.decoder.pending == 0 and a.last_seen == 0.0
     assert a.relay_read("caf\u00e9\n".encode(), 1.0)  # UTF-8 beyond ASCII is chat too
-    assert bytes(b.take_output()) == "MSG caf\u00e9\n".encode()
+    assert output(b) == "MSG caf\u00e9\n".encode()
 
 
 def test_not_in_one_step_when_something_waits_or_the_partner_is_elsewhere():
@@ -137,7 +145,7 @@ def test_not_in_one_step_when_something_waits_or_the_partner_is_elsewhere():
     slow(a, b"x" * 70, 0.0)  # over --max-line: its end is discarded up to the line break
     assert a.decoder.pending == 0 and not a.relay_read(b"end of it\n", 1.0)
     slow(a, b"end of it\n", 1.0)
-    assert bytes(a.take_output()) == b"ERROR TOO_LONG\n" and not b.out
+    assert output(a) == b"ERROR TOO_LONG\n" and not output(b)
     a, b = session()
     b.pause_writing()  # the partner's output is backed up: the lines are held
     assert not a.relay_read(b"hi\n", 1.0)
@@ -160,5 +168,5 @@ def test_the_budget_pays_for_every_line_or_none_go_in_one_step():
     assert a.budget.allowance(0.0) == 3
     assert not a.relay_read(b"1\n2\n3\n4\n", 0.0)
     assert a.relay_read(b"1\n2\n3\n", 0.0)
-    assert bytes(b.take_output()) == b"MSG 1\nMSG 2\nMSG 3\n"
+    assert output(b) == b"MSG 1\nMSG 2\nMSG 3\n"
     assert a.budget.lines.level(0.0) == 13 and a.budget.bytes.level(0.0) == 250
