@@ -250,8 +250,8 @@ def privmsg(nick: str, text: str) -> bytes:
 class PeerServer:
     """A running peer on 127.0.0.1 in its own temporary directory; ``stop`` reaps it.
 
-    Ready means its port accepts a connection while its process is alive. The
-    process inherits this one's descriptor limit (the bench raises it first).
+    Ready means its process holds a socket listening on its port. It inherits
+    this process's descriptor limit, raised first to ``clients`` and a margin.
     """
 
     def __init__(self, name: str, clients: int, parent: Path | None = None) -> None:
@@ -288,6 +288,7 @@ class PeerServer:
         config = self.dir / self.peer.config_name
         config.write_text(self.peer.config(port, self.dir, self.clients))
         self.argv = [self.binary, *self.peer.flags(config)]
+        benchload.raise_fd_limit(self.clients + FD_MARGIN)  # the peer inherits it
         with open(self.log_path, "ab") as log:
             self.proc = proc = subprocess.Popen(
                 self.argv,
