@@ -7,7 +7,9 @@ that would measure itself instead of the server.
 
 from __future__ import annotations
 
+import array
 import configparser
+import math
 import re
 from pathlib import Path
 
@@ -19,10 +21,12 @@ from scripts.bench import (
     Row,
     add_peer_ratios,
     memory_beside,
+    pair_rows,
     peer_runs,
     peer_targets,
     table,
 )
+from scripts.benchload import PairsResult, Usage
 from scripts.ircpeers import (
     PEERS,
     SENDQ,
@@ -230,3 +234,21 @@ def test_memory_is_reported_beside_for_every_server_that_has_it():
     assert memory_beside(rows, ["w2", "inspircd", "ngircd"]) == [
         "10,000 idle clients: w2 RSS 90.0 MB, PSS 60.0 MB; inspircd RSS 26.0 MB, PSS 24.0 MB"
     ]
+
+
+def pairs_result(ops: int, server_cpu: float) -> PairsResult:
+    counts = {"ops": ops, "window_ns": 3 * 10**9, "lost": 0, "ooo": 0, "errors": 0}
+    counts |= {"unfinished": 0, "pair_min": 1, "pair_max": 1}
+    usage = Usage(wall=3.0, server=server_cpu, load=1.0)
+    return PairsResult(counts, array.array("q", [10**6] * 10), usage)
+
+
+def test_pingpong_rows_carry_round_trips_per_cpu_second_of_the_server():
+    rows = pair_rows(Job("pingpong", 32, "same"), "w2", pairs_result(150_000, 2.5), {})
+    per_cpu = [r for r in rows if r.metric == PER_CPU]
+    assert [(r.value, r.unit) for r in per_cpu] == [(60_000.0, "rt/cpu-s")]
+    assert rows[0].metric == "rate" and rows[0].value == 50_000.0
+    idle = pair_rows(Job("pingpong", 32, "same"), "w2", pairs_result(150_000, 0.0), {})
+    assert math.isnan(next(r.value for r in idle if r.metric == PER_CPU))
+    stream = pair_rows(Job("stream", 32, "same"), "w2", pairs_result(150_000, 2.5), {})
+    assert PER_CPU not in {r.metric for r in stream}
