@@ -35,6 +35,12 @@ run (trustme). The C helper speaks no TLS: both kinds of rows are driven by
 the asyncio load generator of ``scripts/tlsload.py``, so their ratio compares
 like with like, and neither is comparable with the C-driven rows.
 
+``--peer inspircd,ngircd`` adds Debian's C IRC servers to the row set, each
+started per row with a generated config (``scripts/ircpeers.py``: flood limits
+off, no per-address limits) and driven over IRC by the same C load generator
+(registered nicks that PRIVMSG each other): pingpong, stream and conns rows,
+``x inspircd`` ratios for ours, and the targets against InspIRCd.
+
 ``--hosts 2`` measures the cluster mode instead: per row a fresh Redis and two
 servers sharing it (``--redis``, ``--node h1/h2``), pairs with one end on each
 host, GET at 10,000 clients spread over both, beside one server of the same
@@ -68,7 +74,7 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as ``python scripts/bench.py``
     sys.path.insert(0, str(REPO))
 
-from scripts import benchload  # noqa: E402
+from scripts import benchload, ircpeers  # noqa: E402
 from scripts.redisproc import RedisProcess, free_port  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -93,6 +99,22 @@ HOSTS = "hosts"
 GETS, HOST_GETS = 50, 200
 GETS_SECONDS, HOST_GETS_SECONDS = 3.0, 10.0
 UNITS = {"pingpong": "rt/s", "stream": "lines/s", "churn": "sessions/s"}
+#: Work per CPU: round trips per CPU-second of every server process (pingpong rows).
+PER_CPU = "rt/cpu-s"
+#: The peer the issue's peer targets compare with.
+PEER_GOAL = "inspircd"
+#: What the peers (IRC) cannot run, and why; printed under the table.
+PEER_NOTES = {
+    "churn": "churn: no IRC equivalent of CONNECT/#GOODBYE# (a pair is two nicks that "
+    "PRIVMSG each other, with nothing to open or end), so the peers have no churn rows",
+    "flood": "flood: our --rate pacing against a flooder; the peers run with flood limits "
+    "off and have no flood rows",
+    "get": "conns: GET (list every client) has no one-line IRC equivalent, so the peers' "
+    "conns rows have no get p50/p99",
+    "window": "conns: clients registering at once: ours 100; InspIRCd 1,000 (it completes "
+    "registrations once a second); ngIRCd 8 (its listen backlog is 10); so connect times "
+    "are not comparable",
+}
 
 
 # ---- statistics (pure) -------------------------------------------------------------------
@@ -145,6 +167,8 @@ class Row:
     ratio_same: float | None = None
     #: (--hosts) value / the one-host relayed server's value of the same workload and metric
     ratio_1host: float | None = None
+    #: (--peer) value / each peer's value of the same workload, size and metric (same rows)
+    ratio_peer: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, int, str, str]:
@@ -158,6 +182,8 @@ class Row:
         out["ratio_ref"], out["ratio_same"] = self.ratio_ref, self.ratio_same
         if self.placement == HOSTS:
             out["ratio_1host"] = self.ratio_1host
+        for peer, value in self.ratio_peer.items():
+            out[f"ratio_{peer}"] = value
         out.update(self.run)
         return out
 
@@ -178,6 +204,21 @@ def add_ratios(rows: list[Row], ref: str = REF) -> None:
             same = index.get((r.server, r.workload, r.size, "same", r.metric))
             if same is not None:
                 r.ratio_same = ratio(r.value, same.value)
+
+
+def add_peer_ratios(rows: list[Row], peers: Sequence[str]) -> None:
+    """Fill ``ratio_peer`` of every row of ours: value / each peer's value of the same
+    workload, size and metric. A peer is one process, so it has only ``same`` rows (and
+    conns rows, placement ``-``); ``cross`` rows are compared with them, as with ref."""
+    index = {(r.server, *r.key): r for r in rows if r.server in peers}
+    for r in rows:
+        if r.server in peers or r.server == REF:
+            continue
+        for peer in peers:
+            base_placement = "-" if r.placement == "-" else "same"
+            base = index.get((peer, r.workload, r.size, base_placement, r.metric))
+            if base is not None:
+                r.ratio_peer[peer] = ratio(r.value, base.value)
 
 
 def add_host_ratios(rows: list[Row], base: str) -> None:
@@ -303,6 +344,55 @@ def host_targets(rows: list[Row], label: str) -> list[Target]:
     return out
 
 
+def peer_targets(rows: list[Row], server: str, peer: str = PEER_GOAL) -> list[Target]:
+    """The issue's targets of ``server`` (ours, --workers N) against ``peer``, read off
+    ``rows``: rates and work per CPU at least the peer's times a factor, p99 at most its."""
+    out: list[Target] = []
+
+    def versus(workload: str, size: int, metric: str, want: float, higher: bool) -> None:
+        found = _find(rows, server, workload, size, metric)
+        goal = f"{workload} {size} {metric} " + (
+            f">= {want:g}x {peer}" if higher else f"<= {peer}'s"
+        )
+        if not found:
+            out.append(Target(goal, "not measured", None))
+        for r in found:
+            got = r.ratio_peer.get(peer)
+            if got is None:
+                out.append(Target(goal, f"{r.placement}: no {peer} row", None))
+                continue
+            text = f"{r.placement}: {fmt(r.value)} {r.unit}, {got:.2f}x"
+            out.append(Target(goal, text, got >= want if higher else got <= want))
+
+    versus("pingpong", 32, "rate", 1.0, higher=True)
+    versus("pingpong", 256, "rate", 1.0, higher=True)
+    versus("pingpong", 32, "p99", 1.0, higher=False)
+    versus("pingpong", 32, PER_CPU, 1.0, higher=True)
+    versus("pingpong", 256, PER_CPU, 1.0, higher=True)
+    versus("stream", 32, "rate", 1.2, higher=True)
+    return out
+
+
+def memory_beside(rows: list[Row], servers: Sequence[str]) -> list[str]:
+    """For each conns size: RSS and PSS of ``servers`` side by side (no target: a report)."""
+    out = []
+    for size in sorted({r.size for r in rows if r.workload == "conns"}):
+        parts = []
+        for name in servers:
+            got = {r.metric: r for r in _find_conns(rows, name, size)}
+            if "rss" in got and "pss" in got:
+                parts.append(
+                    f"{name} RSS {fmt(got['rss'].value)} MB, PSS {fmt(got['pss'].value)} MB"
+                )
+        if parts:
+            out.append(f"{size:,} idle clients: " + "; ".join(parts))
+    return out
+
+
+def _find_conns(rows: list[Row], server: str, size: int) -> list[Row]:
+    return [r for r in rows if (r.server, r.workload, r.size) == (server, "conns", size)]
+
+
 def median_run(runs: list[list[Row]]) -> list[Row]:
     """Of repeated runs of one measurement, the one with the median first value (rate, time).
 
@@ -345,6 +435,10 @@ def table(rows: list[Row]) -> str:
     head: tuple[str, ...] = ("workload", "P/C", "place", "server", "metric", "value", "unit")
     head += ("x ref", "x same", "lost", "ooo", "err", "load%", "idle%", "other")
     head += ("x 1host",) if hosts else ()
+    peers: dict[str, None] = {}  # the peers some row has a ratio to, in order
+    for r in rows:
+        peers.update(dict.fromkeys(r.ratio_peer))
+    head += tuple(f"x {p}" for p in peers)
     lines: list[tuple[str, ...]] = [head]
     order = {w: i for i, w in enumerate(WORKLOADS)}
     servers: dict[str, int] = {}
@@ -380,9 +474,10 @@ def table(rows: list[Row]) -> str:
             + (fmt_ratio(r.ratio_ref), fmt_ratio(r.ratio_same))
             + checks
             + ((fmt_ratio(r.ratio_1host),) if hosts else ())
+            + tuple(fmt_ratio(r.ratio_peer.get(p)) for p in peers)
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    right = {1, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+    right = set(range(len(head))) - {0, 2, 3, 4, 6}
     out = []
     for line in lines:
         cells = [
@@ -404,6 +499,8 @@ class ServerSpec:
     argv: tuple[str, ...]
     #: more than 1: a cluster of that many servers, each ``argv`` with ``--redis URL --node hK``
     hosts: int = 1
+    #: an IRC server of scripts/ircpeers.py (``argv`` unused): started with its own config
+    peer: str = ""
 
 
 def matchmaker_spec(workers: int, max_clients: int, extra: Sequence[str] = ()) -> ServerSpec:
@@ -659,6 +756,8 @@ class Options:
     #: --py-spy: record a profile of every server process of each pair row here
     profile: Path | None = None
     profile_gil: bool = False
+    #: connections a server must take: python -m matchmaker's --max-clients, a peer's limits
+    max_clients: int = 10000
 
 
 def usage_fields(u: benchload.Usage) -> dict[str, Any]:
@@ -696,6 +795,11 @@ def pair_rows(
     for q in qs:
         name = f"p{q:g}"
         rows.append(Row(job.workload, job.size, job.placement, label, name, lat[q], "ms", run))
+    if job.workload == "pingpong":  # work per CPU: every server process, the same window
+        cpu = result.usage.server
+        per_cpu = counts["ops"] / cpu if cpu > 0 else math.nan
+        rows.append(Row(job.workload, job.size, job.placement, label, PER_CPU, per_cpu, "rt/cpu-s",
+                        run))  # fmt: skip
     return rows
 
 
@@ -737,6 +841,8 @@ def measure(
     """
     if spec.hosts > 1:
         return measure_hosts(job, spec, opts, exe, workdir)
+    if spec.peer:
+        return measure_peer(job, spec, opts, exe, workdir)
     if job.workload == "flood":
         return measure_flood(job, spec, opts, exe, workdir), 0
     server = Server(spec, workdir)
@@ -786,6 +892,49 @@ def measure(
         status = server.stop()
         if status not in (0, -signal.SIGINT, 130):
             print(f"  {spec.label} exited with status {status}", file=sys.stderr)
+
+
+def peer_runs(job: Job) -> bool:
+    """Whether a peer (IRC) has this row: pingpong and stream pairs in its one process,
+    and conns; see PEER_NOTES for the rest."""
+    if job.workload == "conns":
+        return True
+    return job.workload in benchload.IRC_MODES and job.placement == "same"
+
+
+def measure_peer(
+    job: Job, spec: ServerSpec, opts: Options, exe: Path, workdir: Path
+) -> tuple[list[Row], int]:
+    """Run ``job`` on a fresh IRC server ``spec.peer``, over IRC; a peer is one process.
+
+    Conns rows have no ``get`` metrics (IRC has no GET).
+    """
+    server = ircpeers.PeerServer(spec.peer, opts.max_clients, parent=workdir)
+    run: dict[str, Any] = {"command": server.command}
+    try:
+        if job.workload == "conns":
+            got = ircpeers.run_conns(exe, server, job.size, workdir)
+            if got.log:
+                print(f"  load generator: {got.log}", file=sys.stderr)
+            rows = conns_rows(job, spec.label, got, run)
+            return [r for r in rows if not r.metric.startswith("get ")], 1
+        pairset = ircpeers.open_pairs(server.host, server.port, job.size)
+        try:
+            result = benchload.run_pairs(
+                exe, job.workload, pairset, server.pid, opts.warmup, opts.duration, workdir,
+                opts.load_procs, irc=True,
+            )  # fmt: skip
+        finally:
+            pairset.close()
+        if result.log:
+            print(f"  load generator: {result.log}", file=sys.stderr)
+        return pair_rows(job, spec.label, result, run), 1
+    except Exception:
+        print(f"  {spec.peer} log ({server.dir}):\n{server.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        if server.stop() is None:
+            print(f"  {spec.label} did not exit after SIGKILL", file=sys.stderr)
 
 
 def measure_flood(job: Job, spec: ServerSpec, opts: Options, exe: Path, workdir: Path) -> list[Row]:
@@ -1055,6 +1204,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only pingpong 32 and stream 32, plain and over WebSocket (--ws-port), driven by "
         "scripts/tlsload.py; ws/plain ratios",
     )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME]",
+        help=f"also measure these C IRC servers over IRC ({', '.join(ircpeers.PEERS)}; "
+        "Debian's packages, started per row with a generated config; repeatable or a "
+        "comma list): pingpong, stream and conns rows, x <peer> ratios, and the targets "
+        f"against {PEER_GOAL}",
+    )
     p.add_argument("--load-procs", type=int, default=1, help="load generator processes (default 1)")
     p.add_argument(
         "--json",
@@ -1098,6 +1257,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(workloads) - set(WORKLOADS)
     if unknown:
         raise SystemExit(f"unknown workloads: {', '.join(sorted(unknown))}")
+    try:
+        peers = ircpeers.parse_peers(args.peer)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if peers and hosts:
+        raise SystemExit("--peer measures one host: not with --hosts")
+    installed = [p for p in peers if ircpeers.find_binary(p)]
+    missing = [ircpeers.not_installed(p) for p in peers if p not in installed]
+    for text in missing:
+        print(text, file=sys.stderr)
+    if peers and not installed:
+        return 2
 
     limit = benchload.raise_fd_limit(max(conns) + FD_MARGIN)
     if max(conns) + FD_MARGIN > limit:
@@ -1131,12 +1303,14 @@ def main(argv: list[str] | None = None) -> int:
         specs = list({s.label: s for s in specs}.values())
     elif args.ref:
         specs = [ref_spec(), target]
+    specs += [ServerSpec(p, (), peer=p) for p in installed]
 
     facts = machine()
     opts = Options(duration, warmup, args.load_procs)
     opts.gets = args.gets or (HOST_GETS if hosts else GETS)
     opts.gets_seconds = HOST_GETS_SECONDS if hosts else GETS_SECONDS
     opts.profile, opts.profile_gil = args.py_spy, args.py_spy_gil
+    opts.max_clients = max_clients
     sizes = {
         "pingpong": args.pingpong or default_sizes or [1, 32, 256],
         "stream": args.stream or default_sizes or [1, 32],
@@ -1159,6 +1333,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 if job.workload == "flood" and spec.label in (REF, CMD):
                     continue  # the flooder and the pacing are python -m matchmaker's
+                if spec.peer and not peer_runs(job):
+                    continue  # no IRC equivalent, or one process: PEER_NOTES
                 print(
                     f"[{n}/{len(todo)} {time.monotonic() - started:5.0f}s] "
                     f"{job.workload} {job.size} {job.placement} on {spec.label}"
@@ -1190,6 +1366,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.extend(chosen)
 
     add_ratios(rows)
+    if installed:
+        add_peer_ratios(rows, installed)
     if hosts:
         add_host_ratios(rows, one_host.label)
     json_to = json_destination(args.json, sys.stdout.isatty())
@@ -1215,8 +1393,24 @@ def main(argv: list[str] | None = None) -> int:
         f"python -m matchmaker runs with {' '.join(UNLIMITED)} (throughput rows) and "
         f"{' '.join(FLOOD_FLAGS)} with the default --rate/--burst, then --rate 0 (flood rows)"
     )
+    if installed:
+        print(
+            "peers (scripts/ircpeers.py): "
+            + ", ".join(f"{p} ({ircpeers.version(p)})" for p in installed)
+            + "; over IRC, flood limits and penalties off, no per-address limits, "
+            "no DNS or ident lookups"
+        )
     print()
     print(table(rows))
+    if installed:
+        notes = [
+            PEER_NOTES[key]
+            for key, workload in (("churn", "churn"), ("flood", "flood"), ("get", "conns"),
+                                  ("window", "conns"))
+            if workload in workloads
+        ]  # fmt: skip
+        for text in notes:
+            print(f"  {text}")
     goal_server = target.label
     if hosts:
         print()
@@ -1245,6 +1439,18 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets(rows, goal_server):
             mark = {True: "PASS", False: "FAIL", None: "  - "}[t.ok]
             print(f"  {mark}  {t.goal}: {t.measured}")
+    if PEER_GOAL in installed:
+        print()
+        print(f"targets ({goal_server} vs {PEER_GOAL}):")
+        for t in peer_targets(rows, goal_server):
+            mark = {True: "PASS", False: "FAIL", None: "  - "}[t.ok]
+            print(f"  {mark}  {t.goal}: {t.measured}")
+    memory = memory_beside(rows, [s.label for s in specs])
+    if installed and memory:
+        print()
+        print("memory beside the peers (RSS and PSS of every process of each server):")
+        for line in memory:
+            print(f"  {line}")
     flood = flood_target(rows)
     if flood is not None:
         mark = {True: "PASS", False: "FAIL", None: "  - "}[flood.ok]
@@ -1281,6 +1487,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cross-worker rows: n/a for {', '.join(sorted(single))} (one process holds all)")
     for f in failed:
         print(f"FAILED: {f}")
+    for text in missing:
+        print(text)
     if json_to is None:
         print("JSON lines: not written (--json FILE writes them; --json - to stdout)")
     elif json_to != "-":

@@ -48,6 +48,8 @@ REPLY_TIMEOUT = 10.0
 DRAIN = 5.0
 
 MODES = ("pingpong", "stream", "churn", "paced", "flood")
+#: The modes the helper speaks in IRC too (no sessions to churn, no pacing to flood).
+IRC_MODES = ("pingpong", "stream")
 #: Seconds between a paced pair's round trips: people chatting, under the default --rate.
 PACED_GAP = 0.08
 
@@ -66,6 +68,12 @@ C_SOURCE = r"""
  *       opens N clients, WINDOW at a time, each done at its WELCOME; prints
  *       "C elapsed_ns ok failed", times GETS GETs (at most GETS_NS), prints
  *       "G entries=... bad=...", "READY", and holds every client until stdin closes.
+ *   benchload irc-pingpong|irc-stream ...
+ *       the same in IRC (scripts/ircpeers.py): the ids are the numbers of the nicks
+ *       b<ID>, lines go out as "PRIVMSG b<ID> :<line>\r\n" and come in as
+ *       ":<nick>!<user>@<host> PRIVMSG <me> :<line>"; a server PING gets its PONG.
+ *   benchload ircconns HOST PORT N WINDOW 0 0 SAMPLES_FILE
+ *       conns in IRC: each client sends NICK c<k> and USER, done at its 001 (no GETs).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -87,6 +95,7 @@ C_SOURCE = r"""
 #define WINDOW_LINES 64
 #define MAX_LOGGED 10
 #define READ_CHUNK 16384
+#define IRC_PREFIX 40 /* "PRIVMSG b<id> :" and the '\r' of "\r\n" fit in this */
 
 enum { PINGPONG, STREAM, CHURN, PACED, FLOOD };
 
@@ -101,9 +110,12 @@ typedef struct {
     int a_connected, a_ended, b_ended, b_msgs, idle;
     int64_t started;
     int64_t due; /* paced: when to send the next ping (0: one is in flight) */
+    char to[2][IRC_PREFIX]; /* irc: "PRIVMSG b<id> :" to end A (0) and to end B (1) */
+    int to_len[2];
 } pair_t;
 
 static int mode, ep, npairs, logged, flooder = -1;
+static int irc; /* the IRC dialect: PRIVMSG out, ":nick!u@h PRIVMSG me :line" in */
 static int64_t gap;
 static uint64_t flood_recv, flood_ooo;
 static conn_t *conns;
@@ -212,6 +224,21 @@ static void format_line(char *out, uint64_t seq, int64_t ts) {
     out[LINE - 1] = '\n';
 }
 
+/* The line from pair p's end A (to B) or B (to A) as sent: the bare line, or in IRC
+ * "PRIVMSG <nick> :" + the line with "\r\n"; its length (at most LINE + IRC_PREFIX). */
+static size_t format_msg(char *out, int p, int to_b, uint64_t seq, int64_t ts) {
+    if (!irc) {
+        format_line(out, seq, ts);
+        return LINE;
+    }
+    int k = pairs[p].to_len[to_b];
+    memcpy(out, pairs[p].to[to_b], (size_t)k);
+    format_line(out + k, seq, ts);
+    out[k + LINE - 1] = '\r';
+    out[k + LINE] = '\n';
+    return (size_t)k + LINE + 1;
+}
+
 static int parse_line(const char *s, size_t n, uint64_t *seq, int64_t *ts) {
     size_t i = 0;
     uint64_t a = 0;
@@ -248,28 +275,46 @@ static int starts(const char *s, size_t n, const char *word) {
 }
 
 static void send_ping(int p) {
-    char line[LINE];
-    format_line(line, pairs[p].a_sent++, now_ns());
-    send_bytes(2 * p, line, LINE);
+    char line[LINE + IRC_PREFIX];
+    size_t n = format_msg(line, p, 1, pairs[p].a_sent++, now_ns());
+    send_bytes(2 * p, line, n);
+}
+
+/* B's echo of the line s (n bytes; in the plain protocol its '\n' follows it). */
+static void echo(int key, const char *s, size_t n) {
+    if (!irc) {
+        send_bytes(key, s, n + 1);
+        return;
+    }
+    char out[LINE + IRC_PREFIX + 8];
+    pair_t *pr = &pairs[key / 2];
+    size_t k = (size_t)pr->to_len[0];
+    if (n > LINE) n = LINE; /* longer is not a line of ours: parse_line refused it */
+    memcpy(out, pr->to[0], k);
+    memcpy(out + k, s, n);
+    memcpy(out + k + n, "\r\n", 2);
+    send_bytes(key, out, k + n + 2);
 }
 
 static void top_up(int p) {
     pair_t *pr = &pairs[p];
-    char lines[LINE * WINDOW_LINES];
+    char lines[(LINE + IRC_PREFIX) * WINDOW_LINES];
     uint64_t flying = pr->a_sent - pr->b_recv;
     if (flying >= WINDOW_LINES) return;
     int k = (int)(WINDOW_LINES - flying);
     int64_t t = now_ns();
-    for (int i = 0; i < k; i++) format_line(lines + i * LINE, pr->a_sent++, t);
-    send_bytes(2 * p, lines, (size_t)k * LINE);
+    size_t at = 0;
+    for (int i = 0; i < k; i++) at += format_msg(lines + at, p, 1, pr->a_sent++, t);
+    send_bytes(2 * p, lines, at);
 }
 
 static void flood(int p, int64_t t) {
-    char lines[LINE * 256];
+    char lines[(LINE + IRC_PREFIX) * 256];
     conn_t *c = &conns[2 * p];
     if (c->out.len || c->dead || t >= t_end) return;
-    for (int i = 0; i < 256; i++) format_line(lines + i * LINE, pairs[p].a_sent++, t);
-    send_bytes(2 * p, lines, sizeof lines);
+    size_t at = 0;
+    for (int i = 0; i < 256; i++) at += format_msg(lines + at, p, 1, pairs[p].a_sent++, t);
+    send_bytes(2 * p, lines, at);
 }
 
 static void start_session(int p) {
@@ -294,13 +339,50 @@ static void session_over(int p, int64_t t) {
     else pr->idle = 1;
 }
 
+/* An IRC line's text: ":<prefix> PRIVMSG <me> :<text>" sets *m, *mn and returns 1;
+ * a PING is answered with its PONG, anything else is noted; both return 0. */
+static int irc_text(int key, const char *s, size_t n, const char **m, size_t *mn) {
+    const char *q = s, *end = s + n;
+    if (n && *q == ':') {
+        q = memchr(q, ' ', n);
+        if (!q) goto unexpected;
+        q++;
+    }
+    if (starts(q, (size_t)(end - q), "PRIVMSG ")) {
+        const char *c = memchr(q + 8, ' ', (size_t)(end - (q + 8)));
+        if (!c || c + 1 >= end || c[1] != ':') goto unexpected;
+        *m = c + 2;
+        *mn = (size_t)(end - *m);
+        return 1;
+    }
+    if (starts(q, (size_t)(end - q), "PING ") && end - q < 512) {
+        char out[520];
+        memcpy(out, "PONG", 4);
+        memcpy(out + 4, q + 4, (size_t)(end - q - 4));
+        memcpy(out + (end - q), "\r\n", 2);
+        send_bytes(key, out, (size_t)(end - q) + 2);
+        return 0;
+    }
+unexpected:
+    note(key, "unexpected line", s, n);
+    return 0;
+}
+
 static void on_line(int key, const char *s, size_t n, int64_t t) {
     int p = key / 2, side = key % 2;
     pair_t *pr = &pairs[p];
     uint64_t seq;
     int64_t ts;
     if (mode != CHURN || (side == 1 && starts(s, n, "MSG "))) {
-        if (!starts(s, n, "MSG ") || !parse_line(s + 4, n - 4, &seq, &ts)) {
+        const char *m = s + 4; /* the line, after "MSG " (or PRIVMSG's ':') */
+        size_t mn = n - 4;
+        if (irc) {
+            if (!irc_text(key, s, n, &m, &mn)) return;
+        } else if (!starts(s, n, "MSG ")) {
+            note(key, "unexpected line", s, n);
+            return;
+        }
+        if (!parse_line(m, mn, &seq, &ts)) {
             note(key, "unexpected line", s, n);
             return;
         }
@@ -314,7 +396,7 @@ static void on_line(int key, const char *s, size_t n, int64_t t) {
             if (side == 1) {
                 if (!in_order(&pr->b_next, seq)) ooo++;
                 pr->b_recv++;
-                send_bytes(key, s + 4, n - 4 + 1);
+                echo(key, m, mn);
                 pr->b_sent++;
                 return;
             }
@@ -328,7 +410,7 @@ static void on_line(int key, const char *s, size_t n, int64_t t) {
             if (mode == CHURN ? seq != pr->session : !in_order(&pr->b_next, seq)) ooo++;
             pr->b_recv++;
             if (mode == PINGPONG) {
-                send_bytes(key, s + 4, n - 4 + 1); /* the echo, '\n' included */
+                echo(key, m, mn);
                 pr->b_sent++;
             } else if (mode == STREAM) {
                 if (in_window(t)) { ops++; pr->ops++; sample(t - ts); }
@@ -430,6 +512,12 @@ static int run_pairs(char **argv) {
         npairs++;
     }
     if (mode == FLOOD) flooder = npairs - 1;
+    for (int p = 0; irc && p < npairs; p++) {
+        pair_t *pr = &pairs[p];
+        pr->to_len[0] = snprintf(pr->to[0], IRC_PREFIX, "PRIVMSG b%lld :", pr->id_a);
+        pr->to_len[1] = snprintf(pr->to[1], IRC_PREFIX, "PRIVMSG b%lld :", pr->id_b);
+        if (pr->to_len[0] >= IRC_PREFIX || pr->to_len[1] >= IRC_PREFIX) die("nick too long");
+    }
     ep = epoll_create1(0);
     if (ep < 0) die("epoll_create1");
     for (int k = 0; k < 2 * npairs; k++) {
@@ -612,7 +700,127 @@ static int run_conns(char **argv) {
     return 0;
 }
 
+/* ircconns: like conns, but each client registers (NICK c<k>, USER) and counts at its
+ * 001; a PING on the way is answered. No GETs: IRC has no such command. */
+static int irc_line_done(int k, const char *s, size_t n) {
+    const char *q = s, *end = s + n;
+    if (n && *q == ':') {
+        q = memchr(q, ' ', n);
+        if (!q) return -1;
+        q++;
+    }
+    if (starts(q, (size_t)(end - q), "001 ")) return 1;
+    if (starts(q, (size_t)(end - q), "PING ") && end - q < 512) {
+        char out[520];
+        memcpy(out, "PONG", 4);
+        memcpy(out + 4, q + 4, (size_t)(end - q - 4));
+        memcpy(out + (end - q), "\r\n", 2);
+        append(&conns[k].out, out, (size_t)(end - q) + 2);
+        watch(k, EPOLLIN | EPOLLOUT);
+        return 0;
+    }
+    if (starts(q, (size_t)(end - q), "ERROR") || (q + 3 < end && q[0] >= '4' && q[0] <= '5'
+                                                  && q[3] == ' '))
+        return -1; /* refused: ERROR, or a 4xx/5xx numeric (a nick in use, ...) */
+    return 0;
+}
+
+static int run_irc_conns(char **argv) {
+    const char *host = argv[2];
+    int port = atoi(argv[3]), n = atoi(argv[4]), window = atoi(argv[5]);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) die("inet_pton");
+    conns = calloc((size_t)n, sizeof *conns);
+    int *state = calloc((size_t)n, sizeof *state); /* 0 opening, 1 registered, 2 failed */
+    ep = epoll_create1(0);
+    if (ep < 0 || !conns || !state) die("setup");
+    int started = 0, opening = 0, ok = 0, failed = 0;
+    int64_t t0 = now_ns(), deadline = t0 + 300LL * 1000000000LL;
+    struct epoll_event evs[256];
+    while (ok + failed < n && now_ns() < deadline) {
+        while (started < n && opening < window) {
+            int k = started++, one = 1;
+            int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+            if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+                if (fd >= 0 && errno == EINPROGRESS) goto opened;
+                if (logged++ < MAX_LOGGED) perror(fd < 0 ? "socket" : "connect");
+                if (fd >= 0) close(fd);
+                state[k] = 2;
+                failed++;
+                continue;
+            }
+        opened:
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            conns[k].fd = fd;
+            char reg[96];
+            int len = snprintf(reg, sizeof reg, "NICK c%d\r\nUSER u 0 * :bench\r\n", k);
+            append(&conns[k].out, reg, (size_t)len);
+            watch(k, EPOLLIN | EPOLLOUT); /* writable once connected */
+            opening++;
+        }
+        int m = epoll_wait(ep, evs, 256, 100);
+        if (m < 0 && errno != EINTR) die("epoll_wait");
+        for (int i = 0; i < m; i++) {
+            int k = (int)evs[i].data.u64, done = 0;
+            conn_t *c = &conns[k];
+            if (state[k]) continue;
+            if ((evs[i].events & EPOLLOUT) && c->out.len) {
+                ssize_t w = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
+                if (w < 0 && errno != EAGAIN && errno != EINTR) done = -1;
+                if (w > 0) consume(&c->out, (size_t)w);
+                if (!done && !c->out.len) watch(k, EPOLLIN);
+            }
+            if (!done && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))) {
+                reserve(&c->in, 4096);
+                ssize_t r = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) done = -1;
+                if (r > 0) c->in.len += (size_t)r;
+                size_t at = 0;
+                for (char *nl; !done && (nl = memchr(c->in.p + at, '\n', c->in.len - at));) {
+                    size_t len = (size_t)(nl - (c->in.p + at));
+                    done = irc_line_done(k, c->in.p + at, len && nl[-1] == '\r' ? len - 1 : len);
+                    at += len + 1;
+                }
+                if (done < 0 && logged++ < MAX_LOGGED)
+                    fprintf(stderr, "client %d: %.*s\n", k,
+                            (int)(c->in.len > 200 ? 200 : c->in.len),
+                            c->in.len ? c->in.p : "closed before 001");
+                consume(&c->in, at);
+            }
+            if (!done) continue;
+            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+            opening--;
+            c->in.len = 0;
+            if (done > 0) {
+                state[k] = 1;
+                ok++;
+            } else {
+                state[k] = 2;
+                failed++;
+            }
+        }
+    }
+    int64_t elapsed = now_ns() - t0;
+    printf("C %lld %d %d\n", (long long)elapsed, ok, failed);
+    fflush(stdout);
+    write_samples(argv[8]);
+    printf("G entries=%d bad=0\nREADY\n", ok);
+    fflush(stdout);
+    char junk[64];
+    while (read(0, junk, sizeof junk) > 0) {}
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 9 && !strcmp(argv[1], "ircconns")) return run_irc_conns(argv);
+    if (argc > 1 && !strncmp(argv[1], "irc-", 4)) {
+        irc = 1;
+        argv[1] += 4;
+        if (strcmp(argv[1], "pingpong") && strcmp(argv[1], "stream")) {
+            fprintf(stderr, "IRC: only pingpong and stream\n");
+            return 2;
+        }
+    }
     if (argc == 6 && !strcmp(argv[1], "pingpong")) mode = PINGPONG;
     else if (argc == 6 && !strcmp(argv[1], "stream")) mode = STREAM;
     else if (argc == 6 && !strcmp(argv[1], "churn")) mode = CHURN;
@@ -1094,14 +1302,17 @@ def run_pairs(
     duration: float,
     workdir: Path,
     procs: int = 1,
+    irc: bool = False,
 ) -> PairsResult:
     """Drive ``pairset`` in ``mode`` for ``warmup`` + ``duration`` seconds with ``procs`` helpers.
 
     Pairs are dealt round robin over the helpers. The CPU of the server and of the
-    helpers is measured between the helpers' window marks.
+    helpers is measured between the helpers' window marks. With ``irc`` the
+    clients are registered IRC clients whose ``cid`` is the number of their nick
+    (``scripts/ircpeers.py``), driven in the helper's IRC dialect (pingpong, stream).
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}")
+    if mode not in MODES or (irc and mode not in IRC_MODES):
+        raise ValueError(f"unknown mode {mode!r}" + (" in IRC" if irc else ""))
     chunks = [pairset.pairs[i::procs] for i in range(procs)]
     chunks = [c for c in chunks if c]
     ns = 1_000_000_000
@@ -1110,7 +1321,8 @@ def run_pairs(
     try:
         for chunk, path in zip(chunks, paths, strict=True):
             fds = [fd for a, b in chunk for fd in (a.sock.fileno(), b.sock.fileno())]
-            argv = [str(exe), mode, str(int(warmup * ns)), str(int(duration * ns))]
+            argv = [str(exe), ("irc-" if irc else "") + mode, str(int(warmup * ns))]
+            argv += [str(int(duration * ns))]
             argv += [str(int(DRAIN * ns)), str(path)]
             argv += [str(int(PACED_GAP * ns))] if mode in ("paced", "flood") else []
             proc = subprocess.Popen(
