@@ -43,11 +43,12 @@ from wire.commands import name_key
 from wire.errors import ErrorCode, ProtocolError
 from wire.replies import BUSY, FREE, WAITING, Listed
 
-#: Default for ``--max-clients``: the 10,000 idle clients the design is sized
-#: for (about 40 MiB of buffers at most). The supervisor raises the soft
-#: open-file limit to the hard one for every process, and warns if that is still
-#: short of this plus a margin (``Supervisor.raise_fd_limit``).
-DEFAULT_MAX_CLIENTS = 10_000
+#: Default for ``--max-clients``: the 100,000 idle clients one host holds
+#: (docs/PERFORMANCE.md, "100,000 idle clients": about 5 kB of memory each, over
+#: every process). Each worker holds its clients' descriptors: the supervisor
+#: raises the soft open-file limit to the hard one for every process, and warns
+#: if that is short of a worker's share plus a margin (``Supervisor.raise_fd_limit``).
+DEFAULT_MAX_CLIENTS = 100_000
 
 #: Ids per block of the listing's stamps: a change re-renders 1,024 clients' items,
 #: a GET at 100,000 joins about 100 blocks.
