@@ -68,6 +68,11 @@ SHED_AFTER = 5.0
 #: Longest the acceptor sleeps with nothing to accept.
 WAKE = 0.5
 
+#: Connections accepted per listener per wake-up while more are waiting: a burst
+#: (100,000 clients connecting at 20,000 a second) is taken without a ``select`` and
+#: the housekeeping around it per client, and still no listener waits on another long.
+ACCEPT_BATCH = 64
+
 #: When no worker it may use takes a client at once, how long the acceptor waits
 #: for one of their channels to make room before it refuses the client. A worker
 #: takes up to 256 hand-overs per loop iteration, so a burst bigger than its
@@ -245,23 +250,25 @@ class Intake:
         self.short_since: float | None = None  # out of descriptors since
         self.shed_after = SHED_AFTER
 
-    def accept(self, listener: socket.socket, tag: bytes) -> None:
+    def accept(self, listener: socket.socket, tag: bytes) -> bool:
+        """Take one waiting connection; whether there may be more to take at once."""
         try:
             conn, addr = listener.accept()
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:
             if exc.errno in _EXHAUSTED:
                 self.back_off(listener, tag, exc)
-            elif exc.errno not in _CONNECTION_ERRORS:
+                return False
+            if exc.errno not in _CONNECTION_ERRORS:
                 raise
-            return
+            return True  # that one connection failed; the next may be fine
         self.short_since = None
         with conn:
             admission = self.admission
             if admission is None:
                 self.hand_over(conn, tag)
-                return
+                return True
             peer = address_key(addr[0])
             refused = admission.refusal(peer, time.monotonic())
             if refused is not None:
@@ -273,6 +280,7 @@ class Intake:
             elif self.hand_over(conn, tag):
                 worker = self.placed_on
                 admission.handed(worker, self.placement.handed[worker], peer)
+        return True
 
     def back_off(self, listener: socket.socket, tag: bytes, exc: OSError) -> None:
         """Out of a resource: wait a moment, or refuse a client if descriptors ran out long ago."""
@@ -357,7 +365,9 @@ def serve(
             COUNTS.report(control)
             # wakes to notice a dead supervisor and a silent worker
             for key, _ in selector.select(timeout=WAKE):
-                intake.accept(key.fileobj, key.data)  # type: ignore[arg-type]
+                for _ in range(ACCEPT_BATCH):  # while more wait, up to a batch
+                    if not intake.accept(key.fileobj, key.data):  # type: ignore[arg-type]
+                        break
             intake.placement.review()
             if intake.admission is not None:
                 intake.admission.tidy(time.monotonic())

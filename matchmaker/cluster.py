@@ -653,6 +653,7 @@ class ClusterMatchmaker(Matchmaker):
     ) -> None:
         self.table.unwait(me.id)
         me.session, me.peer = sid, peer
+        self.table.mark_busy(me.id)
         self.remote[me.id] = node
         self.outbound[me.id] = deque()
         self.heard[me.id] = max(self.heard.get(me.id, 0), sid)

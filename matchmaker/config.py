@@ -10,6 +10,7 @@ import argparse
 import importlib.machinery
 import importlib.util
 import os
+import resource
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -166,6 +167,35 @@ class Config:
 
 
 DEFAULTS = Config()
+
+
+#: Descriptors a process keeps beyond one per client: links, pipes, logs, the listener.
+FD_MARGIN = 256
+
+
+def host_max_clients(workers: int) -> int:
+    """``--max-clients`` unless given: ``DEFAULT_MAX_CLIENTS``, or what ``workers`` workers
+    hold under this host's open-file hard limit (the supervisor raises every process's
+    soft limit to it), if that is fewer: each worker holds its clients' descriptors."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CLIENTS
+    return max(1, min(DEFAULT_MAX_CLIENTS, workers * (hard - FD_MARGIN)))
+
+
+class _Given(argparse.Action):
+    """Stores the value, and that it was given: a default that adapts to the host must
+    not override what the operator asked for."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
 
 
 def _positive(text: str) -> int:
@@ -326,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_positive,
         default=os.cpu_count() or 1,
-        help="worker processes for client connections; %(default)s here (default: the CPU count)",
+        help="worker processes for client connections; %(default)s here (default: the CPU "
+        "count). Each holds its share of --max-clients, so the open-file limit of a process "
+        "must exceed --max-clients / --workers + 256",
     )
     parser.add_argument(
         "--legacy-port",
@@ -351,7 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-clients",
         type=_positive,
         default=DEFAULTS.max_clients,
-        help="clients connected at once (one more: ERROR FULL, then closed)",
+        action=_Given,
+        help="clients connected at once (one more: ERROR FULL, then closed). Each worker "
+        "holds its share, a descriptor each: unless given, no more than --workers x (the "
+        "open-file hard limit - 256)",
     )
     parser.add_argument(
         "--max-per-ip",
@@ -506,6 +541,8 @@ def _pick_loop(choice: str, parser: argparse.ArgumentParser) -> str:
 def parse_args(argv: list[str] | None = None) -> Config:
     parser = build_parser()
     ns = vars(parser.parse_args(argv))  # one flag per Config field, same names
+    if not ns.pop("max_clients_given", False):
+        ns["max_clients"] = host_max_clients(ns["workers"])
     ns["loop"] = _pick_loop(ns["loop"], parser)
     ns["migrate"] = ns["migrate"] == "on"
     ns["token"] = ""

@@ -37,11 +37,12 @@ from typing import Any, NamedTuple
 from ipc import messages as m
 from ipc.channel import Ends, Receiver, Sender, recv_ends
 from ipc.counts import COUNTS
+from matchmaker.listing import Rendered
 from matchmaker.proc import booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
 from matchmaker.table import ClientTable, Entry, Session
 from wire.errors import ErrorCode, ProtocolError
-from wire.replies import Bye, Cancelled, Clients, Ended, Error, Named, Outage, Waiting
+from wire.replies import Bye, Cancelled, Ended, Error, Listing, Named, Outage, Waiting
 
 log = logging.getLogger("matchmaker.service")
 
@@ -87,6 +88,7 @@ class Matchmaker:
         clock: Callable[[], int] = lambda: 0,
     ) -> None:
         self.table = table
+        self.listing = Rendered(table)  # GET's answer, re-rendered only where it changed
         self.outboxes = outboxes
         self.migrate = migrate
         self.clock = clock
@@ -139,7 +141,7 @@ class Matchmaker:
 
     def sessions_active(self) -> int:
         """Sessions with an end on this host (a count over the table: taken per report)."""
-        ends = [e for e in self.table.entries() if e.session]
+        ends = self.table.busy()
         here = sum(1 for e in ends if e.peer is not None and e.peer in self.table)
         return here // 2 + len(ends) - here
 
@@ -233,7 +235,7 @@ class Matchmaker:
         me = self._asker(worker, msg.cid, msg.key)
         if me is None or self._waits(msg, me):
             return  # the id is not the asker's (any more), or it asks again after a move
-        self._to(me, m.Answer.of(msg.key, Clients(tuple(self.table.clients(msg.free_only)))))
+        self._to(me, m.Answer.of(msg.key, Listing(self.listing.line(msg.free_only))))
 
     def _connect(self, worker: int, msg: m.Connect) -> None:
         me = self._asker(worker, msg.cid, msg.key)

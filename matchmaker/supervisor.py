@@ -49,15 +49,12 @@ from ipc.counts import Totals
 from ipc.fdpass import handoff_pair, move_pair
 from ipc.load import WorkerLoad
 from matchmaker import roles
-from matchmaker.config import Config
+from matchmaker.config import FD_MARGIN, Config
 from matchmaker.notify import notify
 from matchmaker.proc import setup_logging
 from matchmaker.roles import BOOT_ERROR, Spawn
 
 log = logging.getLogger("matchmaker.supervisor")
-
-#: Descriptors beyond one per client: links, pipes, logs, the listener.
-FD_MARGIN = 256
 
 #: A child that dies after it has booted is always restarted: the server's
 #: clients are worth more than a halt. At once for its first QUICK_RESTARTS
@@ -210,19 +207,25 @@ class Supervisor:
         Every client is a descriptor in a worker, and so is every connection of a
         burst beyond ``--max-clients`` until it has been told FULL: a limit of
         just ``--max-clients`` plus a margin let 10,000 clients and a burst
-        overrun a worker.
+        overrun a worker. The limit is per process, and each worker holds its
+        share of the clients (placement spreads them, a move goes to the emptier
+        worker): 100,000 clients over 8 workers need 12,756 each, not 100,256.
         """
-        need = self.config.max_clients + FD_MARGIN
+        cfg = self.config
+        need = -(-cfg.max_clients // cfg.workers) + FD_MARGIN
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         target = max(soft, need) if hard == resource.RLIM_INFINITY else hard
         if target > soft:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         if target < need:
             log.warning(
-                "open-file limit is %d, below the %d that --max-clients %d needs",
+                "open-file limit is %d, below the %d that each worker's share of "
+                "--max-clients %d over --workers %d needs (more workers, or a higher "
+                "LimitNOFILE: docs/DEPLOY.md)",
                 target,
                 need,
-                self.config.max_clients,
+                cfg.max_clients,
+                cfg.workers,
             )
 
     def start(self) -> None:

@@ -24,6 +24,12 @@ next, longest-waiting first. A client in it is FREE (a ``CONNECT`` pairs with
 it, and takes it out of the line), never in it twice, and leaves it when it
 is paired, cancels or leaves. Names are the table's as well, unique without
 regard to case, freed with their holder.
+
+``GET`` at 100,000 clients lists a megabyte. So that it need not be built from
+every entry on each request, the ids are cut into blocks of ``block``, and
+each block has a stamp that changes whenever a client in it comes, goes, or
+changes what ``GET`` shows of it (``stamps``): a cached rendering of a block
+(``matchmaker.listing``) is good while its stamp is.
 """
 
 from __future__ import annotations
@@ -37,11 +43,16 @@ from wire.commands import name_key
 from wire.errors import ErrorCode, ProtocolError
 from wire.replies import BUSY, FREE, WAITING, Listed
 
-#: Default for ``--max-clients``: the 10,000 idle clients the design is sized
-#: for (about 40 MiB of buffers at most). The supervisor raises the soft
-#: open-file limit to the hard one for every process, and warns if that is still
-#: short of this plus a margin (``Supervisor.raise_fd_limit``).
-DEFAULT_MAX_CLIENTS = 10_000
+#: Default for ``--max-clients``: the 100,000 idle clients one host holds
+#: (docs/PERFORMANCE.md, "100,000 idle clients": about 5 kB of memory each, over
+#: every process). Each worker holds its clients' descriptors: the supervisor
+#: raises the soft open-file limit to the hard one for every process, and warns
+#: if that is short of a worker's share plus a margin (``Supervisor.raise_fd_limit``).
+DEFAULT_MAX_CLIENTS = 100_000
+
+#: Ids per block of the listing's stamps: a change re-renders 1,024 clients' items,
+#: a GET at 100,000 joins about 100 blocks.
+LISTING_BLOCK = 1024
 
 A = TypeVar("A")  # where a client lives; the table only stores and returns it
 
@@ -75,8 +86,13 @@ class Session(Generic[A]):
 class ClientTable(Generic[A]):
     """Who is connected, who is paired with whom, and which ids are free."""
 
-    def __init__(self, max_clients: int = DEFAULT_MAX_CLIENTS) -> None:
+    def __init__(self, max_clients: int = DEFAULT_MAX_CLIENTS, block: int = LISTING_BLOCK) -> None:
         self.max_clients = max_clients
+        self.block = block
+        #: per block of ``block`` ids, the version of the table at its last change
+        self.stamps: list[int] = []
+        self._version = 0
+        self._busy: set[int] = set()  # every client in a session, and maybe some that left it
         self._entries: dict[int, Entry[A]] = {}
         self._freed: list[int] = []  # heap of ids below _next_id that are free
         self._next_id = 1
@@ -96,6 +112,46 @@ class ClientTable(Generic[A]):
 
     def entries(self) -> list[Entry[A]]:
         return list(self._entries.values())
+
+    def busy(self) -> list[Entry[A]]:
+        """Every client in a session (its partner here or on another host), without
+        looking at the others: the metrics count sessions four times a second."""
+        entries, busy = self._entries, self._busy
+        out = []
+        for cid in list(busy):
+            e = entries.get(cid)
+            if e is None or not e.session:
+                busy.discard(cid)  # its session ended outside the table (another host's)
+            else:
+                out.append(e)
+        return out
+
+    def mark_busy(self, cid: int) -> None:
+        """``cid`` is in a session the table did not start (one with another host's client)."""
+        self._busy.add(cid)
+        self.touch(cid)
+
+    def touch(self, cid: int) -> None:
+        """What ``GET`` shows of ``cid`` changed: its block's cached rendering is stale."""
+        block = cid // self.block
+        stamps = self.stamps
+        if block >= len(stamps):
+            stamps.extend([0] * (block + 1 - len(stamps)))
+        self._version += 1
+        stamps[block] = self._version
+
+    def clients_between(self, lo: int, hi: int, free_only: bool = False) -> list[Listed]:
+        """``clients`` of the ids ``lo <= id < hi`` only (one block of the listing)."""
+        entries, line = self._entries, self._line
+        listed = []
+        for cid in range(lo, hi):
+            e = entries.get(cid)
+            if e is None:
+                continue
+            status = BUSY if e.session else WAITING if cid in line else FREE
+            if status == FREE or not free_only:
+                listed.append((cid, status, e.name))
+        return listed
 
     def restore(
         self,
@@ -124,6 +180,9 @@ class ClientTable(Generic[A]):
         self._freed = [i for i in range(1, self._next_id) if i not in self._entries]
         heapq.heapify(self._freed)
         self._next_session = last_session + 1
+        self._busy = {e.id for e in entries if e.session}
+        self._version += 1
+        self.stamps = [self._version] * (self._next_id // self.block + 1)
         return clashed
 
     def register(self, addr: A, since: float = 0.0) -> Entry[A]:
@@ -137,6 +196,7 @@ class ClientTable(Generic[A]):
             self._next_id += 1
         entry = Entry(cid, addr, since=since)
         self._entries[cid] = entry
+        self.touch(cid)
         return entry
 
     def admit(self, cid: int, addr: A, since: float = 0.0) -> Entry[A]:
@@ -159,6 +219,7 @@ class ClientTable(Generic[A]):
             heapq.heapify(self._freed)
         entry = Entry(cid, addr, since=since)
         self._entries[cid] = entry
+        self.touch(cid)
         return entry
 
     def clients(self, free_only: bool = False) -> list[Listed]:
@@ -213,6 +274,7 @@ class ClientTable(Generic[A]):
             del self._line[other_id]
             return self._pair_new(me, other)
         self._line[cid] = me.new = new
+        self.touch(cid)
         return None
 
     def requeue(self, cid: int) -> bool:
@@ -224,15 +286,18 @@ class ClientTable(Generic[A]):
         if me is None or me.session or cid in self._line:
             return False
         self._line = {cid: me.new, **self._line}
+        self.touch(cid)
         return True
 
     def wait(self, cid: int, new: bool = False) -> None:
         """Put ``cid`` at the end of the line: the table shared by several hosts decided so."""
         self._line[cid] = self._entries[cid].new = new
+        self.touch(cid)
 
     def unwait(self, cid: int) -> None:
         """Take ``cid`` out of the line, if it is in it (decided elsewhere)."""
-        self._line.pop(cid, None)
+        if self._line.pop(cid, None) is not None:
+            self.touch(cid)
 
     def cancel(self, cid: int) -> None:
         """Take ``cid`` out of the line; TALKING if it is paired, NOT_WAITING if not in it."""
@@ -241,6 +306,7 @@ class ClientTable(Generic[A]):
             raise ProtocolError(ErrorCode.TALKING, str(me.peer))
         if self._line.pop(cid, None) is None:
             raise ProtocolError(ErrorCode.NOT_WAITING)
+        self.touch(cid)
 
     # ---- names -------------------------------------------------------------------------
 
@@ -257,6 +323,7 @@ class ClientTable(Generic[A]):
         me.name = name
         if name:
             self._names[key] = cid
+        self.touch(cid)
 
     def named(self, name: str) -> int | None:
         """Who holds ``name`` (in any case), if anyone."""
@@ -290,7 +357,14 @@ class ClientTable(Generic[A]):
         other.peer, other.session = me.id, sid
         self._line.pop(me.id, None)
         self._line.pop(other.id, None)
+        self._started(me.id, other.id)
         return Session(sid, me, other)
+
+    def _started(self, a: int, b: int) -> None:
+        self._busy.add(a)
+        self._busy.add(b)
+        self.touch(a)
+        self.touch(b)
 
     def pair(self, requester: int, target: int, session: int) -> Session[A]:
         """Record a session decided elsewhere (the table shared by several hosts)."""
@@ -300,6 +374,7 @@ class ClientTable(Generic[A]):
         me.peer, me.session = target, session
         other.peer, other.session = requester, session
         self._next_session = max(self._next_session, session + 1)
+        self._started(requester, target)
         return Session(session, me, other)
 
     def partner(self, cid: int, session: int) -> Entry[A] | None:
@@ -319,6 +394,10 @@ class ClientTable(Generic[A]):
         me.session = other.session = 0
         me.last_peer, other.last_peer = (other.id, other.since), (me.id, me.since)
         me.last_session = other.last_session = session
+        self._busy.discard(me.id)
+        self._busy.discard(other.id)
+        self.touch(me.id)
+        self.touch(other.id)
         return Session(session, me, other)
 
     def drop(self, cid: int) -> tuple[Entry[A], Session[A] | None] | None:
@@ -332,4 +411,6 @@ class ClientTable(Generic[A]):
         if me.name:
             del self._names[name_key(me.name)]
         heapq.heappush(self._freed, cid)
+        self._busy.discard(cid)
+        self.touch(cid)
         return me, ended

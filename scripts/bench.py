@@ -115,6 +115,8 @@ PEER_NOTES = {
     "registrations once a second); ngIRCd 8 (its listen backlog is 10); so connect times "
     "are not comparable",
 }
+#: The issue's idle clients on one host: connect rate, GET FREE p99 and PSS targets.
+HUNDRED_K = 100_000
 
 
 # ---- statistics (pure) -------------------------------------------------------------------
@@ -290,8 +292,31 @@ def targets(rows: list[Row], server: str) -> list[Target]:
                     None if got is None else got >= 0.8,
                 )
             )
+
+    def above(workload: str, size: int, metric: str, least: float, unit: str) -> None:
+        found = _find(rows, server, workload, size, metric)
+        goal = f"{workload} {size} {metric} >= {least:,g} {unit}"
+        if not found:
+            out.append(Target(goal, "not measured", None))
+        for r in found:
+            out.append(Target(goal, f"{fmt(r.value)} {r.unit}", r.value >= least))
+
     below("conns", 10000, "rss", 100.0, "MB")
     below("conns", 10000, "get p50", 50.0, "ms")
+    # 100,000 idle clients on one host (several helpers and source addresses)
+    for r in _find(rows, server, "conns", HUNDRED_K, "connect"):
+        failed = r.run.get("errors", 0)
+        entries, connected = r.run.get("entries"), r.run.get("connected")
+        out.append(
+            Target(
+                f"conns {HUNDRED_K}: every client WELCOMEd and listed",
+                f"{connected:,} WELCOMEd, {failed} failed, GET FREE listed {entries:,}",
+                not failed and connected == entries == HUNDRED_K,
+            )
+        )
+    above("conns", HUNDRED_K, "connect rate", 20000.0, "conn/s")
+    below("conns", HUNDRED_K, "get free p99", 100.0, "ms")
+    below("conns", HUNDRED_K, "pss", 400.0, "MB")
     bad = [
         r
         for r in rows
@@ -657,6 +682,7 @@ class Profiles:
         servers: benchload.Servers,
         seconds: float,
         gil: bool = False,
+        roles: Sequence[str] = ("matchmaker", "worker"),
     ) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.paths: list[Path] = []
@@ -670,8 +696,8 @@ class Profiles:
         procs, names = benchload.server_tree(servers)
         for p in procs:
             name = (names.get(p.pid, "") + benchload.title(p)).replace("matchmaker: ", "")
-            if not ("matchmaker" in name or "worker" in name):
-                continue  # supervisor, acceptor: idle; resource tracker, Redis: not ours
+            if not any(role in name for role in roles):
+                continue  # supervisor, acceptor: idle (but conns); resource tracker, Redis
             path = directory / f"{tag}-{name.strip().replace(' ', '-')}.txt"
             argv = [spy, "record", "--pid", str(p.pid), "--rate", str(self.RATE)]
             argv += ["--duration", str(max(1, round(seconds))), "--nonblocking"]
@@ -753,6 +779,10 @@ class Options:
     load_procs: int
     gets: int = GETS
     gets_seconds: float = GETS_SECONDS
+    #: conns: loopback source addresses (0: one per helper when there are several)
+    source_addrs: int = 0
+    #: conns: most clients per helper process (its descriptors)
+    conns_per_proc: int = benchload.CONNS_PER_PROC
     #: --py-spy: record a profile of every server process of each pair row here
     profile: Path | None = None
     profile_gil: bool = False
@@ -813,6 +843,7 @@ def conns_rows(
         out_of_order=0,
         errors=result.failed + result.bad,
         connected=result.ok,
+        failed=result.failed,
         entries=result.entries,
         rss_before=result.rss_before,
         rss_after=result.rss_after,
@@ -820,16 +851,28 @@ def conns_rows(
         samples=len(result.samples),
         **usage_fields(result.usage),
     )
+    if result.by_process:
+        run.update(
+            memory_by_process=result.by_process,
+            load_helpers=result.helpers,
+            source_addrs=result.sources,
+        )
     w, n, p = job.workload, job.size, job.placement
     per_client = (result.rss_after - result.rss_before) / max(result.ok, 1)
-    return [
+    get = result.request.lower()
+    rate = result.ok / result.connect_seconds if result.connect_seconds else math.nan
+    rows = [
         Row(w, n, p, label, "connect", result.connect_seconds, "s", run, first=True),
         Row(w, n, p, label, "rss", result.rss_after / 1e6, "MB", run),
         Row(w, n, p, label, "rss/client", per_client / 1e3, "kB", run),
         Row(w, n, p, label, "pss", result.pss_after / 1e6, "MB", run),
-        Row(w, n, p, label, "get p50", lat[50], "ms", run),
-        Row(w, n, p, label, "get p99", lat[99], "ms", run),
+        Row(w, n, p, label, f"{get} p50", lat[50], "ms", run),
+        Row(w, n, p, label, f"{get} p99", lat[99], "ms", run),
     ]
+    if result.by_process:  # a fleet: the rate at which the fleet got its WELCOMEs
+        rows.insert(1, Row(w, n, p, label, "connect rate", rate, "conn/s", run))
+        rows.insert(5, Row(w, n, p, label, "pss/client", result.pss_after / n / 1e3, "kB", run))
+    return rows
 
 
 def measure(
@@ -849,10 +892,26 @@ def measure(
     run: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in server.argv)}
     try:
         if job.workload == "conns":
-            got = benchload.run_conns(
-                exe, server.host, server.port, server.pid, job.size, workdir, opts.gets,
-                opts.gets_seconds,
-            )  # fmt: skip
+            fleet = benchload.plan_fleet(
+                job.size, opts.load_procs, opts.source_addrs, opts.conns_per_proc
+            )
+            tag = f"{spec.label}-conns{job.size}"
+            if opts.profile is not None:  # every child up and named before py-spy looks
+                benchload.settled_rss(server.host, server.port, server.pid)
+            seconds = opts.warmup + opts.duration
+            roles = ("matchmaker", "worker", "acceptor")  # the acceptor works here too
+            spy = Profiles(opts.profile, tag, server.pid, seconds, opts.profile_gil, roles)
+            if fleet == [benchload.Share(job.size, "-")]:
+                got = benchload.run_conns(
+                    exe, server.host, server.port, server.pid, job.size, workdir, opts.gets,
+                    opts.gets_seconds,
+                )  # fmt: skip
+            else:
+                got = benchload.run_conns_fleet(
+                    exe, server.host, server.port, server.pid, fleet, workdir, opts.gets,
+                    opts.gets_seconds,
+                )  # fmt: skip
+            spy.wait()
             if got.log:
                 print(f"  load generator: {got.log}", file=sys.stderr)
             return conns_rows(job, spec.label, got, run), 0
@@ -1214,7 +1273,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "comma list): pingpong, stream and conns rows, x <peer> ratios, and the targets "
         f"against {PEER_GOAL}",
     )
-    p.add_argument("--load-procs", type=int, default=1, help="load generator processes (default 1)")
+    p.add_argument(
+        "--load-procs",
+        type=int,
+        default=1,
+        help="load generator processes (default 1); conns takes more when one would hold "
+        f"over {benchload.CONNS_PER_PROC:,} clients or the open-file limit allows fewer: "
+        "the bench raises its own soft limit to the hard one, which its helpers inherit",
+    )
+    p.add_argument(
+        "--source-addrs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="conns: loopback source addresses the helpers connect from (127.0.0.2, "
+        "127.0.0.3, ...), dealt to them in turn; at most "
+        f"{benchload.CONNS_PER_SOURCE:,} clients each (the local ports of one address). "
+        "Default: one per helper when there are several, else 127.0.0.1. Several helpers "
+        "start together, so the connect time and rate are the fleet's; their GET FREE "
+        "is timed once all are in",
+    )
     p.add_argument(
         "--json",
         "--out",
@@ -1271,11 +1349,28 @@ def main(argv: list[str] | None = None) -> int:
     if peers and not installed:
         return 2
 
+    # the helpers inherit it; past the hard limit, conns is split over more of them
     limit = benchload.raise_fd_limit(max(conns) + FD_MARGIN)
-    if max(conns) + FD_MARGIN > limit:
+    per_proc = min(benchload.CONNS_PER_PROC, limit - FD_MARGIN)
+    if hosts and max(conns) + FD_MARGIN > limit:  # one helper per host
         capped = [min(c, limit - FD_MARGIN) for c in conns]
         print(f"open-file limit {limit}: conns capped to {capped}", file=sys.stderr)
         conns = capped
+    fleets: dict[int, list[benchload.Share]] = {}
+    if "conns" in workloads and not hosts:
+        for c in conns:
+            try:
+                fleets[c] = benchload.plan_fleet(c, args.load_procs, args.source_addrs, per_proc)
+            except ValueError as exc:
+                raise SystemExit(f"--conns {c}: {exc}") from None
+            if len(fleets[c]) > 1 or fleets[c][0].source != "-":
+                print(
+                    f"conns {c:,}: {len(fleets[c])} load generator processes of at most "
+                    f"{max(f.clients for f in fleets[c]):,} clients (open-file limit {limit}), "
+                    f"from {len({f.source for f in fleets[c]})} source addresses "
+                    f"({fleets[c][0].source}...)",
+                    file=sys.stderr,
+                )
     max_clients = max(10000, max(conns) + 16)
 
     extra = shlex.split(args.server_args)
@@ -1311,6 +1406,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.gets_seconds = HOST_GETS_SECONDS if hosts else GETS_SECONDS
     opts.profile, opts.profile_gil = args.py_spy, args.py_spy_gil
     opts.max_clients = max_clients
+    opts.source_addrs, opts.conns_per_proc = args.source_addrs, per_proc
     sizes = {
         "pingpong": args.pingpong or default_sizes or [1, 32, 256],
         "stream": args.stream or default_sizes or [1, 32],
@@ -1451,6 +1547,15 @@ def main(argv: list[str] | None = None) -> int:
         print("memory beside the peers (RSS and PSS of every process of each server):")
         for line in memory:
             print(f"  {line}")
+    fleets_memory = [r for r in rows if r.first and "memory_by_process" in r.run]
+    for r in fleets_memory:
+        print()
+        print(
+            f"conns {r.size:,} on {r.server}: {r.run['load_helpers']} load generator processes "
+            f"from {r.run['source_addrs']} source addresses; memory per server process:"
+        )
+        for name, (rss, pss) in r.run["memory_by_process"].items():
+            print(f"  {rss / 1e6:7.1f} MB RSS  {pss / 1e6:7.1f} MB PSS  {name}")
     flood = flood_target(rows)
     if flood is not None:
         mark = {True: "PASS", False: "FAIL", None: "  - "}[flood.ok]

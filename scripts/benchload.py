@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import math
 import os
 import resource
 import select
@@ -40,8 +41,14 @@ import psutil
 LINE_BYTES = 64
 #: Lines each stream sender keeps in flight.
 STREAM_WINDOW = 64
-#: Connections the conns workload has opening at once.
+#: Connections the conns workload has opening at once (per load generator process).
 CONNECT_WINDOW = 100
+#: Most clients one conns helper holds: a process here may hold 20,000 descriptors at
+#: most (a hard limit), so 100,000 clients take 8 helpers.
+CONNS_PER_PROC = 12_500
+#: Most clients from one source address to one server port: Linux gives each about
+#: 28,000 local ports (``net.ipv4.ip_local_port_range`` 32768-60999), with a margin.
+CONNS_PER_SOURCE = 25_000
 #: How long connecting, pairing, or any single reply may take before the run is abandoned.
 REPLY_TIMEOUT = 10.0
 #: How long in-flight lines may take to arrive after a workload stops sending.
@@ -74,6 +81,12 @@ C_SOURCE = r"""
  *       ":<nick>!<user>@<host> PRIVMSG <me> :<line>"; a server PING gets its PONG.
  *   benchload ircconns HOST PORT N WINDOW 0 0 SAMPLES_FILE
  *       conns in IRC: each client sends NICK c<k> and USER, done at its 001 (no GETs).
+ *   benchload conns HOST PORT N WINDOW GETS GETS_NS SAMPLES_FILE SOURCE
+ *       the same as one of a fleet: every socket is bound to the address SOURCE
+ *       first ("-": none), the C line goes on with "first_ns last_ns" (CLOCK_MONOTONIC
+ *       of the first connect and of the last WELCOME), and the GETs wait for a line
+ *       on stdin (every helper of the fleet has connected by then): the request to
+ *       time instead of GET (GET FREE).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -605,6 +618,13 @@ static int run_conns(char **argv) {
     int64_t gets_ns = atoll(argv[7]);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) die("inet_pton");
+    /* one of a fleet: its own source address, so that each address's local ports suffice */
+    int fleet = argv[9] != NULL, bound = fleet && strcmp(argv[9], "-");
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    if (bound && inet_pton(AF_INET, argv[9], &src.sin_addr) != 1) die("inet_pton source");
+    int64_t t_last = 0;
+    char request[64] = "GET\n"; /* a fleet's helpers are told which request to time */
+    size_t request_len = 4;
     conns = calloc((size_t)n, sizeof *conns);
     int *state = calloc((size_t)n, sizeof *state); /* 0 opening, 1 welcomed, 2 failed */
     ep = epoll_create1(0);
@@ -624,6 +644,15 @@ static int run_conns(char **argv) {
             }
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             conns[k].fd = fd;
+            /* the port is chosen at connect(), per destination: not one per bound socket */
+            if (bound && (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) < 0
+                          || bind(fd, (struct sockaddr *)&src, sizeof src) < 0)) {
+                if (logged++ < MAX_LOGGED) perror("bind");
+                state[k] = 2;
+                failed++;
+                close(fd);
+                continue;
+            }
             if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) {
                 if (logged++ < MAX_LOGGED) perror("connect");
                 state[k] = 2;
@@ -651,6 +680,7 @@ static int run_conns(char **argv) {
             if (nl && starts(c->in.p, c->in.len, "WELCOME ")) {
                 state[k] = 1;
                 ok++;
+                t_last = now_ns();
                 if (first < 0) first = k;
                 c->in.len = 0;
             } else {
@@ -663,8 +693,17 @@ static int run_conns(char **argv) {
         }
     }
     int64_t elapsed = now_ns() - t0;
-    printf("C %lld %d %d\n", (long long)elapsed, ok, failed);
-    fflush(stdout);
+    if (fleet) {
+        printf("C %lld %d %d %lld %lld\n", (long long)elapsed, ok, failed, (long long)t0,
+               (long long)t_last);
+        fflush(stdout);
+        ssize_t got = read(0, request, sizeof request - 1);
+        if (got <= 0 || request[got - 1] != '\n') return 0; /* the fleet was called off */
+        request_len = (size_t)got;
+    } else {
+        printf("C %lld %d %d\n", (long long)elapsed, ok, failed);
+        fflush(stdout);
+    }
     long long entries = -1;
     int bad = 0;
     if (first >= 0) {
@@ -673,7 +712,10 @@ static int run_conns(char **argv) {
         for (int g = 0; g < gets && now_ns() - g0 < gets_ns; g++) {
             int64_t t = now_ns();
             c->in.len = 0;
-            if (send(c->fd, "GET\n", 4, MSG_NOSIGNAL) != 4) { bad++; break; }
+            if (send(c->fd, request, request_len, MSG_NOSIGNAL) != (ssize_t)request_len) {
+                bad++;
+                break;
+            }
             char *nl = NULL;
             while (!nl && now_ns() - t < 10LL * 1000000000LL) {
                 struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
@@ -826,7 +868,7 @@ int main(int argc, char **argv) {
     else if (argc == 6 && !strcmp(argv[1], "churn")) mode = CHURN;
     else if (argc == 7 && !strcmp(argv[1], "paced")) mode = PACED;
     else if (argc == 7 && !strcmp(argv[1], "flood")) mode = FLOOD;
-    else if (argc == 9 && !strcmp(argv[1], "conns")) return run_conns(argv);
+    else if ((argc == 9 || argc == 10) && !strcmp(argv[1], "conns")) return run_conns(argv);
     else { fprintf(stderr, "usage: see scripts/benchload.py\n"); return 2; }
     return run_pairs(argv);
 }
@@ -1389,6 +1431,13 @@ class ConnsResult:
     samples: array.array[int]
     usage: Usage
     log: str = ""
+    #: (a fleet) each server process's RSS and PSS with every client connected, by title
+    by_process: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: (a fleet) how many helper processes, and source addresses, the clients came from
+    helpers: int = 1
+    sources: int = 1
+    #: the request timed at C clients
+    request: str = "GET"
 
 
 def settled_rss(host: str, port: int, server_pid: int, bound: float = 5.0) -> int:
@@ -1465,6 +1514,110 @@ def run_conns(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def memory_by_process(procs: Iterable[psutil.Process]) -> dict[str, tuple[int, int]]:
+    """Each process's (RSS, PSS), by title (``matchmaker: worker 3``)."""
+    out = {}
+    for p in procs:
+        try:
+            info = p.memory_full_info()
+        except psutil.Error:
+            continue
+        name = title(p)
+        out[f"{name} {p.pid}" if name in out else name] = (info.rss, getattr(info, "pss", 0))
+    return out
+
+
+def run_conns_fleet(
+    exe: Path,
+    host: str,
+    port: int,
+    server_pid: int,
+    shares: Sequence[Share],
+    workdir: Path,
+    gets: int = 50,
+    gets_seconds: float = 3.0,
+    request: str = "GET FREE",
+) -> ConnsResult:
+    """``run_conns`` with the clients split over several helpers (``plan_fleet``).
+
+    The helpers start together and connect at once, each from its source address,
+    so the connect time is the fleet's: from the first helper's first connect to
+    the last ``WELCOME`` of any. Only once every helper is done does the first
+    one time ``request`` (``GET FREE``), whose reply then lists every client.
+    """
+    if not request or len(request) > 60 or "\n" in request:
+        raise ValueError(f"not a request to time: {request!r}")
+    path = workdir / "samples-conns.bin"
+    rss_before = settled_rss(host, port, server_pid)
+    helpers: list[subprocess.Popen[bytes]] = []
+    try:
+        for k, share in enumerate(shares):
+            argv = [str(exe), "conns", host, str(port), str(share.clients), str(CONNECT_WINDOW)]
+            argv += [str(gets if k == 0 else 0), str(int(gets_seconds * 1e9)), str(path)]
+            argv += [share.source]
+            helpers.append(
+                subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )  # fmt: skip
+            )
+        readers = [LineReader(proc) for proc in helpers]
+        meter = Meter(tree(server_pid), [psutil.Process(proc.pid) for proc in helpers])
+        deadline = time.monotonic() + 300 + REPLY_TIMEOUT
+        ok = failed = 0
+        firsts, lasts = [], []
+        for reader in readers:
+            _, _, n_ok, n_failed, first_ns, last_ns = reader.line(deadline).split()
+            ok, failed = ok + int(n_ok), failed + int(n_failed)
+            firsts.append(int(first_ns))
+            if int(n_ok):
+                lasts.append(int(last_ns))
+        usage = meter.stop()
+        for proc in helpers:  # every client is in: the GETs may go
+            assert proc.stdin is not None
+            proc.stdin.write(request.encode() + b"\n")
+            proc.stdin.flush()
+        got: dict[str, int] = {}
+        for k, reader in enumerate(readers):
+            fields = parse_fields(reader.line(deadline + gets_seconds))
+            if k == 0:
+                got = fields
+            if reader.line(deadline) != "READY":
+                raise RuntimeError("the load generator lost its step")
+        procs = tree(server_pid)
+        by_process = memory_by_process(procs)
+        rss_after = sum(rss for rss, _ in by_process.values())
+        pss_after = sum(pss for _, pss in by_process.values())
+        for proc in helpers:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=REPLY_TIMEOUT)
+        samples = array.array("q", path.read_bytes())
+        path.unlink()
+        return ConnsResult(
+            clients=sum(share.clients for share in shares),
+            ok=ok,
+            failed=failed,
+            connect_seconds=(max(lasts) - min(firsts)) / 1e9 if lasts else math.nan,
+            rss_before=rss_before,
+            rss_after=rss_after,
+            pss_after=pss_after,
+            entries=got["entries"],
+            bad=got["bad"],
+            samples=samples,
+            usage=usage,
+            log="\n".join(s for s in (stderr_of(p) for p in helpers) if s),
+            by_process=by_process,
+            helpers=len(shares),
+            sources=len({share.source for share in shares}),
+            request=request,
+        )
+    finally:
+        for proc in helpers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def run_conns_hosts(
@@ -1545,6 +1698,61 @@ def run_conns_hosts(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@dataclass(frozen=True)
+class Share:
+    """One conns helper of a fleet: how many clients it opens, and from which address."""
+
+    clients: int
+    source: str  # "-": the kernel's choice (127.0.0.1 for a server on 127.0.0.1)
+
+
+def source_address(k: int) -> str:
+    """The ``k``-th loopback source address: 127.0.0.2, 127.0.0.3, ... (all of 127/8 is
+    local on Linux, so nothing needs configuring)."""
+    if not 0 <= k < 254 * 256 * 256 - 1:
+        raise ValueError(f"no loopback address number {k}")
+    n = (127 << 24) + 2 + k
+    return socket.inet_ntoa(n.to_bytes(4, "big"))
+
+
+def plan_fleet(
+    clients: int,
+    procs: int = 1,
+    sources: int = 0,
+    per_proc: int = CONNS_PER_PROC,
+    per_source: int = CONNS_PER_SOURCE,
+) -> list[Share]:
+    """Split ``clients`` over helper processes and loopback source addresses.
+
+    At least ``procs`` processes, more if one would hold over ``per_proc``
+    clients (its descriptors); clients as even as can be, the first processes
+    one more. ``sources`` addresses (0: one per process, or none at all for a
+    single process within ``per_source``), dealt to the processes in turn.
+    ValueError when some address would carry over ``per_source`` clients.
+    """
+    if clients < 1 or procs < 1 or per_proc < 1 or sources < 0:
+        raise ValueError("clients, processes and the per-process bound must be positive")
+    procs = max(procs, -(-clients // per_proc))
+    procs = min(procs, clients)
+    counts = [clients // procs + (k < clients % procs) for k in range(procs)]
+    if sources == 0 and procs == 1 and clients <= per_source:
+        return [Share(clients, "-")]
+    n = sources or procs
+    names = [source_address(k) for k in range(n)]
+    shares = [Share(c, names[k % n]) for k, c in enumerate(counts)]
+    load: dict[str, int] = {}
+    for share in shares:
+        load[share.source] = load.get(share.source, 0) + share.clients
+    over = {a: c for a, c in load.items() if c > per_source}
+    if over:
+        worst = max(over.values())
+        raise ValueError(
+            f"{worst:,} clients from one source address, over {per_source:,}: "
+            f"use more source addresses (at least {-(-clients // per_source)})"
+        )
+    return shares
 
 
 def raise_fd_limit(want: int) -> int:

@@ -25,6 +25,7 @@ from wire.replies import (
     Ended,
     Error,
     HelpLine,
+    Listing,
     Msg,
     Named,
     Outage,
@@ -109,6 +110,8 @@ class LegacyDialect:
                 return records("SEND ", text)
             case Clients(entries):
                 return record(legacy.get_reply(entries))
+            case Listing():
+                return record(legacy.get_reply(reply.clients().entries))
             case Error(code) if code in _FATAL:
                 return record(legacy.ABORT)  # the connection closes after it
             case Error(code):

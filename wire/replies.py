@@ -49,6 +49,28 @@ class Clients:
 
 
 @dataclass(frozen=True, slots=True)
+class Listing:
+    """Reply to ``GET`` as the matchmaker rendered it: the ``CLIENTS`` line itself.
+
+    At 100,000 clients the line is a megabyte; the matchmaker keeps it rendered
+    (``matchmaker.listing``), so a worker writes it as it comes instead of
+    formatting 100,000 items. The same line as ``Clients``; ``clients()`` reads it
+    back for a dialect that words it otherwise (legacy).
+    """
+
+    text: str
+
+    def line(self) -> str:
+        return self.text
+
+    def clients(self) -> Clients:
+        parsed = _parse_clients(self.text.removeprefix("CLIENTS").strip())
+        if parsed is None:
+            raise ValueError(f"not a CLIENTS line: {self.text[:80]!r}")
+        return parsed
+
+
+@dataclass(frozen=True, slots=True)
 class Connected:
     """A session with ``peer`` started (sent to both ends).
 
@@ -169,6 +191,7 @@ class Unknown:
 Reply = (
     Welcome
     | Clients
+    | Listing
     | Connected
     | Msg
     | Ended
@@ -191,13 +214,17 @@ def clients_line(entries: Iterable[Listed]) -> str:
     each item on ``=`` and reads the first two fields still gets every id and
     status (names never hold ``=`` or blanks).
     """
+    items = clients_items(entries)
+    return f"CLIENTS {items}" if items else "CLIENTS"
+
+
+def clients_items(entries: Iterable[Listed]) -> str:
+    """The items of a ``CLIENTS`` line, blank-separated, without the word (a part of it)."""
     words = STATUS_WORDS
-    parts = ["CLIENTS"]
-    parts.extend(
+    return " ".join(
         f"{cid}={words[status]}={name}" if name else f"{cid}={words[status]}"
         for cid, status, name in entries
     )
-    return " ".join(parts)
 
 
 def _int(word: str) -> int | None:
@@ -258,7 +285,7 @@ def parse_reply(line: str) -> Reply:
 
 
 #: The replies the matchmaker decides.
-Decided = Clients | Error | Ended | Bye | Outage | Waiting | Cancelled | Named
+Decided = Clients | Error | Ended | Bye | Outage | Waiting | Cancelled | Named | Listing
 
 #: The same, by their tag in ``pack``.
 _PACKED: tuple[type[Decided], ...] = (
@@ -270,6 +297,7 @@ _PACKED: tuple[type[Decided], ...] = (
     Waiting,
     Cancelled,
     Named,
+    Listing,
 )
 _TAG = {cls: tag for tag, cls in enumerate(_PACKED)}
 _CODES = {code.value: code for code in ErrorCode}
@@ -293,6 +321,8 @@ def pack(reply: Decided) -> Packed:
         return (tag, reply.peer)
     if isinstance(reply, Named):
         return (tag, reply.name)
+    if isinstance(reply, Listing):
+        return (tag, reply.text)
     return (tag,)
 
 

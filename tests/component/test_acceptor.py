@@ -219,3 +219,21 @@ def test_a_client_waits_for_a_full_channel_to_make_room(server):
         reader.join()
     [(fd, _)] = server.received(1)
     assert peer_of(fd, client)
+
+
+def test_accept_says_whether_more_may_wait(server):
+    """The acceptor takes a burst in batches (``serve``, ``ACCEPT_BATCH``): ``accept`` is
+    True while it took a connection, False once none waits."""
+    address = server.listener.getsockname()
+    clients = [socket.create_connection(address, timeout=5) for _ in range(4)]
+    server.clients.extend(clients)
+    assert select.select([server.listener], [], [], 5)[0], "connections never queued"
+    taken = 0
+    while server.intake.accept(server.listener, LINE):
+        taken += 1
+        assert taken <= 4, "accept went on with nothing waiting"
+        if taken < 4:  # the next may still be in the kernel's hands: wait for it
+            select.select([server.listener], [], [], 5)
+    assert taken == 4
+    got = [fd for worker in range(WORKERS) for fd, _ in server.received(worker)]
+    assert sorted(peer(fd) for fd in got) == sorted(c.getsockname() for c in clients)

@@ -11,11 +11,13 @@ import pytest
 from ipc import messages as m
 from matchmaker.service import Matchmaker
 from matchmaker.table import ClientTable
-from wire.replies import FREE, parse_reply
+from wire.replies import FREE, Listing, parse_reply
 
 
 def answer(key: int, line: str) -> m.Answer:
-    """The typed answer whose v1 line is ``line``."""
+    """The typed answer whose v1 line is ``line`` (a GET's as the matchmaker renders it)."""
+    if line.split()[0] == "CLIENTS":
+        return m.Answer.of(key, Listing(line))
     return m.Answer.of(key, parse_reply(line))  # type: ignore[arg-type]
 
 

@@ -26,12 +26,14 @@ from wire.replies import (
     Connected,
     Ended,
     Error,
+    Listing,
     Msg,
     Named,
     Outage,
     Pong,
     Waiting,
     Welcome,
+    clients_line,
     pack,
     parse_reply,
     unpack,
@@ -115,3 +117,15 @@ def test_a_protocol_error_is_its_error_reply():
     assert exc.reply == Error(ErrorCode.OFFLINE, "9")
     assert LINE.render(exc.reply) == b"ERROR OFFLINE 9\n"
     assert exc.line() == "ERROR OFFLINE 9"
+
+
+def test_a_listing_the_matchmaker_rendered_is_worded_as_the_clients_it_lists():
+    """``GET`` at 100,000 clients: the worker writes the line the matchmaker kept rendered,
+    and the legacy client still gets its positional statuses."""
+    for entries in (((1, FREE, ""), (2, BUSY, "ann"), (4, WAITING, "")), ()):
+        listing = Listing(clients_line(entries))
+        assert listing.clients() == Clients(entries)
+        assert unpack(pack(listing)) == listing
+        for dialect in (LINE, LEGACY):
+            assert dialect.render(listing) == dialect.render(Clients(entries))
+    assert LINE.render(Listing("CLIENTS 1=FREE")) == b"CLIENTS 1=FREE\n"

@@ -102,8 +102,9 @@ def test_max_clients_one():
 
 
 def test_default_max_clients():
-    assert DEFAULT_MAX_CLIENTS == 10_000
-    assert ClientTable().max_clients == 10_000
+    """What one host holds (docs/PERFORMANCE.md, "100,000 idle clients")."""
+    assert DEFAULT_MAX_CLIENTS == 100_000
+    assert ClientTable().max_clients == 100_000
 
 
 # ---- connect ---------------------------------------------------------------------

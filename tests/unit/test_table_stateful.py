@@ -5,6 +5,9 @@ when the id was given (on a clock that ticks once per rule), plus every
 session id ever given out, the line of MATCH, the names and each client's
 last partner. Each rule predicts the outcome from the model alone and checks
 the table against it; a refused move must leave the table exactly as it was.
+After every rule, GET's answer as the matchmaker keeps it rendered block by
+block (``matchmaker.listing``, blocks of two ids here) must be the line built
+from every entry.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from hypothesis.stateful import (
     rule,
 )
 
+from matchmaker.listing import Rendered
 from matchmaker.table import ClientTable
 from wire.errors import ProtocolError
-from wire.replies import BUSY, FREE, WAITING
+from wire.replies import BUSY, FREE, WAITING, clients_line
 
 MAX_CLIENTS = 6
+#: ids per block of the rendered listing: several blocks, some of them empty
+BLOCK = 2
 
 #: a few names that clash in case, so NAME_TAKEN comes up often
 NAMES = ["", "ann", "Ann", "bo", "BO", "cy"]
@@ -47,7 +53,8 @@ def snapshot(table):
 class TableMachine(RuleBasedStateMachine):
     @initialize()
     def start(self):
-        self.table = ClientTable(MAX_CLIENTS)
+        self.table = ClientTable(MAX_CLIENTS, BLOCK)
+        self.rendered = Rendered(self.table)
         self.model = {}  # id -> [addr, peer, session, since]
         self.sessions = []  # every session id given out, in order
         self.addrs = itertools.count()
@@ -268,17 +275,19 @@ class TableMachine(RuleBasedStateMachine):
         assert entry.since == since
         self.model[cid] = [addr, None, 0, since]
 
-    @rule()
-    def restore(self):
+    @rule(in_place=st.booleans())
+    def restore(self, in_place):
         """A new matchmaker rebuilds the table from what the workers say: entries with
-        their names, and the line in the order it had."""
+        their names, and the line in the order it had. In place, as the matchmaker
+        does, the rendered listing must not keep a block from before."""
         entries = self.table.entries()
         line = [(cid, self.table.asked_new(cid)) for cid in self.table.line()]
         top = max(self.sessions, default=0)
         before = snapshot(self.table)
-        table = ClientTable(MAX_CLIENTS)
+        table = self.table if in_place else ClientTable(MAX_CLIENTS, BLOCK)
         assert table.restore(entries, top, line) == []  # no names clash
-        self.table = table
+        if not in_place:
+            self.table, self.rendered = table, Rendered(table)
         assert snapshot(self.table) == before
 
     # ---- invariants -----------------------------------------------------------
@@ -340,6 +349,16 @@ class TableMachine(RuleBasedStateMachine):
     def last_partners_are_remembered(self):
         for entry in self.table.entries():
             assert entry.last_peer == self.last.get(entry.id)
+
+    @invariant()
+    def the_rendered_listing_is_the_plain_one(self):
+        for free_only in (False, True):
+            assert self.rendered.line(free_only) == clients_line(self.table.clients(free_only))
+
+    @invariant()
+    def busy_lists_every_client_in_a_session(self):
+        busy = sorted(e.id for e in self.table.busy())
+        assert busy == sorted(cid for cid, (_, _, session, _) in self.model.items() if session)
 
     @invariant()
     def session_ids_strictly_increase(self):
