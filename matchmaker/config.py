@@ -408,8 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sendq",
         type=_positive,
         default=DEFAULTS.sendq,
-        help="bytes that may wait to be sent to one client; past a quarter of it the server stops "
-        "reading whoever adds to it (more: ERROR SLOW_CONSUMER, closed)",
+        help="bytes that may wait to be sent to one client (one GET answer longer than that "
+        "may wait on top, once); past a quarter of it the server stops reading whoever adds "
+        "to it (more: ERROR SLOW_CONSUMER, closed)",
     )
     parser.add_argument(
         "--rate",
