@@ -26,6 +26,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from ipc import sockopts
 from ipc.counts import COUNTS
 from ipc.fdpass import LEGACY, LINE, TLS, WS, WSS, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
@@ -359,6 +360,7 @@ def serve(
     with selectors.DefaultSelector() as selector:
         for listener, tag in listeners.items():
             listener.setblocking(False)
+            sockopts.tune(listener)  # every socket accepted on it inherits them
             selector.register(listener, selectors.EVENT_READ, tag)
         COUNTS.report(control, force=True)  # the supervisor's sign that the acceptor serves
         while os.getppid() == parent:

@@ -45,10 +45,6 @@ log = logging.getLogger("workers.hub")
 #: per client every 50 ms keeps a sender's unconfirmed lines to what 50 ms carries.
 CONFIRM_AFTER = 0.05
 
-#: TCP keepalive for every client: a peer that vanished without a FIN or RST
-#: (power cut, cable pulled) is noticed after IDLE + INTERVAL * COUNT seconds.
-KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 60, 10, 6
-
 
 class Hub:
     """The clients of one worker process, by key."""
@@ -127,15 +123,7 @@ class Hub:
         WebSocket port once it has upgraded (``workers.websocket``); only then
         does it ask for an id. Both are pinned to this worker.
         """
-        sock.setblocking(False)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
-        except OSError:  # already reset by the peer; the transport will see it
-            pass
+        sock.setblocking(False)  # its TCP options came from the listener (ipc.sockopts)
         key = next(self._keys)
         self._seat(key, sock)
         if web:
