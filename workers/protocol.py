@@ -249,8 +249,7 @@ class ClientProtocol(asyncio.Protocol):
         """Write ``data`` to the socket; cut the client if it cannot keep up."""
         output = self.output
         if output is None:  # not connected yet: it waits for the tick's flush
-            self.core.out += data
-            self.wrote()
+            self.core.write(data)
             return
         size = len(data)
         output.send(data)
