@@ -196,8 +196,10 @@ class Connection:
         self.unacked = 0  # bytes of the partner's lines written here since the last Received
         self.since = 0  # when the matchmaker gave it its id (Welcome.since); it keeps it
         self.crossing = False  # its next line may be a CONNECT that crossed its partner's
-        pace = limits.pace
-        self.budget = Budget(pace, now) if pace is not None else None  # lines it may send
+        # Lines it may send (--rate): made at its first bytes, not before. A budget made
+        # as it connected would be full by then too, so this is the same budget, and the
+        # many clients that sit idle hold none (two buckets: 216 bytes).
+        self.budget: Budget | None = None
         self.arrived = 0  # the session it moved to this worker for, if it did
         self.path = counts.SAME_WORKER  # how its lines reach the partner (for the metrics)
         self.name = ""  # the name the matchmaker gave it (NAMED), for a new matchmaker
@@ -287,15 +289,18 @@ class Connection:
         ready = self.ready
         decoder = self.decoder
         budget = self.budget
+        pace = self.limits.pace
         held = GO
         while self.request is None and not self.closed:
             if not ready:
                 held = self.held()
                 if held:
                     break
-                if budget is None:
+                if pace is None:
                     ready.extend(decoder.take(BATCH))
                 elif decoder.pending:
+                    if budget is None:  # its first line: a full budget (see __init__)
+                        budget = self.budget = Budget(pace, now)
                     allowed = budget.allowance(now)
                     if not allowed:
                         held = OVER_BUDGET
@@ -618,7 +623,7 @@ class Connection:
         self.last_session = state.last_session
         self.since = state.since
         self.name = state.name
-        if state.budget is not None and self.budget is not None:
+        if state.budget is not None and limits.pace is not None:
             self.budget = state.budget  # no fresh burst for moving
             self.budget.rebase(now)
         self.arrived = state.session

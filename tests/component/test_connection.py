@@ -380,6 +380,17 @@ def test_a_client_over_its_budget_waits_and_loses_nothing():
     assert a.drain(1.3) == READ and out(b) == b"MSG line 4\nMSG line 5\n"
 
 
+def test_an_idle_client_holds_no_budget_and_its_first_lines_get_the_burst():
+    """A budget is made at the first line, full, as one made at connect time would be
+    by then: an idle client holds none, and waiting long earns no more than the burst."""
+    conn, _ = client(limits=PACED)
+    assert conn.budget is None
+    conn.receive(b"PING\n" * 5, now=100.0)
+    assert conn.drain(100.0) == WAIT and out(conn) == b"PONG\n" * 3
+    assert conn.budget is not None
+    assert conn.drain(100.1) == WAIT and out(conn) == b"PONG\n"
+
+
 def test_without_a_budget_nothing_waits():
     conn, _ = client()
     assert conn.budget is None
