@@ -67,6 +67,10 @@ READ, PAUSE, FAILED, WAIT, WRONG_PORT = 0, 1, 2, 3, 4
 #: ``--max-line`` each is what a held client may overshoot by.
 BATCH = 64
 
+#: A connection's output while it has nothing to write: an empty bytearray is 56 bytes
+#: of every idle client; this one is shared.
+NOTHING = b""
+
 #: Bytes of output one client's lines may make in one loop tick: one read's
 #: worth (asyncio and uvloop read up to 256 KiB at once), so a stream is passed
 #: on a read per tick without pausing the socket in between.
@@ -182,8 +186,9 @@ class Connection:
         self.peer_worker = 0
         self.peer_key = 0
         self.local_peer: Connection | None = None  # the partner, when on this worker
-        # written to the socket once per loop tick; one buffer, not one object per line
-        self.out = bytearray()
+        # written to the socket once per loop tick; one buffer, not one object per line,
+        # and none while there is nothing to write (``NOTHING``, shared by every client)
+        self.out: bytearray | bytes = NOTHING
         self.writing_paused = False  # the output is over its high-water mark
         # The session a #GOODBYE# or #CLOSE# is ending: until the matchmaker answers,
         # its unconfirmed lines (``sent``) are kept, to send again to a new matchmaker.
@@ -619,7 +624,8 @@ class Connection:
         self.cid = state.cid
         self.ready.extend(state.ready)
         self.decoder = state.decoder
-        self.out += state.out
+        if state.out:
+            self.out = bytearray(state.out)
         self.last_session = state.last_session
         self.since = state.since
         self.name = state.name
@@ -636,11 +642,13 @@ class Connection:
             return
         if not self.out:
             self.effects.wrote()
-        self.out += data
+            self.out = bytearray(data)
+        else:
+            self.out += data
 
-    def take_output(self) -> bytearray:
+    def take_output(self) -> bytearray | bytes:
         """What this tick made, to write in one call."""
-        out, self.out = self.out, bytearray()
+        out, self.out = self.out, NOTHING
         return out
 
     def pause_writing(self) -> bool:
@@ -664,4 +672,4 @@ class Connection:
         """The client went to another worker with everything ``export`` took."""
         self.closed = True
         self.ready.clear()
-        self.out = bytearray()
+        self.out = NOTHING

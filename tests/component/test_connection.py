@@ -18,6 +18,7 @@ from workers.connection import (
     BACKED_UP,
     GO,
     NEXT_TICK,
+    NOTHING,
     PAUSE,
     READ,
     WAIT,
@@ -378,6 +379,15 @@ def test_a_client_over_its_budget_waits_and_loses_nothing():
     assert a.drain(1.05) == WAIT and out(b) == b""
     assert a.drain(1.1) == WAIT and out(b) == b"MSG line 3\n"
     assert a.drain(1.3) == READ and out(b) == b"MSG line 4\nMSG line 5\n"
+
+
+def test_an_idle_client_holds_no_output_buffer():
+    """An empty bytearray per client was 56 bytes of every idle one; the empty output is
+    one object shared by all of them, between ticks too."""
+    conn, _ = client()
+    assert conn.out is NOTHING
+    assert type_(conn, b"PING\n") == READ
+    assert out(conn) == b"PONG\n" and conn.out is NOTHING
 
 
 def test_an_idle_client_holds_no_budget_and_its_first_lines_get_the_burst():
