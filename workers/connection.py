@@ -172,9 +172,10 @@ class Connection:
         self.effects = effects
         self.cid = 0  # 0 until WELCOME, and again once dropped
         self.decoder = dialect.decoder(limits.max_line)
-        # decoded, not yet handled (a batch). A list, not a deque: an empty deque holds a
-        # 512-byte block (760 bytes a client in all), an empty list nothing beyond itself,
-        # and a list that is drained frees its items' array, so an idle client holds none.
+        # Decoded, not yet handled (a batch), last first: the next is ``pop()``ed from the
+        # end. A list, not a deque: an empty deque holds a 512-byte block (760 bytes a
+        # client in all), an empty list nothing beyond itself, and a list that is drained
+        # frees its items' array, so an idle client holds none.
         self.ready: list[str | ErrorCode] = []
         self.eof = False  # the client closed its sending side: #CLOSE# after its last line
         # The one request awaiting the matchmaker's answer; its id comes first.
@@ -302,7 +303,7 @@ class Connection:
                 if held:
                     break
                 if pace is None:
-                    ready.extend(decoder.take(BATCH))
+                    ready.extend(reversed(decoder.take(BATCH)))
                 elif decoder.pending:
                     if budget is None:  # its first line: a full budget (see __init__)
                         budget = self.budget = Budget(pace, now)
@@ -311,14 +312,14 @@ class Connection:
                         held = OVER_BUDGET
                         break
                     before = decoder.pending
-                    ready.extend(decoder.take(min(allowed, BATCH)))
+                    ready.extend(reversed(decoder.take(min(allowed, BATCH))))
                     budget.spend(len(ready), before - decoder.pending, now)
                 if not ready:
                     if self.eof:
                         self.eof = False
                         self.leave()
                     break
-            event = ready.pop(0)  # a batch is at most BATCH long
+            event = ready.pop()
             try:
                 self.handle(event)
             except Exception:
@@ -603,7 +604,7 @@ class Connection:
         """
         if self.budget is not None:
             self.budget.settle(now)
-        return Moving(session, self.cid, self.request, tuple(self.ready), self.decoder,
+        return Moving(session, self.cid, self.request, tuple(reversed(self.ready)), self.decoder,
                       now - self.last_seen, bytes(self.out), self.last_session,
                       self.since, self.budget, self.name)  # fmt: skip
 
@@ -622,7 +623,7 @@ class Connection:
         request = state.request
         self.request = request._replace(key=key) if request is not None else None
         self.cid = state.cid
-        self.ready.extend(state.ready)
+        self.ready.extend(reversed(state.ready))
         self.decoder = state.decoder
         if state.out:
             self.out = bytearray(state.out)

@@ -293,7 +293,7 @@ def test_a_move_with_lines_in_flight_goes_on_where_it_stopped():
     """export -> pickle -> arriving: lines decoded and not handled, bytes not decoded, output
     not written and the request all arrive, in order, under the new key."""
     conn, _ = client(key=3, cid=100)
-    assert type_(conn, b"CONNECT 6\nPING\nhel") == PAUSE
+    assert type_(conn, b"CONNECT 6\nPING\nagain\nhel") == PAUSE
     conn.write(b"ERROR SELF\n")
     assert conn.movable(100) and not conn.movable(101)
     state = pickle.loads(pickle.dumps(conn.export(9, now=4.0)))
@@ -301,7 +301,7 @@ def test_a_move_with_lines_in_flight_goes_on_where_it_stopped():
     assert (state.session, state.cid, state.ready, state.out, state.idle) == (
         9,
         100,
-        ("PING",),
+        ("PING", "again"),
         b"ERROR SELF\n",
         3.0,
     )
@@ -317,7 +317,7 @@ def test_a_move_with_lines_in_flight_goes_on_where_it_stopped():
     there.receive(b"lo\n", now=11.0)
     assert there.drain() == READ
     assert out(there) == b"ERROR SELF\nCONNECTED 6\n"
-    assert out(partner) == b"CONNECTED 100\nMSG PING\nMSG hello\n"
+    assert out(partner) == b"CONNECTED 100\nMSG PING\nMSG again\nMSG hello\n"
     assert effects.take() == []
 
 
