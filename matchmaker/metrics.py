@@ -12,25 +12,31 @@ workers. The children send their counts over the control sockets the
 supervisor already holds (``ipc.counts``); the acceptor's shared memory
 gives the clients connected.
 
-The HTTP server is ``prometheus_client``'s, on a thread of its own: the
-supervisor's loop blocks in ``wait`` and must not be held up by a slow
-scraper. The thread only reads what the loop publishes whole (``Totals.view``,
-the pids); rendering does not depend on the number of clients, only on the
-number of processes and label values, so a scrape takes milliseconds at any
-load. This module (and ``prometheus_client``, with ``ssl``) is only loaded
-with ``--metrics-port``.
+The HTTP server (``wsgiref``'s, with ``prometheus_client``'s application) runs
+on a thread of its own: the supervisor's loop blocks in ``wait`` and must not
+be held up by a slow scraper. The thread only reads what the loop publishes
+whole (``Totals.view``, the pids); rendering does not depend on the number of
+clients, only on the number of processes and label values, so a scrape takes
+milliseconds at any load. It is the only thread, and it answers one scrape at
+a time (a scraper that sends nothing is cut after ``SCRAPE_TIMEOUT``): the
+supervisor forks its children, which needs it alone, so it pauses the thread
+around each fork (``MetricsServer.pause``; a scrape waits meanwhile in the
+listening socket's backlog). This module (and ``prometheus_client``, with
+``ssl``) is only loaded with ``--metrics-port``.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
 from ipc.counts import PATHS, Totals
@@ -39,6 +45,10 @@ from matchmaker.drops import Reason
 from wire.errors import ErrorCode
 
 log = logging.getLogger("matchmaker.metrics")
+
+#: Seconds a scraper may take to send its request or read the answer; the thread is
+#: its alone meanwhile.
+SCRAPE_TIMEOUT = 5.0
 
 #: The roles, as the restart counter and the process figures label them.
 ROLES = ("acceptor", "matchmaker", "worker")
@@ -153,8 +163,54 @@ class Collector:
         yield cpu
 
 
-def serve(host: str, port: int, collector: Collector) -> tuple[Any, threading.Thread]:
-    """Serve ``collector`` at ``http://host:port/metrics`` from a thread; (server, thread)."""
+class QuietHandler(WSGIRequestHandler):
+    """One scrape, logged nowhere, with a deadline on each read and write of its socket."""
+
+    timeout = SCRAPE_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Scrapes are not logged."""
+
+
+class MetricsServer:
+    """The HTTP server and its thread, which ``pause`` stops and ``resume`` starts again."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+
+        class Server(WSGIServer):
+            address_family = family
+
+        self.httpd = make_server(
+            str(sockaddr[0]), port, make_wsgi_app(registry), Server, handler_class=QuietHandler
+        )
+        self.thread: threading.Thread | None = None
+        self.resume()
+
+    @property
+    def server_port(self) -> int:
+        return self.httpd.server_port
+
+    def resume(self) -> None:
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+        self.thread.start()
+
+    def pause(self) -> None:
+        """Until ``resume``: no thread runs (a scrape under way finishes first)."""
+        if self.thread is not None:
+            self.httpd.shutdown()
+            self.thread.join()
+            self.thread = None
+
+    def close(self) -> None:
+        self.pause()
+        self.httpd.server_close()
+
+
+def serve(host: str, port: int, collector: Collector) -> MetricsServer:
+    """Serve ``collector`` at ``http://host:port/metrics`` from a thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    return start_http_server(port, host, registry)
+    return MetricsServer(host, port, registry)

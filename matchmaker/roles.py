@@ -1,20 +1,23 @@
-"""The one entry point every child process is spawned with, and the record it gets.
+"""The one entry point every child process starts in, and the record it gets.
 
-A spawned child gets its target by reference, so whatever module the target
-lives in, the supervisor has imported it too. The roles' modules pull in
-asyncio, uvloop and ssl (the workers) or the table (the matchmaker); the
-supervisor runs none of that. So it spawns ``enter`` with the role's module
-by name, and only the child imports it. Keep this module free of imports
-beyond ``dataclasses``: the types below are for the type checker only.
+Each child is a fork of the supervisor (``matchmaker.forking``), which then
+enters its role's module by name: only the child imports it. The roles'
+modules pull in asyncio, uvloop and ssl (the workers) or the table (the
+matchmaker); the supervisor runs none of that, and what it imports every child
+holds too (in the pages they share, and in its own RSS). So the supervisor
+loads only the modules that more than one role uses (``SHARED``), once, for
+all of them. Keep this module free of imports beyond ``dataclasses``: the
+types below are for the type checker only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Iterator
 
     from ipc.channel import Ends
     from ipc.load import WorkerLoad
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
 #: setting it cannot run with): the supervisor stops the server rather than
 #: restart the child into the same failure (cf. gunicorn's WORKER_BOOT_ERROR).
 BOOT_ERROR = 3
+
+#: Modules more than one role imports (beyond what the supervisor itself needs): the
+#: supervisor loads them before it forks, so that the children share one copy.
+SHARED = ("ipc.messages", "matchmaker.drops", "wire.budget", "wire.dialects")
 
 #: Each role's module, whose ``main`` is the process's entry point.
 ACCEPTOR = "matchmaker.acceptor"
@@ -67,6 +74,22 @@ class Spawn:
     move_inbox: socket.socket | None = None
     #: a worker: every worker's sending end of those inboxes, by index
     move_outboxes: list[socket.socket] = field(default_factory=list)
+
+    def fds(self) -> list[int]:
+        """Every descriptor this record hands its child: the ones it keeps when forked."""
+        return [fd for f in fields(self) for fd in _fds(getattr(self, f.name)) if fd >= 0]
+
+
+def _fds(value: object) -> Iterator[int]:
+    """The descriptors in a field: a socket or pipe end, or a list or pair of them."""
+    if isinstance(value, list | tuple):
+        for item in value:
+            yield from _fds(item)
+    elif callable(fileno := getattr(value, "fileno", None)):
+        try:
+            yield fileno()
+        except OSError:  # closed
+            pass
 
 
 def enter(module: str, *args: object) -> None:

@@ -27,10 +27,10 @@ still runs at the deadline is killed, and every child is reaped.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
-import multiprocessing.resource_tracker
 import os
 import queue
 import resource
@@ -39,6 +39,8 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -48,7 +50,7 @@ from ipc.channel import Ends, link, send_ends
 from ipc.counts import Totals
 from ipc.fdpass import handoff_pair, move_pair
 from ipc.load import WorkerLoad
-from matchmaker import roles
+from matchmaker import forking, roles
 from matchmaker.config import FD_MARGIN, Config
 from matchmaker.notify import notify
 from matchmaker.proc import setup_logging
@@ -124,7 +126,9 @@ class Supervisor:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.ctx = multiprocessing.get_context("spawn")
+        #: children are forks of this process (``matchmaker.forking``); the shared memory
+        #: of ``ipc.load`` comes from this context too
+        self.ctx = multiprocessing.get_context("fork")
         self.children: list[Child] = []
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.listener: socket.socket | None = None
@@ -175,10 +179,10 @@ class Supervisor:
         return ours
 
     def _start_process(self, spawn: Spawn) -> BaseProcess:
-        process = self.ctx.Process(
-            target=roles.enter, args=(spawn.module, spawn), name=spawn.title, daemon=False
-        )
-        process.start()
+        with self._threads_paused():
+            process = forking.start(
+                self.ctx, spawn.title, roles.enter, (spawn.module, spawn), spawn.fds()
+            )
         log.debug("started %s (pid %s)", spawn.title, process.pid)
         # The child has its own copies now. Its link ends are its alone, so that its
         # death closes them: the other end sees the end of the pipe, not one kept open here.
@@ -228,9 +232,24 @@ class Supervisor:
                 cfg.workers,
             )
 
+    @contextmanager
+    def _threads_paused(self) -> Iterator[None]:
+        """No thread but this one while the body forks (``matchmaker.forking``): the
+        metrics' thread, with ``--metrics-port``, waits meanwhile (its scrapes too)."""
+        if self.metrics is None:
+            yield
+            return
+        self.metrics.pause()
+        try:
+            yield
+        finally:
+            self.metrics.resume()
+
     def start(self) -> None:
         cfg = self.config
         self.raise_fd_limit()  # the children inherit it
+        for name in roles.SHARED:  # once here, rather than once in each child
+            importlib.import_module(name)
         # plain, then TLS, then WebSocket, then legacy: the first one bound names the host
         # (``--node``)
         if cfg.port is not None:
@@ -308,7 +327,7 @@ class Supervisor:
         collector = metrics.Collector(
             self.totals, self.load, lambda: self.pids, lambda: dict(self.restarts)
         )
-        self.metrics, _thread = metrics.serve(host, port, collector)
+        self.metrics = metrics.serve(host, port, collector)
         shown = f"[{host}]" if ":" in host else host
         print(f"metrics listening on {shown}:{self.metrics.server_port}", flush=True)
 
@@ -529,8 +548,7 @@ class Supervisor:
         """Stop every child in order, kill what is left at the deadline, reap all."""
         deadline = time.monotonic() + self.config.shutdown_timeout
         if self.metrics is not None:
-            self.metrics.shutdown()  # its thread; a scrape under way finishes first
-            self.metrics.server_close()
+            self.metrics.close()  # its thread; a scrape under way finishes first
         for listener in self._listeners():
             if listener is not None:
                 listener.close()
@@ -583,25 +601,6 @@ class Supervisor:
                 return False
 
 
-def skip_resource_tracker() -> None:
-    """Start children without multiprocessing's resource tracker.
-
-    With the spawn context, starting a child first starts the tracker: one
-    more process (about 13 MB of RSS, and no title of ours for ``ps``) that
-    would unlink the named semaphores and shared memory segments a dead
-    process left behind. The server makes none: its shared memory is
-    ``RawArray``, over a file unlinked as it is made, which the kernel frees
-    with the last process that maps it; its links are pipes. So each child is
-    handed /dev/null where the tracker's pipe would be (anything written
-    there is dropped) and no tracker is started. Were multiprocessing to stop
-    asking ``getfd`` for it, the tracker would simply run again, and the test
-    that every process of the server has its title would say so.
-    """
-    null = os.open(os.devnull, os.O_WRONLY)
-    multiprocessing.resource_tracker.getfd = lambda: null
-
-
 def run(config: Config) -> int:
     setup_logging(config.log_level, config.log_format, "supervisor")
-    skip_resource_tracker()
     return Supervisor(config).run()

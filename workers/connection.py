@@ -35,7 +35,6 @@ line lost and without keeping anyone else waiting.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,6 +66,10 @@ READ, PAUSE, FAILED, WAIT, WRONG_PORT = 0, 1, 2, 3, 4
 #: line keeps a stream's per-line cost where it was; a batch of lines at most
 #: ``--max-line`` each is what a held client may overshoot by.
 BATCH = 64
+
+#: A connection's output while it has nothing to write: an empty bytearray is 56 bytes
+#: of every idle client; this one is shared.
+NOTHING = b""
 
 #: Bytes of output one client's lines may make in one loop tick: one read's
 #: worth (asyncio and uvloop read up to 256 KiB at once), so a stream is passed
@@ -172,7 +175,11 @@ class Connection:
         self.effects = effects
         self.cid = 0  # 0 until WELCOME, and again once dropped
         self.decoder = dialect.decoder(limits.max_line)
-        self.ready: deque[str | ErrorCode] = deque()  # decoded, not yet handled (a batch)
+        # Decoded, not yet handled (a batch), last first: the next is ``pop()``ed from the
+        # end. A list, not a deque: an empty deque holds a 512-byte block (760 bytes a
+        # client in all), an empty list nothing beyond itself, and a list that is drained
+        # frees its items' array, so an idle client holds none.
+        self.ready: list[str | ErrorCode] = []
         self.eof = False  # the client closed its sending side: #CLOSE# after its last line
         # The one request awaiting the matchmaker's answer; its id comes first.
         self.request: m.ToMatchmakerRequest | None = m.Register(key)
@@ -183,8 +190,9 @@ class Connection:
         self.peer_worker = 0
         self.peer_key = 0
         self.local_peer: Connection | None = None  # the partner, when on this worker
-        # written to the socket once per loop tick; one buffer, not one object per line
-        self.out = bytearray()
+        # written to the socket once per loop tick; one buffer, not one object per line,
+        # and none while there is nothing to write (``NOTHING``, shared by every client)
+        self.out: bytearray | bytes = NOTHING
         self.writing_paused = False  # the output is over its high-water mark
         # The session a #GOODBYE# or #CLOSE# is ending: until the matchmaker answers,
         # its unconfirmed lines (``sent``) are kept, to send again to a new matchmaker.
@@ -197,8 +205,10 @@ class Connection:
         self.unacked = 0  # bytes of the partner's lines written here since the last Received
         self.since = 0  # when the matchmaker gave it its id (Welcome.since); it keeps it
         self.crossing = False  # its next line may be a CONNECT that crossed its partner's
-        pace = limits.pace
-        self.budget = Budget(pace, now) if pace is not None else None  # lines it may send
+        # Lines it may send (--rate): made at its first bytes, not before. A budget made
+        # as it connected would be full by then too, so this is the same budget, and the
+        # many clients that sit idle hold none (two buckets: 216 bytes).
+        self.budget: Budget | None = None
         self.arrived = 0  # the session it moved to this worker for, if it did
         self.path = counts.SAME_WORKER  # how its lines reach the partner (for the metrics)
         self.name = ""  # the name the matchmaker gave it (NAMED), for a new matchmaker
@@ -269,7 +279,10 @@ class Connection:
         if size - lines > limits.max_line and max(map(len, data.split(b"\n"))) > limits.max_line:
             return False
         budget = self.budget
-        if budget is not None:
+        pace = limits.pace
+        if pace is not None:
+            if budget is None:  # its first line: a full budget, as ``drain`` makes it
+                budget = self.budget = Budget(pace, now)
             if budget.allowance(now) < lines:
                 return False
             budget.spend(lines, size, now)
@@ -345,28 +358,31 @@ class Connection:
         ready = self.ready
         decoder = self.decoder
         budget = self.budget
+        pace = self.limits.pace
         held = GO
         while self.request is None and not self.closed:
             if not ready:
                 held = self.held()
                 if held:
                     break
-                if budget is None:
-                    ready.extend(decoder.take(BATCH))
+                if pace is None:
+                    ready.extend(reversed(decoder.take(BATCH)))
                 elif decoder.pending:
+                    if budget is None:  # its first line: a full budget (see __init__)
+                        budget = self.budget = Budget(pace, now)
                     allowed = budget.allowance(now)
                     if not allowed:
                         held = OVER_BUDGET
                         break
                     before = decoder.pending
-                    ready.extend(decoder.take(min(allowed, BATCH)))
+                    ready.extend(reversed(decoder.take(min(allowed, BATCH))))
                     budget.spend(len(ready), before - decoder.pending, now)
                 if not ready:
                     if self.eof:
                         self.eof = False
                         self.leave()
                     break
-            event = ready.popleft()
+            event = ready.pop()
             try:
                 self.handle(event)
             except Exception:
@@ -651,7 +667,7 @@ class Connection:
         """
         if self.budget is not None:
             self.budget.settle(now)
-        return Moving(session, self.cid, self.request, tuple(self.ready), self.decoder,
+        return Moving(session, self.cid, self.request, tuple(reversed(self.ready)), self.decoder,
                       now - self.last_seen, bytes(self.out), self.last_session,
                       self.since, self.budget, self.name)  # fmt: skip
 
@@ -670,13 +686,14 @@ class Connection:
         request = state.request
         self.request = request._replace(key=key) if request is not None else None
         self.cid = state.cid
-        self.ready.extend(state.ready)
+        self.ready.extend(reversed(state.ready))
         self.decoder = state.decoder
-        self.out += state.out
+        if state.out:
+            self.out = bytearray(state.out)
         self.last_session = state.last_session
         self.since = state.since
         self.name = state.name
-        if state.budget is not None and self.budget is not None:
+        if state.budget is not None and limits.pace is not None:
             self.budget = state.budget  # no fresh burst for moving
             self.budget.rebase(now)
         self.arrived = state.session
@@ -689,7 +706,9 @@ class Connection:
             return
         if not self.out:
             self.effects.wrote()
-        self.out += data
+            self.out = bytearray(data)
+        else:
+            self.out += data
 
     def write_now(self, data: bytes) -> None:
         """``data`` to the socket now, unless this tick's output waits: then behind it.
@@ -703,9 +722,9 @@ class Connection:
         else:
             self.effects.write_now(data)
 
-    def take_output(self) -> bytearray:
+    def take_output(self) -> bytearray | bytes:
         """What this tick made, to write in one call."""
-        out, self.out = self.out, bytearray()
+        out, self.out = self.out, NOTHING
         return out
 
     def pause_writing(self) -> bool:
@@ -729,4 +748,4 @@ class Connection:
         """The client went to another worker with everything ``export`` took."""
         self.closed = True
         self.ready.clear()
-        self.out = bytearray()
+        self.out = NOTHING

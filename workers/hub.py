@@ -19,7 +19,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipc import messages as m
 from ipc.channel import Sender
@@ -35,9 +35,10 @@ from workers.migrate import Mover
 from workers.moving import Moving
 from workers.output import reset
 from workers.protocol import ClientProtocol
-from workers.tls import handshake_failure, server_context, timed_out
-from workers.webpage import Page
-from workers.websocket import Upgrade
+
+if TYPE_CHECKING:  # loaded only with --ws-port (h11, wsproto, the page)
+    from workers.webpage import Page
+    from workers.websocket import Upgrade
 
 log = logging.getLogger("workers.hub")
 
@@ -48,6 +49,9 @@ CONFIRM_AFTER = 0.05
 
 class Hub:
     """The clients of one worker process, by key."""
+
+    #: --ws-port: the page it serves (only then: the code of that port is not loaded without)
+    page: Page
 
     def __init__(
         self,
@@ -98,11 +102,17 @@ class Hub:
         self.moving: dict[int, list[tuple[ClientProtocol, int]]] = {}  # by worker, this batch
         self.tls: ssl.SSLContext | None = None  # the TLS port's, and wss:// with --ws-port
         if config.tls_cert is not None:
+            from workers.tls import server_context
+
             assert config.tls_key is not None
             self.tls = server_context(config.tls_cert, config.tls_key)
-        # --ws-port: the page it serves, and its connections not yet upgraded
-        self.page = Page.load() if config.ws_port is not None else Page(b"", "")
-        self.upgrading: set[Upgrade] = set()
+        if config.ws_port is not None:
+            # its code at start, as every other module: a missing wsproto stops the server now
+            import workers.websocket  # noqa: F401
+            from workers.webpage import Page
+
+            self.page = Page.load()
+        self.upgrading: set[Upgrade] = set()  # --ws-port: its connections not yet upgraded
 
     def can_move(self, mover: Mover) -> None:
         """Clients may move to other workers from now on, and arrive from them."""
@@ -127,6 +137,8 @@ class Hub:
         key = next(self._keys)
         self._seat(key, sock)
         if web:
+            from workers.websocket import Upgrade
+
             secure = tls and self.tls is not None
             client = ClientProtocol(self, key, LINE, pinned=True)
             upgrade = lambda: Upgrade(self, key, client, secure)  # noqa: E731
@@ -189,6 +201,8 @@ class Hub:
         self._tasks.discard(task)
         exc = None if task.cancelled() else task.exception()
         if exc is not None and peer:  # the socket is closed: no id was given
+            from workers.tls import handshake_failure, timed_out
+
             timeout = self.config.tls_handshake_timeout
             late = Reason.HANDSHAKE_TIMEOUT if timed_out(exc) else Reason.HANDSHAKE_FAILED
             dropped(late, 0, peer, handshake_failure(exc, timeout))

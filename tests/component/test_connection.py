@@ -18,6 +18,7 @@ from workers.connection import (
     BACKED_UP,
     GO,
     NEXT_TICK,
+    NOTHING,
     PAUSE,
     READ,
     WAIT,
@@ -296,7 +297,7 @@ def test_a_move_with_lines_in_flight_goes_on_where_it_stopped():
     """export -> pickle -> arriving: lines decoded and not handled, bytes not decoded, output
     not written and the request all arrive, in order, under the new key."""
     conn, _ = client(key=3, cid=100)
-    assert type_(conn, b"CONNECT 6\nPING\nhel") == PAUSE
+    assert type_(conn, b"CONNECT 6\nPING\nagain\nhel") == PAUSE
     conn.write(b"ERROR SELF\n")
     assert conn.movable(100) and not conn.movable(101)
     state = pickle.loads(pickle.dumps(conn.export(9, now=4.0)))
@@ -304,7 +305,7 @@ def test_a_move_with_lines_in_flight_goes_on_where_it_stopped():
     assert (state.session, state.cid, state.ready, state.out, state.idle) == (
         9,
         100,
-        ("PING",),
+        ("PING", "again"),
         b"ERROR SELF\n",
         3.0,
     )
@@ -320,7 +321,7 @@ def test_a_move_with_lines_in_flight_goes_on_where_it_stopped():
     there.receive(b"lo\n", now=11.0)
     assert there.drain() == READ
     assert out(there) == b"ERROR SELF\nCONNECTED 6\n"
-    assert out(partner) == b"CONNECTED 100\nMSG PING\nMSG hello\n"
+    assert out(partner) == b"CONNECTED 100\nMSG PING\nMSG again\nMSG hello\n"
     assert effects.take() == []
 
 
@@ -382,6 +383,26 @@ def test_a_client_over_its_budget_waits_and_loses_nothing():
     assert a.drain(1.05) == WAIT and out(b) == b""
     assert a.drain(1.1) == WAIT and out(b) == b"MSG line 3\n"
     assert a.drain(1.3) == READ and out(b) == b"MSG line 4\nMSG line 5\n"
+
+
+def test_an_idle_client_holds_no_output_buffer():
+    """An empty bytearray per client was 56 bytes of every idle one; the empty output is
+    one object shared by all of them, between ticks too."""
+    conn, _ = client()
+    assert conn.out is NOTHING
+    assert type_(conn, b"PING\n") == READ
+    assert out(conn) == b"PONG\n" and conn.out is NOTHING
+
+
+def test_an_idle_client_holds_no_budget_and_its_first_lines_get_the_burst():
+    """A budget is made at the first line, full, as one made at connect time would be
+    by then: an idle client holds none, and waiting long earns no more than the burst."""
+    conn, _ = client(limits=PACED)
+    assert conn.budget is None
+    conn.receive(b"PING\n" * 5, now=100.0)
+    assert conn.drain(100.0) == WAIT and out(conn) == b"PONG\n" * 3
+    assert conn.budget is not None
+    assert conn.drain(100.1) == WAIT and out(conn) == b"PONG\n"
 
 
 def test_without_a_budget_nothing_waits():

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ipc import messages as m
 from ipc.counts import COUNTS
-from wire.budget import Budget, Pace
+from wire.budget import Pace
 from wire.dialects import LEGACY, LINE
 from workers.connection import Connection, Limits
 
@@ -100,16 +100,18 @@ PACED = Limits(WORKER, 64, LIMITS.tick, LIMITS.high, LIMITS.low, LIMITS.window,
 def test_a_paced_client_spends_the_same_budget_either_way(reads: list[list[str]]) -> None:
     a1, b1 = session(PACED)
     a2, b2 = session(PACED)
+    a1.budget = a2.budget = None  # made at the first read, either way
     for i, lines in enumerate(reads):
         data = "".join(line + "\n" for line in lines).encode()
         if data:
             slow(a1, data, i / 4)
             fast(a2, data, i / 4)
     assert state(a1, b1) == state(a2, b2)
-    for a in (a1, a2):
-        assert a.budget is not None
-    assert a1.budget.lines.tokens == a2.budget.lines.tokens  # type: ignore[union-attr]
-    assert a1.budget.bytes.tokens == a2.budget.bytes.tokens  # type: ignore[union-attr]
+    budgets = [a.budget for a in (a1, a2)]
+    assert (budgets[0] is None) == (budgets[1] is None) == (not any(reads))
+    if budgets[0] is not None and budgets[1] is not None:
+        assert budgets[0].lines.tokens == budgets[1].lines.tokens
+        assert budgets[0].bytes.tokens == budgets[1].bytes.tokens
 
 
 def test_a_read_of_chat_lines_is_relayed_in_one_step():
@@ -164,8 +166,9 @@ def test_the_budget_pays_for_every_line_or_none_go_in_one_step():
     assert pace is not None
     limits = Limits(WORKER, 64, LIMITS.tick, LIMITS.high, LIMITS.low, LIMITS.window, pace)
     a, b = session(limits)
-    a.budget = Budget(pace, 0.0)
-    assert a.budget.allowance(0.0) == 3
+    a.budget = None  # as a client that has sent nothing yet: its first read makes it
+    assert not a.relay_read(b"1\n2\n3\n4\n", 0.0)
+    assert a.budget is not None and a.budget.allowance(0.0) == 3
     assert not a.relay_read(b"1\n2\n3\n4\n", 0.0)
     assert a.relay_read(b"1\n2\n3\n", 0.0)
     assert output(b) == b"MSG 1\nMSG 2\nMSG 3\n"

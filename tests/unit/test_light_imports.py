@@ -1,8 +1,14 @@
-"""The supervisor and the acceptor run no event loop, so they must not load one.
+"""Every process loads only what it uses: what each role imports is pinned here.
 
 asyncio, ssl and uvloop cost about 7 MB of RSS in every process that imports
 them; the 10,000-idle-clients budget has no room for that in processes that
-never use them. Checked in a fresh interpreter, since this one has them loaded.
+never use them. The children are forks of the supervisor, so whatever the
+supervisor imports is in every child's RSS too: it loads only what it runs and
+the modules more than one role shares (``roles.SHARED``). The acceptor and the
+matchmaker run no event loop; a worker loads the WebSocket code (h11, wsproto,
+the page) only with ``--ws-port``; ``prometheus_client`` is only loaded with
+``--metrics-port``, redis only with ``--redis``. Checked in a fresh
+interpreter, since this one has them all loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +24,12 @@ from matchmaker import roles
 
 ROOT = Path(__file__).resolve().parents[2]
 
-HEAVY = ("asyncio", "ssl", "uvloop", "workers.process", "matchmaker.service")
+#: What no process loads unless it runs it.
+WEB = ("h11", "wsproto", "http", "workers.websocket", "workers.webpage")
+OPTIONAL = ("prometheus_client", "matchmaker.metrics", "redis", "hiredis", "matchmaker.cluster")
+LOOP = ("asyncio", "ssl", "uvloop")
+ROLES = ("workers.process", "matchmaker.service", "matchmaker.acceptor")
+HEAVY = (*LOOP, *WEB, *OPTIONAL, *ROLES, "workers.tls")
 
 
 def loaded_after(code: str) -> list[str]:
@@ -29,19 +40,41 @@ def loaded_after(code: str) -> list[str]:
     return out.stdout.split()
 
 
+#: What the supervisor imports before its first fork: its own modules and ``roles.SHARED``.
+SUPERVISOR = (
+    "import importlib\nimport matchmaker.__main__, matchmaker.supervisor\n"
+    "from matchmaker import roles\nfrom matchmaker.config import parse_args\nparse_args([])\n"
+    "for name in roles.SHARED: importlib.import_module(name)"
+)
+
+
 def test_the_supervisor_parses_its_flags_and_starts_without_the_roles_modules() -> None:
-    code = "import matchmaker.__main__\nfrom matchmaker.config import parse_args\nparse_args([])"
-    assert loaded_after(code) == []
+    assert loaded_after(SUPERVISOR) == []
+
+
+def test_the_acceptor_and_the_matchmaker_load_no_event_loop_and_nothing_optional() -> None:
+    assert loaded_after(f"{SUPERVISOR}\nimport matchmaker.acceptor") == ["matchmaker.acceptor"]
+    assert loaded_after(f"{SUPERVISOR}\nimport matchmaker.service") == ["matchmaker.service"]
+
+
+#: A worker as it starts serving: its module, and its hub made from the flags given.
+WORKER = (
+    "import asyncio\nfrom matchmaker.config import parse_args\nfrom workers.hub import Hub\n"
+    "import workers.process\nHub(0, parse_args({argv!r}), asyncio.new_event_loop(), None)"
+)
+
+
+def test_a_worker_loads_the_websocket_code_only_with_its_port() -> None:
+    plain = loaded_after(WORKER.format(argv=[]))
+    assert [m for m in plain if m not in LOOP] == ["workers.process"]
+    web = loaded_after(WORKER.format(argv=["--ws-port", "0"]))
+    assert [m for m in web if m not in LOOP] == [*WEB, "workers.process"]
 
 
 @pytest.mark.parametrize("loop", ["auto", "asyncio"])
 def test_choosing_the_loop_does_not_import_it(loop: str) -> None:
     code = f"from matchmaker.config import parse_args\nparse_args(['--loop', '{loop}'])"
     assert loaded_after(code) == []
-
-
-def test_the_acceptor_loads_no_event_loop() -> None:
-    assert loaded_after("import matchmaker.acceptor") == []
 
 
 def test_uvloop_is_found_only_with_its_compiled_loop(
