@@ -1198,7 +1198,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--server-cmd",
         help="measure this server instead (shell words; must print 'listening on HOST:PORT', "
-        "or take '{port}' in its arguments)",
+        "or take '{port}' in its arguments); with --compare, beside --workers N (an older "
+        "checkout, say), and the targets stay --workers N's",
     )
     p.add_argument(
         "--server-args",
@@ -1393,8 +1394,9 @@ def main(argv: list[str] | None = None) -> int:
         specs = [one_host, target]
     elif args.compare:
         specs = [ref_spec(), matchmaker_spec(1, max_clients, extra), target]
-        if args.server_cmd:
-            specs.insert(2, matchmaker_spec(args.workers, max_clients, extra))
+        if args.server_cmd:  # beside this checkout's --workers N, whose targets they stay
+            target = matchmaker_spec(args.workers, max_clients, extra)
+            specs.insert(2, target)
         specs = list({s.label: s for s in specs}.values())
     elif args.ref:
         specs = [ref_spec(), target]
