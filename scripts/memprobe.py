@@ -8,7 +8,8 @@ server as the bench does (``scripts/bench.py``'s flags, port 0), serves one
 client and waits for RSS to settle, reads every process, then opens the
 clients with the bench's C load generator (100 connecting at a time, each
 done at its ``WELCOME``), reads every process again while all of them are
-connected, and stops the server. Hold ``/tmp/bench.lock`` while it runs.
+connected, and stops the server. Run it on a quiet machine: other processes that
+map the same libraries change every PSS.
 
 USS is what a process alone holds (freed if it exits); PSS adds its share of
 the pages it shares; RSS counts shared pages in full in every process.
