@@ -254,8 +254,11 @@ class CountingBuffer(bytearray):
 
 def test_byte_by_byte_feed_never_rescans():
     """One-byte feeds: each byte is searched for ``\\n`` once, not once per feed."""
-    decoder = LineDecoder()
-    decoder._buf = CountingBuffer()
+
+    class Probe(LineDecoder):
+        _buffer = CountingBuffer
+
+    decoder = Probe()
     CountingBuffer.looked = 0
     unit = b"z" * 1000 + b"\n"
     data = unit * 100
@@ -264,8 +267,21 @@ def test_byte_by_byte_feed_never_rescans():
     for i in range(len(data)):
         count += len(feed(data[i : i + 1]))
     assert count == 100
-    assert type(decoder._buf) is CountingBuffer  # the probe was not replaced
-    assert CountingBuffer.looked <= len(data)
+    assert 0 < CountingBuffer.looked <= len(data)
+
+
+def test_a_decoder_between_lines_holds_no_buffer():
+    """An empty bytearray is 56 bytes of every idle connection: none is kept."""
+    decoder = LineDecoder(SMALL)
+    assert decoder.pending == 0 and decoder.between_lines()
+    assert decoder.feed(b"one\ntw") == ["one"]
+    assert decoder.pending == 2 and not decoder.between_lines()
+    assert decoder.feed(b"o\n") == ["two"]
+    assert decoder._buf == b"" and type(decoder._buf) is bytes
+    assert decoder.feed(b"z" * (SMALL + 5)) == [TOO_LONG]  # discarded, not held
+    assert decoder.pending == 0 and not decoder.between_lines()
+    assert decoder.feed(b"zz\nok\n") == ["ok"]
+    assert decoder.between_lines() and type(decoder._buf) is bytes
 
 
 def test_one_megabyte_byte_by_byte_completes():
