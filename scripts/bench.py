@@ -302,6 +302,8 @@ def targets(rows: list[Row], server: str) -> list[Target]:
             out.append(Target(goal, f"{fmt(r.value)} {r.unit}", r.value >= least))
 
     below("conns", 10000, "rss", 100.0, "MB")
+    below("conns", 10000, "pss", 60.0, "MB")  # round two
+    below("conns", 10000, "rss/client", 2.5, "kB")
     below("conns", 10000, "get p50", 50.0, "ms")
     # 100,000 idle clients on one host (several helpers and source addresses)
     for r in _find(rows, server, "conns", HUNDRED_K, "connect"):
