@@ -267,15 +267,15 @@ class Connection:
         ):
             return False
         size = len(data)
+        lines = data.count(b"\n")
         limits = self.limits
-        if len(peer.out) + 2 * size > limits.tick or len(self.out) > limits.tick:
-            return False  # MSG makes at most twice the bytes (a blank line: 1 -> 5)
+        if len(peer.out) + size + 4 * lines > limits.tick or len(self.out) > limits.tick:
+            return False  # what it makes (MSG before each line) must fit in this tick
         if not data.isascii():
             try:
                 data.decode("utf-8")
             except UnicodeDecodeError:
                 return False
-        lines = data.count(b"\n")
         if size - lines > limits.max_line and max(map(len, data.split(b"\n"))) > limits.max_line:
             return False
         budget = self.budget
