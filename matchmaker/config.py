@@ -108,7 +108,8 @@ def uvloop_available() -> bool:
     """Whether uvloop and its compiled loop for this interpreter are installed.
 
     Looked up, not imported: importing uvloop loads asyncio and ssl, about 6 MB
-    of RSS that would stay in the supervisor, which runs no event loop.
+    of RSS, and the supervisor, which runs no event loop, loads it only for two
+    workers or more, to share it with them (``roles.preloaded``).
     """
     spec = importlib.util.find_spec("uvloop")
     if spec is None or not spec.submodule_search_locations:

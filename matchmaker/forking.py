@@ -3,8 +3,8 @@
 Each child used to be spawned: a fresh interpreter that ran ``site`` and
 imported its modules again, about 13 MB of private memory a process before it
 served anyone. A forked child shares every page the supervisor holds (the
-interpreter, ``site``'s imports, the modules more than one role uses, which
-the supervisor loads first: ``matchmaker.roles.SHARED``) until one side writes
+interpreter, ``site``'s imports, the modules more than one process uses, which
+the supervisor loads first: ``matchmaker.roles.preloaded``) until one side writes
 to it, and PSS counts such a page once over all of them. ``gc.freeze()`` just
 before the fork keeps the child's collector off the objects it inherits
 (collecting writes to every object it looks at, and so copies its page); the

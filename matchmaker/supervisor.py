@@ -248,8 +248,11 @@ class Supervisor:
     def start(self) -> None:
         cfg = self.config
         self.raise_fd_limit()  # the children inherit it
-        for name in roles.SHARED:  # once here, rather than once in each child
-            importlib.import_module(name)
+        for name in roles.preloaded(cfg.workers, cfg.loop):  # once here, not in each child
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the child that needs it fails to boot, and says why
+                log.debug("not preloaded: %s", name, exc_info=True)
         # plain, then TLS, then WebSocket, then legacy: the first one bound names the host
         # (``--node``)
         if cfg.port is not None:

@@ -4,8 +4,10 @@ asyncio, ssl and uvloop cost about 7 MB of RSS in every process that imports
 them; the 10,000-idle-clients budget has no room for that in processes that
 never use them. The children are forks of the supervisor, so whatever the
 supervisor imports is in every child's RSS too: it loads only what it runs and
-the modules more than one role shares (``roles.SHARED``). The acceptor and the
-matchmaker run no event loop; a worker loads the WebSocket code (h11, wsproto,
+what more than one process uses (``roles.preloaded``): the modules more than
+one role shares, and with two workers or more the workers' own, which they
+then share rather than each import. With one worker the acceptor and the
+matchmaker load no event loop; a worker loads the WebSocket code (h11, wsproto,
 the page) only with ``--ws-port``; ``prometheus_client`` is only loaded with
 ``--metrics-port``, redis only with ``--redis``. Checked in a fresh
 interpreter, since this one has them all loaded.
@@ -40,21 +42,29 @@ def loaded_after(code: str) -> list[str]:
     return out.stdout.split()
 
 
-#: What the supervisor imports before its first fork: its own modules and ``roles.SHARED``.
+#: What the supervisor imports before its first fork: its own modules and ``roles.preloaded``.
 SUPERVISOR = (
     "import importlib\nimport matchmaker.__main__, matchmaker.supervisor\n"
-    "from matchmaker import roles\nfrom matchmaker.config import parse_args\nparse_args([])\n"
-    "for name in roles.SHARED: importlib.import_module(name)"
+    "from matchmaker import roles\nfrom matchmaker.config import parse_args\n"
+    "cfg = parse_args({argv!r})\n"
+    "for name in roles.preloaded(cfg.workers, cfg.loop): importlib.import_module(name)"
 )
+ONE = SUPERVISOR.format(argv=["--workers", "1"])
 
 
-def test_the_supervisor_parses_its_flags_and_starts_without_the_roles_modules() -> None:
-    assert loaded_after(SUPERVISOR) == []
+def test_the_supervisor_of_one_worker_starts_without_the_roles_modules() -> None:
+    assert loaded_after(ONE) == []
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_supervisor_of_two_workers_loads_theirs_once_for_both(loop: str) -> None:
+    loaded = loaded_after(SUPERVISOR.format(argv=["--workers", "2", "--loop", loop]))
+    assert loaded == ["asyncio", "ssl", *(["uvloop"] if loop == "uvloop" else []), roles.WORKER]
 
 
 def test_the_acceptor_and_the_matchmaker_load_no_event_loop_and_nothing_optional() -> None:
-    assert loaded_after(f"{SUPERVISOR}\nimport matchmaker.acceptor") == ["matchmaker.acceptor"]
-    assert loaded_after(f"{SUPERVISOR}\nimport matchmaker.service") == ["matchmaker.service"]
+    assert loaded_after(f"{ONE}\nimport matchmaker.acceptor") == ["matchmaker.acceptor"]
+    assert loaded_after(f"{ONE}\nimport matchmaker.service") == ["matchmaker.service"]
 
 
 #: A worker as it starts serving: its module, and its hub made from the flags given.
