@@ -251,7 +251,7 @@ class Supervisor:
         for name in roles.preloaded(cfg.workers, cfg.loop):  # once here, not in each child
             try:
                 importlib.import_module(name)
-            except ImportError:  # the child that needs it fails to boot, and says why
+            except Exception:  # the child that needs it fails to boot, and says why
                 log.debug("not preloaded: %s", name, exc_info=True)
         # plain, then TLS, then WebSocket, then legacy: the first one bound names the host
         # (``--node``)
