@@ -139,13 +139,25 @@ class Server:
         raise AssertionError(f"no process titled {name!r}")
 
     def worker_of(self, client: Client) -> int:
-        """1-based index of the worker that holds ``client``'s socket."""
+        """1-based index of the worker that holds ``client``'s socket.
+
+        Right after a move both workers hold it for a moment (the one it left
+        closes its copy once it has sent it): wait for that to end.
+        """
         local = client.sock.getsockname()
-        for i in range(1, self.workers + 1):
-            for conn in psutil.Process(self.pid_of(f"worker {i}")).net_connections("tcp"):
-                if conn.raddr and (conn.raddr.ip, conn.raddr.port) == local:
-                    return i
-        raise AssertionError(f"no worker holds the connection from {local}")
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            holders = [
+                i
+                for i in range(1, self.workers + 1)
+                for conn in psutil.Process(self.pid_of(f"worker {i}")).net_connections("tcp")
+                if conn.raddr and (conn.raddr.ip, conn.raddr.port) == local
+            ]
+            if len(holders) == 1:
+                return holders[0]
+            if not holders or time.monotonic() > deadline:
+                raise AssertionError(f"workers {holders} hold the connection from {local}")
+            time.sleep(0.02)  # polling the process table: nothing to wait on
 
     def connect(self, rcvbuf: int = 0, source: str = "") -> Client:
         """A new connection (from address ``source``: 127.0.0.2 ...), nothing read yet;
