@@ -142,8 +142,6 @@ class Connection:
         "leaving",
         "session",
         "peer",
-        "peer_worker",
-        "peer_key",
         "local_peer",
         "out",
         "writing_paused",
@@ -177,9 +175,9 @@ class Connection:
         self.decoder = dialect.decoder(limits.max_line)
         # Decoded, not yet handled (a batch), last first: the next is ``pop()``ed from the
         # end. A list, not a deque: an empty deque holds a 512-byte block (760 bytes a
-        # client in all), an empty list nothing beyond itself, and a list that is drained
-        # frees its items' array, so an idle client holds none.
-        self.ready: list[str | ErrorCode] = []
+        # client in all). And only while ``drain`` works or lines wait: None when there
+        # are none, since even an empty list is 56 bytes of every idle client.
+        self.ready: list[str | ErrorCode] | None = None
         self.eof = False  # the client closed its sending side: #CLOSE# after its last line
         # The one request awaiting the matchmaker's answer; its id comes first.
         self.request: m.ToMatchmakerRequest | None = m.Register(key)
@@ -187,8 +185,6 @@ class Connection:
         self.leaving = False  # sent #CLOSE# (or EOF): input is ignored until BYE
         self.session = 0  # 0 while FREE
         self.peer = 0
-        self.peer_worker = 0
-        self.peer_key = 0
         self.local_peer: Connection | None = None  # the partner, when on this worker
         # written to the socket once per loop tick; one buffer, not one object per line,
         # and none while there is nothing to write (``NOTHING``, shared by every client)
@@ -356,6 +352,8 @@ class Connection:
         if self.misdirected:
             return WRONG_PORT
         ready = self.ready
+        if ready is None:
+            ready = self.ready = []
         decoder = self.decoder
         budget = self.budget
         pace = self.limits.pace
@@ -388,6 +386,8 @@ class Connection:
             except Exception:
                 log.exception("bug while handling a line from client %s; closing it", self.cid)
                 return FAILED
+        if not ready and self.ready is ready:
+            self.ready = None  # nothing waits: an idle client holds no list
         if held == OVER_BUDGET:
             return WAIT
         if held:  # a full tick pauses too once a read's worth of lines waits behind it
@@ -494,7 +494,8 @@ class Connection:
         self.local_peer = None
         self.leaving = True
         self.eof = False
-        self.ready.clear()  # what follows #CLOSE# is never handled
+        if self.ready:
+            self.ready.clear()  # what follows #CLOSE# is never handled (``drain``'s list)
         self.ask(m.Drop(self.cid, self.key, answer=True))
         self.cid = 0  # dropped already: detaching must not drop it again
 
@@ -547,7 +548,6 @@ class Connection:
     def paired(self, msg: m.Paired, local_peer: Connection | None) -> bool:
         self.session, self.peer = msg.session, msg.peer
         self.last_session = msg.session
-        self.peer_worker, self.peer_key = msg.peer_worker, msg.peer_key
         self.local_peer = local_peer
         if local_peer is not None and local_peer.session == msg.session:
             local_peer.local_peer = self  # it heard first, before this one landed here
@@ -667,7 +667,8 @@ class Connection:
         """
         if self.budget is not None:
             self.budget.settle(now)
-        return Moving(session, self.cid, self.request, tuple(reversed(self.ready)), self.decoder,
+        ready = tuple(reversed(self.ready or ()))
+        return Moving(session, self.cid, self.request, ready, self.decoder,
                       now - self.last_seen, bytes(self.out), self.last_session,
                       self.since, self.budget, self.name)  # fmt: skip
 
@@ -686,7 +687,8 @@ class Connection:
         request = state.request
         self.request = request._replace(key=key) if request is not None else None
         self.cid = state.cid
-        self.ready.extend(reversed(state.ready))
+        if state.ready:
+            self.ready = list(reversed(state.ready))
         self.decoder = state.decoder
         if state.out:
             self.out = bytearray(state.out)
@@ -747,5 +749,5 @@ class Connection:
     def moved(self) -> None:
         """The client went to another worker with everything ``export`` took."""
         self.closed = True
-        self.ready.clear()
+        self.ready = None
         self.out = NOTHING

@@ -59,7 +59,7 @@ def output(conn: Connection) -> bytes:
 def state(a: Connection, b: Connection) -> tuple[object, ...]:
     return (
         output(a), output(b), a.session, b.session, a.request,
-        a.leaving, a.decoder.pending, list(a.ready), a.last_seen,
+        a.leaving, a.decoder.pending, list(a.ready or ()), a.last_seen,
     )  # fmt: skip
 
 
