@@ -4,6 +4,7 @@ every transport still counted until it is lost (docs/PERFORMANCE.md, "Memory")."
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -27,6 +28,13 @@ class Outbox:
 
     def send(self, message: m.ToMatchmaker) -> None:
         self.sent.append(message)
+
+
+class Mover:
+    """Takes every client it is given, as another worker with room would."""
+
+    def send(self, to: int, group: list[tuple[int, object]]) -> list[bool]:
+        return [True] * len(group)
 
 
 @pytest.fixture
@@ -74,6 +82,7 @@ def finish(loop: asyncio.AbstractEventLoop, hub: Hub, ends: list[socket.socket])
     loop.run_until_complete(hub.shutdown(TIMEOUT))
     for end in ends:
         end.close()
+    assert hub.connections() == []
 
 
 @pytest.mark.parametrize(
@@ -96,3 +105,58 @@ def test_an_idle_client_holds_no_list_of_lines(loop: asyncio.AbstractEventLoop) 
     assert recv(loop, ends[0]) == b"PONG\n"
     assert [c.core.ready for c in hub.clients.values()] == [None, None]
     finish(loop, hub, ends)
+
+
+def test_a_closing_client_counts_until_its_transport_is_lost(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    hub = Hub(0, Config(), loop, Outbox())  # type: ignore[arg-type]
+    ends = serve(loop, hub, 2)
+    first, second = hub.clients.values()
+    first.close(b"BYE\n")
+    assert list(hub.clients.values()) == [second]
+    assert hub.connections() == [second, first]  # closing, not lost yet
+    assert recv(loop, ends[0]) == b"BYE\n"
+    run_until(loop, lambda: first not in hub.connections(), "the closed one is lost")
+    assert hub.connections() == [second]
+    finish(loop, hub, ends)
+
+
+def test_a_moved_client_counts_until_its_transport_is_lost(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    hub = Hub(0, Config(), loop, Outbox())  # type: ignore[arg-type]
+    ends = serve(loop, hub, 1)
+    (client,) = hub.clients.values()
+    hub.can_move(Mover())  # type: ignore[arg-type]
+    hub.moving = {1: [(client, 7)]}
+    hub.send_moving()
+    assert hub.clients == {} and hub.connections() == [client]
+    run_until(loop, lambda: not hub.connections(), "the moved one is lost")
+    finish(loop, hub, ends)
+
+
+def test_shutdown_waits_for_every_transport_and_no_longer(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every client gets OUTAGE, and the shutdown ends as the last transport is lost,
+    not at its timeout (the clients that close leave ``clients`` for ``closing``)."""
+    hub = Hub(0, Config(), loop, Outbox())  # type: ignore[arg-type]
+    ends = serve(loop, hub, 3)
+    closed_before = next(iter(hub.clients.values()))
+    closed_before.close(b"BYE\n")
+    assert recv(loop, ends[0]) == b"BYE\n"
+    caplog.set_level(logging.WARNING, logger="workers.hub")
+
+    async def stop() -> None:
+        done = asyncio.ensure_future(hub.shutdown(60))
+        for end in ends[1:]:
+            reply = await loop.sock_recv(end, 100)
+            assert reply == b"OUTAGE\n"
+        for end in ends:
+            end.close()
+        await asyncio.wait_for(done, TIMEOUT)
+
+    loop.run_until_complete(stop())
+    assert hub.connections() == []
+    assert "forcing close" not in caplog.text
