@@ -41,8 +41,9 @@ PARKED, PROMOTING, GONE = 0, 1, 2
 class Parkable(Protocol):
     """What a parked output needs from its client (``workers.protocol.ClientProtocol``)."""
 
-    def promote(self, sock: socket.socket) -> None:
-        """Give the client a transport over ``sock`` (its ``connection_made`` follows)."""
+    def promote(self, sock: socket.socket, readable: bool) -> None:
+        """Give the client a transport over ``sock`` (its ``connection_made`` follows);
+        ``readable``: its socket has bytes (or a hang-up) to read."""
 
     def connection_lost(self, exc: Exception | None) -> None: ...
 
@@ -53,30 +54,39 @@ class Lot:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.epoll = select.epoll()
-        self.parked: dict[int, ParkedOutput] = {}  # by descriptor
+        # By descriptor: a process's descriptors are small and dense, and a list slot is
+        # 8 bytes where a dict's entry and its int key are about 60.
+        self.parked: list[ParkedOutput | None] = []
+        self.count = 0
         loop.add_reader(self.epoll.fileno(), self.ready)
 
     def __len__(self) -> int:
-        return len(self.parked)
+        return self.count
 
     def park(self, output: ParkedOutput) -> None:
         fd = output.sock.fileno()
         self.epoll.register(fd, EVENTS)
-        self.parked[fd] = output
+        parked = self.parked
+        if fd >= len(parked):
+            parked.extend([None] * (fd + 1 - len(parked)))
+        parked[fd] = output
+        self.count += 1
 
     def leave(self, output: ParkedOutput) -> None:
         """Out of the lot; always before its socket is closed or handed on (a descriptor
         closed while registered stays in the epoll if the socket lives on elsewhere)."""
         fd = output.sock.fileno()
         self.epoll.unregister(fd)
-        del self.parked[fd]
+        self.parked[fd] = None
+        self.count -= 1
 
     def ready(self) -> None:
         """Promote every parked client with something to read or a hang-up."""
+        parked = self.parked
         for fd, _ in self.epoll.poll(0, BATCH):
-            output = self.parked.get(fd)
+            output = parked[fd] if fd < len(parked) else None
             if output is not None:
-                output.promote()
+                output.promote(readable=True)
 
     def close(self) -> None:
         self.loop.remove_reader(self.epoll.fileno())
@@ -129,14 +139,14 @@ class ParkedOutput:
         unsent = socket_unsent(self.sock) if self.state != GONE else 0
         return self.written - self.queued() - unsent
 
-    def promote(self) -> None:
+    def promote(self, readable: bool = False) -> None:
         """Out of the lot, and ask for the client's transport; writes wait for it."""
         if self.state != PARKED:
             return
         self.lot.leave(self)
         self.state = PROMOTING
         self.pending = bytearray()
-        self.client.promote(self.sock)
+        self.client.promote(self.sock, readable)
 
     def handover(self) -> bytes:
         """The transport is there: what waited for it, to write first."""

@@ -58,7 +58,7 @@ class ClientProtocol(asyncio.Protocol):
 
     __slots__ = (
         "host", "core", "transport", "output", "paused", "progress", "stalled_since", "wake",
-        "pinned",
+        "pinned", "woke",
     )  # fmt: skip
 
     def __init__(
@@ -85,6 +85,8 @@ class ClientProtocol(asyncio.Protocol):
         self.progress = 0  # bytes the socket had taken when the output was last seen moving
         self.stalled_since = 0.0  # since when the backed-up output has not moved
         self.wake: asyncio.TimerHandle | None = None  # over budget: when to read on
+        # parked: when its socket was seen readable, the stamp of what its first read holds
+        self.woke = 0
 
     @classmethod
     def arriving(cls, host: Host, key: int, state: Moving) -> ClientProtocol:
@@ -104,7 +106,10 @@ class ClientProtocol(asyncio.Protocol):
         self.host.mark_dirty(self)
 
     def stamp(self) -> int:
-        return time.monotonic_ns()
+        """A parked client's first read is stamped when the lot saw its bytes, as any
+        other read is as the loop sees them: a ``CONNECT`` sent before its target's id
+        changed hands must not be read as one sent after, for the time its transport took."""
+        return self.woke or time.monotonic_ns()
 
     # ---- asyncio callbacks --------------------------------------------------------------
 
@@ -113,8 +118,10 @@ class ClientProtocol(asyncio.Protocol):
         self.output = ParkedOutput(sock, lot, self)
         self.host.attach(self)
 
-    def promote(self, sock: socket.socket) -> None:
+    def promote(self, sock: socket.socket, readable: bool) -> None:
         """A parked client needs its transport: ``connection_made`` follows."""
+        if readable:
+            self.woke = time.monotonic_ns()
         self.host.promote(self, sock)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,10 +150,12 @@ class ClientProtocol(asyncio.Protocol):
         core = self.core
         now = self.host.loop.time()
         if not self.paused and core.relay_read(data, now):
+            self.woke = 0
             return
         core.receive(data, now)
         if not (core.closed or core.leaving):
             self.drain()
+        self.woke = 0
 
     def eof_received(self) -> bool:
         core = self.core

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -180,6 +181,32 @@ def test_a_line_sent_before_its_welcome_waits_for_it(world: World) -> None:
     world.hub.from_matchmaker([[m.Welcome(key, 5, 1)]])
     assert world.read_line(far) == b"WELCOME 5\n"
     assert world.read_line(far) == b"PONG\n"
+
+
+def test_a_connect_is_stamped_when_the_lot_saw_it_not_when_the_transport_read_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CONNECT is stamped as it is read (a target given its id later is not the one
+    named); a parked client's transport reads it some loop iterations after the lot saw
+    it, long enough for its target to leave and a newcomer to take the id (a race the
+    integration test ``test_a_connect_never_reaches_a_newcomer_given_its_targets_id``
+    caught)."""
+    client, far = world.client()
+    read_at: list[int] = []
+    received = ClientProtocol.data_received
+
+    def data_received(self: ClientProtocol, data: bytes) -> None:
+        read_at.append(time.monotonic_ns())
+        received(self, data)
+
+    monkeypatch.setattr(ClientProtocol, "data_received", data_received)
+    far.send(b"CONNECT 7\n")
+    world.run_until(lambda: isinstance(world.outbox.sent[-1], m.Connect), "the CONNECT")
+    connect = world.outbox.sent[-1]
+    assert isinstance(connect, m.Connect) and connect.target == 7
+    assert 0 < connect.asked < read_at[0]
+    assert client.woke == 0  # the reads after the first are stamped as they come
+    assert client.stamp() > connect.asked
 
 
 def test_writes_reach_a_parked_client_in_order(world: World) -> None:
