@@ -44,7 +44,7 @@ from ipc.counts import COUNTS
 from wire import commands as c
 from wire import replies as r
 from wire.budget import Budget, Pace
-from wire.dialects import LINE, Dialect
+from wire.dialects import LINE, Decoder, Dialect
 from wire.errors import ErrorCode, ProtocolError
 from wire.legacy import RECORD, sniff
 from workers.moving import Moving
@@ -172,7 +172,8 @@ class Connection:
         self.limits = limits
         self.effects = effects
         self.cid = 0  # 0 until WELCOME, and again once dropped
-        self.decoder = dialect.decoder(limits.max_line)
+        # made with its first bytes: most clients sit idle, and a decoder is 64 bytes
+        self.decoder: Decoder | None = None
         # Decoded, not yet handled (a batch), last first: the next is ``pop()``ed from the
         # end. A list, not a deque: an empty deque holds a 512-byte block (760 bytes a
         # client in all). And only while ``drain`` works or lines wait: None when there
@@ -227,7 +228,10 @@ class Connection:
             self.sniff(data)
             if self.misdirected:
                 return
-        self.decoder.receive(data)
+        decoder = self.decoder
+        if decoder is None:
+            decoder = self.decoder = self.dialect.decoder(self.limits.max_line)
+        decoder.receive(data)
 
     def relay_read(self, data: bytes, now: float) -> bool:
         """Relay one read of whole chat lines to a partner on this worker, in one step.
@@ -249,7 +253,7 @@ class Connection:
             or self.request is not None
             or self.crossing
             or self.ready
-            or not self.decoder.between_lines()
+            or (self.decoder is not None and not self.decoder.between_lines())
             or self.head is not None
             or self.closed
             or self.leaving
@@ -315,7 +319,7 @@ class Connection:
 
     def has_input(self) -> bool:
         """Lines read and not yet handled."""
-        return bool(self.ready) or self.decoder.pending > 0
+        return bool(self.ready) or (self.decoder is not None and self.decoder.pending > 0)
 
     def held(self) -> int:
         """Whether this client's next line must wait: what it makes has nowhere to go yet.
@@ -354,7 +358,7 @@ class Connection:
         ready = self.ready
         if ready is None:
             ready = self.ready = []
-        decoder = self.decoder
+        decoder = self.decoder  # None: not a byte read yet
         budget = self.budget
         pace = self.limits.pace
         held = GO
@@ -363,7 +367,9 @@ class Connection:
                 held = self.held()
                 if held:
                     break
-                if pace is None:
+                if decoder is None:
+                    pass
+                elif pace is None:
                     ready.extend(reversed(decoder.take(BATCH)))
                 elif decoder.pending:
                     if budget is None:  # its first line: a full budget (see __init__)
@@ -388,12 +394,13 @@ class Connection:
                 return FAILED
         if not ready and self.ready is ready:
             self.ready = None  # nothing waits: an idle client holds no list
+        pending = decoder.pending if decoder is not None else 0
         if held == OVER_BUDGET:
             return WAIT
         if held:  # a full tick pauses too once a read's worth of lines waits behind it
-            stop = held == BACKED_UP or decoder.pending > self.limits.tick
+            stop = held == BACKED_UP or pending > self.limits.tick
         else:
-            stop = self.request is not None and bool(ready or decoder.pending or self.eof)
+            stop = self.request is not None and bool(ready or pending or self.eof)
         return PAUSE if stop else READ
 
     def handle(self, event: str | ErrorCode) -> None:

@@ -100,10 +100,13 @@ def test_an_idle_client_holds_no_list_of_lines(loop: asyncio.AbstractEventLoop) 
     hub = Hub(0, Config(), loop, Outbox())  # type: ignore[arg-type]
     ends = serve(loop, hub, 2)
     assert [c.core.ready for c in hub.clients.values()] == [None, None]
+    assert [c.core.decoder for c in hub.clients.values()] == [None, None]  # not a byte yet
     # a line read and handled leaves none behind either
     ends[0].sendall(b"PING\n")
     assert recv(loop, ends[0]) == b"PONG\n"
     assert [c.core.ready for c in hub.clients.values()] == [None, None]
+    first, second = hub.clients.values()
+    assert first.core.decoder is not None and second.core.decoder is None
     finish(loop, hub, ends)
 
 
