@@ -133,6 +133,8 @@ class Config:
     sendq: int = DEFAULT_SENDQ
     placement: str = "least-loaded"
     migrate: bool = True
+    #: serve an idle plain-TCP client without a transport until it needs one
+    park: bool = True
     backlog: int = 1024
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     linger: float = DEFAULT_LINGER
@@ -443,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
         "partner's worker so the pair is relayed in one process",
     )
     parser.add_argument(
+        "--park",
+        choices=("on", "off"),
+        default="on",
+        help="hold a client of --port without an event-loop transport (about 1.3 kB of "
+        "memory) until it sends, hangs up or is not taken a write at once",
+    )
+    parser.add_argument(
         "--backlog", type=_positive, default=DEFAULTS.backlog, help="listen() backlog"
     )
     parser.add_argument(
@@ -547,6 +556,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         ns["max_clients"] = host_max_clients(ns["workers"])
     ns["loop"] = _pick_loop(ns["loop"], parser)
     ns["migrate"] = ns["migrate"] == "on"
+    ns["park"] = ns["park"] == "on"
     ns["token"] = ""
     if ns["node"] == AUTO_NODE:
         ns["node"] = None  # the supervisor names the host once its port is bound

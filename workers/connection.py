@@ -44,7 +44,7 @@ from ipc.counts import COUNTS
 from wire import commands as c
 from wire import replies as r
 from wire.budget import Budget, Pace
-from wire.dialects import LINE, Dialect
+from wire.dialects import LINE, Decoder, Dialect
 from wire.errors import ErrorCode, ProtocolError
 from wire.legacy import RECORD, sniff
 from workers.moving import Moving
@@ -142,8 +142,6 @@ class Connection:
         "leaving",
         "session",
         "peer",
-        "peer_worker",
-        "peer_key",
         "local_peer",
         "out",
         "writing_paused",
@@ -174,12 +172,13 @@ class Connection:
         self.limits = limits
         self.effects = effects
         self.cid = 0  # 0 until WELCOME, and again once dropped
-        self.decoder = dialect.decoder(limits.max_line)
+        # made with its first bytes: most clients sit idle, and a decoder is 64 bytes
+        self.decoder: Decoder | None = None
         # Decoded, not yet handled (a batch), last first: the next is ``pop()``ed from the
         # end. A list, not a deque: an empty deque holds a 512-byte block (760 bytes a
-        # client in all), an empty list nothing beyond itself, and a list that is drained
-        # frees its items' array, so an idle client holds none.
-        self.ready: list[str | ErrorCode] = []
+        # client in all). And only while ``drain`` works or lines wait: None when there
+        # are none, since even an empty list is 56 bytes of every idle client.
+        self.ready: list[str | ErrorCode] | None = None
         self.eof = False  # the client closed its sending side: #CLOSE# after its last line
         # The one request awaiting the matchmaker's answer; its id comes first.
         self.request: m.ToMatchmakerRequest | None = m.Register(key)
@@ -187,8 +186,6 @@ class Connection:
         self.leaving = False  # sent #CLOSE# (or EOF): input is ignored until BYE
         self.session = 0  # 0 while FREE
         self.peer = 0
-        self.peer_worker = 0
-        self.peer_key = 0
         self.local_peer: Connection | None = None  # the partner, when on this worker
         # written to the socket once per loop tick; one buffer, not one object per line,
         # and none while there is nothing to write (``NOTHING``, shared by every client)
@@ -231,7 +228,10 @@ class Connection:
             self.sniff(data)
             if self.misdirected:
                 return
-        self.decoder.receive(data)
+        decoder = self.decoder
+        if decoder is None:
+            decoder = self.decoder = self.dialect.decoder(self.limits.max_line)
+        decoder.receive(data)
 
     def relay_read(self, data: bytes, now: float) -> bool:
         """Relay one read of whole chat lines to a partner on this worker, in one step.
@@ -253,7 +253,7 @@ class Connection:
             or self.request is not None
             or self.crossing
             or self.ready
-            or not self.decoder.between_lines()
+            or (self.decoder is not None and not self.decoder.between_lines())
             or self.head is not None
             or self.closed
             or self.leaving
@@ -319,7 +319,7 @@ class Connection:
 
     def has_input(self) -> bool:
         """Lines read and not yet handled."""
-        return bool(self.ready) or self.decoder.pending > 0
+        return bool(self.ready) or (self.decoder is not None and self.decoder.pending > 0)
 
     def held(self) -> int:
         """Whether this client's next line must wait: what it makes has nowhere to go yet.
@@ -356,7 +356,9 @@ class Connection:
         if self.misdirected:
             return WRONG_PORT
         ready = self.ready
-        decoder = self.decoder
+        if ready is None:
+            ready = self.ready = []
+        decoder = self.decoder  # None: not a byte read yet
         budget = self.budget
         pace = self.limits.pace
         held = GO
@@ -365,7 +367,9 @@ class Connection:
                 held = self.held()
                 if held:
                     break
-                if pace is None:
+                if decoder is None:
+                    pass
+                elif pace is None:
                     ready.extend(reversed(decoder.take(BATCH)))
                 elif decoder.pending:
                     if budget is None:  # its first line: a full budget (see __init__)
@@ -388,12 +392,15 @@ class Connection:
             except Exception:
                 log.exception("bug while handling a line from client %s; closing it", self.cid)
                 return FAILED
+        if not ready and self.ready is ready:
+            self.ready = None  # nothing waits: an idle client holds no list
+        pending = decoder.pending if decoder is not None else 0
         if held == OVER_BUDGET:
             return WAIT
         if held:  # a full tick pauses too once a read's worth of lines waits behind it
-            stop = held == BACKED_UP or decoder.pending > self.limits.tick
+            stop = held == BACKED_UP or pending > self.limits.tick
         else:
-            stop = self.request is not None and bool(ready or decoder.pending or self.eof)
+            stop = self.request is not None and bool(ready or pending or self.eof)
         return PAUSE if stop else READ
 
     def handle(self, event: str | ErrorCode) -> None:
@@ -494,7 +501,8 @@ class Connection:
         self.local_peer = None
         self.leaving = True
         self.eof = False
-        self.ready.clear()  # what follows #CLOSE# is never handled
+        if self.ready:
+            self.ready.clear()  # what follows #CLOSE# is never handled (``drain``'s list)
         self.ask(m.Drop(self.cid, self.key, answer=True))
         self.cid = 0  # dropped already: detaching must not drop it again
 
@@ -547,7 +555,6 @@ class Connection:
     def paired(self, msg: m.Paired, local_peer: Connection | None) -> bool:
         self.session, self.peer = msg.session, msg.peer
         self.last_session = msg.session
-        self.peer_worker, self.peer_key = msg.peer_worker, msg.peer_key
         self.local_peer = local_peer
         if local_peer is not None and local_peer.session == msg.session:
             local_peer.local_peer = self  # it heard first, before this one landed here
@@ -667,7 +674,8 @@ class Connection:
         """
         if self.budget is not None:
             self.budget.settle(now)
-        return Moving(session, self.cid, self.request, tuple(reversed(self.ready)), self.decoder,
+        ready = tuple(reversed(self.ready or ()))
+        return Moving(session, self.cid, self.request, ready, self.decoder,
                       now - self.last_seen, bytes(self.out), self.last_session,
                       self.since, self.budget, self.name)  # fmt: skip
 
@@ -686,7 +694,8 @@ class Connection:
         request = state.request
         self.request = request._replace(key=key) if request is not None else None
         self.cid = state.cid
-        self.ready.extend(reversed(state.ready))
+        if state.ready:
+            self.ready = list(reversed(state.ready))
         self.decoder = state.decoder
         if state.out:
             self.out = bytearray(state.out)
@@ -747,5 +756,5 @@ class Connection:
     def moved(self) -> None:
         """The client went to another worker with everything ``export`` took."""
         self.closed = True
-        self.ready.clear()
+        self.ready = None
         self.out = NOTHING

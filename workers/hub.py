@@ -34,6 +34,7 @@ from workers.connection import Limits
 from workers.migrate import Mover
 from workers.moving import Moving
 from workers.output import reset
+from workers.parking import Lot
 from workers.protocol import ClientProtocol
 
 if TYPE_CHECKING:  # loaded only with --ws-port (h11, wsproto, the page)
@@ -76,7 +77,10 @@ class Hub:
         # must still hear of them (and of their last lines) until it is answered.
         self.departing: dict[int, ClientProtocol] = {}
         self.clients: dict[int, ClientProtocol] = {}  # attached and not closed, by key
-        self.connections: set[ClientProtocol] = set()  # every transport not yet lost
+        # Attached, out of ``clients`` (closing, or moved away) and not yet lost: with
+        # ``clients``, every transport not yet lost. Not one set of them all: its table
+        # was about 100 bytes of every idle client.
+        self.closing: set[ClientProtocol] = set()
         self.dirty: list[ClientProtocol] = []  # clients with output this tick
         self.unconfirmed: set[ClientProtocol] = set()  # wrote partner lines not yet confirmed
         self._confirm_timer: asyncio.Handle | None = None
@@ -113,6 +117,9 @@ class Hub:
 
             self.page = Page.load()
         self.upgrading: set[Upgrade] = set()  # --ws-port: its connections not yet upgraded
+        # --park: where idle clients wait without a transport (its descriptor from the
+        # start, so that a worker's count of them does not move with its first client)
+        self.lot: Lot | None = Lot(loop) if config.park else None
 
     def can_move(self, mover: Mover) -> None:
         """Clients may move to other workers from now on, and arrive from them."""
@@ -131,7 +138,8 @@ class Hub:
 
         A socket of the TLS port is served once its handshake is done, one of the
         WebSocket port once it has upgraded (``workers.websocket``); only then
-        does it ask for an id. Both are pinned to this worker.
+        does it ask for an id. Both are pinned to this worker. With ``--park on``
+        one of the plain line port is parked (``workers.parking``).
         """
         sock.setblocking(False)  # its TCP options came from the listener (ipc.sockopts)
         key = next(self._keys)
@@ -148,7 +156,14 @@ class Hub:
             factory = lambda: ClientProtocol(self, key, dialect, pinned=True)  # noqa: E731
             self._serve(sock, key, factory, tls=self.tls)
             return
+        if self.lot is not None and dialect is LINE:
+            ClientProtocol(self, key, dialect).park(self.lot, sock)
+            return
         self._serve(sock, key, lambda: ClientProtocol(self, key, dialect))
+
+    def promote(self, client: ClientProtocol, sock: socket.socket) -> None:
+        """A parked client's transport (``ParkedOutput.promote``)."""
+        self._serve(sock, client.key, lambda: client, promoted=client)
 
     def arrive(self, sock: socket.socket, state: Moving) -> None:
         """Serve a client another worker moved here for ``state.session`` (its socket options
@@ -176,6 +191,7 @@ class Hub:
         factory: Callable[[], asyncio.Protocol],
         moved: ClientProtocol | None = None,
         tls: ssl.SSLContext | None = None,
+        promoted: ClientProtocol | None = None,
     ) -> None:
         if tls is None:
             serving = self.loop.connect_accepted_socket(factory, sock)
@@ -188,7 +204,7 @@ class Hub:
             peer = peer_of(sock)  # for the log, should the handshake fail (the socket goes)
         task = self.loop.create_task(serving)
         self._tasks.add(task)
-        task.add_done_callback(lambda task: self._adopted(task, sock, key, moved, peer))
+        task.add_done_callback(lambda task: self._adopted(task, sock, key, moved, peer, promoted))
 
     def _adopted(
         self,
@@ -197,10 +213,16 @@ class Hub:
         key: int,
         moved: ClientProtocol | None,
         peer: str = "",
+        promoted: ClientProtocol | None = None,
     ) -> None:
         self._tasks.discard(task)
         exc = None if task.cancelled() else task.exception()
-        if exc is not None and peer:  # the socket is closed: no id was given
+        if exc is not None and promoted is not None:  # served already: it is lost
+            cid = promoted.core.cid
+            dropped(Reason.ERROR, cid, peer_of(sock), f"could not serve the socket: {exc}")
+            sock.close()
+            promoted.connection_lost(exc if isinstance(exc, Exception) else None)
+        elif exc is not None and peer:  # the socket is closed: no id was given
             from workers.tls import handshake_failure, timed_out
 
             timeout = self.config.tls_handshake_timeout
@@ -244,7 +266,6 @@ class Hub:
             self.peers.add(self.index, peer, -1)
 
     def attach(self, client: ClientProtocol) -> None:
-        self.connections.add(client)
         session = self.arriving.pop(client.key, None)
         self.landing.pop(client.key, None)
         if self.stopping:
@@ -267,6 +288,8 @@ class Hub:
         """The client is closing or gone: forget it and tell the matchmaker."""
         core = client.core
         self._unseat(client.key)
+        if client.output is not None:  # served: lost once its transport (or socket) is
+            self.closing.add(client)
         if self.clients.pop(client.key, None) is not None:
             self.on_count(len(self.clients))
             if core.cid:
@@ -277,9 +300,13 @@ class Hub:
         self._resume_peer(client)  # it may have waited for this client to read
 
     def lost(self, client: ClientProtocol) -> None:
-        self.connections.discard(client)
-        if not self.connections and self._all_lost is not None:
+        self.closing.discard(client)
+        if not self.closing and not self.clients and self._all_lost is not None:
             self._all_lost.set()
+
+    def connections(self) -> list[ClientProtocol]:
+        """Every client whose transport is not yet lost."""
+        return [*self.clients.values(), *self.closing]
 
     # ---- lines ---------------------------------------------------------------------------
 
@@ -427,6 +454,7 @@ class Hub:
                 if gone:
                     COUNTS.moves += 1
                     del self.clients[client.key]
+                    self.closing.add(client)  # until its transport is lost
                     self._unseat(client.key)
                     client.moved()
                 else:
@@ -475,15 +503,18 @@ class Hub:
             upgrade.stop()
         for client in list(self.clients.values()):
             client.close(client.core.dialect.render(Outage()), Reason.STOPPING)
-        if self.connections:
+        if self.clients or self.closing:
             self._all_lost = asyncio.Event()
             try:
                 await asyncio.wait_for(self._all_lost.wait(), timeout)
             except TimeoutError:
-                log.warning("forcing close of %d connections", len(self.connections))
-        for client in list(self.connections):
+                log.warning("forcing close of %d connections", len(self.connections()))
+        for client in self.connections():
             if client.transport is not None:
                 reset(client.transport)
+        if self.lot is not None:
+            self.lot.close()
+            self.lot = None
 
 
 def refusal(reply: object) -> Reason | None:

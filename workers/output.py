@@ -55,27 +55,32 @@ def in_kernel(transport: asyncio.Transport) -> int:
     grow to megabytes, so what it holds must not count as read.
     """
     sock = transport.get_extra_info("socket")
-    if sock is None:
-        return 0
-    out = array.array("i", [0])
-    try:
-        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, out, True)
-    except OSError:
-        return 0
-    return out[0]
+    return 0 if sock is None else socket_unsent(sock)
 
 
 def unread_input(transport: asyncio.Transport) -> bool:
     """Whether bytes from the peer wait in the kernel, unread."""
     sock = transport.get_extra_info("socket")
-    if sock is None:
-        return False
+    return sock is not None and socket_unread(sock)
+
+
+def socket_unsent(sock: socket.socket) -> int:
+    """``in_kernel`` of a socket itself (one without a transport: ``workers.parking``)."""
+    return _ioctl_count(sock, termios.TIOCOUTQ)
+
+
+def socket_unread(sock: socket.socket) -> bool:
+    """``unread_input`` of a socket itself."""
+    return _ioctl_count(sock, termios.FIONREAD) > 0
+
+
+def _ioctl_count(sock: socket.socket, request: int) -> int:
     out = array.array("i", [0])
     try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, out, True)
+        fcntl.ioctl(sock.fileno(), request, out, True)
     except OSError:
-        return False
-    return out[0] > 0
+        return 0
+    return out[0]
 
 
 class DirectOutput:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Protocol, cast
 
 from ipc import messages as m
 from ipc.counts import COUNTS
-from matchmaker.drops import Reason, address, dropped
+from matchmaker.drops import Reason, address, dropped, peer_of
 from wire.dialects import LINE, Dialect
 from wire.errors import ErrorCode
 from wire.legacy import wrong_port
@@ -26,6 +27,7 @@ from wire.replies import Error
 from workers.connection import FAILED, READ, WAIT, WRONG_PORT, Connection
 from workers.moving import Moving
 from workers.output import DirectOutput, Output, PacedOutput, unread_input
+from workers.parking import Lot, ParkedOutput
 
 if TYPE_CHECKING:
     from matchmaker.config import Config
@@ -45,6 +47,7 @@ class Host(Protocol):
     def attach(self, client: ClientProtocol) -> None: ...
     def detach(self, client: ClientProtocol) -> None: ...
     def lost(self, client: ClientProtocol) -> None: ...
+    def promote(self, client: ClientProtocol, sock: socket.socket) -> None: ...
     def drained(self, client: ClientProtocol) -> None: ...
     def mark_dirty(self, client: ClientProtocol) -> None: ...
     def to_matchmaker(self, message: m.ToMatchmaker) -> None: ...
@@ -55,7 +58,7 @@ class ClientProtocol(asyncio.Protocol):
 
     __slots__ = (
         "host", "core", "transport", "output", "paused", "progress", "stalled_since", "wake",
-        "pinned",
+        "pinned", "woke",
     )  # fmt: skip
 
     def __init__(
@@ -77,11 +80,13 @@ class ClientProtocol(asyncio.Protocol):
         else:  # moved here from another worker: it goes on as it left the other
             self.core = Connection.arriving(key, state, dialect, host.limits, self, now)
         self.transport: asyncio.Transport | None = None
-        self.output: Output | None = None
+        self.output: Output | ParkedOutput | None = None  # None until it is served
         self.paused = False  # reading is paused
         self.progress = 0  # bytes the socket had taken when the output was last seen moving
         self.stalled_since = 0.0  # since when the backed-up output has not moved
         self.wake: asyncio.TimerHandle | None = None  # over budget: when to read on
+        # parked: when its socket was seen readable, the stamp of what its first read holds
+        self.woke = 0
 
     @classmethod
     def arriving(cls, host: Host, key: int, state: Moving) -> ClientProtocol:
@@ -101,30 +106,56 @@ class ClientProtocol(asyncio.Protocol):
         self.host.mark_dirty(self)
 
     def stamp(self) -> int:
-        return time.monotonic_ns()
+        """A parked client's first read is stamped when the lot saw its bytes, as any
+        other read is as the loop sees them: a ``CONNECT`` sent before its target's id
+        changed hands must not be read as one sent after, for the time its transport took."""
+        return self.woke or time.monotonic_ns()
 
     # ---- asyncio callbacks --------------------------------------------------------------
+
+    def park(self, lot: Lot, sock: socket.socket) -> None:
+        """Serve the client without a transport until it needs one (``workers.parking``)."""
+        self.output = ParkedOutput(sock, lot, self)
+        self.host.attach(self)
+
+    def promote(self, sock: socket.socket, readable: bool) -> None:
+        """A parked client needs its transport: ``connection_made`` follows."""
+        if readable:
+            self.woke = time.monotonic_ns()
+        self.host.promote(self, sock)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are no subclass of asyncio.Transport, but behave as one
         self.transport = tcp = cast(asyncio.Transport, transport)
         host = self.host
         config, limits = host.config, host.limits
+        parked = self.output
         if self.core.dialect.paced:
             self.output = PacedOutput(tcp, host.loop, config.linger, config.legacy_pace, self,
                                       limits.high, limits.low)  # fmt: skip
         else:
-            self.output = DirectOutput(tcp, host.loop, config.linger, limits.high, limits.low)
+            self.output = output = DirectOutput(tcp, host.loop, config.linger, limits.high,
+                                                limits.low)  # fmt: skip
+            if isinstance(parked, ParkedOutput):  # promoted: served (attached) already
+                data = parked.handover()
+                output.written = parked.written - len(data)
+                if self.core.closed:  # closed while its transport was on the way
+                    output.finish(data, unread_input(tcp))
+                elif data:
+                    output.send(data)
+                return
         host.attach(self)
 
     def data_received(self, data: bytes) -> None:
         core = self.core
         now = self.host.loop.time()
         if not self.paused and core.relay_read(data, now):
+            self.woke = 0
             return
         core.receive(data, now)
         if not (core.closed or core.leaving):
             self.drain()
+        self.woke = 0
 
     def eof_received(self) -> bool:
         core = self.core
@@ -214,16 +245,22 @@ class ClientProtocol(asyncio.Protocol):
 
     def movable(self, cid: int) -> bool:
         """Can this client's socket go to another worker now (``Connection.movable``), with
-        every reply already out of the socket's buffer? A pinned (TLS) one never can."""
-        transport = self.transport
-        if transport is None or self.pinned or not self.core.movable(cid):
+        every reply already out of the socket's buffer? A pinned (TLS) one never can; a
+        parked one has had every write taken whole, and one being promoted waits."""
+        if self.pinned or not self.core.movable(cid):
             return False
+        transport = self.transport
+        if transport is None:
+            return isinstance(self.output, ParkedOutput) and self.output.parked
         return not (transport.is_closing() or transport.get_write_buffer_size())
 
     def fileno(self) -> int:
         """The socket's descriptor, to pass to another worker; -1 if there is none."""
         transport = self.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
+        if transport is None:
+            parked = self.output
+            return parked.sock.fileno() if isinstance(parked, ParkedOutput) else -1
+        sock = transport.get_extra_info("socket")
         return sock.fileno() if sock is not None else -1
 
     def export(self, session: int) -> Moving:
@@ -235,6 +272,8 @@ class ClientProtocol(asyncio.Protocol):
         self.unwake()
         if self.transport is not None:
             self.transport.abort()  # closes this process's descriptor only; no FIN, no RST
+        elif isinstance(self.output, ParkedOutput):
+            self.output.release()  # the same, without a transport
 
     # ---- lines out -------------------------------------------------------------------------
 
@@ -268,7 +307,9 @@ class ClientProtocol(asyncio.Protocol):
     def peer(self) -> str:
         """The client's address, for the log (``?`` once unknown)."""
         transport = self.transport
-        return address(transport.get_extra_info("peername")) if transport is not None else "?"
+        if transport is not None:
+            return address(transport.get_extra_info("peername"))
+        return peer_of(self.output.sock) if isinstance(self.output, ParkedOutput) else "?"
 
     def stalled(self, now: float, timeout: float) -> bool:
         """Whether the backed-up output has not moved for ``timeout`` seconds."""
@@ -303,7 +344,9 @@ class ClientProtocol(asyncio.Protocol):
             return
         data = bytes(core.take_output() + last)
         transport = self.transport
-        if isinstance(self.output, DirectOutput) and transport is not None:
+        if isinstance(self.output, ParkedOutput):
+            self.output.finish(data)
+        elif isinstance(self.output, DirectOutput) and transport is not None:
             unread = self.paused or core.has_input() or unread_input(transport)
             if unread and self.paused:
                 self.paused = False

@@ -19,6 +19,7 @@ MODULES = [
     "workers.hub",
     "workers.migrate",
     "workers.output",
+    "workers.parking",
     "workers.process",
     "workers.protocol",
     "workers.unconfirmed",
