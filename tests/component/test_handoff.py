@@ -121,6 +121,7 @@ def test_a_burst_in_one_message_is_adopted_whole_with_its_family(channel):
         assert [d for _, d in worker.adopted] == [LegacyDialect] * 4
         for (sock, _), conn in zip(worker.adopted, accepted, strict=True):
             assert (sock.family, sock.type) == (socket.AF_INET, socket.SOCK_STREAM)
+            assert type(sock.family) is int and type(sock.type) is int  # no enum made per read
             assert sock.getpeername() == conn.getpeername()  # the object reads its address
     finally:
         for sock in [listener, *clients, *accepted]:
