@@ -12,7 +12,6 @@ hand-over stopped this worker from ever taking another client.
 
 from __future__ import annotations
 
-import _socket
 import logging
 import os
 import socket
@@ -40,8 +39,9 @@ class HandedSocket(socket.socket):
 
     __slots__ = ()
 
-    family = _socket.socket.family  # type: ignore[assignment]
-    type = _socket.socket.type  # type: ignore[assignment]
+    # socket.SocketType is the C socket type under socket.socket: its own readers
+    family = socket.SocketType.family  # type: ignore[assignment]
+    type = socket.SocketType.type  # type: ignore[assignment]
 
 
 class Handoffs:
