@@ -5,11 +5,12 @@ when a session forms across the two (so the pair is then relayed inside one
 process); and the two pipe ends of a fresh link from the supervisor to the
 process that outlived the other end of the old one (``ipc.channel.send_ends``).
 
-A hand-off (SOCK_SEQPACKET pair) carries one tag byte and one descriptor; a
-link's ends go the same way, two descriptors with the worker's index; a
-move (a datagram on the receiving worker's pair) carries the clients' states
-and their descriptors. Both ends close what they hold on every error path: a leaked
-descriptor here is a client socket nobody will ever close.
+A hand-off (SOCK_SEQPACKET pair) carries the connections one port accepted
+for one worker in a burst: a tag byte, their address family and their count,
+and the descriptors (``send_handoffs``); a link's ends go as the worker's
+index and two descriptors; a move (a datagram on the receiving worker's pair)
+carries the clients' states and their descriptors. Both ends close what they
+hold on every error path: a leaked descriptor here is a client socket nobody will ever close.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import array
 import errno
 import os
 import socket
+from typing import NamedTuple
 
 
 def handoff_pair() -> tuple[socket.socket, socket.socket]:
@@ -85,6 +87,60 @@ def recv_fds(channel: socket.socket, count: int, size: int) -> tuple[list[int], 
     for fd in fds[:count]:
         os.set_inheritable(fd, False)
     return fds[:count], msg
+
+
+#: Most descriptors one hand-off message carries (Linux takes up to 253, SCM_MAX_FD):
+#: the acceptor's batch of accepts (``matchmaker.acceptor.ACCEPT_BATCH``) at most.
+MAX_HANDOFF_FDS = 64
+
+
+class Handed(NamedTuple):
+    """One hand-off message: the descriptors that came, their port's tag, their address
+    family (0: not said, as in a ``send_fd`` message), and how many did not come."""
+
+    fds: list[int]
+    tag: bytes
+    family: int
+    lost: int
+
+
+def send_handoffs(
+    channel: socket.socket, fds: list[int], tag: bytes, family: int, *, wait: bool = True
+) -> None:
+    """Send connections accepted on one port in one message, as ``send_fd``.
+
+    One message for a burst's connections to one worker saves a system call
+    and a wake-up per connection on both sides. The family lets the worker
+    build each socket object without asking the kernel what it is.
+    """
+    if not 0 < len(fds) <= MAX_HANDOFF_FDS:
+        raise ValueError(f"1 to {MAX_HANDOFF_FDS} descriptors a message, not {len(fds)}")
+    send_fds(channel, fds, tag + bytes((family, len(fds))), wait=wait)
+
+
+def recv_handoffs(channel: socket.socket) -> Handed | None:
+    """Receive one hand-off message (``send_handoffs`` or ``send_fd``); None only when the
+    channel is closed.
+
+    The descriptors arrive close-on-exec (a client socket must never leak into
+    a child), without a system call each. Those the message names that did not
+    come (the receiver is at its descriptor limit: ``MSG_CTRUNC``, and the
+    kernel closed them; or none was sent) are ``lost``, for the caller to count.
+    Raises ``BlockingIOError`` on a non-blocking channel with nothing waiting.
+    """
+    space = socket.CMSG_SPACE(4 * (MAX_HANDOFF_FDS + 3))  # socket.recv_fds drops its flags (3.11)
+    msg, ancdata, _flags, _addr = channel.recvmsg(3, space, socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(array.array("i", data[: len(data) - len(data) % 4]))
+    if not msg and not fds:  # every message has a tag: an empty read is the end of the channel
+        return None
+    family, count = (msg[1], msg[2]) if len(msg) >= 3 else (0, 1)
+    for extra in fds[count:]:  # never expected; never leaked either
+        os.close(extra)
+    del fds[count:]
+    return Handed(fds, msg[:1] or LINE, family, count - len(fds))
 
 
 # ---- moving a client between workers -------------------------------------------------

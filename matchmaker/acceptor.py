@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from ipc import sockopts
 from ipc.counts import COUNTS
-from ipc.fdpass import LEGACY, LINE, TLS, WS, WSS, send_fd
+from ipc.fdpass import LEGACY, LINE, TLS, WS, WSS, send_fd, send_handoffs
 from ipc.load import SILENT_AFTER, WorkerLoad
 from ipc.peers import address_key
 from matchmaker.admission import Admission
@@ -121,6 +121,29 @@ class Placement:
         ranked = sorted(rotation, key=rank)  # stable: ties keep the round-robin rotation
         return [i for i in ranked if standing[i] == BEATING] or ranked
 
+    def plan(self, count: int) -> list[int]:
+        """The worker each of ``count`` connections goes to, first to last: ``order()[0]``
+        before each, as if each were ``placed`` there in turn (the standings read once)."""
+        n = len(self.handed)
+        now = self.clock()
+        standing = [self.standing(i, now) for i in range(n)]
+        best = min(standing)
+        if self.policy == "round-robin":  # the best standing's workers, in turn from ``_next``
+            turn = [(self._next + step) % n for step in range(n)]
+            ring = [i for i in turn if standing[i] == best]
+            return [ring[j % len(ring)] for j in range(count)]
+        busy = [self.in_hand(i) for i in range(n)]
+        start, chosen = self._next, []
+        for _ in range(count):
+            pick = min(
+                ((start + step) % n for step in range(n)),
+                key=lambda i: (standing[i], busy[i]),  # first of the least: round robin ties
+            )
+            chosen.append(pick)
+            busy[pick] += 1
+            start = (pick + 1) % n
+        return chosen
+
     def standing(self, i: int, now: float) -> int:
         if not self.load.up[i]:
             return DOWN
@@ -129,9 +152,9 @@ class Placement:
     def in_hand(self, i: int) -> int:
         return int(self.load.live[i] + self.handed[i] - self.load.received[i])
 
-    def placed(self, worker: int) -> None:
+    def placed(self, worker: int, count: int = 1) -> None:
         self._next = (worker + 1) % len(self.handed)
-        self.handed[worker] += 1
+        self.handed[worker] += count
 
     def review(self) -> None:
         """Log each worker that falls silent, and each that beats again."""
@@ -249,38 +272,75 @@ class Intake:
         )
         self.backoffs: dict[int, Tally] = {}
         self.short_since: float | None = None  # out of descriptors since
+        self.short: OSError | None = None  # out of a resource, once the batch is handed over
         self.shed_after = SHED_AFTER
 
     def accept(self, listener: socket.socket, tag: bytes) -> bool:
         """Take one waiting connection; whether there may be more to take at once."""
+        batch: list[tuple[socket.socket, bytes | None]] = []
+        more = self._accept(listener, tag, batch)
+        for conn, peer in batch:
+            with conn:
+                self._hand_over_one(conn, tag, peer)
+        return more
+
+    def take(self, listener: socket.socket, tag: bytes, limit: int = ACCEPT_BATCH) -> bool:
+        """Take up to ``limit`` waiting connections, then hand them over together
+        (``hand_over_many``); whether there may be more to take at once."""
+        batch: list[tuple[socket.socket, bytes | None]] = []
+        try:
+            more = True
+            while more and len(batch) < limit:
+                more = self._accept(listener, tag, batch)
+            if batch:
+                self.hand_over_many(batch, tag, listener.family)
+        finally:
+            for conn, _ in batch:
+                conn.close()
+        if self.short is not None:
+            exc, self.short = self.short, None
+            self.back_off(listener, tag, exc)
+        return more
+
+    def _accept(
+        self, listener: socket.socket, tag: bytes, batch: list[tuple[socket.socket, bytes | None]]
+    ) -> bool:
+        """Accept one connection into ``batch`` with its address key (None without
+        ``admission``), or refuse it; whether there may be more to take at once."""
         try:
             conn, addr = listener.accept()
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
             if exc.errno in _EXHAUSTED:
-                self.back_off(listener, tag, exc)
+                if batch:  # what it holds is handed over (its descriptors freed) first
+                    self.short = exc
+                else:
+                    self.back_off(listener, tag, exc)
                 return False
             if exc.errno not in _CONNECTION_ERRORS:
                 raise
             return True  # that one connection failed; the next may be fine
         self.short_since = None
-        with conn:
-            admission = self.admission
-            if admission is None:
-                self.hand_over(conn, tag)
-                return True
+        admission = self.admission
+        if admission is None:
+            batch.append((conn, None))
+            return True
+        try:
             peer = address_key(addr[0])
             refused = admission.refusal(peer, time.monotonic())
-            if refused is not None:
-                reason, why = refused
-                if tag not in (TLS, WSS):
-                    COUNTS.errors[ErrorCode.TOO_MANY.value] += 1
-                dropped(reason, 0, shown(addr), f"{why}: ERROR TOO_MANY")
-                refuse(conn, tag, ErrorCode.TOO_MANY)
-            elif self.hand_over(conn, tag):
-                worker = self.placed_on
-                admission.handed(worker, self.placement.handed[worker], peer)
+        except BaseException:
+            conn.close()
+            raise
+        if refused is None:
+            batch.append((conn, peer))
+            return True
+        with conn:
+            reason, why = refused
+            if tag not in (TLS, WSS):
+                COUNTS.errors[ErrorCode.TOO_MANY.value] += 1
+            dropped(reason, 0, shown(addr), f"{why}: ERROR TOO_MANY")
+            refuse(conn, tag, ErrorCode.TOO_MANY)
         return True
 
     def back_off(self, listener: socket.socket, tag: bytes, exc: OSError) -> None:
@@ -315,6 +375,51 @@ class Intake:
         full(conn, tag, "no worker's hand-off channel has room")
         refuse(conn, tag)
         return False
+
+    def _hand_over_one(self, conn: socket.socket, tag: bytes, peer: bytes | None) -> None:
+        """``hand_over``, and the hand-over noted for ``admission`` (``peer`` given)."""
+        if self.hand_over(conn, tag) and peer is not None:
+            assert self.admission is not None
+            worker = self.placed_on
+            self.admission.handed(worker, self.placement.handed[worker], peer)
+
+    def hand_over_many(
+        self, batch: list[tuple[socket.socket, bytes | None]], tag: bytes, family: int
+    ) -> None:
+        """Hand over connections of one port: those the placement gives one worker go in
+        one message. A worker whose channel does not take its message gets none of them:
+        each then goes as ``hand_over`` sends one (the next worker, ``hold``, FULL)."""
+        plan = self.placement.plan(len(batch))
+        groups: dict[int, list[int]] = {}
+        for i, worker in enumerate(plan):
+            groups.setdefault(worker, []).append(i)
+        left: list[int] = []
+        for worker, members in groups.items():
+            fds = [batch[i][0].fileno() for i in members]
+            try:
+                send_handoffs(self.handoffs[worker], fds, tag, family, wait=False)
+            except BlockingIOError:
+                left += members
+                continue
+            except OSError as exc:
+                log.error("could not hand connections to worker %d: %s", worker + 1, exc)
+                left += members
+                continue
+            self.placement.placed(worker, len(members))
+            self.placed_on = worker
+            if self.admission is not None:
+                seq = self.placement.handed[worker] - len(members)
+                for n, i in enumerate(members, 1):
+                    peer = batch[i][1]
+                    assert peer is not None
+                    self.admission.handed(worker, seq + n, peer)
+        if not left:
+            self.placement.placed(plan[-1], 0)  # the next turn follows the last connection's
+            self.placed_on = plan[-1]
+            return
+        for i in sorted(left):
+            conn, peer = batch[i]
+            self._hand_over_one(conn, tag, peer)
 
     def _offer(self, conn: socket.socket, tag: bytes, workers: list[int]) -> bool:
         for worker in workers:
@@ -367,9 +472,8 @@ def serve(
             COUNTS.report(control)
             # wakes to notice a dead supervisor and a silent worker
             for key, _ in selector.select(timeout=WAKE):
-                for _ in range(ACCEPT_BATCH):  # while more wait, up to a batch
-                    if not intake.accept(key.fileobj, key.data):  # type: ignore[arg-type]
-                        break
+                # while more wait, up to a batch, handed over together
+                intake.take(key.fileobj, key.data)  # type: ignore[arg-type]
             intake.placement.review()
             if intake.admission is not None:
                 intake.admission.tidy(time.monotonic())

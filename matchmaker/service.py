@@ -38,7 +38,7 @@ from ipc import messages as m
 from ipc.channel import Ends, Receiver, Sender, recv_ends
 from ipc.counts import COUNTS
 from matchmaker.listing import Rendered
-from matchmaker.proc import booting, child_setup, exit_on_sigterm
+from matchmaker.proc import booting, child_setup, collect_less, exit_on_sigterm
 from matchmaker.roles import Spawn
 from matchmaker.table import ClientTable, Entry, Session
 from wire.errors import ErrorCode, ProtocolError
@@ -650,6 +650,7 @@ def main(spawn: Spawn) -> None:
     with booting(spawn.title):
         parent = child_setup(spawn.title, spawn.config.log_level, spawn.config.log_format)
         exit_on_sigterm()
+        collect_less()  # its table holds an entry per client
         assert spawn.control is not None
         config = spawn.config
 

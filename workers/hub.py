@@ -18,7 +18,7 @@ import itertools
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ipc import messages as m
@@ -86,7 +86,7 @@ class Hub:
         self._confirm_timer: asyncio.Handle | None = None
         self.stopping = False
         self._keys = itertools.count(1)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._starting: set[asyncio.Future[Any]] = set()  # what sockets being served await
         self._all_lost: asyncio.Event | None = None
         self._dispatch: dict[type, Callable[[Any], None]] = {
             m.Welcome: self._welcome,
@@ -202,21 +202,23 @@ class Hub:
                 factory, sock, ssl=tls, ssl_handshake_timeout=timeout
             )
             peer = peer_of(sock)  # for the log, should the handshake fail (the socket goes)
-        task = self.loop.create_task(serving)
-        self._tasks.add(task)
-        task.add_done_callback(lambda task: self._adopted(task, sock, key, moved, peer, promoted))
+        start(
+            serving,
+            lambda exc: self._adopted(exc, sock, key, moved, peer, promoted),
+            self._starting,
+        )
 
     def _adopted(
         self,
-        task: asyncio.Task[Any],
+        exc: BaseException | None,
         sock: socket.socket,
         key: int,
         moved: ClientProtocol | None,
         peer: str = "",
         promoted: ClientProtocol | None = None,
     ) -> None:
-        self._tasks.discard(task)
-        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, asyncio.CancelledError):
+            exc = None
         if exc is not None and promoted is not None:  # served already: it is lost
             cid = promoted.core.cid
             dropped(Reason.ERROR, cid, peer_of(sock), f"could not serve the socket: {exc}")
@@ -497,8 +499,8 @@ class Hub:
     async def shutdown(self, timeout: float) -> None:
         """``OUTAGE`` to every client, then wait for their sockets to close."""
         self.stop()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+        if self._starting:
+            await asyncio.wait(list(self._starting), timeout=timeout)
         for upgrade in list(self.upgrading):  # no id yet: nothing to tell them
             upgrade.stop()
         for client in list(self.clients.values()):
@@ -524,3 +526,32 @@ def refusal(reply: object) -> Reason | None:
     if isinstance(reply, Error):
         return Reason.UNAVAILABLE if reply.code == ErrorCode.UNAVAILABLE else Reason.FULL
     return Reason.OUTAGE
+
+
+def start(
+    coro: Coroutine[Any, Any, Any],
+    done: Callable[[BaseException | None], None],
+    pending: set[asyncio.Future[Any]],
+) -> None:
+    """Run ``coro`` to its end without a Task, then ``done(its exception or None)``.
+
+    ``connect_accepted_socket`` only sets up a transport and awaits the future
+    that ``connection_made`` resolves: stepping it by hand on that future's
+    callback spares a Task, its first step and its done-callback per client.
+    The future is in ``pending`` while awaited (the shutdown waits for them).
+    """
+    try:
+        awaited = coro.send(None)
+    except StopIteration:
+        done(None)
+        return
+    except (Exception, asyncio.CancelledError) as exc:  # cancelled: as a Task's was
+        done(exc)
+        return
+    pending.add(awaited)
+
+    def step(future: asyncio.Future[Any]) -> None:
+        pending.discard(future)
+        start(coro, done, pending)
+
+    awaited.add_done_callback(step)

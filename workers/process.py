@@ -23,7 +23,7 @@ from ipc.channel import Ends, Receiver, Sender, recv_ends
 from ipc.counts import COUNTS
 from ipc.fdpass import Dropped
 from ipc.load import BEAT_INTERVAL, WorkerLoad
-from matchmaker.proc import booting, child_setup
+from matchmaker.proc import booting, child_setup, collect_less
 from matchmaker.roles import Spawn
 from workers.handoff import Handoffs
 from workers.hub import Hub
@@ -39,6 +39,7 @@ def main(spawn: Spawn) -> None:
     """Run worker ``spawn.slot`` (0-based; titled ``worker slot+1``) until told to stop."""
     with booting(spawn.title):
         parent = child_setup(spawn.title, spawn.config.log_level, spawn.config.log_format)
+        collect_less()  # every client is a handful of objects here
         run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
         if spawn.config.loop == "uvloop":
             import uvloop

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
+import random
 import select
 import socket
+import sys
 import threading
 import time
 
 import pytest
 
-from ipc.fdpass import LEGACY, LINE, TLS, handoff_pair, recv_tagged, send_fd
+from ipc.fdpass import LEGACY, LINE, TLS, Handed, handoff_pair, recv_handoffs, recv_tagged, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
 from matchmaker.acceptor import Intake, Placement
 from tests.component.test_fdpass import no_free_descriptor
@@ -237,3 +240,103 @@ def test_accept_says_whether_more_may_wait(server):
     assert taken == 4
     got = [fd for worker in range(WORKERS) for fd, _ in server.received(worker)]
     assert sorted(peer(fd) for fd in got) == sorted(c.getsockname() for c in clients)
+
+
+# ---- a burst taken at once -------------------------------------------------------------
+
+
+def messages(server: Server, worker: int) -> list[Handed]:
+    """Every hand-off message waiting for ``worker``."""
+    got = []
+    while True:
+        try:
+            one = recv_handoffs(server.pairs[worker][1])
+        except BlockingIOError:
+            return got
+        assert one is not None
+        got.append(one)
+
+
+def burst(server: Server, count: int) -> list[socket.socket]:
+    """``count`` clients waiting in the listener's accept queue."""
+    address = server.listener.getsockname()
+    clients = [socket.create_connection(address, timeout=5) for _ in range(count)]
+    server.clients.extend(clients)
+    deadline = time.monotonic() + 5
+    while waiting(server.listener) < count:  # the kernel's handshakes done
+        assert time.monotonic() < deadline, "connections never queued"
+        time.sleep(0.001)
+    return clients
+
+
+def waiting(listener: socket.socket) -> int:
+    """The length of a listener's accept queue (Linux: ``tcpi_unacked`` of a listener)."""
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int.from_bytes(info[24:28], sys.byteorder)
+
+
+def test_a_burst_goes_to_each_worker_in_one_message_in_turn(server):
+    clients = burst(server, 7)
+    server.intake.take(server.listener, LEGACY)
+    got = {w: messages(server, w) for w in range(WORKERS)}
+    assert [[len(m.fds) for m in got[w]] for w in range(WORKERS)] == [[3], [2], [2]]
+    assert all(m.tag == LEGACY and m.family == socket.AF_INET for w in got for m in got[w])
+    # in turn: clients 1, 4, 7 to worker 1, 2 and 5 to worker 2, 3 and 6 to worker 3
+    peers = {w: [peer(fd) for m in got[w] for fd in m.fds] for w in range(WORKERS)}
+    mine = [c.getsockname() for c in clients]
+    assert peers == {0: mine[0::3], 1: mine[1::3], 2: mine[2::3]}
+    assert server.intake.placement.handed == [3, 2, 2]
+    assert server.intake.placement.order()[0] == 1  # the next turn follows the 7th client's
+
+
+def test_a_full_channel_s_share_of_a_burst_goes_to_the_others_one_by_one(server):
+    server.fill(0)
+    clients = burst(server, 4)
+    server.intake.take(server.listener, LINE)
+    got = {w: [peer(fd) for m in messages(server, w) for fd in m.fds] for w in (1, 2)}
+    assert sorted(got[1] + got[2]) == sorted(c.getsockname() for c in clients)
+    assert server.intake.placement.handed[0] == 0
+    assert server.intake.placement.handed[1] + server.intake.placement.handed[2] == 4
+
+
+def test_a_burst_no_channel_takes_is_refused_full(server):
+    for worker in range(WORKERS):
+        server.fill(worker)
+    clients = burst(server, 3)
+    server.intake.take(server.listener, LINE)
+    for client in clients:
+        assert read_all(client) == b"ERROR FULL\n"
+    assert server.intake.placement.handed == [0, 0, 0]
+
+
+def test_take_stops_at_its_limit_and_says_more_may_wait(server):
+    burst(server, 5)
+    assert server.intake.take(server.listener, LINE, limit=3) is True
+    assert server.intake.take(server.listener, LINE, limit=3) is False
+    assert sum(server.intake.placement.handed) == 5
+
+
+@pytest.mark.parametrize("policy", ["least-loaded", "round-robin"])
+def test_a_plan_is_what_placing_one_by_one_would_choose(policy):
+    """``plan`` reads the standings once; it must pick what ``order`` would, placing each."""
+    rng = random.Random(7)
+    ctx = multiprocessing.get_context("spawn")
+    for _ in range(200):
+        n = rng.randint(1, 6)
+        load = WorkerLoad(ctx, n)
+        now = time.monotonic()
+        for i in range(n):
+            load.up[i] = rng.random() < 0.8
+            load.beat[i] = now - rng.choice([0.0, 0.0, SILENT_AFTER * 2])
+            load.live[i] = rng.randint(0, 5)
+        clock = itertools.repeat(now).__next__
+        one, many = Placement(policy, load, clock), Placement(policy, load, clock)
+        start = rng.randrange(n)
+        one._next = many._next = start
+        count = rng.randint(1, 20)
+        expected = []
+        for _ in range(count):
+            worker = one.order()[0]
+            expected.append(worker)
+            one.placed(worker)
+        assert many.plan(count) == expected

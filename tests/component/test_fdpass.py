@@ -243,6 +243,97 @@ def test_a_message_short_of_descriptors_is_dropped_and_what_came_is_closed(chann
     assert fdpass.recv_fds(receiver, 2, 4) is None
 
 
+# ---- a burst's hand-overs in one message ---------------------------------------------
+
+
+@contextmanager
+def free_descriptors(count: int):
+    """Room for exactly ``count`` more descriptors in this process (``no_free_descriptor``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = [os.dup(0) for _ in range(count)]  # descriptors are allocated lowest first
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    for fd in held:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_burst_goes_in_one_message_with_its_tag_family_and_count(channel):
+    acceptor, worker = channel
+    pairs = [socket.socketpair() for _ in range(5)]
+    try:
+        fdpass.send_handoffs(acceptor, [far.fileno() for _, far in pairs], fdpass.LEGACY, 10)
+        worker.setblocking(False)
+        got = fdpass.recv_handoffs(worker)
+        assert got is not None
+        assert (got.tag, got.family, got.lost, len(got.fds)) == (fdpass.LEGACY, 10, 0, 5)
+        for fd, (_, far) in zip(got.fds, pairs, strict=True):
+            assert os.path.samestat(os.fstat(fd), os.fstat(far.fileno()))
+            assert not os.get_inheritable(fd)  # close-on-exec as it arrived
+            os.close(fd)
+        with pytest.raises(BlockingIOError):  # it was one message
+            fdpass.recv_handoffs(worker)
+    finally:
+        for near, far in pairs:
+            near.close()
+            far.close()
+
+
+def test_a_single_hand_over_reads_as_a_burst_of_one_of_no_said_family(channel):
+    acceptor, worker = channel
+    a, b = socket.socketpair()
+    with a, b:
+        send_fd(acceptor, b.fileno(), fdpass.TLS)
+        got = fdpass.recv_handoffs(worker)
+        assert got is not None
+        assert (got.tag, got.family, got.lost, len(got.fds)) == (fdpass.TLS, 0, 0, 1)
+        os.close(got.fds[0])
+        acceptor.send(b"F")  # a hand-over without its descriptor
+        assert fdpass.recv_handoffs(worker) == fdpass.Handed([], LINE, 0, 1)
+    acceptor.close()
+    assert fdpass.recv_handoffs(worker) is None
+
+
+def test_at_the_descriptor_limit_mid_burst_what_fits_comes_and_the_rest_is_closed(channel):
+    """The kernel installs what it can (MSG_CTRUNC) and closes the rest: those clients
+    see their connection end, and the count says how many were lost."""
+    acceptor, worker = channel
+    pairs = [socket.socketpair() for _ in range(5)]
+    try:
+        fdpass.send_handoffs(acceptor, [far.fileno() for _, far in pairs], LINE, 1)
+        for _, far in pairs:
+            far.close()  # the acceptor's copies: the message holds the only others
+        with free_descriptors(2):
+            got = fdpass.recv_handoffs(worker)
+        assert got is not None
+        assert (len(got.fds), got.lost) == (2, 3)
+        for fd in got.fds:
+            os.close(fd)
+        for near, _ in pairs:
+            assert near.recv(1) == b""  # installed and closed here, or closed by the kernel
+        b, c = socket.socketpair()
+        with b, c:  # the channel lives
+            fdpass.send_handoffs(acceptor, [b.fileno()], LINE, 1)
+            got = fdpass.recv_handoffs(worker)
+            assert got is not None and len(got.fds) == 1
+            os.close(got.fds[0])
+    finally:
+        for near, far in pairs:
+            near.close()
+            far.close()
+
+
+@pytest.mark.parametrize("count", [0, fdpass.MAX_HANDOFF_FDS + 1])
+def test_a_burst_is_one_to_the_most_a_message_carries(channel, count):
+    acceptor, _ = channel
+    with pytest.raises(ValueError):
+        fdpass.send_handoffs(acceptor, [0] * count, LINE, 1)
+
+
 # ---- moving clients between workers ---------------------------------------------------
 
 

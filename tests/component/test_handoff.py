@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from ipc.fdpass import LEGACY, TLS, handoff_pair, send_fd
-from tests.component.test_fdpass import no_free_descriptor
+from ipc.fdpass import LEGACY, LINE, TLS, handoff_pair, send_fd, send_handoffs
+from tests.component.test_fdpass import free_descriptors, no_free_descriptor
 from wire.dialects import LegacyDialect, LineDialect
 from workers.handoff import BATCH, Handoffs
 
@@ -106,3 +106,69 @@ def test_the_end_of_the_channel_stops_the_reading(channel):
     acceptor, worker = channel
     acceptor.close()
     assert worker.handoffs.read() is False
+
+
+def test_a_burst_in_one_message_is_adopted_whole_with_its_family(channel):
+    acceptor, worker = channel
+    listener = socket.create_server(("127.0.0.1", 0))
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(4)]
+    accepted = [listener.accept()[0] for _ in clients]
+    try:
+        fds = [conn.fileno() for conn in accepted]
+        send_handoffs(acceptor, fds, LEGACY, socket.AF_INET)
+        assert worker.handoffs.read() is True
+        assert worker.counted == 4
+        assert [d for _, d in worker.adopted] == [LegacyDialect] * 4
+        for (sock, _), conn in zip(worker.adopted, accepted, strict=True):
+            assert (sock.family, sock.type) == (socket.AF_INET, socket.SOCK_STREAM)
+            assert type(sock.family) is int and type(sock.type) is int  # no enum made per read
+            assert sock.getpeername() == conn.getpeername()  # the object reads its address
+    finally:
+        for sock in [listener, *clients, *accepted]:
+            sock.close()
+
+
+def test_a_burst_cut_at_the_descriptor_limit_serves_what_came_and_counts_the_rest(channel, caplog):
+    acceptor, worker = channel
+    pairs = [socket.socketpair() for _ in range(5)]
+    try:
+        send_handoffs(acceptor, [far.fileno() for _, far in pairs], LINE, socket.AF_UNIX)
+        for _, far in pairs:
+            far.close()
+        with free_descriptors(2):
+            assert worker.handoffs.read() is True
+        assert len(worker.adopted) == 2
+        assert worker.counted == 5  # the acceptor's count of in-flight hand-overs stays right
+        for near, _ in pairs[2:]:
+            assert near.recv(1) == b""  # closed by the kernel: the client sees the end
+    finally:
+        for near, far in pairs:
+            near.close()
+            far.close()
+    assert "without its descriptor" in caplog.text
+
+
+def test_a_failed_adoption_mid_burst_closes_and_counts_the_rest(channel):
+    acceptor, worker = channel
+    pairs = [socket.socketpair() for _ in range(4)]
+
+    def adopt(sock: socket.socket, dialect: object, tls: bool, web: bool = False) -> None:
+        worker.adopted.append((sock, dialect))
+        if len(worker.adopted) == 2:
+            raise RuntimeError("a bug in adopt")
+
+    worker.handoffs.adopt = adopt
+    try:
+        send_handoffs(acceptor, [far.fileno() for _, far in pairs], LINE, socket.AF_UNIX)
+        for _, far in pairs:
+            far.close()
+        with pytest.raises(RuntimeError):
+            worker.handoffs.read()
+        assert worker.counted == 4
+        for near, _ in pairs[2:]:
+            assert near.recv(1) == b""  # not leaked: closed, so the client sees the end
+        assert worker.handoffs.read() is True  # and the channel reads on
+    finally:
+        for near, far in pairs:
+            near.close()
+            far.close()
