@@ -77,8 +77,9 @@ def test_start_hands_a_coroutine_s_exception_to_done(loop, when):
 
 
 def test_an_adopted_socket_is_served_and_asks_for_its_id(loop):
+    """(Without parking: a parked client gets its transport later, workers.parking.)"""
     outbox = Outbox()
-    hub = Hub(0, Config(), loop, outbox)  # type: ignore[arg-type]
+    hub = Hub(0, Config(park=False), loop, outbox)  # type: ignore[arg-type]
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     conn, _ = listener.accept()
@@ -88,12 +89,12 @@ def test_an_adopted_socket_is_served_and_asks_for_its_id(loop):
         assert outbox.sent == [m.Register(1, False)]
         assert list(hub.clients) == [1] and hub._starting == set()
         hub.clients[1].transport.close()  # type: ignore[union-attr]
-        run_until(loop, lambda: not hub.connections)
+        run_until(loop, lambda: not hub.connections())
 
 
 def test_a_socket_that_cannot_be_served_is_closed_and_logged(loop, caplog):
     outbox = Outbox()
-    hub = Hub(0, Config(), loop, outbox)  # type: ignore[arg-type]
+    hub = Hub(0, Config(park=False), loop, outbox)  # type: ignore[arg-type]
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # no stream: refused
     with b, caplog.at_level(logging.INFO, "matchmaker.drops"):
         hub.adopt(a)
