@@ -74,6 +74,14 @@ WAKE = 0.5
 #: the housekeeping around it per client, and still no listener waits on another long.
 ACCEPT_BATCH = 64
 
+#: Most connections handed to one worker and not yet taken by it that a batch may add
+#: to. A hand-off channel holds about 280 messages, one connection each before
+#: batches; of up to ``ACCEPT_BATCH`` each it would hold some 18,000, all waiting
+#: on a worker that has stopped reading until it is passed over (``SILENT_AFTER``)
+#: or replaced. Past this bound a batch's connections go one message each, as
+#: before, and a channel that does not take them sends them on to the next worker.
+MAX_UNTAKEN = 4 * ACCEPT_BATCH
+
 #: When no worker it may use takes a client at once, how long the acceptor waits
 #: for one of their channels to make room before it refuses the client. A worker
 #: takes up to 256 hand-overs per loop iteration, so a burst bigger than its
@@ -150,7 +158,11 @@ class Placement:
         return BEATING if now - self.load.beat[i] < SILENT_AFTER else SILENT
 
     def in_hand(self, i: int) -> int:
-        return int(self.load.live[i] + self.handed[i] - self.load.received[i])
+        return int(self.load.live[i] + self.untaken(i))
+
+    def untaken(self, i: int) -> int:
+        """Connections handed to worker ``i`` that it has not taken from its channel yet."""
+        return int(self.handed[i] - self.load.received[i])
 
     def placed(self, worker: int, count: int = 1) -> None:
         self._next = (worker + 1) % len(self.handed)
@@ -395,6 +407,9 @@ class Intake:
             groups.setdefault(worker, []).append(i)
         left: list[int] = []
         for worker, members in groups.items():
+            if self.placement.untaken(worker) + len(members) > MAX_UNTAKEN:
+                left += members  # one by one, each its own message (``hand_over``)
+                continue
             fds = [batch[i][0].fileno() for i in members]
             try:
                 send_handoffs(self.handoffs[worker], fds, tag, family, wait=False)

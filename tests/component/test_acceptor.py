@@ -17,7 +17,7 @@ import pytest
 
 from ipc.fdpass import LEGACY, LINE, TLS, Handed, handoff_pair, recv_handoffs, recv_tagged, send_fd
 from ipc.load import SILENT_AFTER, WorkerLoad
-from matchmaker.acceptor import Intake, Placement
+from matchmaker.acceptor import MAX_UNTAKEN, Intake, Placement
 from tests.component.test_fdpass import no_free_descriptor
 from wire import legacy
 
@@ -297,6 +297,23 @@ def test_a_full_channel_s_share_of_a_burst_goes_to_the_others_one_by_one(server)
     assert sorted(got[1] + got[2]) == sorted(c.getsockname() for c in clients)
     assert server.intake.placement.handed[0] == 0
     assert server.intake.placement.handed[1] + server.intake.placement.handed[2] == 4
+
+
+def test_a_worker_that_has_not_taken_its_connections_gets_no_more_batches(server):
+    """Batches would let a channel that is not read hold some 18,000 connections, not
+    the 280 single hand-overs it held before: past ``MAX_UNTAKEN`` they go one by one."""
+    placement = server.intake.placement
+    placement.handed[0] = MAX_UNTAKEN - 1  # the worker has taken none of them
+    server.intake.placement.policy = "round-robin"  # so that the plan gives worker 1 a share
+    clients = burst(server, 6)
+    server.intake.take(server.listener, LINE)
+    got = {w: messages(server, w) for w in range(WORKERS)}
+    assert all(len(m.fds) == 1 and m.family == 0 for m in got[0])  # none in a batch
+    batches = [[len(m.fds) for m in got[w] if m.family] for w in range(WORKERS)]
+    assert batches == [[], [2], [2]]  # worker 1's two went one by one, wherever
+    peers = sorted(peer(fd) for w in got for m in got[w] for fd in m.fds)
+    assert peers == sorted(c.getsockname() for c in clients)
+    assert sum(placement.handed) == MAX_UNTAKEN - 1 + 6
 
 
 def test_a_burst_no_channel_takes_is_refused_full(server):
