@@ -5,7 +5,10 @@ it, it moves between them, they die), so each worker keeps a count of its
 clients by address where the acceptor can read it, and nothing is sent
 anywhere. Each worker owns one count-min sketch (Cormode and Muthukrishnan):
 ``ROWS`` rows of ``WIDTH`` counters, an address adding to one counter per
-row, chosen by a hash every process computes alike. An address's count is
+row, chosen by a hash every process computes alike: the numbers a SplitMix64
+generator (Steele, Lea and Flood) gives when seeded with the address, one a
+row. It needs no import: hashlib would load OpenSSL's half of it into every
+process, 0.6 MB of heap each, the supervisor's inherited by every child. An address's count is
 the smallest of its counters, summed over the workers: never less than the
 truth, and more only by clients of other addresses that share every one of
 its counters (at 10,000 clients, about one client now and then).
@@ -19,12 +22,16 @@ at most.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from typing import Any
 
 #: Rows and counters per row of each worker's sketch: 128 KiB a worker.
-ROWS, WIDTH = 4, 8192
+ROWS, WIDTH_BITS = 4, 13
+WIDTH = 1 << WIDTH_BITS
+
+_GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's step: 2**64 over the golden ratio, odd
+_M64 = (1 << 64) - 1
+
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 
@@ -42,11 +49,15 @@ def address_key(host: str) -> bytes:
 
 def cells(key: bytes) -> tuple[int, ...]:
     """The counter ``key`` adds to in each row, as indexes into one worker's sketch."""
-    digest = hashlib.blake2b(key, digest_size=2 * ROWS).digest()
-    return tuple(
-        row * WIDTH + int.from_bytes(digest[2 * row : 2 * row + 2], "little") % WIDTH
-        for row in range(ROWS)
-    )
+    state = int.from_bytes(key, "little") + len(key) * _GOLDEN  # 4 and 8 byte keys apart
+    found = []
+    for row in range(ROWS):
+        state += _GOLDEN
+        z = state & _M64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        found.append(row * WIDTH + ((z ^ (z >> 31)) >> (64 - WIDTH_BITS)))
+    return tuple(found)
 
 
 class PeerCounts:

@@ -34,7 +34,6 @@ import multiprocessing.connection
 import os
 import queue
 import resource
-import secrets
 import signal
 import socket
 import time
@@ -279,6 +278,8 @@ class Supervisor:
         if cfg.redis is not None:
             node = cfg.node or f"{socket.gethostname()}:{port}"
             # one token per run of this host: a restarted matchmaker is the same host
+            import secrets  # it loads hashlib's OpenSSL half: only with --redis
+
             cfg = self.config = replace(cfg, node=node, token=secrets.token_hex(8))
             module = roles.CLUSTER
         self.spawn(Spawn("matchmaker", module, cfg, self.load, links=[m for _, m in links]))
