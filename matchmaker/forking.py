@@ -8,7 +8,9 @@ the supervisor loads first: ``matchmaker.roles.preloaded``) until one side write
 to it, and PSS counts such a page once over all of them. ``gc.freeze()`` just
 before the fork keeps the child's collector off the objects it inherits
 (collecting writes to every object it looks at, and so copies its page); the
-supervisor unfreezes its own at once.
+supervisor unfreezes its own at once. Just before that it gives the C heap's
+free pages back (``matchmaker.proc.trim_heap``): a child's RSS starts with
+every page the supervisor has resident, free ones too.
 
 A fork copies more than pages, and the child is made as a spawned one was:
 
@@ -43,6 +45,8 @@ from multiprocessing.process import BaseProcess
 
 import setproctitle
 
+from matchmaker.proc import trim_heap
+
 #: Signals the supervisor handles, blocked while it forks.
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -70,6 +74,7 @@ def start(
         target=_child, args=(name, close, target, args), name=name, daemon=False
     )
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    trim_heap()
     gc.freeze()
     try:
         process.start()

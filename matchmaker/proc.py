@@ -112,3 +112,19 @@ class Tally:
             self.logger.log(self.level, "%s (%d since last logged)", self.message, self.count)
             self.count = 0
             self._logged = now
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's ``malloc_trim``).
+
+    The interpreter frees what it no longer uses into the heap, where its pages stay
+    in the process's RSS until reused. Before a fork that matters twice over: every
+    resident page of the supervisor is in every child's RSS from the start (about
+    1 MB a child after the imports and the configuration). Where the C library has
+    no ``malloc_trim`` (musl), nothing happens.
+    """
+    import ctypes  # about 0.1 MB, and only here
+
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
