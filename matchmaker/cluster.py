@@ -46,7 +46,7 @@ from ipc.channel import Ends, Receiver, Sender
 from matchmaker import resp, shared
 from matchmaker.proc import booting, child_setup, exit_on_sigterm
 from matchmaker.roles import Spawn
-from matchmaker.service import Addr, Matchmaker, Startup, fresh_links
+from matchmaker.service import Addr, Matchmaker, Startup, address, fresh_links, key_of
 from matchmaker.table import ClientTable, Entry, Session
 from wire.errors import ErrorCode
 from wire.replies import (
@@ -443,7 +443,7 @@ class ClusterMatchmaker(Matchmaker):
             return
         cid = int(reply[1])
         try:
-            entry = self.table.admit(cid, (worker, msg.key), since)
+            entry = self.table.admit(cid, address(worker, msg.key), since)
         except Exception:
             log.error("Redis gave id %d, which this host holds already", cid)
             await self._call("drop", [self.node, self.token, cid])
@@ -657,7 +657,7 @@ class ClusterMatchmaker(Matchmaker):
         self.remote[me.id] = node
         self.outbound[me.id] = deque()
         self.heard[me.id] = max(self.heard.get(me.id, 0), sid)
-        self._to(me, m.Paired(me.addr[1], sid, peer, ELSEWHERE, 0, requested))
+        self._to(me, m.Paired(key_of(me.addr), sid, peer, ELSEWHERE, 0, requested))
 
     def _clear_remote(self, me: Entry[Addr]) -> None:
         """``me`` is out of its session with another host (it knows, or is told now)."""
@@ -670,7 +670,7 @@ class ClusterMatchmaker(Matchmaker):
     def _end_remote(self, me: Entry[Addr], peer: int) -> None:
         sid = me.session
         self._clear_remote(me)
-        self._to(me, m.Ended(me.addr[1], sid, peer))
+        self._to(me, m.Ended(key_of(me.addr), sid, peer))
 
     def _over(self, me: Entry[Addr]) -> None:
         """Redis has ended the session ``me`` holds here, and the news is still on its way
@@ -784,14 +784,14 @@ class ClusterMatchmaker(Matchmaker):
             return
         if type(event) is hosts.Line:
             if me is not None and me.session == event.session and event.cid in self.remote:
-                self._to(me, m.Deliver(me.addr[1], event.session, event.text, event.seq))
+                self._to(me, m.Deliver(key_of(me.addr), event.session, event.text, event.seq))
         elif type(event) is hosts.Confirmed:
             if me is not None and me.session == event.session and event.cid in self.remote:
                 out = self.outbound[event.cid]
                 while out and out[0][0] <= event.seq:
                     out.popleft()
                 self.progress.add(event.cid)
-                self._to(me, m.Confirm(me.addr[1], event.session, event.seq))
+                self._to(me, m.Confirm(key_of(me.addr), event.session, event.seq))
         elif type(event) is hosts.EndedBy:
             if me is not None and me.session == event.session:
                 if event.cid in self.remote:
@@ -892,7 +892,7 @@ class ClusterMatchmaker(Matchmaker):
             me = self.table.get(cid)
             if me is not None:
                 log.warning("client %d lost its id to another host; closed", cid)
-                self._to(me, m.Refuse.of(me.addr[1], Outage()))
+                self._to(me, m.Refuse.of(key_of(me.addr), Outage()))
                 self._forget(cid)
         for cid in result.unnamed:
             if cid in self.table:

@@ -32,7 +32,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NewType
 
 from ipc import messages as m
 from ipc.channel import Ends, Receiver, Sender, recv_ends
@@ -46,8 +46,27 @@ from wire.replies import Bye, Cancelled, Ended, Error, Listing, Named, Outage, W
 
 log = logging.getLogger("matchmaker.service")
 
-#: A client's address: (worker index, key on that worker).
-Addr = tuple[int, int]
+#: A client's address: its worker's index and its key on that worker, in one int
+#: (``address``). A tuple of the two took 84 bytes a client with its key; this takes 32.
+Addr = NewType("Addr", int)
+
+#: The low bits of an ``Addr`` hold the worker's index, the rest the key.
+WORKER_BITS = 20
+WORKER_MASK = (1 << WORKER_BITS) - 1
+
+
+def address(worker: int, key: int) -> Addr:
+    """Where a client lives: worker ``worker`` (from 0), key ``key`` there (from 1)."""
+    return Addr(key << WORKER_BITS | worker)
+
+
+def worker_of(addr: Addr) -> int:
+    return addr & WORKER_MASK
+
+
+def key_of(addr: Addr) -> int:
+    return addr >> WORKER_BITS
+
 
 #: The requests that wait for a move their asker (or a CONNECT's target) is in.
 Asked = m.Get | m.Connect | m.Match | m.Cancel | m.Name
@@ -127,9 +146,9 @@ class Matchmaker:
         # worker's own clients go first, and nothing they asked is answered
         # (their keys may belong to the new worker's clients).
         for move in self.moves.values():
-            move.deferred[:] = [d for d in move.deferred if d[1].addr[0] != worker]
+            move.deferred[:] = [d for d in move.deferred if worker_of(d[1].addr) != worker]
         moving = [p.mover for p in self.moves.values() if p.to == worker]
-        here = [e.id for e in self.table.entries() if e.addr[0] == worker]
+        here = [e.id for e in self.table.entries() if worker_of(e.addr) == worker]
         gone = here + [cid for cid in dict.fromkeys(moving) if cid not in here]
         lost = set(gone)
         for cid in gone:
@@ -152,7 +171,7 @@ class Matchmaker:
             COUNTS.report(control, force)
 
     def _to(self, entry: Entry[Addr], message: m.ToWorker) -> None:
-        self.outboxes[entry.addr[0]].send(message)
+        self.outboxes[entry.addr & WORKER_MASK].send(message)  # worker_of, on every message
 
     def _forget(self, cid: int) -> tuple[Entry[Addr], Session[Addr] | None] | None:
         """Drop a client from the table, and from the move it was part of."""
@@ -160,7 +179,7 @@ class Matchmaker:
         moving = move if move is not None and move.mover == cid else None
         dropped = self.table.drop(cid)
         if dropped is not None:  # a moving client is counted where it is going
-            self.counts[moving.to if moving is not None else dropped[0].addr[0]] -= 1
+            self.counts[moving.to if moving is not None else worker_of(dropped[0].addr)] -= 1
         if moving is not None:
             self._settle(moving)
             if moving.match is not None and moving.requester == cid:
@@ -170,7 +189,7 @@ class Matchmaker:
                 # It was the target, and the requester still waits for its CONNECT's
                 # answer: now that the target is gone, it is OFFLINE (asked at 0, so
                 # not even a newcomer with its id would do). A MATCH is asked again.
-                worker, key = requester.addr
+                worker, key = worker_of(requester.addr), key_of(requester.addr)
                 if moving.match is not None:
                     self._match(worker, moving.match._replace(key=key))
                 else:
@@ -192,20 +211,20 @@ class Matchmaker:
             del self.moves[move.other]
         for request, asker in move.deferred:
             if self.table.get(request.cid) is asker:
-                worker, key = asker.addr
+                worker, key = worker_of(asker.addr), key_of(asker.addr)
                 self.handle(worker, [request._replace(key=key)])
 
     def _asker(self, worker: int, cid: int, key: int) -> Entry[Addr] | None:
         """The entry of ``cid`` if ``key`` on ``worker`` holds it, else None."""
         entry = self.table.get(cid)
-        if entry is None or entry.addr != (worker, key):
+        if entry is None or entry.addr != address(worker, key):
             return None
         return entry
 
     def _register(self, worker: int, msg: m.Register) -> None:
         since = self.clock()
         try:
-            entry = self.table.register((worker, msg.key), since)
+            entry = self.table.register(address(worker, msg.key), since)
         except ProtocolError as exc:
             self.outboxes[worker].send(m.Refuse.of(msg.key, exc.reply))
             return
@@ -252,7 +271,7 @@ class Matchmaker:
         try:
             session = self.table.connect(msg.cid, msg.target, msg.asked)
         except ProtocolError as exc:
-            self._to(me, m.Answer.of(me.addr[1], exc.reply))
+            self._to(me, m.Answer.of(key_of(me.addr), exc.reply))
             return
         self._formed(session)
 
@@ -300,14 +319,18 @@ class Matchmaker:
         neither end moves. ``match`` is the requester's, if a MATCH formed it.
         """
         a, b = session.a, session.b
-        if self.migrate and a.addr[0] != b.addr[0] and not (a.pinned or b.pinned):
+        if self.migrate and worker_of(a.addr) != worker_of(b.addr) and not (a.pinned or b.pinned):
             # the end on the fuller worker moves; the requester on a tie
-            mover, other = (b, a) if self.counts[b.addr[0]] > self.counts[a.addr[0]] else (a, b)
-            move = MoveOrder(session.id, mover.id, other.id, other.addr[0], a.id, [], match)
+            mover, other = (
+                (b, a)
+                if self.counts[worker_of(b.addr)] > self.counts[worker_of(a.addr)]
+                else (a, b)
+            )
+            move = MoveOrder(session.id, mover.id, other.id, worker_of(other.addr), a.id, [], match)
             self.moves[mover.id] = self.moves[other.id] = move
-            self.counts[mover.addr[0]] -= 1
+            self.counts[worker_of(mover.addr)] -= 1
             self.counts[move.to] += 1
-            self._to(mover, m.Move(mover.addr[1], mover.id, session.id, other.addr[0]))
+            self._to(mover, m.Move(key_of(mover.addr), mover.id, session.id, worker_of(other.addr)))
             return
         self._start(session)
 
@@ -319,7 +342,7 @@ class Matchmaker:
 
     def _placed(self, worker: int, msg: m.Placed) -> None:
         """A moving client landed (or stayed put): record where, then start its session."""
-        addr = (worker, msg.key)
+        addr = address(worker, msg.key)
         me = self.table.get(msg.cid)
         move = self.moves.get(msg.cid)
         if move is not None and (move.mover, move.session) != (msg.cid, msg.session):
@@ -354,7 +377,7 @@ class Matchmaker:
         (this one, or its target's).
         """
         self.counts[move.to] -= 1  # counted there since the Move
-        self.counts[addr[0]] += 1
+        self.counts[worker_of(addr)] += 1
         me.addr = addr
         waited = any(asker is me for p in self.moves.values() for _, asker in p.deferred)
         other = self.table.get(move.other)
@@ -369,17 +392,28 @@ class Matchmaker:
         return waited
 
     def _paired(self, end: Entry[Addr], peer: Entry[Addr], sid: int, requested: bool) -> None:
-        self._to(end, m.Paired(end.addr[1], sid, peer.id, peer.addr[0], peer.addr[1], requested))
+        self._to(
+            end,
+            m.Paired(
+                key_of(end.addr), sid, peer.id, worker_of(peer.addr), key_of(peer.addr), requested
+            ),
+        )
 
     def _relay(self, worker: int, msg: m.Relay) -> None:
         peer = self.table.partner(msg.cid, msg.session)
         if peer is not None:  # else the session ended while the line was in flight
-            self._to(peer, m.Deliver(peer.addr[1], msg.session, msg.text, msg.seq))
+            # key_of and _to inline: once a relayed line
+            addr = peer.addr
+            deliver = m.Deliver(addr >> WORKER_BITS, msg.session, msg.text, msg.seq)
+            self.outboxes[addr & WORKER_MASK].send(deliver)
 
     def _received(self, worker: int, msg: m.Received) -> None:
         peer = self.table.partner(msg.cid, msg.session)
         if peer is not None:
-            self._to(peer, m.Confirm(peer.addr[1], msg.session, msg.seq))
+            addr = peer.addr  # key_of and _to inline: once a relayed line
+            self.outboxes[addr & WORKER_MASK].send(
+                m.Confirm(addr >> WORKER_BITS, msg.session, msg.seq)
+            )
 
     def _goodbye(self, worker: int, msg: m.Goodbye) -> None:
         me = self._asker(worker, msg.cid, msg.key)
@@ -438,8 +472,8 @@ class Matchmaker:
         for worker, hello in hellos.items():
             for st in hello.clients:
                 entries[st.cid] = Entry(
-                    st.cid, (worker, st.key), st.peer or None, st.session, st.since, st.pinned,
-                    st.name,
+                    st.cid, address(worker, st.key), st.peer or None, st.session, st.since,
+                    st.pinned, st.name,
                 )  # fmt: skip
                 heard[st.cid] = st.last_session
                 if st.waiting is not None:
@@ -468,13 +502,13 @@ class Matchmaker:
                     requested = any(
                         (isinstance(r, m.Connect) and r.target == e.id or isinstance(r, m.Match))
                         and r.cid == p.id
-                        for r in hellos[p.addr[0]].requests
+                        for r in hellos[worker_of(p.addr)].requests
                     )
                     if requested:
                         answered.add(p.id)
                     self._paired(p, e, e.session, requested)
                 continue
-            self._to(e, m.Ended(e.addr[1], e.session, e.peer))
+            self._to(e, m.Ended(key_of(e.addr), e.session, e.peer))
             e.session, e.peer = 0, None
         self._last_peers(entries, heard, last_peers)
         waiting = [(cid, new) for _, cid, new in sorted(line)]
@@ -483,7 +517,7 @@ class Matchmaker:
         self.moves.clear()  # moves the dead matchmaker ordered end in Placed, or hellos
         self.counts = [0] * len(self.outboxes)
         for e in entries.values():
-            self.counts[e.addr[0]] += 1
+            self.counts[worker_of(e.addr)] += 1
         if entries:  # a restart; a first start has nothing to rebuild
             log.info("table rebuilt: %d clients from %d workers", len(entries), len(hellos))
         for worker, hello in hellos.items():  # lines first: a goodbye ends a session after them
@@ -521,7 +555,7 @@ class Matchmaker:
         if session is None:
             return
         stays, left = (session.b, session.a) if session.a.id == leaver else (session.a, session.b)
-        self._to(stays, m.Ended(stays.addr[1], session.id, left.id))
+        self._to(stays, m.Ended(key_of(stays.addr), session.id, left.id))
 
 
 def run(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from ipc import messages as m
-from matchmaker.service import Matchmaker
+from matchmaker.service import Matchmaker, address
 from matchmaker.table import ClientTable
 from tests.component.test_matchmaker_service import Clock, Harness, answer, refuse
 from wire.replies import BUSY, FREE
@@ -61,7 +61,7 @@ def test_placed_on_the_partners_worker_pairs_them_there_target_first(h):
         (1, m.Paired(key=20, session=1, peer=a, peer_worker=1, peer_key=25, requested=False)),
         (1, m.Paired(key=25, session=1, peer=b, peer_worker=1, peer_key=20, requested=True)),
     ]
-    assert h.mm.table.get(a).addr == (1, 25)
+    assert h.mm.table.get(a).addr == address(1, 25)
     assert h.mm.counts == [0, 2]
     assert h.handle(1, m.Relay(a, 1, "late", 1)) == [(1, m.Deliver(20, 1, "late", 1))]
 
@@ -112,7 +112,7 @@ def test_the_partner_leaving_during_the_move_answers_the_connect_again(h):
         (1, answer(25, f"ERROR OFFLINE {b}"))
     ]
     assert h.mm.table.clients() == [(a, FREE, "")]
-    assert h.mm.table.get(a).addr == (1, 25)
+    assert h.mm.table.get(a).addr == address(1, 25)
 
 
 def test_the_mover_leaving_answers_what_its_partner_asked(h):
@@ -149,7 +149,7 @@ def test_a_client_that_outlived_its_old_worker_keeps_its_id(h):
         (1, m.Paired(20, 2, a, 1, 25, False)),  # its CONNECT, asked again: on one worker now
         (1, m.Paired(25, 2, b, 1, 20, True)),
     ]
-    assert h.mm.table.get(a).addr == (1, 25)
+    assert h.mm.table.get(a).addr == address(1, 25)
 
 
 def test_a_client_whose_id_went_to_someone_else_meanwhile_is_closed(h):
@@ -168,7 +168,7 @@ def test_a_fresh_matchmaker_takes_in_a_client_it_never_heard_of(h):
         (1, m.Paired(20, 1, 1, 1, 25, False)),
         (1, m.Paired(25, 1, 2, 1, 20, True)),
     ]
-    assert h.mm.table.get(1).addr == (1, 25)
+    assert h.mm.table.get(1).addr == address(1, 25)
 
 
 def test_a_placed_client_known_at_that_address_changes_nothing(h):
@@ -294,7 +294,7 @@ def test_a_client_refused_on_landing_is_not_answered_for_the_id_it_lost(h, reque
     before = h.mm.table.clients()
     assert h.handle(0, request_) == []
     assert h.mm.table.clients() == before
-    assert h.mm.table.get(b).addr == (1, 23)
+    assert h.mm.table.get(b).addr == address(1, 23)
     # the heir's own requests still work
     assert h.handle(1, m.Get(b, True, 23)) == [(1, answer(23, "CLIENTS 1=FREE 2=FREE 3=FREE"))]
     out = h.handle(1, m.Connect(b, a, 23))
@@ -305,7 +305,7 @@ def test_a_refused_client_leaving_hears_only_its_own_bye(h):
     _, b = refused_mover(h)
     assert h.handle(0, m.Drop(b, 5, True)) == [(0, refuse(5, "BYE"))]
     assert h.mm.table.clients() == [(1, FREE, ""), (2, FREE, ""), (3, FREE, "")]
-    assert h.mm.table.get(b).addr == (1, 23)
+    assert h.mm.table.get(b).addr == address(1, 23)
 
 
 def test_a_deferred_request_follows_its_asker_when_it_moves(h):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from ipc import messages as m
-from matchmaker.service import Matchmaker
+from matchmaker.service import Matchmaker, address, key_of, worker_of
 from matchmaker.table import ClientTable
 from wire.replies import FREE, Listing, parse_reply
 
@@ -78,10 +78,10 @@ class Harness:
         return out[0][1].session
 
     def worker_of(self, cid):
-        return self.mm.table.get(cid).addr[0]
+        return worker_of(self.mm.table.get(cid).addr)
 
     def key_of(self, cid):
-        return self.mm.table.get(cid).addr[1]
+        return key_of(self.mm.table.get(cid).addr)
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_register_welcomes_with_the_smallest_free_id(h):
         (0, m.Welcome(11, 3)),
         (0, m.Welcome(12, 4)),
     ]
-    assert h.mm.table.get(2).addr == (1, 10)
+    assert h.mm.table.get(2).addr == address(1, 10)
 
 
 def test_register_beyond_max_clients_is_refused():
@@ -562,7 +562,7 @@ def test_requests_from_an_ids_old_holder_never_reach_its_heir(h):
     assert h.handle(0, m.Drop(1, 10)) == []  # does not free the heir's id
     assert h.handle(0, m.Drop(1, 10, True)) == [(0, refuse(10, "BYE"))]  # its own BYE only
     assert h.mm.table.clients() == before
-    assert h.mm.table.get(1).addr == (1, 21)
+    assert h.mm.table.get(1).addr == address(1, 21)
     # the heir's own requests are answered as ever
     assert h.handle(1, m.Get(1, False, 21)) == [(1, answer(21, "CLIENTS 1=FREE 2=FREE"))]
     sid = h.pair(1, 2)
