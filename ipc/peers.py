@@ -49,7 +49,8 @@ def address_key(host: str) -> bytes:
 
 def cells(key: bytes) -> tuple[int, ...]:
     """The counter ``key`` adds to in each row, as indexes into one worker's sketch."""
-    state = int.from_bytes(key, "little") + len(key) * _GOLDEN  # 4 and 8 byte keys apart
+    # 4 and 8 byte keys apart: an IPv4 address shares its every counter with one /64 only
+    state = int.from_bytes(key, "little") + len(key) * _GOLDEN
     found = []
     for row in range(ROWS):
         state += _GOLDEN

@@ -73,8 +73,8 @@ def start(
     process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
         target=_child, args=(name, close, target, args), name=name, daemon=False
     )
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     trim_heap()
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     gc.freeze()
     try:
         process.start()

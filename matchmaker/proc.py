@@ -121,10 +121,13 @@ def trim_heap() -> None:
     in the process's RSS until reused. Before a fork that matters twice over: every
     resident page of the supervisor is in every child's RSS from the start (about
     1 MB a child after the imports and the configuration). Where the C library has
-    no ``malloc_trim`` (musl), nothing happens.
+    no ``malloc_trim`` (musl), or the interpreter no ``ctypes``, nothing happens.
     """
-    import ctypes  # about 0.1 MB, and only here
+    try:
+        import ctypes  # about 0.1 MB, shared with the children
 
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (ImportError, OSError):  # an interpreter built without ctypes: keep the pages
+        return
     if trim is not None:
         trim(0)

@@ -106,6 +106,10 @@ class Matchmaker:
         migrate: bool = False,
         clock: Callable[[], int] = lambda: 0,
     ) -> None:
+        if len(outboxes) > WORKER_MASK + 1:  # far past what one host can run
+            raise ValueError(
+                f"at most {WORKER_MASK + 1} workers: an address has {WORKER_BITS} bits"
+            )
         self.table = table
         self.listing = Rendered(table)  # GET's answer, re-rendered only where it changed
         self.outboxes = outboxes

@@ -278,9 +278,8 @@ class Supervisor:
         if cfg.redis is not None:
             node = cfg.node or f"{socket.gethostname()}:{port}"
             # one token per run of this host: a restarted matchmaker is the same host
-            import secrets  # it loads hashlib's OpenSSL half: only with --redis
-
-            cfg = self.config = replace(cfg, node=node, token=secrets.token_hex(8))
+            # (``secrets.token_hex``, without the hashlib that importing ``secrets`` loads)
+            cfg = self.config = replace(cfg, node=node, token=os.urandom(8).hex())
             module = roles.CLUSTER
         self.spawn(Spawn("matchmaker", module, cfg, self.load, links=[m for _, m in links]))
         for i in range(cfg.workers):

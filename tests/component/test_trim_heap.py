@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,10 @@ print(before, anon_kb(), len(kept))
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc" or not Path("/proc/self/status").exists(),
+    reason="glibc's malloc_trim, read in /proc",
+)
 def test_the_free_pages_inside_the_heap_go_back() -> None:
     out = subprocess.run(
         [sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True
@@ -39,10 +43,21 @@ def test_the_free_pages_inside_the_heap_go_back() -> None:
 
 
 def test_the_supervisor_trims_before_each_fork() -> None:
-    """A source check: the fork happens in ``matchmaker.forking.start``."""
+    """A source check: the fork happens in ``matchmaker.forking.start``, and the trim
+    comes before the handled signals are blocked (nothing it raises can leave them so)."""
     import inspect
 
     from matchmaker import forking
 
     source = inspect.getsource(forking.start)
-    assert source.index("trim_heap()") < source.index("process.start()")
+    trim = source.index("trim_heap()")
+    assert trim < source.index("SIG_BLOCK") < source.index("process.start()")
+
+
+def test_without_ctypes_nothing_is_trimmed_and_nothing_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from matchmaker.proc import trim_heap
+
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # import ctypes raises ImportError
+    trim_heap()

@@ -30,3 +30,13 @@ def test_an_address_is_smaller_than_the_tuple_it_replaced() -> None:
     worker, key = 1, 10_000_000  # a worker's ten millionth connection
     assert sys.getsizeof(address(worker, key)) <= 32
     assert sys.getsizeof((worker, key)) + sys.getsizeof(key) >= 80
+
+
+def test_a_matchmaker_refuses_more_workers_than_an_address_can_name() -> None:
+    import pytest
+
+    from matchmaker.service import Matchmaker
+    from matchmaker.table import ClientTable
+
+    with pytest.raises(ValueError, match="workers"):
+        Matchmaker(ClientTable(), [None] * ((1 << WORKER_BITS) + 1))  # type: ignore[list-item]
