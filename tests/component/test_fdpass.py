@@ -126,16 +126,24 @@ def test_a_message_without_fd_is_dropped_not_taken_for_the_end(channel):
 
 
 @contextmanager
-def no_free_descriptor():
-    """This process's soft RLIMIT_NOFILE set so that no new descriptor can be opened."""
+def free_descriptors(count: int):
+    """Room for exactly ``count`` more descriptors in this process (0: ``no_free_descriptor``)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    lowest_free = os.dup(0)  # descriptors are allocated lowest first
+    held = [os.dup(0) for _ in range(count)]  # descriptors are allocated lowest first
+    lowest_free = os.dup(0)
     os.close(lowest_free)
+    for fd in held:
+        os.close(fd)
     resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
     try:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def no_free_descriptor():
+    """This process's soft RLIMIT_NOFILE set so that no new descriptor can be opened."""
+    return free_descriptors(0)
 
 
 def test_a_hand_over_truncated_at_the_descriptor_limit_is_dropped_and_the_channel_lives(
@@ -244,22 +252,6 @@ def test_a_message_short_of_descriptors_is_dropped_and_what_came_is_closed(chann
 
 
 # ---- a burst's hand-overs in one message ---------------------------------------------
-
-
-@contextmanager
-def free_descriptors(count: int):
-    """Room for exactly ``count`` more descriptors in this process (``no_free_descriptor``)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    held = [os.dup(0) for _ in range(count)]  # descriptors are allocated lowest first
-    lowest_free = os.dup(0)
-    os.close(lowest_free)
-    for fd in held:
-        os.close(fd)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_burst_goes_in_one_message_with_its_tag_family_and_count(channel):
